@@ -1,0 +1,2 @@
+//! redis-pitr: point-in-time recovery for Redis and Valkey.
+pub mod rdb;

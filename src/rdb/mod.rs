@@ -1,0 +1,1 @@
+//! RDB parsing (placeholder).
