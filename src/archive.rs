@@ -1,0 +1,597 @@
+//! `pitr archive`: ties the replica link to the segmenter and the store. Resumes from what the
+//! store holds, attaches with PSYNC, streams a full sync's snapshot into the store, then feeds
+//! the stream to the segmenter under a byte budget, ACKing only what is durable. Reconnects
+//! with backoff after any disconnect, and shuts down cleanly on request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Buf;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tracing::{info, warn};
+
+use crate::catalog::Catalog;
+use crate::format::{self, SnapshotHeader};
+use crate::link::{eof_step, Connection, EofStep, LinkError, Payload, Psync, Source};
+use crate::names::{GenerationId, ObjectKind, ObjectName};
+use crate::segment::{Chunk, Durable, Msg, Position, SegmentError, Segmenter, SegmenterConfig};
+use crate::store::{Store, StoreError};
+use crate::stream::{CommandScanner, StreamError};
+
+#[derive(Clone, Debug)]
+pub struct ArchiveConfig {
+    pub source: Source,
+    pub store: Store,
+    pub flush_interval: Duration,
+    pub segment_max_bytes: usize,
+    pub max_buffer: usize,
+    /// The port sent with `REPLCONF listening-port` (0: nothing listens, so neither Sentinel
+    /// nor `FAILOVER` can pick the archiver as a master).
+    pub announce_port: u16,
+    /// How long a read may wait for data before the link is considered dead.
+    pub read_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("snapshot from {addr} is not a valid RDB: {what}")]
+    BadSnapshot { addr: String, what: String },
+    #[error("the archive is inconsistent: {0}")]
+    Archive(String),
+    #[error("{addr} answered +CONTINUE to a request for a full sync")]
+    UnexpectedContinue { addr: String },
+}
+
+impl ArchiveError {
+    fn is_fatal(&self) -> bool {
+        match self {
+            ArchiveError::Link(e) => e.is_fatal(),
+            ArchiveError::Segment(_) | ArchiveError::Archive(_) => true,
+            ArchiveError::Store(StoreError::Conflict { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Finds where an archive left off: the position after its newest object, and the id the next
+/// generation takes.
+pub async fn resume_point(store: &Store) -> Result<(Option<Position>, GenerationId), ArchiveError> {
+    let listing = store.list().await?;
+    let catalog = Catalog::from_listing(&listing);
+    let next = catalog.next_generation_id();
+    let Some(last) = catalog.last_generation().and_then(|g| g.last_object()) else {
+        return Ok((None, next));
+    };
+    let name = last.name;
+    let corrupt = |source| StoreError::Corrupt {
+        object: name.to_string(),
+        source,
+    };
+    let pos = match name.kind {
+        ObjectKind::Segment => {
+            let bytes = store.get(&name).await?;
+            let seg = format::decode_segment(&bytes).map_err(corrupt)?;
+            Position {
+                generation: name.generation,
+                replid: seg.header.replid,
+                offset: seg.header.end,
+                db: seg.header.db_end,
+                chain: seg.checksum,
+            }
+        }
+        ObjectKind::Snapshot => {
+            if last.size < format::TRAILER_LEN as u64 {
+                return Err(corrupt(format::FormatError {
+                    at: 0,
+                    what: "shorter than a trailer".into(),
+                })
+                .into());
+            }
+            let t = store
+                .get_range(&name, last.size - format::TRAILER_LEN as u64..last.size)
+                .await?;
+            if &t[24..32] != format::TRAILER_MAGIC {
+                return Err(corrupt(format::FormatError {
+                    at: last.size - 8,
+                    what: "no trailer magic".into(),
+                })
+                .into());
+            }
+            Position {
+                generation: name.generation,
+                replid: name.replid,
+                offset: name.start,
+                db: 0,
+                chain: u64::from_le_bytes(t[16..24].try_into().expect("8 bytes")),
+            }
+        }
+    };
+    Ok((Some(pos), next))
+}
+
+/// A shutdown request: a watch that turns true.
+#[derive(Clone)]
+pub struct Shutdown(pub watch::Receiver<bool>);
+
+impl Shutdown {
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+    pub async fn wait(&mut self) {
+        while !*self.0.borrow_and_update() {
+            if self.0.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+enum SessionEnd {
+    Shutdown,
+}
+
+/// The archiver role.
+pub struct Archiver {
+    cfg: ArchiveConfig,
+    /// The received position: where the next byte from the master belongs.
+    pos: Option<Position>,
+    next_generation: GenerationId,
+    tx: mpsc::UnboundedSender<Msg>,
+    durable: watch::Receiver<Durable>,
+    budget: Arc<Semaphore>,
+}
+
+impl Archiver {
+    /// Runs until shutdown is requested (then flushes, ACKs and returns `Ok`) or an error that
+    /// retrying cannot fix.
+    pub async fn run(cfg: ArchiveConfig, mut shutdown: Shutdown) -> Result<(), ArchiveError> {
+        let (pos, next_generation) = resume_point(&cfg.store).await?;
+        match &pos {
+            Some(p) => info!(
+                generation = %p.generation, replid = %p.replid, offset = p.offset, db = p.db,
+                "resuming the archive"
+            ),
+            None => info!(store = %cfg.store.url(), "empty archive: starting with a full sync"),
+        }
+        let (segmenter, tx, durable) = Segmenter::new(
+            cfg.store.clone(),
+            SegmenterConfig {
+                flush_interval: cfg.flush_interval,
+                segment_max_bytes: cfg.segment_max_bytes,
+            },
+        );
+        let mut seg_task = tokio::spawn(segmenter.run());
+        if let Some(p) = pos {
+            let _ = tx.send(Msg::Start(p));
+        }
+        let budget = Arc::new(Semaphore::new(cfg.max_buffer.min(Semaphore::MAX_PERMITS)));
+        let mut me = Archiver {
+            cfg,
+            pos,
+            next_generation,
+            tx,
+            durable,
+            budget,
+        };
+        let mut backoff = Duration::from_millis(200);
+        let result = loop {
+            if shutdown.requested() {
+                break Ok(());
+            }
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                r = me.session(&mut shutdown) => r,
+                r = &mut seg_task => {
+                    break match r {
+                        Ok(Ok(())) => Err(ArchiveError::Archive("the segmenter stopped".into())),
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(e) => Err(ArchiveError::Archive(format!("the segmenter failed: {e}"))),
+                    };
+                }
+            };
+            match outcome {
+                Ok(SessionEnd::Shutdown) => break Ok(()),
+                Err(e) if e.is_fatal() => break Err(e),
+                Err(e) => {
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff = Duration::from_millis(200);
+                    }
+                    warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "link to the master lost; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        // Flush what was received. A session that ended by shutdown has done this already;
+        // doing it again is cheap.
+        let (reply, done) = oneshot::channel();
+        if me.tx.send(Msg::Finish(reply)).is_ok() {
+            if let Ok(d) = done.await {
+                info!(generation = %d.generation, offset = d.offset, "archive flushed");
+            }
+        }
+        drop(me);
+        match seg_task.await {
+            Ok(Err(e)) if result.is_ok() => Err(e.into()),
+            _ => result,
+        }
+    }
+
+    /// One connection: handshake, PSYNC, the snapshot if any, then the stream until the link
+    /// fails or shutdown is requested.
+    async fn session(&mut self, shutdown: &mut Shutdown) -> Result<SessionEnd, ArchiveError> {
+        let source = self.cfg.source.clone();
+        let mut conn = Connection::connect(&source, Duration::from_secs(10)).await?;
+        conn.read_timeout = self.cfg.read_timeout;
+        conn.handshake(&source, self.cfg.announce_port).await?;
+        let resume = self.pos.map(|p| (p.replid, p.offset));
+        let reply = conn.psync(resume).await?;
+        let mut floor = None;
+        match reply {
+            Psync::FullResync { replid, offset } => {
+                let generation = self.next_generation;
+                match self.pos {
+                    Some(p) => warn!(
+                        previous_generation = %p.generation, previous_offset = p.offset,
+                        %generation, %replid, offset,
+                        "the master refused to continue: full resync, new generation; the archive has a gap"
+                    ),
+                    None => info!(%generation, %replid, offset, "full sync: new generation"),
+                }
+                let time_ms = now_ms();
+                let chain = self
+                    .snapshot(&mut conn, generation, replid, offset, time_ms, shutdown)
+                    .await?;
+                self.next_generation = generation.next();
+                let p = Position {
+                    generation,
+                    replid,
+                    offset,
+                    db: 0,
+                    chain,
+                };
+                let _ = self.tx.send(Msg::Start(p));
+                self.pos = Some(p);
+                floor = Some(offset);
+                conn.ack(offset).await?;
+            }
+            Psync::Continue { replid } => {
+                let Some(p) = self.pos.as_mut() else {
+                    return Err(ArchiveError::UnexpectedContinue {
+                        addr: conn.addr().to_string(),
+                    });
+                };
+                if let Some(id) = replid.filter(|id| *id != p.replid) {
+                    info!(generation = %p.generation, old = %p.replid, new = %id, offset = p.offset,
+                        "partial resync under a new replication id (failover): same generation");
+                    p.replid = id;
+                    let _ = self.tx.send(Msg::Start(*p));
+                } else {
+                    info!(generation = %p.generation, offset = p.offset, "partial resync: continuing");
+                }
+            }
+        }
+        self.stream(&mut conn, floor, shutdown).await
+    }
+
+    /// Receives the full-sync payload into a snapshot object. Returns its checksum.
+    async fn snapshot(
+        &mut self,
+        conn: &mut Connection,
+        generation: GenerationId,
+        replid: crate::names::ReplId,
+        offset: u64,
+        time_ms: u64,
+        shutdown: &mut Shutdown,
+    ) -> Result<u64, ArchiveError> {
+        let payload = conn.payload_header().await?;
+        let name = ObjectName::snapshot(generation, offset, time_ms, replid);
+        let header = SnapshotHeader {
+            generation,
+            offset,
+            time_ms,
+            replid,
+        };
+        let started = Instant::now();
+        let mut upload = self.cfg.store.snapshot_upload(&name, &header).await?;
+        let mut check = RdbCheck::default();
+        let addr = conn.addr().to_string();
+        let received: Result<(), ArchiveError> = async {
+            match payload {
+                Payload::Len(len) => {
+                    let mut left = len;
+                    while left > 0 {
+                        if conn.buffer().is_empty() {
+                            tokio::select! {
+                                r = conn.read_more("receiving the snapshot") => { r?; }
+                                _ = shutdown.wait() => return Err(ArchiveError::Archive("shutdown during the full sync".into())),
+                            }
+                        }
+                        let take = (conn.buffer().len() as u64).min(left) as usize;
+                        let piece = conn.buffer().split_to(take);
+                        check.update(&piece);
+                        upload.write(&piece).await?;
+                        left -= take as u64;
+                    }
+                }
+                Payload::Eof(mark) => loop {
+                    match eof_step(conn.buffer(), &mark) {
+                        EofStep::Done(n) => {
+                            let piece = conn.buffer().split_to(n);
+                            check.update(&piece);
+                            upload.write(&piece).await?;
+                            conn.buffer().advance(40);
+                            break;
+                        }
+                        EofStep::Forward(n) => {
+                            if n > 0 {
+                                let piece = conn.buffer().split_to(n);
+                                check.update(&piece);
+                                upload.write(&piece).await?;
+                            }
+                            tokio::select! {
+                                r = conn.read_more("receiving the snapshot") => { r?; }
+                                _ = shutdown.wait() => return Err(ArchiveError::Archive("shutdown during the full sync".into())),
+                            }
+                        }
+                    }
+                },
+            }
+            check.finish().map_err(|what| ArchiveError::BadSnapshot {
+                addr: addr.clone(),
+                what,
+            })
+        }
+        .await;
+        if let Err(e) = received {
+            upload.abort().await;
+            return Err(e);
+        }
+        let done = upload.finish().await?;
+        let secs = started.elapsed().as_secs_f64();
+        info!(
+            %generation, object = %name, bytes = done.raw_len, stored = done.stored,
+            seconds = format!("{secs:.2}"),
+            mb_per_s = format!("{:.1}", done.raw_len as f64 / 1e6 / secs.max(1e-6)),
+            "snapshot durable"
+        );
+        Ok(done.checksum)
+    }
+
+    /// The stream: read, frame whole commands, stamp them, hand them to the segmenter within
+    /// the byte budget, and ACK the durable offset after every flush, on GETACK and every
+    /// second.
+    async fn stream(
+        &mut self,
+        conn: &mut Connection,
+        floor: Option<u64>,
+        shutdown: &mut Shutdown,
+    ) -> Result<SessionEnd, ArchiveError> {
+        let mut pos = self.pos.expect("a position after PSYNC");
+        let generation = pos.generation;
+        let mut scanner = CommandScanner::new(pos.db);
+        let mut durable = self.durable.clone();
+        let ack_value = |d: &Durable| -> u64 {
+            let f = floor.unwrap_or(0);
+            if d.generation == generation {
+                d.offset.max(f)
+            } else {
+                f
+            }
+        };
+        let mut ack_tick = tokio::time::interval(Duration::from_secs(1));
+        ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: Option<Chunk> = None;
+        let mut last_acked = 0u64;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => {
+                    let (reply, done) = oneshot::channel();
+                    if let Some(c) = pending.take() {
+                        let _ = self.tx.send(Msg::Chunk(c));
+                    }
+                    let _ = self.tx.send(Msg::Finish(reply));
+                    if let Ok(d) = done.await {
+                        let _ = conn.ack(ack_value(&d)).await;
+                        info!(generation = %d.generation, offset = d.offset, "flushed and acknowledged; stopping");
+                    }
+                    return Ok(SessionEnd::Shutdown);
+                }
+                r = durable.changed() => {
+                    if r.is_ok() {
+                        let v = ack_value(&durable.borrow_and_update());
+                        if v != last_acked {
+                            conn.ack(v).await?;
+                            last_acked = v;
+                        }
+                    }
+                }
+                _ = ack_tick.tick() => {
+                    let v = ack_value(&durable.borrow());
+                    conn.ack(v).await?;
+                    last_acked = v;
+                }
+                permit = self.budget.clone().acquire_many_owned(
+                    pending.as_ref().map_or(0, |c| budget_permits(c.bytes.len(), self.cfg.max_buffer))
+                ), if pending.is_some() => {
+                    let mut c = pending.take().expect("guarded");
+                    c.permit = Some(permit.expect("the budget is never closed"));
+                    let _ = self.tx.send(Msg::Chunk(c));
+                }
+                r = conn.read_more("streaming"), if pending.is_none() => {
+                    r?;
+                    let ms = now_ms();
+                    let s = scanner.scan(conn.buffer(), pos.offset)?;
+                    if s.consumed > 0 {
+                        let bytes = conn.buffer().split_to(s.consumed).freeze();
+                        pos.offset += s.consumed as u64;
+                        pos.db = scanner.db();
+                        self.pos = Some(pos);
+                        pending = Some(Chunk {
+                            bytes,
+                            end: pos.offset,
+                            ms,
+                            db_after: pos.db,
+                            getack: s.getack,
+                            permit: None,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn budget_permits(len: usize, max: usize) -> u32 {
+    len.clamp(1, max.clamp(1, Semaphore::MAX_PERMITS))
+        .min(u32::MAX as usize) as u32
+}
+
+static CRC64: crc::Crc<u64, crc::Table<16>> = crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
+
+/// Checks, as the snapshot streams past, that it is a complete RDB: the magic, the EOF opcode
+/// and the CRC64 trailer (skipped when the master wrote 0, `rdbchecksum no`).
+pub(crate) struct RdbCheck {
+    digest: crc::Digest<'static, u64, crc::Table<16>>,
+    head: Vec<u8>,
+    /// The last 9 bytes seen (EOF opcode + checksum), not yet fed to the digest.
+    tail: Vec<u8>,
+    /// The last byte fed to the digest: the EOF opcode once the file is complete.
+    last_fed: u8,
+    len: u64,
+}
+
+impl Default for RdbCheck {
+    fn default() -> Self {
+        RdbCheck {
+            digest: CRC64.digest(),
+            head: Vec::with_capacity(9),
+            tail: Vec::with_capacity(32),
+            last_fed: 0,
+            len: 0,
+        }
+    }
+}
+
+impl RdbCheck {
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        self.len += data.len() as u64;
+        if self.head.len() < 9 {
+            let n = (9 - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+        }
+        self.tail.extend_from_slice(data);
+        if self.tail.len() > 8 {
+            let feed = self.tail.len() - 8;
+            self.digest.update(&self.tail[..feed]);
+            self.last_fed = self.tail[feed - 1];
+            self.tail.drain(..feed);
+        }
+    }
+
+    pub(crate) fn finish(self) -> Result<(), String> {
+        let version = match &self.head[..] {
+            h if h.len() == 9 && h.starts_with(b"REDIS") => std::str::from_utf8(&h[5..]).ok().and_then(|v| v.parse::<u32>().ok()),
+            h if h.len() == 9 && h.starts_with(b"VALKEY") => std::str::from_utf8(&h[6..]).ok().and_then(|v| v.parse::<u32>().ok()),
+            _ => None,
+        };
+        let Some(version) = version else {
+            return Err(format!(
+                "no RDB magic at the start ({:?})",
+                String::from_utf8_lossy(&self.head)
+            ));
+        };
+        if version < 5 {
+            // No checksum before RDB 5: the last byte is the EOF opcode.
+            return if self.tail.last() == Some(&0xff) {
+                Ok(())
+            } else {
+                Err(format!("no EOF opcode at byte {}", self.len.saturating_sub(1)))
+            };
+        }
+        if self.len < 18 || self.tail.len() != 8 {
+            return Err(format!("only {} bytes", self.len));
+        }
+        if self.last_fed != 0xff {
+            return Err(format!(
+                "no EOF opcode before the checksum at byte {} (truncated)",
+                self.len - 9
+            ));
+        }
+        let stored = u64::from_le_bytes(self.tail[..8].try_into().expect("8 bytes"));
+        let computed = self.digest.finalize();
+        if stored != 0 && stored != computed {
+            return Err(format!(
+                "CRC64 mismatch: trailer says {stored:016x}, content gives {computed:016x} (truncated or corrupt)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rdb(body: &[u8]) -> Vec<u8> {
+        let mut v = b"REDIS0011".to_vec();
+        v.extend_from_slice(body);
+        v.push(0xff);
+        let crc = CRC64.checksum(&v);
+        v.extend_from_slice(&crc.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn crc64_check_value() {
+        assert_eq!(CRC64.checksum(b"123456789"), 0xe9c6d914c4b8d9ca);
+    }
+
+    #[test]
+    fn rdb_check_accepts_whole_files_at_any_split() {
+        let file = rdb(b"\xfa\x09redis-ver\x057.0.0\xfe\x00\x00\x01k\x01v");
+        for split in 0..=file.len() {
+            let mut c = RdbCheck::default();
+            c.update(&file[..split]);
+            c.update(&file[split..]);
+            c.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn rdb_check_rejects_truncation_and_garbage() {
+        let file = rdb(b"\xfe\x00\x00\x01k\x01v");
+        for n in 0..file.len() {
+            let mut c = RdbCheck::default();
+            c.update(&file[..n]);
+            assert!(c.finish().is_err(), "truncated at {n} accepted");
+        }
+        let mut bad = file.clone();
+        bad[12] ^= 1;
+        let mut c = RdbCheck::default();
+        c.update(&bad);
+        assert!(c.finish().unwrap_err().contains("CRC64"));
+        let mut c = RdbCheck::default();
+        c.update(b"HELLO WORLD, NOT AN RDB AT ALL");
+        assert!(c.finish().unwrap_err().contains("magic"));
+    }
+}

@@ -1,0 +1,502 @@
+//! The replica link: one TCP connection to the master, owned here and nowhere else. Does the
+//! handshake a real replica does (PING, AUTH, REPLCONF, PSYNC), frames the full-sync payload
+//! (`$<len>` and diskless `$EOF:<mark>`), hands out the bytes that follow, and writes
+//! `REPLCONF ACK`, the only thing ever sent after PSYNC. Knows nothing of storage.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::names::ReplId;
+
+/// Longest reply line accepted during the handshake.
+const MAX_LINE: usize = 4096;
+/// Read buffer reservation per read.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to {addr}: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{addr} closed the connection {during}")]
+    Closed { addr: String, during: &'static str },
+    #[error("{addr} refused {command}: {reply}")]
+    Refused {
+        addr: String,
+        command: &'static str,
+        reply: String,
+    },
+    #[error("authentication to {addr} failed: {reply}")]
+    Auth { addr: String, reply: String },
+    /// `-LOADING`, `-NOMASTERLINK` and the like: try again later.
+    #[error("{addr} is not ready to sync: {reply}")]
+    NotReady { addr: String, reply: String },
+    #[error("{addr} sent a malformed {what}: {detail}")]
+    Protocol {
+        addr: String,
+        what: &'static str,
+        detail: String,
+    },
+    #[error("no data from {addr} for {secs} s {during}")]
+    Timeout {
+        addr: String,
+        secs: u64,
+        during: &'static str,
+    },
+}
+
+impl LinkError {
+    /// Whether retrying can never help (wrong password, missing permission).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, LinkError::Auth { .. })
+    }
+}
+
+/// Where and as whom to connect. The password is never printed.
+#[derive(Clone)]
+pub struct Source {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Source {
+    /// Parses `redis://[user[:password]@]host[:port]`. A password in the URL is accepted but
+    /// the environment (`PITR_SOURCE_PASSWORD`, `REDISCLI_AUTH`) keeps it out of argv.
+    pub fn parse(url: &str, env_password: Option<String>) -> Result<Source, String> {
+        let u = url::Url::parse(url).map_err(|e| format!("--source {url:?}: {e}"))?;
+        if u.scheme() != "redis" {
+            return Err(format!(
+                "--source: scheme {:?} not supported (use redis://host:port)",
+                u.scheme()
+            ));
+        }
+        let host = u
+            .host_str()
+            .ok_or_else(|| "--source: no host".to_string())?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let user = Some(percent_decode(u.username())).filter(|s| !s.is_empty());
+        let password = u.password().map(percent_decode).or(env_password);
+        Ok(Source {
+            host,
+            port: u.port().unwrap_or(6379),
+            user,
+            password,
+        })
+    }
+
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 3 <= b.len() {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The master's answer to PSYNC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Psync {
+    /// A full sync: the snapshot payload follows; the stream after it starts at `offset`.
+    FullResync { replid: ReplId, offset: u64 },
+    /// A partial sync: the stream continues at the requested offset, possibly under a new id.
+    Continue { replid: Option<ReplId> },
+}
+
+/// How the snapshot payload is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// `$<len>`: exactly `len` bytes, then the stream immediately.
+    Len(u64),
+    /// `$EOF:<mark>`: bytes until the 40-byte mark; the stream starts after our first ACK.
+    Eof([u8; 40]),
+}
+
+/// One step of EOF-mark detection over the unconsumed payload bytes `buf`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EofStep {
+    /// The first `n` bytes are certainly payload; keep the rest (it may be part of the mark).
+    Forward(usize),
+    /// The payload ends after `n` bytes, followed by the mark.
+    Done(usize),
+}
+
+/// Decides what of `buf` is payload, holding back the last 40 bytes until it is known whether
+/// they are the mark. The mark is recognised only at the end of what has arrived (the master
+/// sends nothing after it until the replica ACKs), so a mark split across reads is found.
+pub fn eof_step(buf: &[u8], mark: &[u8; 40]) -> EofStep {
+    if buf.len() >= 40 && buf[buf.len() - 40..] == mark[..] {
+        EofStep::Done(buf.len() - 40)
+    } else {
+        EofStep::Forward(buf.len().saturating_sub(40))
+    }
+}
+
+/// The connection to the master: the socket and its read buffer.
+pub struct Connection {
+    stream: TcpStream,
+    buf: BytesMut,
+    addr: String,
+    /// Reads that get nothing for this long fail (the master PINGs every 10 s by default).
+    pub read_timeout: Duration,
+}
+
+impl Connection {
+    pub async fn connect(source: &Source, timeout: Duration) -> Result<Connection, LinkError> {
+        let addr = source.addr();
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| LinkError::Timeout {
+                addr: addr.clone(),
+                secs: timeout.as_secs(),
+                during: "while connecting",
+            })?
+            .map_err(|source| LinkError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        Ok(Connection {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            addr,
+            read_timeout: Duration::from_secs(60),
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The bytes read and not yet consumed.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    fn io(&self, source: std::io::Error) -> LinkError {
+        LinkError::Io {
+            addr: self.addr.clone(),
+            source,
+        }
+    }
+
+    /// Reads more bytes into the buffer. Returns how many; fails on EOF or timeout.
+    pub async fn read_more(&mut self, during: &'static str) -> Result<usize, LinkError> {
+        self.buf.reserve(READ_CHUNK);
+        let n = tokio::time::timeout(self.read_timeout, self.stream.read_buf(&mut self.buf))
+            .await
+            .map_err(|_| LinkError::Timeout {
+                addr: self.addr.clone(),
+                secs: self.read_timeout.as_secs(),
+                during,
+            })?
+            .map_err(|e| self.io(e))?;
+        if n == 0 {
+            return Err(LinkError::Closed {
+                addr: self.addr.clone(),
+                during,
+            });
+        }
+        Ok(n)
+    }
+
+    async fn send(&mut self, args: &[&[u8]]) -> Result<(), LinkError> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.stream.write_all(&out).await.map_err(|e| self.io(e))
+    }
+
+    /// Reads one reply line (`+…`, `-…`), skipping the bare `\n` keepalives before it.
+    async fn read_line(&mut self, during: &'static str) -> Result<String, LinkError> {
+        loop {
+            while self.buf.first() == Some(&b'\n') {
+                self.buf.advance(1);
+            }
+            if let Some(nl) = memchr::memchr(b'\n', &self.buf) {
+                let line = self.buf.split_to(nl + 1);
+                let line = line.strip_suffix(b"\r\n").unwrap_or(&line[..nl]);
+                return Ok(String::from_utf8_lossy(line).into_owned());
+            }
+            if self.buf.len() > MAX_LINE {
+                return Err(LinkError::Protocol {
+                    addr: self.addr.clone(),
+                    what: "reply",
+                    detail: format!("no line end in {} bytes {during}", self.buf.len()),
+                });
+            }
+            self.read_more(during).await?;
+        }
+    }
+
+    /// Sends a command and reads its one-line reply (errors come back as `Err(line)`).
+    async fn call(&mut self, args: &[&[u8]], during: &'static str) -> Result<Result<String, String>, LinkError> {
+        self.send(args).await?;
+        let line = self.read_line(during).await?;
+        if let Some(err) = line.strip_prefix('-') {
+            return Ok(Err(err.to_string()));
+        }
+        // Skip a bulk or integer reply's payload (CLIENT SETNAME and the like answer +OK).
+        if let Some(len) = line.strip_prefix('$') {
+            if let Ok(n) = len.parse::<i64>() {
+                if n >= 0 {
+                    let want = n as usize + 2;
+                    while self.buf.len() < want {
+                        self.read_more(during).await?;
+                    }
+                    self.buf.advance(want);
+                }
+            }
+        }
+        Ok(Ok(line))
+    }
+
+    /// The replica handshake, as `syncWithMaster()` does it: PING, AUTH, REPLCONF
+    /// listening-port, REPLCONF capa, each reply read before the next command.
+    pub async fn handshake(&mut self, source: &Source, announce_port: u16) -> Result<(), LinkError> {
+        let addr = self.addr.clone();
+        match self.call(&[b"PING"], "waiting for PONG").await? {
+            Ok(_) => {}
+            Err(e) if e.starts_with("NOAUTH") || e.starts_with("NOPERM") || e.contains("operation not permitted") => {}
+            Err(e) if e.starts_with("LOADING") => {
+                return Err(LinkError::NotReady { addr, reply: e })
+            }
+            Err(e) => {
+                return Err(LinkError::Refused {
+                    addr,
+                    command: "PING",
+                    reply: e,
+                })
+            }
+        }
+        if let Some(password) = &source.password {
+            let reply = match &source.user {
+                Some(user) => {
+                    self.call(&[b"AUTH", user.as_bytes(), password.as_bytes()], "authenticating")
+                        .await?
+                }
+                None => self.call(&[b"AUTH", password.as_bytes()], "authenticating").await?,
+            };
+            if let Err(e) = reply {
+                return Err(LinkError::Auth { addr, reply: e });
+            }
+        }
+        // Lets operators tell the archiver apart in CLIENT LIST; not every user may do it.
+        let _ = self.call(&[b"CLIENT", b"SETNAME", b"pitr-archiver"], "naming the client").await?;
+        let port = announce_port.to_string();
+        if let Err(e) = self
+            .call(&[b"REPLCONF", b"listening-port", port.as_bytes()], "REPLCONF listening-port")
+            .await?
+        {
+            if e.starts_with("NOAUTH") || e.starts_with("NOPERM") {
+                return Err(LinkError::Auth { addr, reply: e });
+            }
+            tracing::debug!(reply = %e, "REPLCONF listening-port refused (not critical)");
+        }
+        if let Err(e) = self
+            .call(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"], "REPLCONF capa")
+            .await?
+        {
+            return Err(LinkError::Refused {
+                addr,
+                command: "REPLCONF capa",
+                reply: e,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends PSYNC and reads the answer. `resume` is the replication id and the offset just past
+    /// the last archived byte; PSYNC asks for the next byte, `offset + 1`.
+    pub async fn psync(&mut self, resume: Option<(ReplId, u64)>) -> Result<Psync, LinkError> {
+        let (id, off) = match resume {
+            Some((id, off)) => (id.to_string(), (off + 1).to_string()),
+            None => ("?".to_string(), "-1".to_string()),
+        };
+        self.send(&[b"PSYNC", id.as_bytes(), off.as_bytes()]).await?;
+        let line = self.read_line("waiting for the PSYNC reply").await?;
+        let addr = self.addr.clone();
+        let proto = |detail: String| LinkError::Protocol {
+            addr: addr.clone(),
+            what: "PSYNC reply",
+            detail,
+        };
+        let mut words = line.split_ascii_whitespace();
+        match words.next() {
+            Some("+FULLRESYNC") => {
+                let replid = words
+                    .next()
+                    .and_then(|w| w.parse::<ReplId>().ok())
+                    .ok_or_else(|| proto(line.clone()))?;
+                let offset = words
+                    .next()
+                    .and_then(|w| w.parse::<u64>().ok())
+                    .ok_or_else(|| proto(line.clone()))?;
+                Ok(Psync::FullResync { replid, offset })
+            }
+            Some("+CONTINUE") => match words.next() {
+                None => Ok(Psync::Continue { replid: None }),
+                Some(w) => Ok(Psync::Continue {
+                    replid: Some(w.parse().map_err(|_| proto(line.clone()))?),
+                }),
+            },
+            Some(w) if w.starts_with("-NOMASTERLINK") || w.starts_with("-LOADING") || w.starts_with("-MASTERDOWN") => {
+                Err(LinkError::NotReady {
+                    addr,
+                    reply: line[1..].to_string(),
+                })
+            }
+            Some(w) if w.starts_with("-NOAUTH") || w.starts_with("-NOPERM") => {
+                Err(LinkError::Auth {
+                    addr,
+                    reply: line[1..].to_string(),
+                })
+            }
+            Some(w) if w.starts_with('-') => Err(LinkError::Refused {
+                addr,
+                command: "PSYNC",
+                reply: line[1..].to_string(),
+            }),
+            _ => Err(proto(line)),
+        }
+    }
+
+    /// Reads the payload header after `+FULLRESYNC`, skipping keepalive newlines.
+    pub async fn payload_header(&mut self) -> Result<Payload, LinkError> {
+        let line = self.read_line("waiting for the snapshot").await?;
+        let addr = self.addr.clone();
+        let proto = |detail: String| LinkError::Protocol {
+            addr: addr.clone(),
+            what: "snapshot header",
+            detail,
+        };
+        let rest = line
+            .strip_prefix('$')
+            .ok_or_else(|| proto(format!("{line:?}")))?;
+        if let Some(mark) = rest.strip_prefix("EOF:") {
+            let m = mark.as_bytes();
+            if m.len() != 40 {
+                return Err(proto(format!("EOF mark of {} bytes", m.len())));
+            }
+            let mut out = [0u8; 40];
+            out.copy_from_slice(m);
+            return Ok(Payload::Eof(out));
+        }
+        rest.parse::<u64>()
+            .map(Payload::Len)
+            .map_err(|_| proto(format!("{line:?}")))
+    }
+
+    /// `REPLCONF ACK <offset>`: tells the master everything before `offset` is archived.
+    pub async fn ack(&mut self, offset: u64) -> Result<(), LinkError> {
+        let off = offset.to_string();
+        self.send(&[b"REPLCONF", b"ACK", off.as_bytes()]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eof_mark_found_at_every_split_point() {
+        let mark: [u8; 40] = *b"0123456789abcdef0123456789abcdef01234567";
+        let mut payload = b"REDIS0010".to_vec();
+        payload.extend((0..300u32).map(|i| (i * 7 % 251) as u8));
+        // The payload contains a near-miss of the mark.
+        payload.extend_from_slice(&mark[..39]);
+        payload.extend_from_slice(b"x");
+        let mut wire = payload.clone();
+        wire.extend_from_slice(&mark);
+        for split in 0..=wire.len() {
+            for second in [split, (split + 17).min(wire.len())] {
+                let mut buf: Vec<u8> = Vec::new();
+                let mut got = Vec::new();
+                let mut done = false;
+                for piece in [&wire[..split], &wire[split..second], &wire[second..]] {
+                    buf.extend_from_slice(piece);
+                    match eof_step(&buf, &mark) {
+                        EofStep::Forward(n) => {
+                            got.extend_from_slice(&buf[..n]);
+                            buf.drain(..n);
+                        }
+                        EofStep::Done(n) => {
+                            got.extend_from_slice(&buf[..n]);
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+                assert!(done, "mark not found, split {split}/{second}");
+                assert_eq!(got, payload, "split {split}/{second}");
+            }
+        }
+    }
+
+    #[test]
+    fn source_urls() {
+        let s = Source::parse("redis://127.0.0.1:7000", Some("env-secret".into())).unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 7000));
+        assert_eq!(s.password.as_deref(), Some("env-secret"));
+        assert!(s.user.is_none());
+        let s = Source::parse("redis://archiver:p%40ss@db.local", None).unwrap();
+        assert_eq!(s.user.as_deref(), Some("archiver"));
+        assert_eq!(s.password.as_deref(), Some("p@ss"));
+        assert_eq!(s.port, 6379);
+        assert!(!format!("{s:?}").contains("p@ss"));
+        assert!(Source::parse("http://x", None).is_err());
+        assert!(Source::parse("not a url", None).is_err());
+    }
+}

@@ -1,0 +1,404 @@
+//! Framing of the replication stream: finds whole RESP commands in the bytes the master sends
+//! after the full-sync payload, so that segments hold whole commands and the archiver knows the
+//! selected database and when the master asks for an ACK (`REPLCONF GETACK`).
+//!
+//! Pure and resumable: [`CommandScanner::scan`] takes the unconsumed bytes, reports how many of
+//! them form complete commands, and remembers its progress inside an incomplete command so that
+//! a command arriving in many reads is not scanned again from its start. It never copies or
+//! re-encodes: the bytes it accepts are archived as received, and every byte it consumes is one
+//! byte of replication offset. Argument payloads are skipped by length, not scanned.
+
+/// Largest bulk argument accepted (Redis' `proto-max-bulk-len` can be raised to this).
+pub const MAX_BULK_LEN: u64 = 1 << 34;
+/// Largest argument count accepted.
+pub const MAX_ARGS: u64 = 1 << 31;
+/// A header line (`*<n>` or `$<n>`) longer than this is garbage.
+const MAX_HEADER_LINE: usize = 24;
+
+/// What the master sent that is not a well-formed command, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed replication stream at offset {offset}: {what}")]
+pub struct StreamError {
+    /// Replication offset of the first byte that does not fit (0-based, as the master counts).
+    pub offset: u64,
+    pub what: String,
+}
+
+/// The commands the archiver reacts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandKind {
+    Select,
+    ReplconfGetack,
+    Replconf,
+    Multi,
+    Exec,
+    Ping,
+    Other,
+}
+
+/// Result of one [`CommandScanner::scan`] call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scanned {
+    /// Bytes at the front of the input that form complete commands.
+    pub consumed: usize,
+    /// Complete commands among them.
+    pub commands: u64,
+    /// Whether one of them was `REPLCONF GETACK`.
+    pub getack: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum State {
+    ArrayHeader,
+    ArgHeader,
+    ArgData(u64),
+}
+
+#[derive(Clone, Debug)]
+pub struct CommandScanner {
+    db: u32,
+    state: State,
+    /// Position of the next byte to look at, relative to the first unconsumed byte.
+    pos: usize,
+    args_total: u64,
+    args_done: u64,
+    kind: CommandKind,
+}
+
+impl CommandScanner {
+    /// A scanner whose stream starts with `db` selected.
+    pub fn new(db: u32) -> Self {
+        CommandScanner {
+            db,
+            state: State::ArrayHeader,
+            pos: 0,
+            args_total: 0,
+            args_done: 0,
+            kind: CommandKind::Other,
+        }
+    }
+
+    /// The database selected after the last complete command.
+    pub fn db(&self) -> u32 {
+        self.db
+    }
+
+    /// Whether the scanner is between commands.
+    pub fn at_boundary(&self) -> bool {
+        matches!(self.state, State::ArrayHeader) && self.pos == 0
+    }
+
+    /// Scans `buf`, the bytes not yet consumed, whose first byte has replication offset `base`
+    /// (0-based). On success the caller must drop `consumed` bytes from the front before the next
+    /// call, and keep the rest.
+    pub fn scan(&mut self, buf: &[u8], base: u64) -> Result<Scanned, StreamError> {
+        self.scan_limit(buf, base, u64::MAX)
+    }
+
+    /// Like [`scan`](Self::scan), but stops after `max_commands` complete commands.
+    pub fn scan_limit(
+        &mut self,
+        buf: &[u8],
+        base: u64,
+        max_commands: u64,
+    ) -> Result<Scanned, StreamError> {
+        let mut out = Scanned::default();
+        let fail = |at: usize, what: String| StreamError {
+            offset: base + at as u64,
+            what,
+        };
+        while out.commands < max_commands {
+            match self.state {
+                State::ArrayHeader => match header_line(buf, self.pos, b'*') {
+                    Line::Incomplete => break,
+                    Line::Bad(what) => return Err(fail(self.pos, what)),
+                    Line::Value(n, next) => {
+                        if n == 0 || n > MAX_ARGS {
+                            return Err(fail(self.pos, format!("command with {n} arguments")));
+                        }
+                        self.args_total = n;
+                        self.args_done = 0;
+                        self.kind = CommandKind::Other;
+                        self.pos = next;
+                        self.state = State::ArgHeader;
+                    }
+                },
+                State::ArgHeader => match header_line(buf, self.pos, b'$') {
+                    Line::Incomplete => break,
+                    Line::Bad(what) => return Err(fail(self.pos, what)),
+                    Line::Value(n, next) => {
+                        if n > MAX_BULK_LEN {
+                            return Err(fail(self.pos, format!("argument of {n} bytes")));
+                        }
+                        self.pos = next;
+                        self.state = State::ArgData(n);
+                    }
+                },
+                State::ArgData(len) => {
+                    let end = self.pos as u64 + len;
+                    if end + 2 > buf.len() as u64 {
+                        break;
+                    }
+                    let end = end as usize;
+                    if &buf[end..end + 2] != b"\r\n" {
+                        return Err(fail(end, "argument not followed by CRLF".into()));
+                    }
+                    self.argument(&buf[self.pos..end]);
+                    self.pos = end + 2;
+                    self.args_done += 1;
+                    self.state = State::ArgHeader;
+                    if self.args_done == self.args_total {
+                        out.consumed = self.pos;
+                        out.commands += 1;
+                        out.getack |= self.kind == CommandKind::ReplconfGetack;
+                        self.state = State::ArrayHeader;
+                    }
+                }
+            }
+        }
+        self.pos -= out.consumed;
+        Ok(out)
+    }
+
+    fn argument(&mut self, arg: &[u8]) {
+        match self.args_done {
+            0 => {
+                let name = arg;
+                self.kind = if name.eq_ignore_ascii_case(b"select") {
+                    CommandKind::Select
+                } else if name.eq_ignore_ascii_case(b"replconf") {
+                    CommandKind::Replconf
+                } else if name.eq_ignore_ascii_case(b"multi") {
+                    CommandKind::Multi
+                } else if name.eq_ignore_ascii_case(b"exec") {
+                    CommandKind::Exec
+                } else if name.eq_ignore_ascii_case(b"ping") {
+                    CommandKind::Ping
+                } else {
+                    CommandKind::Other
+                };
+            }
+            1 => match self.kind {
+                CommandKind::Select => {
+                    if let Some(db) = parse_u64(arg).and_then(|d| u32::try_from(d).ok()) {
+                        self.db = db;
+                    }
+                }
+                CommandKind::Replconf if arg.eq_ignore_ascii_case(b"getack") => {
+                    self.kind = CommandKind::ReplconfGetack;
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+}
+
+enum Line {
+    Incomplete,
+    Bad(String),
+    /// The number and the position just past the line's CRLF.
+    Value(u64, usize),
+}
+
+/// Parses `<prefix><digits>\r\n` at `pos`.
+fn header_line(buf: &[u8], pos: usize, prefix: u8) -> Line {
+    let Some(&first) = buf.get(pos) else {
+        return Line::Incomplete;
+    };
+    if first != prefix {
+        return Line::Bad(format!(
+            "expected {:?}, found byte 0x{first:02x}",
+            prefix as char
+        ));
+    }
+    let window = &buf[pos..buf.len().min(pos + MAX_HEADER_LINE)];
+    let Some(nl) = memchr::memchr(b'\n', window) else {
+        return if window.len() == MAX_HEADER_LINE {
+            Line::Bad("header line too long".into())
+        } else {
+            Line::Incomplete
+        };
+    };
+    if nl < 2 || window[nl - 1] != b'\r' {
+        return Line::Bad("header line not ended by CRLF".into());
+    }
+    match parse_u64(&window[1..nl - 1]) {
+        Some(n) => Line::Value(n, pos + nl + 1),
+        None => Line::Bad(format!(
+            "bad number {:?} in header line",
+            String::from_utf8_lossy(&window[1..nl - 1])
+        )),
+    }
+}
+
+/// A plain decimal number without sign, at most 19 digits.
+pub fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// Splits a buffer of whole commands into the commands' end positions (used by verification
+/// and replay; the archiver's hot path uses [`CommandScanner::scan`] only).
+pub fn command_ends(buf: &[u8], base: u64) -> Result<Vec<usize>, StreamError> {
+    let mut scanner = CommandScanner::new(0);
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let s = scanner.scan_limit(&buf[at..], base + at as u64, 1)?;
+        if s.consumed == 0 {
+            return Err(StreamError {
+                offset: base + at as u64,
+                what: "incomplete command at the end".into(),
+            });
+        }
+        at += s.consumed;
+        ends.push(at);
+    }
+    Ok(ends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(args: &[&[u8]]) -> Vec<u8> {
+        let mut v = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            v.extend_from_slice(a);
+            v.extend_from_slice(b"\r\n");
+        }
+        v
+    }
+
+    fn sample() -> (Vec<u8>, Vec<usize>) {
+        let cmds = [
+            cmd(&[b"SELECT", b"3"]),
+            cmd(&[b"SET", b"k", b"v\r\n with crlf"]),
+            cmd(&[b"PING"]),
+            cmd(&[b"REPLCONF", b"GETACK", b"*"]),
+            cmd(&[b"MULTI"]),
+            cmd(&[b"RPUSH", b"list", b"", b"x"]),
+            cmd(&[b"EXEC"]),
+            cmd(&[b"select", b"12"]),
+            cmd(&[b"DEL", &[0u8, 255, b'\n'][..]]),
+        ];
+        let mut all = Vec::new();
+        let mut ends = Vec::new();
+        for c in &cmds {
+            all.extend_from_slice(c);
+            ends.push(all.len());
+        }
+        (all, ends)
+    }
+
+    /// Feeds `input` in the given pieces, as the archiver does (dropping consumed bytes).
+    fn feed(pieces: &[&[u8]]) -> (Vec<usize>, u32, bool) {
+        let mut sc = CommandScanner::new(0);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut base = 0u64;
+        let mut boundaries = Vec::new();
+        let mut getack = false;
+        for p in pieces {
+            pending.extend_from_slice(p);
+            let s = sc.scan(&pending, base).unwrap();
+            if s.consumed > 0 {
+                base += s.consumed as u64;
+                boundaries.push(base as usize);
+                pending.drain(..s.consumed);
+            }
+            getack |= s.getack;
+        }
+        assert!(pending.is_empty(), "left over {pending:?}");
+        (boundaries, sc.db(), getack)
+    }
+
+    #[test]
+    fn whole_input_is_consumed_and_db_tracked() {
+        let (all, ends) = sample();
+        let (b, db, getack) = feed(&[&all]);
+        assert_eq!(b, vec![all.len()]);
+        assert_eq!(db, 12);
+        assert!(getack);
+        assert_eq!(command_ends(&all, 0).unwrap(), ends);
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_result() {
+        let (all, ends) = sample();
+        for i in 0..=all.len() {
+            let (b, db, getack) = feed(&[&all[..i], &all[i..]]);
+            assert_eq!(db, 12, "split at {i}");
+            assert!(getack);
+            assert_eq!(*b.last().unwrap(), all.len());
+            // The first boundary is the last command end at or before the split.
+            let expect = ends.iter().copied().filter(|&e| e <= i).max();
+            if let Some(e) = expect {
+                assert_eq!(b[0], e, "split at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn byte_at_a_time_finds_every_command() {
+        let (all, ends) = sample();
+        let pieces: Vec<&[u8]> = all.chunks(1).collect();
+        let (b, db, _) = feed(&pieces);
+        assert_eq!(b, ends);
+        assert_eq!(db, 12);
+    }
+
+    #[test]
+    fn partial_big_argument_is_not_rescanned_from_start() {
+        let big = vec![b'x'; 100_000];
+        let c = cmd(&[b"SET", b"k", &big]);
+        let mut sc = CommandScanner::new(0);
+        let s = sc.scan(&c[..50_000], 0).unwrap();
+        assert_eq!(s.consumed, 0);
+        let s = sc.scan(&c, 0).unwrap();
+        assert_eq!(s.consumed, c.len());
+        assert!(sc.at_boundary());
+    }
+
+    #[test]
+    fn garbage_is_an_error_with_its_offset() {
+        let mut sc = CommandScanner::new(0);
+        let mut input = cmd(&[b"PING"]);
+        input.extend_from_slice(b"+OK\r\n");
+        let e = sc.scan(&input, 100).unwrap_err();
+        assert_eq!(e.offset, 100 + 14);
+        assert!(e.what.contains("0x2b"), "{e}");
+
+        let e = CommandScanner::new(0)
+            .scan(b"*1\r\n$4\r\nPINGxx", 0)
+            .unwrap_err();
+        assert_eq!(e.offset, 12);
+        let e = CommandScanner::new(0)
+            .scan(b"*99999999999999999999999\r\n", 0)
+            .unwrap_err();
+        assert_eq!(e.offset, 0);
+        let e = CommandScanner::new(0).scan(b"*0\r\n", 7).unwrap_err();
+        assert_eq!(e.offset, 7);
+        let e = CommandScanner::new(0)
+            .scan(b"*1\r\n$-1\r\n", 0)
+            .unwrap_err();
+        assert_eq!(e.offset, 4);
+        assert!(command_ends(b"*1\r\n$4\r\nPI", 0).is_err());
+    }
+
+    #[test]
+    fn truncated_command_is_not_consumed() {
+        let (all, _) = sample();
+        let mut sc = CommandScanner::new(0);
+        let s = sc.scan(&all[..all.len() - 1], 0).unwrap();
+        assert!(s.consumed < all.len() - 1);
+        assert!(!sc.at_boundary() || s.consumed == all.len() - 1);
+    }
+}

@@ -1,0 +1,365 @@
+//! `pitr verify`: reads every object of an archive back and checks it: each object's own
+//! checksums and header, the chain from each object to the next, offset continuity within each
+//! generation, that segments hold whole commands (and the selected database they claim), and
+//! that each snapshot is a complete RDB with a valid CRC64 trailer. Snapshots are streamed,
+//! never held whole.
+
+use std::io::Read;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde::Serialize;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::catalog::Catalog;
+use crate::format::{self, Kind, SnapshotHeader};
+use crate::names::{ObjectKind, ObjectName};
+use crate::store::{Listed, Store, StoreError};
+use crate::stream::CommandScanner;
+
+/// One thing wrong, with where.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    pub object: String,
+    /// Byte offset inside the object, or (for stream continuity) the replication offset.
+    pub offset: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}: {}", self.object, self.offset, self.what)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Report {
+    pub ok: bool,
+    pub generations: usize,
+    pub snapshots: usize,
+    pub segments: usize,
+    pub commands: u64,
+    /// Raw bytes (RDB and stream) checked.
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// What a checked snapshot yields for the chain.
+struct SnapshotOk {
+    checksum: u64,
+    raw_len: u64,
+}
+
+/// Verifies the whole archive. Store errors (unreachable, permission) are errors; what is
+/// wrong with the archive's content is reported as problems.
+pub async fn verify(store: &Store) -> Result<Report, StoreError> {
+    let listing = store.list().await?;
+    let catalog = Catalog::from_listing(&listing);
+    let mut report = Report {
+        generations: catalog.generations.len(),
+        ..Default::default()
+    };
+    for g in &catalog.generations {
+        // The previous object's checksum, position and database, when it checked out.
+        let mut chain: Option<(u64, u64, u32)> = None;
+        let mut expected = g.first_offset;
+        for o in &g.objects {
+            report.stored_bytes += o.size;
+            match o.name.kind {
+                ObjectKind::Snapshot => {
+                    report.snapshots += 1;
+                    match check_snapshot(store, o).await? {
+                        Ok(s) => {
+                            report.raw_bytes += s.raw_len;
+                            chain = Some((s.checksum, o.name.start, 0));
+                            expected = o.name.start;
+                        }
+                        Err(p) => {
+                            report.problems.push(p);
+                            chain = None;
+                        }
+                    }
+                }
+                ObjectKind::Segment => {
+                    report.segments += 1;
+                    if chain.is_none() && o.name.start == g.first_offset && g.snapshots.is_empty() {
+                        report.problems.push(Problem {
+                            object: o.name.to_string(),
+                            offset: 0,
+                            what: format!(
+                                "generation {} has no snapshot before offset {}",
+                                g.id, o.name.start
+                            ),
+                        });
+                    }
+                    if o.name.start != expected {
+                        report.problems.push(Problem {
+                            object: o.name.to_string(),
+                            offset: 0,
+                            what: format!(
+                                "starts at replication offset {} but the generation continues at {}: offsets {}..{} are missing",
+                                o.name.start,
+                                expected,
+                                expected.min(o.name.start),
+                                expected.max(o.name.start)
+                            ),
+                        });
+                    }
+                    expected = o.name.end;
+                    let bytes = store.get(&o.name).await?;
+                    let prev = chain.take();
+                    match check_segment(&o.name, &bytes, prev) {
+                        Ok((checksum, db_end, commands)) => {
+                            report.raw_bytes += o.name.end - o.name.start;
+                            report.commands += commands;
+                            chain = Some((checksum, o.name.end, db_end));
+                        }
+                        Err(p) => report.problems.push(p),
+                    }
+                }
+            }
+        }
+    }
+    report.ok = report.problems.is_empty();
+    Ok(report)
+}
+
+/// Checks one segment against its name and the object before it. Returns its checksum, the
+/// database selected at its end, and its command count.
+pub fn check_segment(
+    name: &ObjectName,
+    bytes: &[u8],
+    prev: Option<(u64, u64, u32)>,
+) -> Result<(u64, u32, u64), Problem> {
+    let problem = |offset: u64, what: String| Problem {
+        object: name.to_string(),
+        offset,
+        what,
+    };
+    let seg = tokio::task::block_in_place(|| format::decode_segment(bytes))
+        .map_err(|e| problem(e.at, e.what))?;
+    let h = &seg.header;
+    if h.generation != name.generation
+        || h.start != name.start
+        || h.end != name.end
+        || h.first_ms != name.first_ms
+        || h.last_ms != name.last_ms
+        || h.replid != name.replid
+    {
+        return Err(problem(
+            format::PREAMBLE_LEN as u64,
+            format!(
+                "header (generation {}, offsets {}..{}, times {}..{}, replid {}) disagrees with the name",
+                h.generation, h.start, h.end, h.first_ms, h.last_ms, h.replid
+            ),
+        ));
+    }
+    if let Some((prev_checksum, prev_end, prev_db)) = prev {
+        if prev_end == h.start && h.prev_chain != prev_checksum {
+            return Err(problem(
+                format::PREAMBLE_LEN as u64,
+                format!(
+                    "chain broken: links to {:016x} but the object before has checksum {prev_checksum:016x}",
+                    h.prev_chain
+                ),
+            ));
+        }
+        if prev_end == h.start && prev_db != h.db_start && prev_db != 0 {
+            return Err(problem(
+                format::PREAMBLE_LEN as u64,
+                format!(
+                    "starts in db {} but the segment before ends in db {prev_db}",
+                    h.db_start
+                ),
+            ));
+        }
+    }
+    let mut scanner = CommandScanner::new(h.db_start);
+    let s = scanner
+        .scan(&seg.raw, h.start)
+        .map_err(|e| problem(0, format!("{e} (replication offset)")))?;
+    if s.consumed != seg.raw.len() {
+        return Err(problem(
+            0,
+            format!(
+                "ends inside a command: the last whole command ends at replication offset {}, the segment at {}",
+                h.start + s.consumed as u64,
+                h.end
+            ),
+        ));
+    }
+    if scanner.db() != h.db_end {
+        return Err(problem(
+            format::PREAMBLE_LEN as u64,
+            format!(
+                "header says db {} at the end, the commands select db {}",
+                h.db_end,
+                scanner.db()
+            ),
+        ));
+    }
+    Ok((seg.checksum, h.db_end, s.commands))
+}
+
+/// Streams a snapshot: header, zstd body, trailer, and the RDB inside it.
+async fn check_snapshot(
+    store: &Store,
+    listed: &Listed,
+) -> Result<Result<SnapshotOk, Problem>, StoreError> {
+    let name = listed.name;
+    let (size, stream) = store.get_stream(&name).await?;
+    let handle = tokio::runtime::Handle::current();
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut reader = StreamRead {
+            handle,
+            stream,
+            cur: bytes::Bytes::new(),
+            hash: Xxh3::new(),
+            pos: 0,
+            error: None,
+        };
+        let r = check_snapshot_blocking(&name, size, &mut reader);
+        match reader.error.take() {
+            Some(e) => Err(e),
+            None => Ok(r),
+        }
+    })
+    .await
+    .expect("snapshot check panicked");
+    match checked {
+        Ok(r) => Ok(r),
+        Err(source) => Err(StoreError::Backend {
+            op: "get",
+            object: name.to_string(),
+            source,
+        }),
+    }
+}
+
+fn check_snapshot_blocking(
+    name: &ObjectName,
+    size: u64,
+    r: &mut StreamRead,
+) -> Result<SnapshotOk, Problem> {
+    let problem = |offset: u64, what: String| Problem {
+        object: name.to_string(),
+        offset,
+        what,
+    };
+    let mut pre = [0u8; format::PREAMBLE_LEN];
+    r.read_exact(&mut pre)
+        .map_err(|_| problem(0, "object shorter than its preamble".into()))?;
+    let (kind, hr) = format::parse_preamble(&pre)
+        .map_err(|e| problem(e.at, e.what))?
+        .expect("a whole preamble");
+    if kind != Kind::Snapshot {
+        return Err(problem(0, "a segment where a snapshot was expected".into()));
+    }
+    let mut hbuf = vec![0u8; hr.len()];
+    r.read_exact(&mut hbuf)
+        .map_err(|_| problem(hr.start as u64, "header ends early".into()))?;
+    let h = SnapshotHeader::decode(&hbuf, hr.start).map_err(|e| problem(e.at, e.what))?;
+    if h.generation != name.generation
+        || h.offset != name.start
+        || h.time_ms != name.first_ms
+        || h.replid != name.replid
+    {
+        return Err(problem(
+            hr.start as u64,
+            "header disagrees with the name".into(),
+        ));
+    }
+    let body_start = hr.end as u64;
+    let Some(body_len) = size.checked_sub(body_start + format::TRAILER_LEN as u64) else {
+        return Err(problem(size, "object ends before its trailer".into()));
+    };
+    let mut raw_hash = Xxh3::new();
+    let mut rdb = crate::archive::RdbCheck::default();
+    let mut raw_len = 0u64;
+    {
+        let body = (&mut *r).take(body_len);
+        let mut dec = zstd::stream::read::Decoder::new(body)
+            .map_err(|e| problem(body_start, format!("zstd: {e}")))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = dec.read(&mut buf).map_err(|e| {
+                problem(
+                    body_start,
+                    format!("zstd body, after {raw_len} raw bytes: {e}"),
+                )
+            })?;
+            if n == 0 {
+                break;
+            }
+            raw_hash.update(&buf[..n]);
+            rdb.update(&buf[..n]);
+            raw_len += n as u64;
+        }
+        // Whatever the decoder left of the body is garbage after the frame.
+        let mut rest = dec.finish();
+        let left = std::io::copy(&mut rest, &mut std::io::sink()).unwrap_or(0);
+        if left > 0 {
+            return Err(problem(
+                body_start + body_len - left,
+                format!("{left} bytes after the end of the zstd frame"),
+            ));
+        }
+    }
+    let before_trailer = r.hash.clone();
+    let mut t = [0u8; format::TRAILER_LEN];
+    r.read_exact(&mut t)
+        .map_err(|_| problem(body_start + body_len, "trailer ends early".into()))?;
+    let mut hash = before_trailer;
+    let trailer = format::check_trailer(&t, body_start + body_len, &mut hash)
+        .map_err(|e| problem(e.at, e.what))?;
+    if trailer.raw_len != raw_len || trailer.raw_hash != raw_hash.digest() {
+        return Err(problem(
+            body_start,
+            format!(
+                "body holds {raw_len} raw bytes with hash {:016x}; the trailer says {} bytes, {:016x}",
+                raw_hash.digest(),
+                trailer.raw_len,
+                trailer.raw_hash
+            ),
+        ));
+    }
+    rdb.finish()
+        .map_err(|what| problem(body_start, format!("the RDB inside: {what}")))?;
+    Ok(SnapshotOk {
+        checksum: trailer.checksum,
+        raw_len,
+    })
+}
+
+/// A blocking `Read` over an object's byte stream, hashing what it yields.
+struct StreamRead {
+    handle: tokio::runtime::Handle,
+    stream: BoxStream<'static, Result<bytes::Bytes, object_store::Error>>,
+    cur: bytes::Bytes,
+    hash: Xxh3,
+    pos: u64,
+    error: Option<object_store::Error>,
+}
+
+impl Read for StreamRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    self.error = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.hash.update(&buf[..n]);
+        self.pos += n as u64;
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
+}
