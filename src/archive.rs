@@ -399,9 +399,14 @@ impl Archiver {
         };
         let mut ack_tick = tokio::time::interval(Duration::from_secs(1));
         ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pending: Option<Chunk> = None;
+        // Bytes that came with the snapshot (a `$len` payload is followed by the stream at once).
+        let (mut pending, mut early_error) = take_commands(&mut scanner, conn, &mut pos);
+        self.pos = Some(pos);
         let mut last_acked = 0u64;
-        loop {
+        let result: Result<SessionEnd, ArchiveError> = loop {
+            if let Some(e) = early_error.take() {
+                break Err(e.into());
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => {
@@ -414,20 +419,24 @@ impl Archiver {
                         let _ = conn.ack(ack_value(&d)).await;
                         info!(generation = %d.generation, offset = d.offset, "flushed and acknowledged; stopping");
                     }
-                    return Ok(SessionEnd::Shutdown);
+                    break Ok(SessionEnd::Shutdown);
                 }
                 r = durable.changed() => {
                     if r.is_ok() {
                         let v = ack_value(&durable.borrow_and_update());
                         if v != last_acked {
-                            conn.ack(v).await?;
+                            if let Err(e) = conn.ack(v).await {
+                                break Err(e.into());
+                            }
                             last_acked = v;
                         }
                     }
                 }
                 _ = ack_tick.tick() => {
                     let v = ack_value(&durable.borrow());
-                    conn.ack(v).await?;
+                    if let Err(e) = conn.ack(v).await {
+                        break Err(e.into());
+                    }
                     last_acked = v;
                 }
                 permit = self.budget.clone().acquire_many_owned(
@@ -438,27 +447,49 @@ impl Archiver {
                     let _ = self.tx.send(Msg::Chunk(c));
                 }
                 r = conn.read_more("streaming"), if pending.is_none() => {
-                    r?;
-                    let ms = now_ms();
-                    let s = scanner.scan(conn.buffer(), pos.offset)?;
-                    if s.consumed > 0 {
-                        let bytes = conn.buffer().split_to(s.consumed).freeze();
-                        pos.offset += s.consumed as u64;
-                        pos.db = scanner.db();
-                        self.pos = Some(pos);
-                        pending = Some(Chunk {
-                            bytes,
-                            end: pos.offset,
-                            ms,
-                            db_after: pos.db,
-                            getack: s.getack,
-                            permit: None,
-                        });
+                    if let Err(e) = r {
+                        break Err(e.into());
+                    }
+                    let (chunk, error) = take_commands(&mut scanner, conn, &mut pos);
+                    pending = chunk;
+                    self.pos = Some(pos);
+                    if let Some(e) = error {
+                        break Err(e.into());
                     }
                 }
             }
+        };
+        // Whole commands received before the link failed are archived all the same (the
+        // resume asks for the byte after them), even beyond the budget: it is one read.
+        if let Some(c) = pending.take() {
+            let _ = self.tx.send(Msg::Chunk(c));
         }
+        result
     }
+}
+
+/// Takes the whole commands at the front of the link's buffer as one chunk, stamped now, and
+/// the error that follows them if the bytes after them are not a command.
+fn take_commands(
+    scanner: &mut CommandScanner,
+    conn: &mut Connection,
+    pos: &mut Position,
+) -> (Option<Chunk>, Option<StreamError>) {
+    let s = scanner.scan(conn.buffer(), pos.offset);
+    let chunk = (s.consumed > 0).then(|| {
+        let bytes = conn.buffer().split_to(s.consumed).freeze();
+        pos.offset += s.consumed as u64;
+        pos.db = scanner.db();
+        Chunk {
+            bytes,
+            end: pos.offset,
+            ms: now_ms(),
+            db_after: pos.db,
+            getack: s.getack,
+            permit: None,
+        }
+    });
+    (chunk, s.error)
 }
 
 fn budget_permits(len: usize, max: usize) -> u32 {

@@ -37,7 +37,7 @@ pub enum CommandKind {
 }
 
 /// Result of one [`CommandScanner::scan`] call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scanned {
     /// Bytes at the front of the input that form complete commands.
     pub consumed: usize,
@@ -45,6 +45,9 @@ pub struct Scanned {
     pub commands: u64,
     /// Whether one of them was `REPLCONF GETACK`.
     pub getack: bool,
+    /// Set when the bytes after the complete commands are not a command: the stream is broken
+    /// there. The complete commands before it are still good.
+    pub error: Option<StreamError>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -91,7 +94,7 @@ impl CommandScanner {
     /// Scans `buf`, the bytes not yet consumed, whose first byte has replication offset `base`
     /// (0-based). On success the caller must drop `consumed` bytes from the front before the next
     /// call, and keep the rest.
-    pub fn scan(&mut self, buf: &[u8], base: u64) -> Result<Scanned, StreamError> {
+    pub fn scan(&mut self, buf: &[u8], base: u64) -> Scanned {
         self.scan_limit(buf, base, u64::MAX)
     }
 
@@ -101,8 +104,22 @@ impl CommandScanner {
         buf: &[u8],
         base: u64,
         max_commands: u64,
-    ) -> Result<Scanned, StreamError> {
+    ) -> Scanned {
         let mut out = Scanned::default();
+        if let Err(e) = self.scan_inner(buf, base, max_commands, &mut out) {
+            out.error = Some(e);
+        }
+        self.pos -= out.consumed;
+        out
+    }
+
+    fn scan_inner(
+        &mut self,
+        buf: &[u8],
+        base: u64,
+        max_commands: u64,
+        out: &mut Scanned,
+    ) -> Result<(), StreamError> {
         let fail = |at: usize, what: String| StreamError {
             offset: base + at as u64,
             what,
@@ -156,8 +173,7 @@ impl CommandScanner {
                 }
             }
         }
-        self.pos -= out.consumed;
-        Ok(out)
+        Ok(())
     }
 
     fn argument(&mut self, arg: &[u8]) {
@@ -251,7 +267,10 @@ pub fn command_ends(buf: &[u8], base: u64) -> Result<Vec<usize>, StreamError> {
     let mut ends = Vec::new();
     let mut at = 0;
     while at < buf.len() {
-        let s = scanner.scan_limit(&buf[at..], base + at as u64, 1)?;
+        let s = scanner.scan_limit(&buf[at..], base + at as u64, 1);
+        if let Some(e) = s.error {
+            return Err(e);
+        }
         if s.consumed == 0 {
             return Err(StreamError {
                 offset: base + at as u64,
@@ -308,7 +327,8 @@ mod tests {
         let mut getack = false;
         for p in pieces {
             pending.extend_from_slice(p);
-            let s = sc.scan(&pending, base).unwrap();
+            let s = sc.scan(&pending, base);
+            assert!(s.error.is_none());
             if s.consumed > 0 {
                 base += s.consumed as u64;
                 boundaries.push(base as usize);
@@ -360,9 +380,9 @@ mod tests {
         let big = vec![b'x'; 100_000];
         let c = cmd(&[b"SET", b"k", &big]);
         let mut sc = CommandScanner::new(0);
-        let s = sc.scan(&c[..50_000], 0).unwrap();
+        let s = sc.scan(&c[..50_000], 0);
         assert_eq!(s.consumed, 0);
-        let s = sc.scan(&c, 0).unwrap();
+        let s = sc.scan(&c, 0);
         assert_eq!(s.consumed, c.len());
         assert!(sc.at_boundary());
     }
@@ -372,23 +392,23 @@ mod tests {
         let mut sc = CommandScanner::new(0);
         let mut input = cmd(&[b"PING"]);
         input.extend_from_slice(b"+OK\r\n");
-        let e = sc.scan(&input, 100).unwrap_err();
+        let s = sc.scan(&input, 100);
+        // The whole command before the garbage is still good.
+        assert_eq!(s.consumed, 14);
+        let e = s.error.unwrap();
         assert_eq!(e.offset, 100 + 14);
         assert!(e.what.contains("0x2b"), "{e}");
 
         let e = CommandScanner::new(0)
-            .scan(b"*1\r\n$4\r\nPINGxx", 0)
-            .unwrap_err();
+            .scan(b"*1\r\n$4\r\nPINGxx", 0).error.unwrap();
         assert_eq!(e.offset, 12);
         let e = CommandScanner::new(0)
-            .scan(b"*99999999999999999999999\r\n", 0)
-            .unwrap_err();
+            .scan(b"*99999999999999999999999\r\n", 0).error.unwrap();
         assert_eq!(e.offset, 0);
-        let e = CommandScanner::new(0).scan(b"*0\r\n", 7).unwrap_err();
+        let e = CommandScanner::new(0).scan(b"*0\r\n", 7).error.unwrap();
         assert_eq!(e.offset, 7);
         let e = CommandScanner::new(0)
-            .scan(b"*1\r\n$-1\r\n", 0)
-            .unwrap_err();
+            .scan(b"*1\r\n$-1\r\n", 0).error.unwrap();
         assert_eq!(e.offset, 4);
         assert!(command_ends(b"*1\r\n$4\r\nPI", 0).is_err());
     }
@@ -397,7 +417,7 @@ mod tests {
     fn truncated_command_is_not_consumed() {
         let (all, _) = sample();
         let mut sc = CommandScanner::new(0);
-        let s = sc.scan(&all[..all.len() - 1], 0).unwrap();
+        let s = sc.scan(&all[..all.len() - 1], 0);
         assert!(s.consumed < all.len() - 1);
         assert!(!sc.at_boundary() || s.consumed == all.len() - 1);
     }

@@ -176,9 +176,10 @@ pub fn check_segment(
         }
     }
     let mut scanner = CommandScanner::new(h.db_start);
-    let s = scanner
-        .scan(&seg.raw, h.start)
-        .map_err(|e| problem(0, format!("{e} (replication offset)")))?;
+    let s = scanner.scan(&seg.raw, h.start);
+    if let Some(e) = s.error {
+        return Err(problem(0, format!("{e} (replication offset)")));
+    }
     if s.consumed != seg.raw.len() {
         return Err(problem(
             0,
