@@ -497,7 +497,8 @@ fn budget_permits(len: usize, max: usize) -> u32 {
         .min(u32::MAX as usize) as u32
 }
 
-static CRC64: crc::Crc<u64, crc::Table<16>> = crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
+static CRC64: crc::Crc<u64, crc::Table<16>> =
+    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
 
 /// Checks, as the snapshot streams past, that it is a complete RDB: the magic, the EOF opcode
 /// and the CRC64 trailer (skipped when the master wrote 0, `rdbchecksum no`).
@@ -541,8 +542,12 @@ impl RdbCheck {
 
     pub(crate) fn finish(self) -> Result<(), String> {
         let version = match &self.head[..] {
-            h if h.len() == 9 && h.starts_with(b"REDIS") => std::str::from_utf8(&h[5..]).ok().and_then(|v| v.parse::<u32>().ok()),
-            h if h.len() == 9 && h.starts_with(b"VALKEY") => std::str::from_utf8(&h[6..]).ok().and_then(|v| v.parse::<u32>().ok()),
+            h if h.len() == 9 && h.starts_with(b"REDIS") => std::str::from_utf8(&h[5..])
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok()),
+            h if h.len() == 9 && h.starts_with(b"VALKEY") => std::str::from_utf8(&h[6..])
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok()),
             _ => None,
         };
         let Some(version) = version else {
@@ -556,7 +561,10 @@ impl RdbCheck {
             return if self.tail.last() == Some(&0xff) {
                 Ok(())
             } else {
-                Err(format!("no EOF opcode at byte {}", self.len.saturating_sub(1)))
+                Err(format!(
+                    "no EOF opcode at byte {}",
+                    self.len.saturating_sub(1)
+                ))
             };
         }
         if self.len < 18 || self.tail.len() != 8 {

@@ -210,7 +210,11 @@ mod tests {
     use super::*;
 
     fn rid(c: char) -> ReplId {
-        std::iter::repeat(c).take(40).collect::<String>().parse().unwrap()
+        std::iter::repeat(c)
+            .take(40)
+            .collect::<String>()
+            .parse()
+            .unwrap()
     }
 
     fn seg(g: u64, start: u64, end: u64, t0: u64, t1: u64, r: char) -> Listed {
@@ -253,7 +257,12 @@ mod tests {
         assert_eq!(c.generations.len(), 2);
         let g1 = &c.generations[0];
         assert_eq!(
-            (g1.first_offset, g1.last_offset, g1.first_time_ms, g1.last_time_ms),
+            (
+                g1.first_offset,
+                g1.last_offset,
+                g1.first_time_ms,
+                g1.last_time_ms
+            ),
             (100, 200, 1000, 1300)
         );
         assert_eq!(g1.replid, rid('b'));
@@ -262,7 +271,11 @@ mod tests {
         assert!(g1.is_contiguous());
         assert_eq!(c.gaps.len(), 1);
         assert_eq!(
-            (c.gaps[0].from_offset, c.gaps[0].to_offset, c.gaps[0].to_time_ms),
+            (
+                c.gaps[0].from_offset,
+                c.gaps[0].to_offset,
+                c.gaps[0].to_time_ms
+            ),
             (200, 0, 2000)
         );
         assert_eq!(c.next_generation_id(), GenerationId(3));

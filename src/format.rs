@@ -115,7 +115,12 @@ pub fn parse_preamble(buf: &[u8]) -> Result<Option<(Kind, std::ops::Range<usize>
     let kind = match &buf[..8] {
         m if m == SEGMENT_MAGIC => Kind::Segment,
         m if m == SNAPSHOT_MAGIC => Kind::Snapshot,
-        m => return Err(ferr(0, format!("bad magic {:?}", String::from_utf8_lossy(m)))),
+        m => {
+            return Err(ferr(
+                0,
+                format!("bad magic {:?}", String::from_utf8_lossy(m)),
+            ))
+        }
     };
     let version = u16::from_le_bytes([buf[8], buf[9]]);
     if version != FORMAT_VERSION {
@@ -233,7 +238,10 @@ impl SegmentHeader {
         let prev_chain = r.u64()?;
         let count = r.u32()? as usize;
         if count > (buf.len() - r.pos) / 16 {
-            return Err(ferr(base + r.pos - 4, format!("time index of {count} marks")));
+            return Err(ferr(
+                base + r.pos - 4,
+                format!("time index of {count} marks"),
+            ));
         }
         let mut index = Vec::with_capacity(count);
         for _ in 0..count {
@@ -317,8 +325,8 @@ impl SnapshotHeader {
 pub fn encode_segment(header: &SegmentHeader, raw: &[u8]) -> Result<(Vec<u8>, u64), FormatError> {
     debug_assert_eq!(raw.len() as u64, header.end - header.start);
     let mut out = preamble(Kind::Segment, &header.encode());
-    let body = zstd::bulk::compress(raw, ZSTD_LEVEL)
-        .map_err(|e| ferr(out.len(), format!("zstd: {e}")))?;
+    let body =
+        zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(|e| ferr(out.len(), format!("zstd: {e}")))?;
     out.extend_from_slice(&body);
     let mut hash = Xxh3::new();
     hash.update(&out);
@@ -380,7 +388,10 @@ pub fn decode_segment(obj: &[u8]) -> Result<Segment, FormatError> {
     if h != trailer.raw_hash {
         return Err(ferr(
             hr.end,
-            format!("raw hash mismatch: stored {:016x}, computed {h:016x}", trailer.raw_hash),
+            format!(
+                "raw hash mismatch: stored {:016x}, computed {h:016x}",
+                trailer.raw_hash
+            ),
         ));
     }
     Ok(Segment {

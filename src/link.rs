@@ -282,7 +282,11 @@ impl Connection {
     }
 
     /// Sends a command and reads its one-line reply (errors come back as `Err(line)`).
-    async fn call(&mut self, args: &[&[u8]], during: &'static str) -> Result<Result<String, String>, LinkError> {
+    async fn call(
+        &mut self,
+        args: &[&[u8]],
+        during: &'static str,
+    ) -> Result<Result<String, String>, LinkError> {
         self.send(args).await?;
         let line = self.read_line(during).await?;
         if let Some(err) = line.strip_prefix('-') {
@@ -305,11 +309,18 @@ impl Connection {
 
     /// The replica handshake, as `syncWithMaster()` does it: PING, AUTH, REPLCONF
     /// listening-port, REPLCONF capa, each reply read before the next command.
-    pub async fn handshake(&mut self, source: &Source, announce_port: u16) -> Result<(), LinkError> {
+    pub async fn handshake(
+        &mut self,
+        source: &Source,
+        announce_port: u16,
+    ) -> Result<(), LinkError> {
         let addr = self.addr.clone();
         match self.call(&[b"PING"], "waiting for PONG").await? {
             Ok(_) => {}
-            Err(e) if e.starts_with("NOAUTH") || e.starts_with("NOPERM") || e.contains("operation not permitted") => {}
+            Err(e)
+                if e.starts_with("NOAUTH")
+                    || e.starts_with("NOPERM")
+                    || e.contains("operation not permitted") => {}
             Err(e) if e.starts_with("LOADING") => {
                 return Err(LinkError::NotReady { addr, reply: e })
             }
@@ -324,20 +335,34 @@ impl Connection {
         if let Some(password) = &source.password {
             let reply = match &source.user {
                 Some(user) => {
-                    self.call(&[b"AUTH", user.as_bytes(), password.as_bytes()], "authenticating")
+                    self.call(
+                        &[b"AUTH", user.as_bytes(), password.as_bytes()],
+                        "authenticating",
+                    )
+                    .await?
+                }
+                None => {
+                    self.call(&[b"AUTH", password.as_bytes()], "authenticating")
                         .await?
                 }
-                None => self.call(&[b"AUTH", password.as_bytes()], "authenticating").await?,
             };
             if let Err(e) = reply {
                 return Err(LinkError::Auth { addr, reply: e });
             }
         }
         // Lets operators tell the archiver apart in CLIENT LIST; not every user may do it.
-        let _ = self.call(&[b"CLIENT", b"SETNAME", b"pitr-archiver"], "naming the client").await?;
+        let _ = self
+            .call(
+                &[b"CLIENT", b"SETNAME", b"pitr-archiver"],
+                "naming the client",
+            )
+            .await?;
         let port = announce_port.to_string();
         if let Err(e) = self
-            .call(&[b"REPLCONF", b"listening-port", port.as_bytes()], "REPLCONF listening-port")
+            .call(
+                &[b"REPLCONF", b"listening-port", port.as_bytes()],
+                "REPLCONF listening-port",
+            )
             .await?
         {
             if e.starts_with("NOAUTH") || e.starts_with("NOPERM") {
@@ -346,7 +371,10 @@ impl Connection {
             tracing::debug!(reply = %e, "REPLCONF listening-port refused (not critical)");
         }
         if let Err(e) = self
-            .call(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"], "REPLCONF capa")
+            .call(
+                &[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"],
+                "REPLCONF capa",
+            )
             .await?
         {
             return Err(LinkError::Refused {
@@ -365,7 +393,8 @@ impl Connection {
             Some((id, off)) => (id.to_string(), (off + 1).to_string()),
             None => ("?".to_string(), "-1".to_string()),
         };
-        self.send(&[b"PSYNC", id.as_bytes(), off.as_bytes()]).await?;
+        self.send(&[b"PSYNC", id.as_bytes(), off.as_bytes()])
+            .await?;
         let line = self.read_line("waiting for the PSYNC reply").await?;
         let addr = self.addr.clone();
         let proto = |detail: String| LinkError::Protocol {
@@ -392,7 +421,11 @@ impl Connection {
                     replid: Some(w.parse().map_err(|_| proto(line.clone()))?),
                 }),
             },
-            Some(w) if w.starts_with("-NOMASTERLINK") || w.starts_with("-LOADING") || w.starts_with("-MASTERDOWN") => {
+            Some(w)
+                if w.starts_with("-NOMASTERLINK")
+                    || w.starts_with("-LOADING")
+                    || w.starts_with("-MASTERDOWN") =>
+            {
                 Err(LinkError::NotReady {
                     addr,
                     reply: line[1..].to_string(),

@@ -138,6 +138,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -154,7 +155,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pitr: cannot start the runtime: {e}");
@@ -233,10 +237,11 @@ async fn archive(a: ArchiveArgs) -> anyhow::Result<u8> {
         flush_interval_ms = cfg.flush_interval.as_millis() as u64, "pitr archive starting");
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
         for n in 0.. {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
@@ -372,7 +377,9 @@ async fn ls(a: LsArgs) -> anyhow::Result<u8> {
 
 async fn verify_cmd(a: LsArgs) -> anyhow::Result<u8> {
     let store = Store::open(&a.store.store, &a.store.name)?;
-    let report = verify::verify(&store).await.context("verifying the archive")?;
+    let report = verify::verify(&store)
+        .await
+        .context("verifying the archive")?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -393,7 +400,11 @@ async fn verify_cmd(a: LsArgs) -> anyhow::Result<u8> {
         }
     }
     if report.generations == 0 {
-        eprintln!("pitr: error: archive {:?} in {} is empty", a.store.name.as_str(), store.url());
+        eprintln!(
+            "pitr: error: archive {:?} in {} is empty",
+            a.store.name.as_str(),
+            store.url()
+        );
         return Ok(EXIT_NOT_FOUND);
     }
     if let Some(first) = report.problems.first() {

@@ -257,7 +257,11 @@ mod tests {
     use super::*;
 
     fn rid(c: char) -> ReplId {
-        std::iter::repeat(c).take(40).collect::<String>().parse().unwrap()
+        std::iter::repeat(c)
+            .take(40)
+            .collect::<String>()
+            .parse()
+            .unwrap()
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub enum SegmentError {
         #[source]
         source: format::FormatError,
     },
-    #[error("chunk ending at offset {end} does not follow offset {expected} of generation {generation}")]
+    #[error(
+        "chunk ending at offset {end} does not follow offset {expected} of generation {generation}"
+    )]
     Discontinuity {
         generation: GenerationId,
         expected: u64,
@@ -162,7 +164,11 @@ impl Segmenter {
                                     break;
                                 }
                             }
-                            if self.open.as_ref().is_some_and(|o| o.bytes.len() >= self.cfg.segment_max_bytes) {
+                            if self
+                                .open
+                                .as_ref()
+                                .is_some_and(|o| o.bytes.len() >= self.cfg.segment_max_bytes)
+                            {
                                 self.seal().await?;
                             }
                         }
@@ -266,15 +272,14 @@ impl Segmenter {
             replid: header.replid,
         };
         let raw = open.bytes.freeze();
-        let (object, checksum) = tokio::task::spawn_blocking(move || {
-            format::encode_segment(&header, &raw)
-        })
-        .await
-        .expect("segment encoder panicked")
-        .map_err(|source| SegmentError::Encode {
-            object: name.to_string(),
-            source,
-        })?;
+        let (object, checksum) =
+            tokio::task::spawn_blocking(move || format::encode_segment(&header, &raw))
+                .await
+                .expect("segment encoder panicked")
+                .map_err(|source| SegmentError::Encode {
+                    object: name.to_string(),
+                    source,
+                })?;
         let object = Bytes::from(object);
         let mut backoff = Duration::from_millis(100);
         let mut attempts = 0u32;

@@ -115,7 +115,12 @@ impl Store {
         Path::from(format!("{}/{}", self.prefix, name))
     }
 
-    fn backend_err(&self, op: &'static str, object: &str, source: object_store::Error) -> StoreError {
+    fn backend_err(
+        &self,
+        op: &'static str,
+        object: &str,
+        source: object_store::Error,
+    ) -> StoreError {
         StoreError::Backend {
             op,
             object: format!("{}/{}", self.url.trim_end_matches('/'), object),
@@ -251,10 +256,12 @@ impl Store {
         let mut object_hash = Xxh3::new();
         object_hash.update(&pre);
         writer.write(&pre);
-        let encoder = zstd::stream::write::Encoder::new(Vec::new(), format::ZSTD_LEVEL)
-            .map_err(|e| StoreError::Config {
-                url: self.url.clone(),
-                reason: format!("zstd: {e}"),
+        let encoder =
+            zstd::stream::write::Encoder::new(Vec::new(), format::ZSTD_LEVEL).map_err(|e| {
+                StoreError::Config {
+                    url: self.url.clone(),
+                    reason: format!("zstd: {e}"),
+                }
             })?;
         Ok(SnapshotUpload {
             store: self.clone(),
@@ -340,11 +347,8 @@ impl SnapshotUpload {
             reason: format!("zstd: {e}"),
         })?;
         self.emit(&rest).await?;
-        let (t, checksum) = format::trailer(
-            self.raw_len,
-            self.raw_hash.digest(),
-            &mut self.object_hash,
-        );
+        let (t, checksum) =
+            format::trailer(self.raw_len, self.raw_hash.digest(), &mut self.object_hash);
         self.writer.write(&t);
         self.stored += t.len() as u64;
         let object = self.object.clone();

@@ -99,12 +99,7 @@ impl CommandScanner {
     }
 
     /// Like [`scan`](Self::scan), but stops after `max_commands` complete commands.
-    pub fn scan_limit(
-        &mut self,
-        buf: &[u8],
-        base: u64,
-        max_commands: u64,
-    ) -> Scanned {
+    pub fn scan_limit(&mut self, buf: &[u8], base: u64, max_commands: u64) -> Scanned {
         let mut out = Scanned::default();
         if let Err(e) = self.scan_inner(buf, base, max_commands, &mut out) {
             out.error = Some(e);
@@ -400,15 +395,21 @@ mod tests {
         assert!(e.what.contains("0x2b"), "{e}");
 
         let e = CommandScanner::new(0)
-            .scan(b"*1\r\n$4\r\nPINGxx", 0).error.unwrap();
+            .scan(b"*1\r\n$4\r\nPINGxx", 0)
+            .error
+            .unwrap();
         assert_eq!(e.offset, 12);
         let e = CommandScanner::new(0)
-            .scan(b"*99999999999999999999999\r\n", 0).error.unwrap();
+            .scan(b"*99999999999999999999999\r\n", 0)
+            .error
+            .unwrap();
         assert_eq!(e.offset, 0);
         let e = CommandScanner::new(0).scan(b"*0\r\n", 7).error.unwrap();
         assert_eq!(e.offset, 7);
         let e = CommandScanner::new(0)
-            .scan(b"*1\r\n$-1\r\n", 0).error.unwrap();
+            .scan(b"*1\r\n$-1\r\n", 0)
+            .error
+            .unwrap();
         assert_eq!(e.offset, 4);
         assert!(command_ends(b"*1\r\n$4\r\nPI", 0).is_err());
     }

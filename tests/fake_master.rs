@@ -291,7 +291,10 @@ async fn truncated_command_is_not_archived_and_resume_asks_for_it() {
     assert!(report.ok, "{:?}", report.problems);
     assert_eq!((report.generations, report.snapshots), (1, 1));
     assert_eq!(report.commands, 4);
-    assert!(g.objects.iter().any(|o| o.name.kind == ObjectKind::Snapshot));
+    assert!(g
+        .objects
+        .iter()
+        .any(|o| o.name.kind == ObjectKind::Snapshot));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Full check of the crate, as CI runs it (.ci/run):
+#   1. install the test dependencies (redis-server, garage)   scripts/install-deps.sh
+#   2. cargo fmt --check
+#   3. cargo clippy --all-targets -D warnings
+#   4. cargo test --release (unit + integration tests)
+#   5. cargo bench --no-run (benchmarks compile)
+# Works non-interactively (CI=true, no stdin).
+#
+# Environment:
+#   PITR_TEST_THREADS   parallel tests per test binary (default 2: the
+#                       integration tests start servers and move hundreds of MB)
+#   SKIP_INSTALL=1      skip step 1
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+exec </dev/null
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+if [ "${CI:-}" = "true" ]; then
+  export CARGO_INCREMENTAL=0
+fi
+threads="${PITR_TEST_THREADS:-2}"
+total_start=$SECONDS
+
+banner "toolchain"
+cargo --version
+rustc --version
+log "repo: $REPO_ROOT; nproc: $(nproc 2>/dev/null || echo '?'); CI=${CI:-}"
+
+if [ "${SKIP_INSTALL:-0}" != "1" ]; then
+  step "install test dependencies" bash scripts/install-deps.sh
+fi
+log "redis-server: $(command -v redis-server || echo MISSING)"
+log "garage: $(command -v garage || echo MISSING)"
+
+fmt_args=(--check)
+if [ ! -t 1 ]; then
+  fmt_args+=(--color never)
+fi
+step "cargo fmt --check" cargo fmt --all -- "${fmt_args[@]}"
+step "cargo clippy" cargo clippy --all-targets -- -D warnings
+# --release for everything: the integration tests push a lot of data, and the
+# crate is then compiled once for the tests and the benches.
+step "cargo test --release" cargo test --release -- --test-threads="$threads"
+step "cargo bench --no-run" cargo bench --no-run
+
+banner "all checks passed in $((SECONDS - total_start)) s"

@@ -1,0 +1,416 @@
+//! `pitr archive` against real `redis-server` processes: full syncs both ways with a large RDB,
+//! AUTH, kill -9 and restart, master restart, backlog overrun, WAIT, SIGTERM.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// Everything the tests need to find and check one archive.
+struct Archive {
+    dir: tempfile::TempDir,
+}
+
+impl Archive {
+    fn new() -> Archive {
+        Archive {
+            dir: temp_dir("pitr-archive"),
+        }
+    }
+
+    fn store(&self) -> String {
+        self.dir.path().to_string_lossy().into_owned()
+    }
+
+    fn ls(&self) -> Value {
+        let out = run_pitr_ok(&["ls", "--store", &self.store(), "--json"], &[]);
+        serde_json::from_str(&out).expect("ls --json prints JSON")
+    }
+
+    fn verify(&self) -> Value {
+        let out = run_pitr(&["verify", "--store", &self.store(), "--json"], &[]);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("verify --json prints JSON");
+        assert!(
+            out.status.success() && v["ok"] == true,
+            "verify failed: {v:#}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        v
+    }
+
+    fn archiver(&self, source: &str, envs: &[(String, String)]) -> PitrProcess {
+        PitrProcess::spawn(
+            &[
+                "archive",
+                "--source",
+                source,
+                "--store",
+                &self.store(),
+                "--flush-interval",
+                "200ms",
+            ],
+            envs,
+        )
+    }
+}
+
+fn master_offset(r: &RedisServer) -> u64 {
+    r.info("replication")["master_repl_offset"].parse().unwrap()
+}
+
+/// Waits until the archiver is an online replica of `r`.
+fn wait_online(r: &RedisServer, timeout: Duration) {
+    wait_until_msg(timeout, "the archiver to be an online replica", || {
+        r.info("replication")
+            .get("slave0")
+            .is_some_and(|s| s.contains("state=online"))
+    });
+}
+
+/// `WAIT 1 <ms>` on the connection that made the writes.
+fn wait_archived(con: &mut redis::Connection, ms: u64) -> i64 {
+    redis::cmd("WAIT").arg(1).arg(ms).query(con).unwrap()
+}
+
+fn plain_url(r: &RedisServer) -> String {
+    format!("redis://127.0.0.1:{}", r.port())
+}
+
+/// Waits until the archive holds the master's whole history, then returns its single
+/// generation.
+fn caught_up(a: &Archive, r: &RedisServer) -> Value {
+    let want = master_offset(r);
+    wait_until_msg(Duration::from_secs(30), "the archive to catch up", || {
+        let ls = a.ls();
+        ls["generations"]
+            .as_array()
+            .and_then(|g| g.last())
+            .is_some_and(|g| g["last_offset"].as_u64() == Some(want))
+    });
+    let ls = a.ls();
+    ls["generations"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone()
+}
+
+fn full_sync_large(diskless: &str) {
+    let r = RedisServer::start(&[
+        ("repl-diskless-sync", diskless),
+        ("repl-diskless-sync-delay", "0"),
+        ("rdbcompression", "no"),
+    ]);
+    // About 120 MB of RDB.
+    r.cmd(&["DEBUG", "POPULATE", "1000000", "key", "100"]);
+    let a = Archive::new();
+    let p = a.archiver(&plain_url(&r), &[]);
+    // Writes while the snapshot is taken and streamed.
+    let mut con = r.client();
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("during:{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
+    }
+    p.wait_for_log("snapshot durable", Duration::from_secs(120));
+    wait_online(&r, Duration::from_secs(30));
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("after:{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
+    }
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    let g = caught_up(&a, &r);
+    assert_eq!(g["snapshots"].as_array().unwrap().len(), 1);
+    p.stop_gracefully(Duration::from_secs(30));
+    let v = a.verify();
+    assert!(
+        v["raw_bytes"].as_u64().unwrap() > 100_000_000,
+        "RDB smaller than expected: {v}"
+    );
+    assert!(v["commands"].as_u64().unwrap() >= 200);
+    let log = p.log();
+    let framing = if diskless == "yes" { "EOF" } else { "len" };
+    assert!(
+        log.contains("snapshot durable"),
+        "{framing}: no snapshot log\n{log}"
+    );
+}
+
+#[test]
+fn full_sync_disk_based_over_100mb() {
+    full_sync_large("no");
+}
+
+#[test]
+fn full_sync_diskless_over_100mb() {
+    full_sync_large("yes");
+}
+
+#[test]
+fn auth_with_requirepass_from_the_environment() {
+    let r = RedisServer::start(&[("requirepass", "s3cret-pass")]);
+    let a = Archive::new();
+    // The password comes from the environment, not argv, and never reaches the logs.
+    let p = a.archiver(
+        &plain_url(&r),
+        &[("PITR_SOURCE_PASSWORD".into(), "s3cret-pass".into())],
+    );
+    wait_online(&r, Duration::from_secs(30));
+    let mut con = r.client();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    p.stop_gracefully(Duration::from_secs(30));
+    assert!(!p.log().contains("s3cret"), "password in the log");
+    a.verify();
+
+    // A wrong password is a clear, fatal error.
+    let bad = a.archiver(&plain_url(&r), &[("REDISCLI_AUTH".into(), "wrong".into())]);
+    let st = bad
+        .wait_timeout(Duration::from_secs(30))
+        .expect("a wrong password ends the archiver");
+    assert!(!st.success());
+    assert!(bad.log().contains("authentication"), "{}", bad.log());
+    assert!(!bad.log().contains("wrong\""), "password in the log");
+}
+
+#[test]
+fn auth_with_an_acl_user_that_has_only_what_the_archiver_needs() {
+    let r = RedisServer::start(&[("requirepass", "adminpass")]);
+    r.cmd(&[
+        "ACL",
+        "SETUSER",
+        "archiver",
+        "on",
+        ">archiver-pass",
+        "-@all",
+        "+psync",
+        "+replconf",
+        "+ping",
+    ]);
+    let a = Archive::new();
+    let p = a.archiver(
+        &format!("redis://archiver@127.0.0.1:{}", r.port()),
+        &[("PITR_SOURCE_PASSWORD".into(), "archiver-pass".into())],
+    );
+    wait_online(&r, Duration::from_secs(30));
+    let mut con = r.client();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    p.stop_gracefully(Duration::from_secs(30));
+    a.verify();
+}
+
+/// Writes continuously on one connection until told to stop; counts the writes.
+fn writer(
+    r: &RedisServer,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    let mut con = r.client();
+    std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let mut pipe = redis::pipe();
+            for j in 0..50 {
+                pipe.cmd("SET")
+                    .arg(format!("w:{}", (i * 50 + j) % 5000))
+                    .arg(i * 50 + j)
+                    .ignore();
+                pipe.cmd("INCR").arg("counter").ignore();
+            }
+            if pipe.query::<()>(&mut con).is_err() {
+                // The master is restarting; try again shortly.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            i += 1;
+            count.fetch_add(100, Ordering::Relaxed);
+        }
+    })
+}
+
+#[test]
+fn kill9_during_heavy_writes_resumes_the_same_generation() {
+    let r = RedisServer::start(&[("repl-backlog-size", "64mb")]);
+    let a = Archive::new();
+    let p = a.archiver(&plain_url(&r), &[]);
+    wait_online(&r, Duration::from_secs(30));
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let w = writer(&r, stop.clone(), count.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    p.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let p2 = a.archiver(&plain_url(&r), &[]);
+    p2.wait_for_log("partial resync", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1500));
+    p2.kill9();
+    let p3 = a.archiver(&plain_url(&r), &[]);
+    p3.wait_for_log("partial resync", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+    assert!(
+        count.load(Ordering::Relaxed) > 1000,
+        "the writer made too few writes"
+    );
+    let mut con = r.client();
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    let g = caught_up(&a, &r);
+    p3.stop_gracefully(Duration::from_secs(30));
+    let ls = a.ls();
+    assert_eq!(
+        ls["generations"].as_array().unwrap().len(),
+        1,
+        "a restart must continue the generation: {ls:#}"
+    );
+    assert!(g["holes"].as_array().unwrap().is_empty());
+    assert_eq!(g["last_offset"].as_u64().unwrap(), master_offset(&r));
+    a.verify();
+}
+
+#[test]
+fn master_restart_without_data_starts_a_new_generation_and_shows_the_gap() {
+    let r = RedisServer::start(&[]);
+    let a = Archive::new();
+    let p = a.archiver(&plain_url(&r), &[]);
+    wait_online(&r, Duration::from_secs(30));
+    r.cmd(&["SET", "before", "1"]);
+    caught_up(&a, &r);
+    r.restart();
+    wait_online(&r, Duration::from_secs(60));
+    let mut con = r.client();
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&a, &r);
+    p.stop_gracefully(Duration::from_secs(30));
+    let ls = a.ls();
+    assert_eq!(ls["generations"].as_array().unwrap().len(), 2, "{ls:#}");
+    assert_eq!(ls["gaps"].as_array().unwrap().len(), 1, "{ls:#}");
+    let text = run_pitr_ok(&["ls", "--store", &a.store()], &[]);
+    assert!(text.contains("gap between generation"), "{text}");
+    a.verify();
+}
+
+#[test]
+fn master_restart_with_save_continues_the_generation() {
+    let r = RedisServer::start(&[]);
+    let a = Archive::new();
+    let p = a.archiver(&plain_url(&r), &[]);
+    wait_online(&r, Duration::from_secs(30));
+    r.cmd(&["SET", "before", "1"]);
+    caught_up(&a, &r);
+    r.restart_with_save();
+    wait_online(&r, Duration::from_secs(60));
+    let mut con = r.client();
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&a, &r);
+    p.stop_gracefully(Duration::from_secs(30));
+    let ls = a.ls();
+    assert_eq!(ls["generations"].as_array().unwrap().len(), 1, "{ls:#}");
+    a.verify();
+}
+
+#[test]
+fn backlog_overrun_forces_a_full_resync_and_a_new_generation() {
+    let r = RedisServer::start(&[("repl-backlog-size", "16kb")]);
+    let a = Archive::new();
+    let p = a.archiver(&plain_url(&r), &[]);
+    wait_online(&r, Duration::from_secs(30));
+    r.cmd(&["SET", "before", "1"]);
+    caught_up(&a, &r);
+    p.kill9();
+    // Far more than the backlog holds, while the archiver is away.
+    let big = "x".repeat(1000);
+    let mut con = r.client();
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(&big)
+            .query(&mut con)
+            .unwrap();
+    }
+    let p2 = a.archiver(&plain_url(&r), &[]);
+    p2.wait_for_log("new generation", Duration::from_secs(30));
+    wait_online(&r, Duration::from_secs(30));
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&a, &r);
+    p2.stop_gracefully(Duration::from_secs(30));
+    let ls = a.ls();
+    let gens = ls["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 2, "{ls:#}");
+    let gap = &ls["gaps"][0];
+    assert_eq!(gap["from_offset"], gens[0]["last_offset"]);
+    assert_eq!(gap["to_offset"], gens[1]["first_offset"]);
+    a.verify();
+}
+
+#[test]
+fn wait_returns_once_the_write_is_in_the_store() {
+    let r = RedisServer::start(&[]);
+    let a = Archive::new();
+    // A long flush interval: WAIT must not have to wait for it (GETACK flushes at once).
+    let p = PitrProcess::spawn(
+        &[
+            "archive",
+            "--source",
+            &plain_url(&r),
+            "--store",
+            &a.store(),
+            "--flush-interval",
+            "30s",
+        ],
+        &[],
+    );
+    wait_online(&r, Duration::from_secs(30));
+    let mut con = r.client();
+    for i in 0..5 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(wait_archived(&mut con, 2000), 1);
+        assert!(t.elapsed() < Duration::from_secs(2));
+        // Right now, not after some delay: the archive holds the write.
+        let offset = master_offset(&r);
+        let ls = a.ls();
+        let last = ls["generations"][0]["last_offset"].as_u64().unwrap();
+        // The master's offset may have moved on by its own PING; the write is before it.
+        assert!(
+            last + 14 >= offset && last <= offset,
+            "archive at {last}, master at {offset}"
+        );
+    }
+    // SIGTERM: exit 0, everything acked.
+    let before = master_offset(&r);
+    p.stop_gracefully(Duration::from_secs(30));
+    let ls = a.ls();
+    assert!(ls["generations"][0]["last_offset"].as_u64().unwrap() >= before - 14);
+    a.verify();
+}
