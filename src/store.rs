@@ -372,6 +372,16 @@ impl SnapshotUpload {
     }
 }
 
+/// Retries inside one request are short: the archiver's own loop retries forever and logs
+/// each failure, so an outage is visible in the logs within seconds.
+fn request_retries() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig::default(),
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(15),
+    }
+}
+
 fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let cfg = |reason: String| StoreError::Config {
         url: url.to_string(),
@@ -418,6 +428,7 @@ fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         "s3" | "s3a" => {
             let (bucket, prefix) = split_bucket(rest)?;
             let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_retry(request_retries())
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(|e| cfg(e.to_string()))?;
@@ -426,6 +437,7 @@ fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         "gs" => {
             let (bucket, prefix) = split_bucket(rest)?;
             let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_retry(request_retries())
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(|e| cfg(e.to_string()))?;
@@ -434,6 +446,7 @@ fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         "az" | "azure" | "abfs" => {
             let (container, prefix) = split_bucket(rest)?;
             let az = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_retry(request_retries())
                 .with_container_name(container)
                 .build()
                 .map_err(|e| cfg(e.to_string()))?;

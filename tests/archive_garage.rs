@@ -1,0 +1,160 @@
+//! `pitr archive` into a real S3-compatible server (Garage): the whole flow, a restart that
+//! resumes from S3, and Garage stopped for 20 s in the middle of writes.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+fn master_offset(r: &RedisServer) -> u64 {
+    r.info("replication")["master_repl_offset"].parse().unwrap()
+}
+
+fn wait_online(r: &RedisServer) {
+    wait_until_msg(Duration::from_secs(60), "the archiver to be online", || {
+        r.info("replication")
+            .get("slave0")
+            .is_some_and(|s| s.contains("state=online"))
+    });
+}
+
+fn ls(g: &Garage, store: &str) -> Value {
+    let out = run_pitr_ok(&["ls", "--store", store, "--json"], &g.env());
+    serde_json::from_str(&out).unwrap()
+}
+
+fn verify(g: &Garage, store: &str) -> Value {
+    let out = run_pitr(&["verify", "--store", store, "--json"], &g.env());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        out.status.success() && v["ok"] == true,
+        "verify failed: {v:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    v
+}
+
+fn archiver(g: &Garage, r: &RedisServer, store: &str) -> PitrProcess {
+    PitrProcess::spawn(
+        &[
+            "archive",
+            "--source",
+            &format!("redis://127.0.0.1:{}", r.port()),
+            "--store",
+            store,
+            "--flush-interval",
+            "250ms",
+        ],
+        &g.env(),
+    )
+}
+
+fn caught_up(g: &Garage, store: &str, r: &RedisServer, timeout: Duration) -> Value {
+    let want = master_offset(r);
+    let mut last = Value::Null;
+    wait_until_msg(timeout, "the archive to catch up", || {
+        last = ls(g, store);
+        last["generations"]
+            .as_array()
+            .and_then(|gs| gs.last())
+            .is_some_and(|gen| gen["last_offset"].as_u64() == Some(want))
+    });
+    last
+}
+
+#[test]
+fn whole_flow_on_garage_with_a_restart() {
+    let g = Garage::start();
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    r.cmd(&["DEBUG", "POPULATE", "100000", "key", "50"]);
+    let store = g.store_url("flow");
+    let p = archiver(&g, &r, &store);
+    wait_online(&r);
+    let mut con = r.client();
+    for i in 0..100 {
+        let _: () = redis::cmd("SET").arg(format!("k{i}")).arg(i).query(&mut con).unwrap();
+    }
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
+    assert_eq!(n, 1);
+    caught_up(&g, &store, &r, Duration::from_secs(30));
+    p.stop_gracefully(Duration::from_secs(30));
+    // Writes while the archiver is away, then a restart that resumes from S3.
+    for i in 0..100 {
+        let _: () = redis::cmd("SET").arg(format!("away{i}")).arg(i).query(&mut con).unwrap();
+    }
+    let p2 = archiver(&g, &r, &store);
+    p2.wait_for_log("partial resync", Duration::from_secs(30));
+    let l = caught_up(&g, &store, &r, Duration::from_secs(30));
+    assert_eq!(l["generations"].as_array().unwrap().len(), 1, "{l:#}");
+    p2.stop_gracefully(Duration::from_secs(30));
+    let v = verify(&g, &store);
+    assert_eq!(v["snapshots"], 1);
+    assert!(v["commands"].as_u64().unwrap() >= 200);
+}
+
+#[test]
+fn garage_down_for_20s_during_writes_loses_nothing() {
+    let g = Garage::start();
+    let r = RedisServer::start(&[("repl-backlog-size", "64mb")]);
+    let store = g.store_url("outage");
+    let p = archiver(&g, &r, &store);
+    wait_online(&r);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let w = {
+        let mut con = r.client();
+        let (stop, writes) = (stop.clone(), writes.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _: () = redis::cmd("SET")
+                    .arg(format!("k{}", i % 1000))
+                    .arg(i)
+                    .query(&mut con)
+                    .unwrap();
+                i += 1;
+                writes.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    g.stop();
+    let down_at = master_offset(&r);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(20));
+    // While the store is down the archiver stays attached and keeps acking what is durable.
+    p.assert_running();
+    let ack: u64 = r.info("replication")["slave0"]
+        .split(',')
+        .find_map(|f| f.strip_prefix("offset="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ack <= down_at + 1000, "acked {ack} while the store was down since {down_at}");
+    g.start_again();
+    let down_for = t.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+    assert!(writes.load(Ordering::Relaxed) > 2000);
+    let mut con = r.client();
+    let _: () = redis::cmd("SET").arg("last").arg("1").query(&mut con).unwrap();
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(60000).query(&mut con).unwrap();
+    assert_eq!(n, 1, "the archive did not catch up after the outage");
+    let l = caught_up(&g, &store, &r, Duration::from_secs(60));
+    assert_eq!(l["generations"].as_array().unwrap().len(), 1, "{l:#}");
+    assert!(l["generations"][0]["holes"].as_array().unwrap().is_empty());
+    assert!(
+        p.log().contains("retrying"),
+        "no retry logged during a {down_for:?} outage\n{}",
+        p.log_tail(40)
+    );
+    p.stop_gracefully(Duration::from_secs(30));
+    verify(&g, &store);
+}
