@@ -120,6 +120,13 @@ install_garage() {
   log "installed $("$g" --version | head -n1) in $((SECONDS - start)) s"
 }
 
-install_redis
-install_garage
-log "all test dependencies present"
+case "${1:-all}" in
+  redis) install_redis ;;
+  garage) install_garage ;;
+  all)
+    install_redis
+    install_garage
+    ;;
+  *) die "usage: install-deps.sh [redis|garage|all]" ;;
+esac
+log "dependencies present: ${1:-all}"

@@ -334,9 +334,9 @@ async fn ls(a: LsArgs) -> anyhow::Result<u8> {
                     fmt_bytes(s.bytes)
                 );
             }
+            println!("  segments     {}", g.segments);
             println!(
-                "  segments     {} ({} stored in all)",
-                g.segments,
+                "  stored       {} (snapshots and segments)",
                 fmt_bytes(g.bytes)
             );
             for h in &g.holes {
