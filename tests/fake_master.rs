@@ -324,3 +324,75 @@ async fn garbage_in_the_stream_keeps_what_came_before() {
     let report = redis_pitr::verify::verify(&store).await.unwrap();
     assert!(report.ok && report.segments == 1, "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_is_retried_and_keepalive_newlines_are_skipped() {
+    let good = rdb();
+    let mark = "00112233445566778899aabbccddeeff00112233";
+    // Keepalive newlines before the PSYNC reply and before the payload header.
+    let mut payload = b"\n\n".to_vec();
+    payload.extend_from_slice(format!("$EOF:{mark}\r\n").as_bytes());
+    payload.extend_from_slice(&good);
+    payload.extend_from_slice(mark.as_bytes());
+    let (port, seen) = fake_master(vec![
+        (
+            "-LOADING Redis is loading the dataset in memory\r\n".into(),
+            Act::SendAndClose(Vec::new()),
+        ),
+        (
+            "-NOMASTERLINK Can't SYNC while not connected with my master\r\n".into(),
+            Act::SendAndClose(Vec::new()),
+        ),
+        (
+            format!("\n\n\n{}", fullresync(500)),
+            Act::SendAndStay(payload),
+        ),
+    ])
+    .await;
+    let r = start_archiver(port);
+    // After the end mark the archiver must ACK (the master waits for it to start the stream).
+    wait_for("the ack after the snapshot", || {
+        seen.lock().unwrap().acks.contains(&500)
+    })
+    .await;
+    assert_eq!(seen.lock().unwrap().psyncs.len(), 3);
+    let (catalog, _store, _dir) = stop(r).await;
+    assert_eq!(catalog.generations.len(), 1);
+    assert_eq!(catalog.generations[0].snapshots[0].offset, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_under_a_new_replid_keeps_the_generation() {
+    let good = rdb();
+    let mut first = format!("${}\r\n", good.len()).into_bytes();
+    first.extend_from_slice(&good);
+    let a = cmd(&["SET", "a", "1"]);
+    first.extend_from_slice(&a);
+    let new_id = "aaaabbbbccccddddeeeeffff0000111122223333";
+    let b = cmd(&["SET", "b", "2"]);
+    let (port, seen) = fake_master(vec![
+        (fullresync(0), Act::SendAndClose(first)),
+        (
+            format!("+CONTINUE {new_id}\r\n"),
+            Act::SendAndStay(b.clone()),
+        ),
+    ])
+    .await;
+    let r = start_archiver(port);
+    let end = (a.len() + b.len()) as u64;
+    wait_for("the ack of the second write", || {
+        seen.lock().unwrap().acks.contains(&end)
+    })
+    .await;
+    let (catalog, store, _dir) = stop(r).await;
+    assert_eq!(
+        catalog.generations.len(),
+        1,
+        "a failover continues the generation"
+    );
+    let g = &catalog.generations[0];
+    assert_eq!(g.replids.len(), 2);
+    assert_eq!(g.replid.to_string(), new_id);
+    assert!(g.is_contiguous());
+    assert!(redis_pitr::verify::verify(&store).await.unwrap().ok);
+}
