@@ -403,6 +403,7 @@ impl Archiver {
         let (mut pending, mut early_error) = take_commands(&mut scanner, conn, &mut pos);
         self.pos = Some(pos);
         let mut last_acked = 0u64;
+        let mut paused = false;
         let result: Result<SessionEnd, ArchiveError> = loop {
             if let Some(e) = early_error.take() {
                 break Err(e.into());
@@ -451,6 +452,18 @@ impl Archiver {
                         break Err(e.into());
                     }
                     let (chunk, error) = take_commands(&mut scanner, conn, &mut pos);
+                    if let Some(c) = &chunk {
+                        let need = budget_permits(c.bytes.len(), self.cfg.max_buffer) as usize;
+                        let waiting = self.cfg.max_buffer - self.budget.available_permits();
+                        if !paused && self.budget.available_permits() < need {
+                            paused = true;
+                            warn!(not_durable = waiting, max_buffer = self.cfg.max_buffer,
+                                "buffer full: pausing reads from the master until the store catches up");
+                        } else if paused && self.budget.available_permits() >= need {
+                            paused = false;
+                            info!("the store caught up: reading from the master again");
+                        }
+                    }
                     pending = chunk;
                     self.pos = Some(pos);
                     if let Some(e) = error {

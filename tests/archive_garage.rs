@@ -38,19 +38,19 @@ fn verify(g: &Garage, store: &str) -> Value {
     v
 }
 
-fn archiver(g: &Garage, r: &RedisServer, store: &str) -> PitrProcess {
-    PitrProcess::spawn(
-        &[
-            "archive",
-            "--source",
-            &format!("redis://127.0.0.1:{}", r.port()),
-            "--store",
-            store,
-            "--flush-interval",
-            "250ms",
-        ],
-        &g.env(),
-    )
+fn archiver(g: &Garage, r: &RedisServer, store: &str, extra: &[&str]) -> PitrProcess {
+    let source = format!("redis://127.0.0.1:{}", r.port());
+    let mut args = vec![
+        "archive",
+        "--source",
+        &source,
+        "--store",
+        store,
+        "--flush-interval",
+        "250ms",
+    ];
+    args.extend_from_slice(extra);
+    PitrProcess::spawn(&args, &g.env())
 }
 
 fn caught_up(g: &Garage, store: &str, r: &RedisServer, timeout: Duration) -> Value {
@@ -72,11 +72,15 @@ fn whole_flow_on_garage_with_a_restart() {
     let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
     r.cmd(&["DEBUG", "POPULATE", "100000", "key", "50"]);
     let store = g.store_url("flow");
-    let p = archiver(&g, &r, &store);
+    let p = archiver(&g, &r, &store, &[]);
     wait_online(&r);
     let mut con = r.client();
     for i in 0..100 {
-        let _: () = redis::cmd("SET").arg(format!("k{i}")).arg(i).query(&mut con).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
     }
     let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
     assert_eq!(n, 1);
@@ -84,9 +88,13 @@ fn whole_flow_on_garage_with_a_restart() {
     p.stop_gracefully(Duration::from_secs(30));
     // Writes while the archiver is away, then a restart that resumes from S3.
     for i in 0..100 {
-        let _: () = redis::cmd("SET").arg(format!("away{i}")).arg(i).query(&mut con).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("away{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
     }
-    let p2 = archiver(&g, &r, &store);
+    let p2 = archiver(&g, &r, &store, &[]);
     p2.wait_for_log("partial resync", Duration::from_secs(30));
     let l = caught_up(&g, &store, &r, Duration::from_secs(30));
     assert_eq!(l["generations"].as_array().unwrap().len(), 1, "{l:#}");
@@ -101,7 +109,8 @@ fn garage_down_for_20s_during_writes_loses_nothing() {
     let g = Garage::start();
     let r = RedisServer::start(&[("repl-backlog-size", "64mb")]);
     let store = g.store_url("outage");
-    let p = archiver(&g, &r, &store);
+    // A small buffer, so that the outage also exercises backpressure.
+    let p = archiver(&g, &r, &store, &["--max-buffer", "1MiB"]);
     wait_online(&r);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -111,10 +120,11 @@ fn garage_down_for_20s_during_writes_loses_nothing() {
         let (stop, writes) = (stop.clone(), writes.clone());
         std::thread::spawn(move || {
             let mut i = 0u64;
+            let value = "v".repeat(2000);
             while !stop.load(Ordering::Relaxed) {
                 let _: () = redis::cmd("SET")
                     .arg(format!("k{}", i % 1000))
-                    .arg(i)
+                    .arg(format!("{i}:{value}"))
                     .query(&mut con)
                     .unwrap();
                 i += 1;
@@ -136,7 +146,10 @@ fn garage_down_for_20s_during_writes_loses_nothing() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(ack <= down_at + 1000, "acked {ack} while the store was down since {down_at}");
+    assert!(
+        ack <= down_at + 1000,
+        "acked {ack} while the store was down since {down_at}"
+    );
     g.start_again();
     let down_for = t.elapsed();
     std::thread::sleep(Duration::from_secs(2));
@@ -144,12 +157,25 @@ fn garage_down_for_20s_during_writes_loses_nothing() {
     w.join().unwrap();
     assert!(writes.load(Ordering::Relaxed) > 2000);
     let mut con = r.client();
-    let _: () = redis::cmd("SET").arg("last").arg("1").query(&mut con).unwrap();
-    let n: i64 = redis::cmd("WAIT").arg(1).arg(60000).query(&mut con).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("last")
+        .arg("1")
+        .query(&mut con)
+        .unwrap();
+    let n: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(60000)
+        .query(&mut con)
+        .unwrap();
     assert_eq!(n, 1, "the archive did not catch up after the outage");
     let l = caught_up(&g, &store, &r, Duration::from_secs(60));
     assert_eq!(l["generations"].as_array().unwrap().len(), 1, "{l:#}");
     assert!(l["generations"][0]["holes"].as_array().unwrap().is_empty());
+    assert!(
+        p.log().contains("pausing reads from the master"),
+        "no backpressure with a 1 MiB buffer during the outage\n{}",
+        p.log_tail(40)
+    );
     assert!(
         p.log().contains("retrying"),
         "no retry logged during a {down_for:?} outage\n{}",
