@@ -339,7 +339,7 @@ pub fn encode_segment(header: &SegmentHeader, raw: &[u8]) -> Result<(Vec<u8>, u6
 #[derive(Debug)]
 pub struct Segment {
     pub header: SegmentHeader,
-    pub raw: Vec<u8>,
+    pub raw: bytes::Bytes,
     pub checksum: u64,
 }
 
@@ -396,7 +396,7 @@ pub fn decode_segment(obj: &[u8]) -> Result<Segment, FormatError> {
     }
     Ok(Segment {
         header,
-        raw,
+        raw: raw.into(),
         checksum: trailer.checksum,
     })
 }

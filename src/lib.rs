@@ -21,9 +21,11 @@
 //! - [`verify`]: reads every object back and checks the whole archive.
 pub mod archive;
 pub mod catalog;
+pub mod cut;
 pub mod format;
 pub mod link;
 pub mod names;
+pub mod plan;
 pub mod rdb;
 pub mod segment;
 pub mod store;

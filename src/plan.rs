@@ -1,0 +1,522 @@
+//! Restore planning, from a listing alone: which generation holds the requested moment, its
+//! latest snapshot at or before it, and the segments up to the cut. Pure: `plan(catalog,
+//! target)` is tested on synthetic listings; the executor reads only what the plan names.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::catalog::{Catalog, Generation, SnapshotInfo};
+use crate::names::{GenerationId, ObjectKind, ObjectName};
+
+/// What `--to` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every command that arrived at or before this time (unix ms).
+    Time(u64),
+    /// The newest archived state.
+    Latest,
+    /// Every command that ends at or before this replication offset.
+    Offset(u64),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Time(ms) => write!(f, "{}", fmt_ms(*ms)),
+            Target::Latest => f.write_str("latest"),
+            Target::Offset(o) => write!(f, "offset:{o}"),
+        }
+    }
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn fmt_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+impl FromStr for Target {
+    type Err = String;
+    /// `latest`, `offset:<N>`, unix milliseconds, or an RFC 3339 time with any offset
+    /// (`2026-11-24T10:15:30.250Z`, `2026-11-24T11:15:30+01:00`).
+    fn from_str(s: &str) -> Result<Target, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("latest") {
+            return Ok(Target::Latest);
+        }
+        if let Some(o) = t.strip_prefix("offset:") {
+            return o
+                .parse()
+                .map(Target::Offset)
+                .map_err(|_| format!("{s:?}: offset:<N> needs a whole number"));
+        }
+        if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) {
+            return t
+                .parse()
+                .map(Target::Time)
+                .map_err(|_| format!("{s:?}: too large"));
+        }
+        parse_rfc3339(t)
+            .map(Target::Time)
+            .ok_or_else(|| format!("{s:?}: expected an RFC 3339 time (2026-11-24T10:15:30.250Z), unix milliseconds, latest, or offset:<N>"))
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fff…](Z|±HH:MM)` into unix milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let frac = &s[start..i];
+        if frac.is_empty() {
+            return None;
+        }
+        let mut digits: String = frac.chars().take(3).collect();
+        while digits.len() < 3 {
+            digits.push('0');
+        }
+        ms = digits.parse().ok()?;
+    }
+    let offset_min = match &s[i..] {
+        "Z" | "z" => 0,
+        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
+            let oh: i64 = tz[1..3].parse().ok()?;
+            let om: i64 = tz[4..6].parse().ok()?;
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            sign * (oh * 60 + om)
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + h * 3600 + mi * 60 + sec - offset_min * 60;
+    let total = secs.checked_mul(1000)?.checked_add(ms)?;
+    u64::try_from(total).ok()
+}
+
+/// A point the archive can restore to.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Point {
+    #[serde(serialize_with = "ser_gen")]
+    pub generation: GenerationId,
+    pub offset: u64,
+    pub time_ms: u64,
+}
+
+fn ser_gen<S: serde::Serializer>(g: &GenerationId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(g)
+}
+
+impl fmt::Display for Point {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (offset {}, generation {})",
+            fmt_ms(self.time_ms),
+            self.offset,
+            self.generation
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the archive is empty")]
+    Empty,
+    #[error("{target} is outside every restorable window; nearest restorable points: {}", points(.nearest))]
+    Outside { target: String, nearest: Vec<Point> },
+    #[error("{target} falls in a gap between generations {after} and {before} (writes there were not archived); nearest restorable points: {}", points(.nearest))]
+    InGap {
+        target: String,
+        after: GenerationId,
+        before: GenerationId,
+        nearest: Vec<Point>,
+    },
+    #[error("generation {generation} has no snapshot at or before {target}")]
+    NoSnapshot {
+        target: String,
+        generation: GenerationId,
+    },
+    #[error("generation {generation} is missing offsets {from}..{to}, which {target} needs (run pitr verify)")]
+    Hole {
+        target: String,
+        generation: GenerationId,
+        from: u64,
+        to: u64,
+    },
+}
+
+fn points(p: &[Point]) -> String {
+    p.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What to read, and where to stop.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    #[serde(serialize_with = "ser_gen")]
+    pub generation: GenerationId,
+    pub snapshot: PlannedObject,
+    pub segments: Vec<PlannedObject>,
+    /// Stop after the last command that arrived at or before this time (`None`: no limit).
+    pub cut_time_ms: Option<u64>,
+    /// Stop after the last command that ends at or before this offset (`None`: no limit).
+    pub cut_offset: Option<u64>,
+    /// Stored bytes to read.
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedObject {
+    pub name: String,
+    pub offset: u64,
+    pub end: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub bytes: u64,
+    #[serde(skip)]
+    pub object: ObjectName,
+}
+
+fn planned(o: &crate::store::Listed) -> PlannedObject {
+    PlannedObject {
+        name: o.name.to_string(),
+        offset: o.name.start,
+        end: o.name.end,
+        first_ms: o.name.first_ms,
+        last_ms: o.name.last_ms,
+        bytes: o.size,
+        object: o.name,
+    }
+}
+
+fn window_points(g: &Generation) -> [Point; 2] {
+    [
+        Point {
+            generation: g.id,
+            offset: g.first_offset,
+            time_ms: g.first_time_ms,
+        },
+        Point {
+            generation: g.id,
+            offset: g.last_offset,
+            time_ms: g.last_time_ms,
+        },
+    ]
+}
+
+/// Plans a restore of `target` from `catalog`.
+pub fn plan(catalog: &Catalog, target: Target) -> Result<Plan, PlanError> {
+    let gens = &catalog.generations;
+    if gens.is_empty() {
+        return Err(PlanError::Empty);
+    }
+    let label = target.to_string();
+    let (g, cut_time_ms, cut_offset) = match target {
+        Target::Latest => (gens.last().expect("non-empty"), None, None),
+        Target::Time(t) => {
+            match gens
+                .iter()
+                .rev()
+                .find(|g| g.first_time_ms <= t && t <= g.last_time_ms)
+            {
+                Some(g) => (g, Some(t), None),
+                None => return Err(outside_time(catalog, t, label)),
+            }
+        }
+        Target::Offset(o) => {
+            match gens
+                .iter()
+                .rev()
+                .find(|g| g.first_offset <= o && o <= g.last_offset)
+            {
+                Some(g) => (g, None, Some(o)),
+                None => {
+                    let mut nearest: Vec<Point> = gens.iter().flat_map(window_points).collect();
+                    nearest.sort_by_key(|p| p.offset.abs_diff(o));
+                    nearest.truncate(2);
+                    return Err(PlanError::Outside {
+                        target: label,
+                        nearest,
+                    });
+                }
+            }
+        }
+    };
+    // The latest snapshot at or before the target.
+    let snap: Option<&SnapshotInfo> = g
+        .snapshots
+        .iter()
+        .filter(|s| match target {
+            Target::Time(t) => s.time_ms <= t,
+            Target::Offset(o) => s.offset <= o,
+            Target::Latest => true,
+        })
+        .max_by_key(|s| (s.offset, s.time_ms));
+    let Some(snap) = snap else {
+        return Err(PlanError::NoSnapshot {
+            target: label,
+            generation: g.id,
+        });
+    };
+    let snapshot = g
+        .objects
+        .iter()
+        .find(|o| o.name == snap.name)
+        .map(planned)
+        .expect("the snapshot is one of the generation's objects");
+    let mut segments = Vec::new();
+    let mut expected = snap.offset;
+    for o in g
+        .objects
+        .iter()
+        .filter(|o| o.name.kind == ObjectKind::Segment && o.name.start >= snap.offset)
+    {
+        let needed = match (cut_time_ms, cut_offset) {
+            (Some(t), _) => o.name.first_ms <= t,
+            (_, Some(c)) => o.name.start < c,
+            _ => true,
+        };
+        if !needed {
+            break;
+        }
+        if o.name.start != expected {
+            return Err(PlanError::Hole {
+                target: label,
+                generation: g.id,
+                from: expected,
+                to: o.name.start,
+            });
+        }
+        expected = o.name.end;
+        segments.push(planned(o));
+    }
+    let bytes = snapshot.bytes + segments.iter().map(|s| s.bytes).sum::<u64>();
+    Ok(Plan {
+        generation: g.id,
+        snapshot,
+        segments,
+        cut_time_ms,
+        cut_offset,
+        bytes,
+    })
+}
+
+fn outside_time(catalog: &Catalog, t: u64, target: String) -> PlanError {
+    let gens = &catalog.generations;
+    for w in gens.windows(2) {
+        if w[0].last_time_ms < t && t < w[1].first_time_ms {
+            return PlanError::InGap {
+                target,
+                after: w[0].id,
+                before: w[1].id,
+                nearest: vec![
+                    window_points(&w[0])[1].clone(),
+                    window_points(&w[1])[0].clone(),
+                ],
+            };
+        }
+    }
+    let mut nearest: Vec<Point> = gens.iter().flat_map(window_points).collect();
+    nearest.sort_by_key(|p| p.time_ms.abs_diff(t));
+    nearest.truncate(1);
+    PlanError::Outside { target, nearest }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::ReplId;
+    use crate::store::{Listed, Listing};
+
+    fn rid() -> ReplId {
+        "0123456789abcdef0123456789abcdef01234567".parse().unwrap()
+    }
+
+    fn seg(g: u64, start: u64, end: u64, t0: u64, t1: u64) -> Listed {
+        Listed {
+            name: ObjectName {
+                kind: ObjectKind::Segment,
+                generation: GenerationId(g),
+                start,
+                end,
+                first_ms: t0,
+                last_ms: t1,
+                replid: rid(),
+            },
+            size: 10,
+        }
+    }
+
+    fn snap(g: u64, off: u64, t: u64) -> Listed {
+        Listed {
+            name: ObjectName::snapshot(GenerationId(g), off, t, rid()),
+            size: 100,
+        }
+    }
+
+    fn catalog() -> Catalog {
+        Catalog::from_listing(&Listing {
+            objects: vec![
+                snap(1, 0, 1000),
+                seg(1, 0, 50, 1100, 1200),
+                seg(1, 50, 90, 1300, 1400),
+                seg(1, 90, 100, 1500, 1600),
+                snap(2, 10, 5000),
+                seg(2, 10, 20, 5100, 5200),
+            ],
+            foreign: vec![],
+        })
+    }
+
+    #[test]
+    fn time_inside_a_window_plans_up_to_the_cut() {
+        let p = plan(&catalog(), Target::Time(1350)).unwrap();
+        assert_eq!(p.generation, GenerationId(1));
+        assert_eq!(p.snapshot.offset, 0);
+        let ends: Vec<u64> = p.segments.iter().map(|s| s.end).collect();
+        assert_eq!(ends, vec![50, 90]);
+        assert_eq!(p.cut_time_ms, Some(1350));
+        assert_eq!(p.bytes, 120);
+        // Exactly at the snapshot: no segment.
+        assert!(plan(&catalog(), Target::Time(1000))
+            .unwrap()
+            .segments
+            .is_empty());
+    }
+
+    #[test]
+    fn latest_and_offsets() {
+        let p = plan(&catalog(), Target::Latest).unwrap();
+        assert_eq!((p.generation, p.segments.len()), (GenerationId(2), 1));
+        let p = plan(&catalog(), Target::Offset(95)).unwrap();
+        assert_eq!(p.generation, GenerationId(1));
+        assert_eq!(p.segments.len(), 3);
+        assert_eq!(p.cut_offset, Some(95));
+        // Offsets 10..20 exist in both generations: the newest wins.
+        assert_eq!(
+            plan(&catalog(), Target::Offset(15)).unwrap().generation,
+            GenerationId(2)
+        );
+    }
+
+    #[test]
+    fn outside_and_gaps_name_the_nearest_points() {
+        match plan(&catalog(), Target::Time(3000)).unwrap_err() {
+            PlanError::InGap {
+                after,
+                before,
+                nearest,
+                ..
+            } => {
+                assert_eq!((after, before), (GenerationId(1), GenerationId(2)));
+                assert_eq!(nearest[0].time_ms, 1600);
+                assert_eq!(nearest[1].time_ms, 5000);
+            }
+            e => panic!("{e}"),
+        }
+        let e = plan(&catalog(), Target::Time(10)).unwrap_err();
+        assert!(
+            e.to_string().contains("outside every restorable window"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("offset 0"), "{e}");
+        let e = plan(&catalog(), Target::Offset(500)).unwrap_err();
+        assert!(matches!(e, PlanError::Outside { .. }));
+        assert_eq!(
+            plan(&Catalog::default(), Target::Latest).unwrap_err(),
+            PlanError::Empty
+        );
+    }
+
+    #[test]
+    fn a_hole_before_the_cut_is_an_error() {
+        let c = Catalog::from_listing(&Listing {
+            objects: vec![
+                snap(1, 0, 1000),
+                seg(1, 0, 50, 1100, 1200),
+                seg(1, 60, 90, 1300, 1400),
+            ],
+            foreign: vec![],
+        });
+        assert!(matches!(
+            plan(&c, Target::Latest).unwrap_err(),
+            PlanError::Hole {
+                from: 50,
+                to: 60,
+                ..
+            }
+        ));
+        // Before the hole it is fine.
+        assert_eq!(plan(&c, Target::Time(1150)).unwrap().segments.len(), 1);
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!("latest".parse::<Target>().unwrap(), Target::Latest);
+        assert_eq!("offset:42".parse::<Target>().unwrap(), Target::Offset(42));
+        assert_eq!(
+            "1795484172987".parse::<Target>().unwrap(),
+            Target::Time(1795484172987)
+        );
+        assert_eq!(
+            "2026-11-24T10:15:30.250Z".parse::<Target>().unwrap(),
+            Target::Time(1795515330250)
+        );
+        assert_eq!(
+            "2026-11-24T11:15:30.25+01:00".parse::<Target>().unwrap(),
+            Target::Time(1795515330250)
+        );
+        assert_eq!(
+            "1970-01-01T00:00:00Z".parse::<Target>().unwrap(),
+            Target::Time(0)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "offset:x",
+            "2026-13-01T00:00:00Z",
+            "2026-11-24T10:15:30",
+        ] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+        assert_eq!(fmt_ms(1795515330250), "2026-11-24T10:15:30.250Z");
+    }
+}
