@@ -515,7 +515,7 @@ static CRC64: crc::Crc<u64, crc::Table<16>> =
 
 /// Checks, as the snapshot streams past, that it is a complete RDB: the magic, the EOF opcode
 /// and the CRC64 trailer (skipped when the master wrote 0, `rdbchecksum no`).
-pub(crate) struct RdbCheck {
+struct RdbCheck {
     digest: crc::Digest<'static, u64, crc::Table<16>>,
     head: Vec<u8>,
     /// The last 9 bytes seen (EOF opcode + checksum), not yet fed to the digest.
@@ -538,7 +538,7 @@ impl Default for RdbCheck {
 }
 
 impl RdbCheck {
-    pub(crate) fn update(&mut self, data: &[u8]) {
+    fn update(&mut self, data: &[u8]) {
         self.len += data.len() as u64;
         if self.head.len() < 9 {
             let n = (9 - self.head.len()).min(data.len());
@@ -553,7 +553,7 @@ impl RdbCheck {
         }
     }
 
-    pub(crate) fn finish(self) -> Result<(), String> {
+    fn finish(self) -> Result<(), String> {
         let version = match &self.head[..] {
             h if h.len() == 9 && h.starts_with(b"REDIS") => std::str::from_utf8(&h[5..])
                 .ok()

@@ -27,6 +27,7 @@ pub mod link;
 pub mod names;
 pub mod plan;
 pub mod rdb;
+pub mod restore;
 pub mod segment;
 pub mod store;
 pub mod stream;

@@ -12,6 +12,8 @@ use redis_pitr::archive::{ArchiveConfig, Archiver, Shutdown};
 use redis_pitr::catalog::Catalog;
 use redis_pitr::link::Source;
 use redis_pitr::names::ArchiveName;
+use redis_pitr::plan::Target;
+use redis_pitr::restore::{self, Destination, RestoreConfig, RestoreError};
 use redis_pitr::store::{Store, StoreError};
 use redis_pitr::verify;
 
@@ -48,6 +50,47 @@ enum Command {
     Ls(LsArgs),
     /// Read every object back and check checksums, the chain, continuity and the RDBs.
     Verify(LsArgs),
+    /// Rebuild the master's state at a moment: into a live Redis, or as files a stock
+    /// redis-server loads.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("dest").args(["target", "output_dir"])))]
+struct RestoreArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The moment: an RFC 3339 time with any offset (2026-11-24T10:15:30.250Z), unix
+    /// milliseconds, `latest`, or `offset:<N>` (a replication offset).
+    #[arg(long)]
+    to: Target,
+    /// A live server to restore into: redis://[user[:password]@]host:port. Prefer the password
+    /// in PITR_TARGET_PASSWORD. It must hold no keys unless --force.
+    #[arg(long)]
+    target: Option<String>,
+    /// Write files a stock redis-server loads natively into this directory, and print the
+    /// command line that starts one on them.
+    #[arg(long)]
+    output_dir: Option<std::path::PathBuf>,
+    /// Print the plan (objects, bytes) and touch nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report (or the plan) as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Flush a non-empty target first (FLUSHALL), or write into a non-empty directory.
+    #[arg(long)]
+    force: bool,
+    /// Restore only these databases (repeatable).
+    #[arg(long = "db", value_name = "N")]
+    dbs: Vec<u32>,
+    /// Restore only keys matching this glob (repeatable; Redis glob syntax).
+    #[arg(long = "match", value_name = "GLOB")]
+    patterns: Vec<String>,
+    /// Values larger than this are sent as batched commands instead of one RESTORE, so memory
+    /// stays bounded for huge keys.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    max_restore_bytes: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -184,6 +227,16 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
                 _ => EXIT_UNREACHABLE,
             };
         }
+        if let Some(r) = cause.downcast_ref::<RestoreError>() {
+            return match r {
+                RestoreError::Plan(redis_pitr::plan::PlanError::Empty) => EXIT_NOT_FOUND,
+                RestoreError::Plan(_) => EXIT_NOT_FOUND,
+                RestoreError::Corrupt { .. } => EXIT_CORRUPT,
+                RestoreError::Target(_) => EXIT_UNREACHABLE,
+                RestoreError::TargetNotEmpty { .. } => EXIT_USAGE,
+                _ => EXIT_FAILURE,
+            };
+        }
         if let Some(a) = cause.downcast_ref::<redis_pitr::archive::ArchiveError>() {
             if matches!(a, redis_pitr::archive::ArchiveError::Link(_)) {
                 return EXIT_UNREACHABLE;
@@ -198,6 +251,7 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Archive(a) => archive(a).await,
         Command::Ls(a) => ls(a).await,
         Command::Verify(a) => verify_cmd(a).await,
+        Command::Restore(a) => restore_cmd(a).await,
     }
 }
 
@@ -412,6 +466,127 @@ async fn verify_cmd(a: LsArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_CORRUPT);
     }
     Ok(0)
+}
+
+async fn restore_cmd(a: RestoreArgs) -> anyhow::Result<u8> {
+    let store = Store::open(&a.store.store, &a.store.name)?;
+    let plan = restore::make_plan(&store, a.to).await?;
+    if a.dry_run {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            println!(
+                "restore {} from generation {}: snapshot at offset {} ({}), {} segments, {} to read",
+                a.to,
+                plan.generation,
+                plan.snapshot.offset,
+                fmt_time(plan.snapshot.first_ms),
+                plan.segments.len(),
+                fmt_bytes(plan.bytes)
+            );
+            println!(
+                "  {}  {}",
+                plan.snapshot.name,
+                fmt_bytes(plan.snapshot.bytes)
+            );
+            for s in &plan.segments {
+                println!("  {}  {}", s.name, fmt_bytes(s.bytes));
+            }
+        }
+        return Ok(0);
+    }
+    let destination = match (&a.target, &a.output_dir) {
+        (Some(url), None) => Destination::Live {
+            url: url.clone(),
+            password: std::env::var("PITR_TARGET_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty()),
+        },
+        (None, Some(dir)) => Destination::Files { dir: dir.clone() },
+        _ => {
+            eprintln!("pitr: error: restore needs --target <redis-url> or --output-dir <dir> (or --dry-run)");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let cfg = RestoreConfig {
+        store,
+        target: a.to,
+        destination,
+        filter: restore::filter::Filter {
+            dbs: a.dbs.clone(),
+            patterns: a.patterns.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        },
+        force: a.force,
+        max_restore_bytes: a.max_restore_bytes.min(1 << 30) as usize,
+    };
+    let progress = std::sync::Arc::new(restore::Progress::default());
+    let ticker = (!a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| tokio::spawn(progress_bar(progress.clone())));
+    let result = restore::restore(&cfg, &plan, progress).await;
+    if let Some(t) = ticker {
+        t.abort();
+        eprint!("\r\x1b[2K");
+    }
+    let report = result?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "restored generation {} to offset {} at {}: {} keys, {} commands, {:.2} s",
+            report.generation,
+            report.offset,
+            report.time,
+            report.keys,
+            report.commands,
+            report.seconds
+        );
+        if report.keys_skipped + report.commands_skipped + report.commands_mixed > 0 {
+            println!(
+                "  left out: {} keys, {} commands; applied whole though they touch unselected keys: {} commands",
+                report.keys_skipped, report.commands_skipped, report.commands_mixed
+            );
+        }
+        if report.transaction_left_out {
+            println!("  a transaction still open at the cut was left out (it completed later)");
+        }
+        if let Some(f) = &report.files {
+            println!("  wrote {} ({}) in {}", f.files.join(", "), f.layout, f.dir);
+            println!("  start a server on it with:");
+            println!("    {}", f.command_line);
+        }
+    }
+    Ok(0)
+}
+
+/// A one-line progress display on stderr (only on a terminal).
+async fn progress_bar(p: std::sync::Arc<restore::Progress>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let start = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (done, total) = (p.bytes.load(Relaxed), p.total.load(Relaxed));
+        let raw = p.snapshot_raw.load(Relaxed);
+        let secs = start.elapsed().as_secs_f64();
+        let eta = if done > 0 && total > done {
+            format!(
+                ", ETA {}",
+                humantime::format_duration(Duration::from_secs(
+                    ((total - done) as f64 * secs / done as f64) as u64
+                ))
+            )
+        } else {
+            String::new()
+        };
+        eprint!(
+            "\r\x1b[2Krestoring: snapshot {} read, {} / {} stored, {} keys, {} commands{}",
+            fmt_bytes(raw),
+            fmt_bytes(done),
+            fmt_bytes(total),
+            p.keys.load(Relaxed),
+            p.commands.load(Relaxed),
+            eta
+        );
+    }
 }
 
 #[cfg(test)]

@@ -46,9 +46,10 @@ pub struct Report {
 }
 
 /// What a checked snapshot yields for the chain.
-struct SnapshotOk {
-    checksum: u64,
-    raw_len: u64,
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotOk {
+    pub checksum: u64,
+    pub raw_len: u64,
 }
 
 /// Verifies the whole archive. Store errors (unreachable, permission) are errors; what is
@@ -203,15 +204,47 @@ pub fn check_segment(
     Ok((seg.checksum, h.db_end, s.commands))
 }
 
-/// Streams a snapshot: header, zstd body, trailer, and the RDB inside it.
+/// Streams a snapshot: header, zstd body, trailer, and the RDB inside it (parsed whole by the
+/// streaming RDB parser, so a structurally broken RDB is found too).
 async fn check_snapshot(
     store: &Store,
     listed: &Listed,
 ) -> Result<Result<SnapshotOk, Problem>, StoreError> {
-    let name = listed.name;
+    let mut parser = crate::rdb::Parser::new(crate::rdb::ParserConfig {
+        max_raw_value: 0,
+        ..Default::default()
+    });
+    let mut events = Vec::new();
+    read_snapshot(store, listed.name, move |raw| {
+        events.clear();
+        match raw {
+            Some(raw) => parser
+                .feed(raw, &mut events)
+                .map_err(|e| format!("the RDB inside: {e}")),
+            None => parser
+                .finish()
+                .map(|_| ())
+                .map_err(|e| format!("the RDB inside: {e}")),
+        }
+    })
+    .await
+}
+
+/// Streams a snapshot object and checks its frame (header, name, zstd body, trailer, hashes),
+/// handing the raw RDB bytes to `on_raw` in order and `None` at the end; an error from
+/// `on_raw` becomes the problem. Runs on a blocking thread; the object is never held whole.
+pub async fn read_snapshot<F>(
+    store: &Store,
+    name: ObjectName,
+    on_raw: F,
+) -> Result<Result<SnapshotOk, Problem>, StoreError>
+where
+    F: FnMut(Option<&[u8]>) -> Result<(), String> + Send + 'static,
+{
     let (size, stream) = store.get_stream(&name).await?;
     let handle = tokio::runtime::Handle::current();
     let checked = tokio::task::spawn_blocking(move || {
+        let mut on_raw = on_raw;
         let mut reader = StreamRead {
             handle,
             stream,
@@ -220,14 +253,14 @@ async fn check_snapshot(
             pos: 0,
             error: None,
         };
-        let r = check_snapshot_blocking(&name, size, &mut reader);
+        let r = check_snapshot_blocking(&name, size, &mut reader, &mut on_raw);
         match reader.error.take() {
             Some(e) => Err(e),
             None => Ok(r),
         }
     })
     .await
-    .expect("snapshot check panicked");
+    .expect("snapshot reader panicked");
     match checked {
         Ok(r) => Ok(r),
         Err(source) => Err(StoreError::Backend {
@@ -242,6 +275,7 @@ fn check_snapshot_blocking(
     name: &ObjectName,
     size: u64,
     r: &mut StreamRead,
+    on_raw: &mut dyn FnMut(Option<&[u8]>) -> Result<(), String>,
 ) -> Result<SnapshotOk, Problem> {
     let problem = |offset: u64, what: String| Problem {
         object: name.to_string(),
@@ -276,7 +310,6 @@ fn check_snapshot_blocking(
         return Err(problem(size, "object ends before its trailer".into()));
     };
     let mut raw_hash = Xxh3::new();
-    let mut rdb = crate::archive::RdbCheck::default();
     let mut raw_len = 0u64;
     {
         let body = (&mut *r).take(body_len);
@@ -294,7 +327,7 @@ fn check_snapshot_blocking(
                 break;
             }
             raw_hash.update(&buf[..n]);
-            rdb.update(&buf[..n]);
+            on_raw(Some(&buf[..n])).map_err(|what| problem(body_start, what))?;
             raw_len += n as u64;
         }
         // Whatever the decoder left of the body is garbage after the frame.
@@ -325,8 +358,7 @@ fn check_snapshot_blocking(
             ),
         ));
     }
-    rdb.finish()
-        .map_err(|what| problem(body_start, format!("the RDB inside: {what}")))?;
+    on_raw(None).map_err(|what| problem(body_start, what))?;
     Ok(SnapshotOk {
         checksum: trailer.checksum,
         raw_len,

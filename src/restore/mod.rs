@@ -1,0 +1,599 @@
+//! `pitr restore`: rebuilds the master's state at a chosen moment. Plans from a listing
+//! ([`crate::plan`]), streams the snapshot through the RDB parser, then the archived commands
+//! up to the cut ([`crate::cut`]), into one of two destinations:
+//!
+//! - a live Redis ([`live`]): keys by `RESTORE` (the RDB value bytes as a DUMP payload) when
+//!   the target accepts the payload's version, otherwise as ordinary commands ([`keys`]); then
+//!   the commands, pipelined;
+//! - files that a stock redis-server loads natively ([`files`]): `dump.rdb`, or the snapshot as
+//!   the base of an AOF with the commands after it.
+//!
+//! Selective restore ([`filter`]) keeps a subset of databases and keys.
+
+pub mod files;
+pub mod filter;
+pub mod keys;
+pub mod live;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::catalog::Catalog;
+use crate::cut::{self, Command, Cutter, Limit};
+use crate::format;
+use crate::plan::{self, Plan, PlanError, Target};
+use crate::rdb::{self, Event, ParserConfig};
+use crate::store::{Store, StoreError};
+use filter::{Filter, Verdict};
+
+/// Where the restored state goes.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// A live server: `redis://[user[:password]@]host:port`; the password may come from the
+    /// environment instead.
+    Live {
+        url: String,
+        password: Option<String>,
+    },
+    /// A directory for a stock redis-server to load.
+    Files { dir: std::path::PathBuf },
+}
+
+#[derive(Clone, Debug)]
+pub struct RestoreConfig {
+    pub store: Store,
+    pub target: Target,
+    pub destination: Destination,
+    pub filter: Filter,
+    /// Flush a non-empty live target, or write into a non-empty directory.
+    pub force: bool,
+    /// Values larger than this go as batched commands instead of one RESTORE.
+    pub max_restore_bytes: usize,
+}
+
+/// Counters a caller may watch while a restore runs (for a progress bar).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Stored bytes of the plan read so far.
+    pub bytes: AtomicU64,
+    /// Stored bytes the plan reads in all.
+    pub total: AtomicU64,
+    /// Raw RDB bytes of the snapshot processed so far.
+    pub snapshot_raw: AtomicU64,
+    pub keys: AtomicU64,
+    pub commands: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("object {object} is corrupt at byte {offset}: {what}")]
+    Corrupt {
+        object: String,
+        offset: u64,
+        what: String,
+    },
+    #[error(transparent)]
+    Target(#[from] live::TargetError),
+    #[error(transparent)]
+    Convert(#[from] keys::ConvertError),
+    #[error("{path}: {what}")]
+    Files { path: String, what: String },
+    #[error("the target holds {keys} keys: restore only into an empty server, or pass --force to flush it first")]
+    TargetNotEmpty { keys: u64 },
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Report {
+    /// The replication offset reached (just past the last command applied).
+    pub offset: u64,
+    /// The arrival time of the last command applied (or of the snapshot).
+    pub time_ms: u64,
+    pub time: String,
+    pub generation: String,
+    /// Keys loaded from the snapshot.
+    pub keys: u64,
+    /// Keys of the snapshot left out by `--db`/`--match`.
+    pub keys_skipped: u64,
+    /// Commands replayed after the snapshot.
+    pub commands: u64,
+    /// Commands left out by `--db`/`--match`.
+    pub commands_skipped: u64,
+    /// Replication-internal commands not replayed: PING, REPLCONF, PUBLISH.
+    pub commands_internal: u64,
+    /// Commands that touch selected and unselected keys, applied whole.
+    pub commands_mixed: u64,
+    /// Whether a transaction open at the cut was left out (it had not completed by then).
+    pub transaction_left_out: bool,
+    pub seconds: f64,
+    /// Stored bytes read.
+    pub bytes_read: u64,
+    /// Keys sent by RESTORE and as commands (live target).
+    pub keys_by_restore: u64,
+    pub keys_by_commands: u64,
+    /// For `--output-dir`: what was written and how to start a server on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<files::Written>,
+}
+
+/// Plans a restore from a listing alone.
+pub async fn make_plan(store: &Store, target: Target) -> Result<Plan, RestoreError> {
+    let listing = store.list().await?;
+    let catalog = Catalog::from_listing(&listing);
+    Ok(plan::plan(&catalog, target)?)
+}
+
+/// What the snapshot phase hands to a destination: raw RDB bytes and their events, in order.
+struct SnapshotBatch {
+    raw: Bytes,
+    events: Vec<Event>,
+}
+
+/// A destination of the restore.
+enum Sink {
+    Live(Box<live::LiveTarget>, keys::KeyConverter),
+    Files(files::FilesWriter),
+}
+
+/// Runs a restore according to `plan`.
+pub async fn restore(
+    cfg: &RestoreConfig,
+    plan: &Plan,
+    progress: Arc<Progress>,
+) -> Result<Report, RestoreError> {
+    let started = Instant::now();
+    progress.total.store(plan.bytes, Ordering::Relaxed);
+    let mut report = Report {
+        generation: plan.generation.to_string(),
+        offset: plan.snapshot.offset,
+        time_ms: plan.snapshot.first_ms,
+        ..Default::default()
+    };
+
+    // The snapshot, parsed on a blocking thread, handed over in bounded batches.
+    let (tx, mut rx) = mpsc::channel::<Result<SnapshotBatch, String>>(4);
+    let parser_cfg = ParserConfig {
+        max_raw_value: match &cfg.destination {
+            Destination::Files { .. } if cfg.filter.is_all() => 0,
+            _ => cfg.max_restore_bytes,
+        },
+        ..ParserConfig::default()
+    };
+    let snapshot_name = plan.snapshot.object;
+    let store = cfg.store.clone();
+    let reader = tokio::spawn(async move {
+        let mut parser = rdb::Parser::new(parser_cfg);
+        let tx2 = tx.clone();
+        let r = crate::verify::read_snapshot(&store, snapshot_name, move |raw| {
+            let mut events = Vec::new();
+            let raw = match raw {
+                Some(raw) => {
+                    let raw = Bytes::copy_from_slice(raw);
+                    parser
+                        .feed_bytes(raw.clone(), &mut events)
+                        .map_err(|e| format!("the RDB inside: {e}"))?;
+                    raw
+                }
+                None => {
+                    parser
+                        .finish()
+                        .map_err(|e| format!("the RDB inside: {e}"))?;
+                    Bytes::new()
+                }
+            };
+            tx2.blocking_send(Ok(SnapshotBatch { raw, events }))
+                .map_err(|_| "restore stopped".to_string())
+        })
+        .await;
+        match r {
+            Ok(Ok(ok)) => Ok(ok),
+            Ok(Err(p)) => {
+                let _ = tx.send(Err(p.to_string())).await;
+                Err(RestoreError::Corrupt {
+                    object: p.object,
+                    offset: p.offset,
+                    what: p.what,
+                })
+            }
+            Err(e) => Err(RestoreError::Store(e)),
+        }
+    });
+
+    // The first batch carries the header: the RDB version decides RESTORE and file layout.
+    let mut sink: Option<Sink> = None;
+    let mut version = 0u32;
+    let mut magic = rdb::Magic::Redis;
+    let mut keys_seen = 0u64;
+    let mut skipping = false;
+    let mut kept: Vec<Event> = Vec::new();
+    while let Some(batch) = rx.recv().await {
+        let Ok(batch) = batch else {
+            break;
+        };
+        progress
+            .snapshot_raw
+            .fetch_add(batch.raw.len() as u64, Ordering::Relaxed);
+        for ev in &batch.events {
+            if let Event::Header {
+                magic: m,
+                version: v,
+            } = ev
+            {
+                magic = *m;
+                version = *v;
+            }
+        }
+        if sink.is_none() {
+            sink = Some(open_sink(cfg, magic, version).await?);
+        }
+        let sink = sink.as_mut().expect("opened");
+        // Selective restore: drop the events of unselected keys.
+        kept.clear();
+        for ev in batch.events {
+            match &ev {
+                Event::KeyStart { db, key, .. } => {
+                    keys_seen += 1;
+                    skipping = !cfg.filter.key_selected(*db as u32, key);
+                    if skipping {
+                        report.keys_skipped += 1;
+                    } else {
+                        report.keys += 1;
+                        progress.keys.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !skipping {
+                        kept.push(ev);
+                    }
+                }
+                Event::KeyEnd { .. } => {
+                    if !skipping {
+                        kept.push(ev);
+                    }
+                    skipping = false;
+                }
+                _ if skipping => {}
+                _ => kept.push(ev),
+            }
+        }
+        match sink {
+            Sink::Live(target, conv) => {
+                let mut cmds = Vec::new();
+                for ev in &kept {
+                    conv.push(ev, &mut cmds)?;
+                    for c in cmds.drain(..) {
+                        target.send(&c).await?;
+                    }
+                }
+            }
+            Sink::Files(w) => w.snapshot(&batch.raw, &kept).await?,
+        }
+    }
+    let snap = reader.await.expect("snapshot reader task")?;
+    let _ = keys_seen;
+    progress.bytes.store(plan.snapshot.bytes, Ordering::Relaxed);
+    let mut sink = match sink {
+        Some(s) => s,
+        None => {
+            return Err(RestoreError::Corrupt {
+                object: plan.snapshot.name.clone(),
+                offset: 0,
+                what: "empty snapshot".into(),
+            })
+        }
+    };
+    if let Sink::Live(target, conv) = &mut sink {
+        target.sync().await?;
+        let st = conv.stats();
+        report.keys_by_restore = st.keys_by_restore;
+        report.keys_by_commands = st.keys_by_commands;
+    }
+    if let Sink::Files(w) = &mut sink {
+        w.snapshot_done().await?;
+    }
+
+    // The commands after the snapshot, up to the cut.
+    let mut cutter = Cutter::new(
+        Limit {
+            time_ms: plan.cut_time_ms,
+            offset: plan.cut_offset,
+        },
+        plan.snapshot.offset,
+        plan.snapshot.first_ms,
+    );
+    let relative_ttls = magic == rdb::Magic::Redis && version < 10;
+    let mut chain = snap.checksum;
+    let mut released = Vec::new();
+    let mut first = true;
+    for s in &plan.segments {
+        if cutter.is_done() {
+            break;
+        }
+        let bytes = cfg.store.get(&s.object).await?;
+        progress
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        report.bytes_read += bytes.len() as u64;
+        let seg = tokio::task::block_in_place(|| format::decode_segment(&bytes)).map_err(|e| {
+            RestoreError::Corrupt {
+                object: s.name.clone(),
+                offset: e.at,
+                what: e.what,
+            }
+        })?;
+        if seg.header.prev_chain != chain {
+            return Err(RestoreError::Corrupt {
+                object: s.name.clone(),
+                offset: format::PREAMBLE_LEN as u64,
+                what: format!(
+                    "chain broken: links to {:016x}, the object before has checksum {chain:016x}",
+                    seg.header.prev_chain
+                ),
+            });
+        }
+        chain = seg.checksum;
+        let cmds = cut::commands(&seg).map_err(|e| RestoreError::Corrupt {
+            object: s.name.clone(),
+            offset: e.offset,
+            what: e.what,
+        })?;
+        if first {
+            first = false;
+            let select = vec![
+                Bytes::from_static(b"SELECT"),
+                Bytes::from(seg.header.db_start.to_string()),
+            ];
+            match &mut sink {
+                Sink::Live(t, _) => t.send(&select).await?,
+                Sink::Files(w) => w.command(&select).await?,
+            }
+        }
+        for c in cmds {
+            cutter.push(c, &mut released);
+            if cutter.is_done() {
+                break;
+            }
+        }
+        apply(
+            cfg,
+            &mut sink,
+            &mut released,
+            relative_ttls,
+            &mut report,
+            &progress,
+        )
+        .await?;
+    }
+    cutter.finish();
+    apply(
+        cfg,
+        &mut sink,
+        &mut released,
+        relative_ttls,
+        &mut report,
+        &progress,
+    )
+    .await?;
+    report.offset = cutter.reached_offset;
+    report.time_ms = cutter.reached_ms;
+    report.transaction_left_out = cutter.dropped_open_transaction;
+    match sink {
+        Sink::Live(mut target, _) => target.sync().await?,
+        Sink::Files(w) => report.files = Some(w.finish(report.commands > 0).await?),
+    }
+    report.time = plan::fmt_ms(report.time_ms);
+    report.bytes_read += plan.snapshot.bytes;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn open_sink(
+    cfg: &RestoreConfig,
+    magic: rdb::Magic,
+    version: u32,
+) -> Result<Sink, RestoreError> {
+    match &cfg.destination {
+        Destination::Live { url, password } => {
+            let mut target = live::LiveTarget::connect(url, password.clone()).await?;
+            let n = target.key_count().await?;
+            if n > 0 {
+                if !cfg.force {
+                    return Err(RestoreError::TargetNotEmpty { keys: n });
+                }
+                target.flush_all().await?;
+            }
+            let accepts = target.rdb_version().await?;
+            let restore_version = payload_version(magic, version, accepts);
+            let conv = keys::KeyConverter::new(keys::ConvertConfig {
+                restore_version,
+                max_restore_bytes: cfg.max_restore_bytes,
+                max_batch_bytes: 1 << 20,
+            });
+            Ok(Sink::Live(Box::new(target), conv))
+        }
+        Destination::Files { dir } => Ok(Sink::Files(
+            files::FilesWriter::create(
+                dir,
+                magic,
+                version,
+                &cfg.filter,
+                cfg.force,
+                cfg.max_restore_bytes,
+            )
+            .await?,
+        )),
+    }
+}
+
+/// The RESTORE payload version for values of an RDB `(magic, version)` on a target that accepts
+/// payloads up to `accepts`; `None` when the target cannot take them (commands instead).
+pub fn payload_version(magic: rdb::Magic, version: u32, accepts: u16) -> Option<u16> {
+    let v = u16::try_from(version).ok()?;
+    // Valkey 9's RDB 80 and Redis' 12+ are different families: only the same family, and only
+    // versions the target knows.
+    let valkey_family = |x: u16| x >= 80;
+    if magic == rdb::Magic::Valkey && !valkey_family(accepts) {
+        return None;
+    }
+    if valkey_family(accepts) && (12..80).contains(&v) {
+        return None;
+    }
+    (v <= accepts).then_some(v)
+}
+
+/// Filters, translates and sends the released commands.
+async fn apply(
+    cfg: &RestoreConfig,
+    sink: &mut Sink,
+    released: &mut Vec<Command>,
+    relative_ttls: bool,
+    report: &mut Report,
+    progress: &Progress,
+) -> Result<(), RestoreError> {
+    for c in released.drain(..) {
+        if c.name_is("ping")
+            || c.name_is("replconf")
+            || c.name_is("publish")
+            || c.name_is("spublish")
+        {
+            report.commands_internal += 1;
+            continue;
+        }
+        match cfg.filter.command(c.db, &c.args) {
+            Verdict::Drop => {
+                report.commands_skipped += 1;
+                continue;
+            }
+            Verdict::Mixed => report.commands_mixed += 1,
+            Verdict::Keep => {}
+        }
+        let args = if relative_ttls {
+            absolute_ttl(&c)
+        } else {
+            c.args
+        };
+        match sink {
+            Sink::Live(t, _) => t.send(&args).await?,
+            Sink::Files(w) => w.command(&args).await?,
+        }
+        report.commands += 1;
+        progress.commands.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Redis 6 and older replicate relative TTLs (`EXPIRE k 10`, `SET k v PX 500`): turn them into
+/// absolute ones from the command's arrival time, so a restore does not extend them.
+pub fn absolute_ttl(c: &Command) -> Vec<Bytes> {
+    let name = c.args[0].to_ascii_lowercase();
+    let num = |i: usize| {
+        c.args
+            .get(i)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|s| s.parse::<i64>().ok())
+    };
+    let at = |ms: i64| Bytes::from((c.ms as i64 + ms).to_string());
+    let b = Bytes::from_static;
+    match name.as_slice() {
+        b"expire" | b"pexpire" => match num(2) {
+            Some(n) => {
+                let ms = if name == b"expire" { n * 1000 } else { n };
+                let mut v = vec![b(b"PEXPIREAT"), c.args[1].clone(), at(ms)];
+                v.extend(c.args.iter().skip(3).cloned());
+                v
+            }
+            None => c.args.clone(),
+        },
+        b"setex" | b"psetex" if c.args.len() == 4 => match num(2) {
+            Some(n) => {
+                let ms = if name == b"setex" { n * 1000 } else { n };
+                vec![
+                    b(b"SET"),
+                    c.args[1].clone(),
+                    c.args[3].clone(),
+                    b(b"PXAT"),
+                    at(ms),
+                ]
+            }
+            None => c.args.clone(),
+        },
+        b"set" => {
+            let mut v = c.args.clone();
+            for i in 3..v.len().saturating_sub(1) {
+                let unit = v[i].to_ascii_lowercase();
+                if unit == b"ex" || unit == b"px" {
+                    if let Some(n) = num(i + 1) {
+                        let ms = if unit == b"ex" { n * 1000 } else { n };
+                        v[i] = b(b"PXAT");
+                        v[i + 1] = at(ms);
+                    }
+                    break;
+                }
+            }
+            v
+        }
+        _ => c.args.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(args: &[&str], ms: u64) -> Command {
+        Command {
+            args: args
+                .iter()
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                .collect(),
+            end: 0,
+            ms,
+            db: 0,
+        }
+    }
+
+    fn text(v: Vec<Bytes>) -> Vec<String> {
+        v.iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn relative_ttls_become_absolute() {
+        assert_eq!(
+            text(absolute_ttl(&cmd(&["EXPIRE", "k", "10"], 1000))),
+            ["PEXPIREAT", "k", "11000"]
+        );
+        assert_eq!(
+            text(absolute_ttl(&cmd(&["SET", "k", "v", "PX", "500"], 1000))),
+            ["SET", "k", "v", "PXAT", "1500"]
+        );
+        assert_eq!(
+            text(absolute_ttl(&cmd(&["SETEX", "k", "2", "v"], 1000))),
+            ["SET", "k", "v", "PXAT", "3000"]
+        );
+        assert_eq!(
+            text(absolute_ttl(&cmd(&["SET", "k", "v", "PXAT", "5"], 1000))),
+            ["SET", "k", "v", "PXAT", "5"]
+        );
+    }
+
+    #[test]
+    fn payload_versions() {
+        use rdb::Magic::*;
+        assert_eq!(payload_version(Redis, 10, 10), Some(10));
+        assert_eq!(payload_version(Redis, 11, 10), None);
+        assert_eq!(payload_version(Redis, 9, 12), Some(9));
+        assert_eq!(payload_version(Redis, 12, 80), None);
+        assert_eq!(payload_version(Redis, 11, 80), Some(11));
+        assert_eq!(payload_version(Valkey, 80, 12), None);
+        assert_eq!(payload_version(Valkey, 80, 80), Some(80));
+    }
+}
