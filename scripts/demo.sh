@@ -3,7 +3,9 @@
 #   1. start redis-server on a free loopback port in a temporary directory,
 #   2. fill it with some data, start `pitr archive` on it,
 #   3. keep writing (some writes wait for the archive with WAIT 1),
-#   4. show `pitr ls` and `pitr verify`, then stop everything.
+#   4. show `pitr ls` and `pitr verify`,
+#   5. restore to a chosen moment (before a mistaken FLUSHALL) as files, start a stock
+#      redis-server on them, and show that the data is back; then stop everything.
 # Installs redis-server (apt) when missing and builds pitr (cargo, release).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -51,7 +53,14 @@ done | redis-cli -p "$port" >/dev/null
 # WAIT 1 returns once the archiver has made the writes durable in the store.
 printf 'SET important yes\nWAIT 1 2000\n' | redis-cli -p "$port" | tail -1 |
   sed 's/^/  WAIT 1 2000 -> /'
-sleep 1.5
+sleep 0.2
+moment="$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)"
+echo "the moment to come back to: $moment ($(redis-cli -p "$port" dbsize) keys)"
+sleep 0.2
+echo "oops: FLUSHALL"
+printf 'FLUSHALL\nWAIT 1 2000\n' | redis-cli -p "$port" >/dev/null
+echo "keys now: $(redis-cli -p "$port" dbsize)"
+sleep 1
 
 banner "pitr ls --store $work/archive"
 "$pitr" ls --store "$work/archive"
@@ -64,3 +73,20 @@ echo "exit code 0"
 
 banner "pitr verify --store $work/archive"
 "$pitr" verify --store "$work/archive"
+
+banner "pitr restore --store $work/archive --to $moment --output-dir $work/restored"
+"$pitr" restore --store "$work/archive" --to "$moment" --output-dir "$work/restored" |
+  tee "$work/restore.txt"
+rport=$((port + 1))
+cmdline="$(grep -E '^ +redis-server ' "$work/restore.txt" | sed 's/^ *//')"
+# shellcheck disable=SC2086
+$cmdline --port "$rport" --bind 127.0.0.1 --save '' --logfile "$work/restored.log" &
+restored_pid=$!
+for _ in $(seq 100); do
+  [ "$(redis-cli -p "$rport" info persistence 2>/dev/null | grep -c 'loading:0')" = 1 ] && break
+  sleep 0.1
+done
+echo "restored server on port $rport: $(redis-cli -p "$rport" dbsize) keys," \
+  "important=$(redis-cli -p "$rport" get important), orders=$(redis-cli -p "$rport" get orders)"
+kill "$restored_pid"
+wait "$restored_pid" 2>/dev/null || true
