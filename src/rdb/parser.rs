@@ -620,6 +620,10 @@ fn read_magic(cur: &mut Cur<'_>) -> R<(Magic, u32)> {
         }
         .into());
     }
+    if seen.len() < 9 {
+        // Look again at every new byte, so the answer does not depend on how input is split.
+        return Err(Stop::Need(cur.pos + seen.len() + 1));
+    }
     let m = cur.slice(9)?;
     let digits = |d: &[u8]| -> Option<u32> {
         if d.iter().all(u8::is_ascii_digit) {

@@ -737,6 +737,21 @@ fn header_errors() {
         p.feed(b"HT", &mut Vec::new()),
         Err(RdbError::BadMagic { .. })
     ));
+    // Regression (found by fuzzing): a short file with a bad magic gives the same error at every
+    // split, not a truncation when its first piece happened to look right.
+    let short = b"REDXS00";
+    for cut in 0..=short.len() {
+        let mut p = Parser::new(cfg(16));
+        let mut ev = Vec::new();
+        let r = p
+            .feed(&short[..cut], &mut ev)
+            .and_then(|_| p.feed(&short[cut..], &mut ev))
+            .and_then(|_| p.finish());
+        assert!(
+            matches!(r, Err(RdbError::BadMagic { .. })),
+            "cut {cut}: {r:?}"
+        );
+    }
     // A right prefix waits.
     let mut p = Parser::new(cfg(16));
     p.feed(b"VALK", &mut Vec::new()).unwrap();
