@@ -210,8 +210,7 @@ mod tests {
     use super::*;
 
     fn rid(c: char) -> ReplId {
-        std::iter::repeat(c)
-            .take(40)
+        std::iter::repeat_n(c, 40)
             .collect::<String>()
             .parse()
             .unwrap()

@@ -271,11 +271,14 @@ where
     }
 }
 
+/// Receives a snapshot's raw RDB bytes in order, then `None`.
+type RawSink<'a> = dyn FnMut(Option<&[u8]>) -> Result<(), String> + 'a;
+
 fn check_snapshot_blocking(
     name: &ObjectName,
     size: u64,
     r: &mut StreamRead,
-    on_raw: &mut dyn FnMut(Option<&[u8]>) -> Result<(), String>,
+    on_raw: &mut RawSink<'_>,
 ) -> Result<SnapshotOk, Problem> {
     let problem = |offset: u64, what: String| Problem {
         object: name.to_string(),

@@ -141,7 +141,7 @@ struct SnapshotBatch {
 /// A destination of the restore.
 enum Sink {
     Live(Box<live::LiveTarget>, keys::KeyConverter),
-    Files(files::FilesWriter),
+    Files(Box<files::FilesWriter>),
 }
 
 /// Runs a restore according to `plan`.
@@ -418,7 +418,7 @@ async fn open_sink(
             });
             Ok(Sink::Live(Box::new(target), conv))
         }
-        Destination::Files { dir } => Ok(Sink::Files(
+        Destination::Files { dir } => Ok(Sink::Files(Box::new(
             files::FilesWriter::create(
                 dir,
                 magic,
@@ -428,7 +428,7 @@ async fn open_sink(
                 cfg.max_restore_bytes,
             )
             .await?,
-        )),
+        ))),
     }
 }
 
