@@ -510,13 +510,10 @@ fn budget_permits(len: usize, max: usize) -> u32 {
         .min(u32::MAX as usize) as u32
 }
 
-static CRC64: crc::Crc<u64, crc::Table<16>> =
-    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
-
 /// Checks, as the snapshot streams past, that it is a complete RDB: the magic, the EOF opcode
 /// and the CRC64 trailer (skipped when the master wrote 0, `rdbchecksum no`).
 struct RdbCheck {
-    digest: crc::Digest<'static, u64, crc::Table<16>>,
+    crc: u64,
     head: Vec<u8>,
     /// The last 9 bytes seen (EOF opcode + checksum), not yet fed to the digest.
     tail: Vec<u8>,
@@ -528,7 +525,7 @@ struct RdbCheck {
 impl Default for RdbCheck {
     fn default() -> Self {
         RdbCheck {
-            digest: CRC64.digest(),
+            crc: 0,
             head: Vec::with_capacity(9),
             tail: Vec::with_capacity(32),
             last_fed: 0,
@@ -547,7 +544,7 @@ impl RdbCheck {
         self.tail.extend_from_slice(data);
         if self.tail.len() > 8 {
             let feed = self.tail.len() - 8;
-            self.digest.update(&self.tail[..feed]);
+            self.crc = crate::rdb::crc64(self.crc, &self.tail[..feed]);
             self.last_fed = self.tail[feed - 1];
             self.tail.drain(..feed);
         }
@@ -590,7 +587,7 @@ impl RdbCheck {
             ));
         }
         let stored = u64::from_le_bytes(self.tail[..8].try_into().expect("8 bytes"));
-        let computed = self.digest.finalize();
+        let computed = self.crc;
         if stored != 0 && stored != computed {
             return Err(format!(
                 "CRC64 mismatch: trailer says {stored:016x}, content gives {computed:016x} (truncated or corrupt)"
@@ -608,14 +605,14 @@ mod tests {
         let mut v = b"REDIS0011".to_vec();
         v.extend_from_slice(body);
         v.push(0xff);
-        let crc = CRC64.checksum(&v);
+        let crc = crate::rdb::crc64(0, &v);
         v.extend_from_slice(&crc.to_le_bytes());
         v
     }
 
     #[test]
     fn crc64_check_value() {
-        assert_eq!(CRC64.checksum(b"123456789"), 0xe9c6d914c4b8d9ca);
+        assert_eq!(crate::rdb::crc64(0, b"123456789"), 0xe9c6d914c4b8d9ca);
     }
 
     #[test]
