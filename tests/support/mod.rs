@@ -19,7 +19,9 @@ pub mod garage;
 pub mod pitr;
 pub mod process;
 pub mod redis_server;
+pub mod state;
 pub mod util;
+pub mod workload;
 
 pub use garage::Garage;
 pub use pitr::{pitr_bin, run_pitr, run_pitr_ok, run_pitr_timeout, PitrProcess};
