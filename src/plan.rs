@@ -158,7 +158,7 @@ impl fmt::Display for Point {
 pub enum PlanError {
     #[error("the archive is empty")]
     Empty,
-    #[error("{target} is outside every restorable window; nearest restorable points: {}", points(.nearest))]
+    #[error("{target} is outside every restorable window; nearest restorable points: {} (`--to latest` restores the newest archived state)", points(.nearest))]
     Outside { target: String, nearest: Vec<Point> },
     #[error("{target} falls in a gap between generations {after} and {before} (writes there were not archived); nearest restorable points: {}", points(.nearest))]
     InGap {

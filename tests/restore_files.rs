@@ -56,6 +56,11 @@ fn start_from(command_line: &str) -> (ManagedChild, u16) {
                         .query::<String>(&mut c)
                 })
                 .is_ok_and(|i| i.contains("loading:0"))
+                // A multi-part AOF loads file by file: PING answers only once all are loaded.
+                && redis::Client::open(url.as_str())
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                    .is_ok()
         },
     );
     (child, port)

@@ -627,6 +627,70 @@ impl LiveTarget {
         Ok(())
     }
 
+    /// Moves every key's expiry back by `shift_ms` (see `restore::TTL_SHIFT_MS`): a server-side
+    /// script per database walks the keys with SCAN and rewrites each TTL with PEXPIREAT; a
+    /// time already past deletes the key, as the master would have. Returns the keys fixed.
+    pub async fn unshift_ttls(&mut self, shift_ms: i64) -> Result<u64, TargetError> {
+        const SCRIPT: &str = r#"
+local shift = tonumber(ARGV[1])
+-- PEXPIRETIME (7.0+) gives the exact expiry; older servers only have PTTL.
+local exact = type(redis.pcall('PEXPIRETIME', 'pitr:probe')) == 'number'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fixed = 0
+local cursor = "0"
+repeat
+  local r = redis.call('SCAN', cursor, 'COUNT', 1000)
+  cursor = r[1]
+  for _, k in ipairs(r[2]) do
+    local at = -1
+    if exact then
+      at = redis.call('PEXPIRETIME', k)
+    else
+      local pttl = redis.call('PTTL', k)
+      if pttl > 0 then at = now + pttl end
+    end
+    if at > 0 then
+      redis.call('PEXPIREAT', k, at - shift)
+      fixed = fixed + 1
+    end
+  end
+until cursor == "0"
+return fixed
+"#;
+        let info = self.info("keyspace").await?;
+        let dbs: Vec<String> = info
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .filter_map(|(db, _)| db.strip_prefix("db").map(str::to_string))
+            .collect();
+        let mut fixed = 0u64;
+        for db in dbs {
+            let r = self
+                .call(&[Bytes::from_static(b"SELECT"), Bytes::from(db.clone())])
+                .await?;
+            self.check(r, "SELECT")?;
+            let r = self
+                .call(&[
+                    Bytes::from_static(b"EVAL"),
+                    Bytes::from_static(SCRIPT.as_bytes()),
+                    Bytes::from_static(b"0"),
+                    Bytes::from(shift_ms.to_string()),
+                ])
+                .await?;
+            match self.check(r, "EVAL (moving expiries back)")? {
+                Reply::Int(n) => fixed += n.max(0) as u64,
+                other => {
+                    return Err(TargetError::Protocol {
+                        addr: self.addr.clone(),
+                        detail: format!("the expiry script answered {other:?}"),
+                    })
+                }
+            }
+        }
+        Ok(fixed)
+    }
+
     /// Waits until every queued command is answered.
     pub async fn sync(&mut self) -> Result<(), TargetError> {
         self.check_failed()?;

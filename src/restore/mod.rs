@@ -120,6 +120,8 @@ pub struct Report {
     /// Keys sent by RESTORE and as commands (live target).
     pub keys_by_restore: u64,
     pub keys_by_commands: u64,
+    /// Live target: keys whose expiry was moved back to its real time at the end.
+    pub expiries_moved_back: u64,
     /// For `--output-dir`: what was written and how to start a server on it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<files::Written>,
@@ -266,6 +268,15 @@ pub async fn restore(
         match sink {
             Sink::Live(target, conv) => {
                 let mut cmds = Vec::new();
+                for ev in kept.iter_mut() {
+                    if let Event::KeyStart {
+                        expire_ms: Some(ms),
+                        ..
+                    } = ev
+                    {
+                        *ms = ms.saturating_add(TTL_SHIFT_MS);
+                    }
+                }
                 for ev in &kept {
                     conv.push(ev, &mut cmds)?;
                     for c in cmds.drain(..) {
@@ -385,7 +396,10 @@ pub async fn restore(
     report.time_ms = cutter.reached_ms;
     report.transaction_left_out = cutter.dropped_open_transaction;
     match sink {
-        Sink::Live(mut target, _) => target.sync().await?,
+        Sink::Live(mut target, _) => {
+            target.sync().await?;
+            report.expiries_moved_back = target.unshift_ttls(TTL_SHIFT_MS).await?;
+        }
         Sink::Files(w) => report.files = Some(w.finish(report.commands > 0).await?),
     }
     report.time = plan::fmt_ms(report.time_ms);
@@ -480,13 +494,70 @@ async fn apply(
             c.args
         };
         match sink {
-            Sink::Live(t, _) => t.send(&args).await?,
+            Sink::Live(t, _) => t.send(&shift_ttl(args, TTL_SHIFT_MS)).await?,
             Sink::Files(w) => w.command(&args).await?,
         }
         report.commands += 1;
         progress.commands.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// While a live target replays, every expiry is moved this far into the future, and moved back
+/// once the replay is complete. A replica never expires keys on its own: it applies the
+/// master's DEL when the master expired them, and so must a replay, or a key whose TTL passed
+/// between a write and the restore would be re-created by the writes that followed it on the
+/// master. (Loading files needs no shift: a server does not expire keys while it loads.)
+pub const TTL_SHIFT_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Moves the absolute expiry a replicated command sets by `shift` milliseconds.
+pub fn shift_ttl(mut args: Vec<Bytes>, shift: i64) -> Vec<Bytes> {
+    let num = |a: &Bytes| {
+        std::str::from_utf8(a)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+    };
+    let Some(name) = args.first().map(|a| a.to_ascii_lowercase()) else {
+        return args;
+    };
+    let shifted =
+        |v: i64, unit: i64| Bytes::from(v.saturating_mul(unit).saturating_add(shift).to_string());
+    match name.as_slice() {
+        b"pexpireat" | b"expireat" if args.len() >= 3 => {
+            if let Some(v) = num(&args[2]) {
+                let unit = if name == b"expireat" { 1000 } else { 1 };
+                args[0] = Bytes::from_static(b"PEXPIREAT");
+                args[2] = shifted(v, unit);
+            }
+        }
+        b"set" | b"getex" => {
+            let from = if name == b"set" { 3 } else { 2 };
+            for i in from..args.len().saturating_sub(1) {
+                let opt = args[i].to_ascii_lowercase();
+                if opt == b"pxat" || opt == b"exat" {
+                    if let Some(v) = num(&args[i + 1]) {
+                        let unit = if opt == b"exat" { 1000 } else { 1 };
+                        args[i] = Bytes::from_static(b"PXAT");
+                        args[i + 1] = shifted(v, unit);
+                    }
+                    break;
+                }
+            }
+        }
+        b"restore" | b"restore-asking" if args.len() >= 4 => {
+            let abs = args
+                .iter()
+                .skip(4)
+                .any(|a| a.eq_ignore_ascii_case(b"absttl"));
+            if let (true, Some(v)) = (abs, num(&args[2])) {
+                if v > 0 {
+                    args[2] = shifted(v, 1);
+                }
+            }
+        }
+        _ => {}
+    }
+    args
 }
 
 /// Redis 6 and older replicate relative TTLs (`EXPIRE k 10`, `SET k v PX 500`): turn them into
@@ -583,6 +654,41 @@ mod tests {
             text(absolute_ttl(&cmd(&["SET", "k", "v", "PXAT", "5"], 1000))),
             ["SET", "k", "v", "PXAT", "5"]
         );
+    }
+
+    #[test]
+    fn expiries_shift() {
+        let t = |a: &[&str]| {
+            text(shift_ttl(
+                a.iter()
+                    .map(|x| Bytes::copy_from_slice(x.as_bytes()))
+                    .collect(),
+                1000,
+            ))
+        };
+        assert_eq!(
+            t(&["PEXPIREAT", "k", "5", "GT"]),
+            ["PEXPIREAT", "k", "1005", "GT"]
+        );
+        assert_eq!(t(&["EXPIREAT", "k", "5"]), ["PEXPIREAT", "k", "6000"]);
+        assert_eq!(
+            t(&["SET", "k", "v", "PXAT", "7"]),
+            ["SET", "k", "v", "PXAT", "1007"]
+        );
+        assert_eq!(
+            t(&["set", "k", "v", "exat", "7", "GET"]),
+            ["set", "k", "v", "PXAT", "8000", "GET"]
+        );
+        assert_eq!(
+            t(&["RESTORE", "k", "9", "payload", "ABSTTL"]),
+            ["RESTORE", "k", "1009", "payload", "ABSTTL"]
+        );
+        assert_eq!(
+            t(&["RESTORE", "k", "0", "payload", "ABSTTL"]),
+            ["RESTORE", "k", "0", "payload", "ABSTTL"]
+        );
+        assert_eq!(t(&["SET", "pxat", "v"]), ["SET", "pxat", "v"]);
+        assert_eq!(t(&["HSET", "k", "PXAT", "1"]), ["HSET", "k", "PXAT", "1"]);
     }
 
     #[test]

@@ -1,0 +1,269 @@
+//! Fidelity: a seeded random workload over every data type, TTLs, several databases,
+//! transactions, scripts and functions runs against a master while `pitr archive` archives it;
+//! at checkpoints the master's logical state is recorded. Then, for every checkpoint, restore
+//! to its time in both modes (a live target, and files loaded by a stock redis-server) and
+//! require the restored logical state to equal the checkpoint's: values, TTLs, stream groups,
+//! functions — not encodings.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use support::state::{diff, drop_expired, logical_state, logical_state_con};
+use support::workload::{Checkpoint, Workload};
+use support::*;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn wait_online(r: &RedisServer) {
+    wait_until_msg(Duration::from_secs(60), "the archiver to be online", || {
+        r.info("replication")
+            .get("slave0")
+            .is_some_and(|s| s.contains("state=online"))
+    });
+}
+
+/// Starts a stock redis-server with the command line a restore printed.
+fn start_from(command_line: &str) -> (ManagedChild, redis::Connection) {
+    let port = free_port();
+    let words: Vec<&str> = command_line.split_whitespace().collect();
+    let mut cmd = std::process::Command::new(require_binary("redis-server"));
+    cmd.args(&words[1..])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = ManagedChild::spawn("redis-server", &mut cmd);
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut con = None;
+    wait_until_msg(
+        Duration::from_secs(60),
+        "the restored server to load",
+        || {
+            let Ok(mut c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection())
+            else {
+                return false;
+            };
+            let loaded = redis::cmd("INFO")
+            .arg("persistence")
+            .query::<String>(&mut c)
+            .is_ok_and(|i| i.contains("loading:0"))
+            // A multi-part AOF loads file by file: PING answers only once all are loaded.
+            && redis::cmd("PING").query::<String>(&mut c).is_ok();
+            if loaded {
+                con = Some(c);
+            }
+            loaded
+        },
+    );
+    (child, con.unwrap())
+}
+
+/// Keeps a copy of the archive for a failure message.
+fn keep(store: &str) -> String {
+    let dest = std::env::temp_dir().join(format!("pitr-fidelity-failure-{}", std::process::id()));
+    let _ = std::process::Command::new("cp")
+        .args(["-r", store, &dest.to_string_lossy()])
+        .status();
+    dest.display().to_string()
+}
+
+fn compare(what: &str, store: &str, cp: &Checkpoint, restored: impl FnOnce(u64) -> Value) {
+    // Keys with short TTLs expire between the checkpoint and now: compare what is alive at a
+    // moment after both dumps, on both sides.
+    let cutoff = now_ms() + 5000;
+    let want = drop_expired(&cp.state, cutoff);
+    let got = restored(cutoff);
+    if let Some(d) = diff(&want, &got) {
+        panic!(
+            "{what}: restored state differs from the checkpoint at {} (left: checkpoint, right: restored; archive kept in {})\n{d}",
+            cp.time_ms,
+            keep(store)
+        );
+    }
+}
+
+#[test]
+fn restores_equal_every_checkpoint_in_both_modes() {
+    let seed: u64 = std::env::var("PITR_FIDELITY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261124);
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let archive = temp_dir("pitr-archive");
+    let store = archive.path().to_string_lossy().into_owned();
+    let mut w = Workload::new(seed);
+    let mut con = master.client();
+    // Some history before the archiver attaches: it lands in the snapshot.
+    w.run_step(&mut con, 800);
+    let p = PitrProcess::spawn(
+        &[
+            "archive",
+            "--source",
+            &format!("redis://127.0.0.1:{}", master.port()),
+            "--store",
+            &store,
+            "--flush-interval",
+            "200ms",
+        ],
+        &[],
+    );
+    wait_online(&master);
+    let mut checkpoints = vec![w.checkpoint(&mut con, &master)];
+    for _ in 0..3 {
+        w.run_step(&mut con, 1500);
+        checkpoints.push(w.checkpoint(&mut con, &master));
+    }
+    // One more write after the last checkpoint, so that its time lies inside the archived
+    // window (the window ends at the last archived write).
+    let _: () = redis::cmd("SET")
+        .arg("fidelity:end")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
+    assert_eq!(n, 1);
+    p.stop_gracefully(Duration::from_secs(30));
+    let stats = w.stats();
+    assert!(stats.ops >= 5300, "{stats:?}");
+
+    for (i, cp) in checkpoints.iter().enumerate() {
+        let keys = cp.state["keys"].as_array().map_or(0, |k| k.len());
+        assert!(keys > 0 || i == 0, "checkpoint {i} is empty");
+
+        // A live target.
+        let target = RedisServer::start(&[]);
+        let out = run_pitr_ok(
+            &[
+                "restore",
+                "--store",
+                &store,
+                "--to",
+                &cp.time_ms.to_string(),
+                "--target",
+                &format!("redis://127.0.0.1:{}", target.port()),
+                "--json",
+            ],
+            &[],
+        );
+        let rep: Value = serde_json::from_str(&out).unwrap();
+        assert!(rep["time_ms"].as_u64().unwrap() <= cp.time_ms, "{rep}");
+        compare(
+            &format!("checkpoint {i} into a live target"),
+            &store,
+            cp,
+            |cutoff| logical_state(&target, cutoff),
+        );
+
+        // Files for a stock redis-server.
+        let dir = temp_dir("pitr-restore");
+        let out = run_pitr_ok(
+            &[
+                "restore",
+                "--store",
+                &store,
+                "--to",
+                &cp.time_ms.to_string(),
+                "--output-dir",
+                &dir.path().join("data").to_string_lossy(),
+                "--json",
+            ],
+            &[],
+        );
+        let rep: Value = serde_json::from_str(&out).unwrap();
+        let (_srv, mut rcon) = start_from(rep["files"]["command_line"].as_str().unwrap());
+        compare(&format!("checkpoint {i} as files"), &store, cp, |cutoff| {
+            logical_state_con(&mut rcon, cutoff)
+        });
+    }
+}
+
+#[test]
+fn a_huge_key_restores_as_batched_commands() {
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let mut con = master.client();
+    // A list and a hash of a few MB each, and a 3 MB string.
+    for chunk in 0..40 {
+        let items: Vec<String> = (0..1000)
+            .map(|i| format!("item-{chunk}-{i}-{}", "x".repeat(60)))
+            .collect();
+        let _: () = redis::cmd("RPUSH")
+            .arg("biglist")
+            .arg(&items)
+            .query(&mut con)
+            .unwrap();
+        let mut h = redis::cmd("HSET");
+        h.arg("bighash");
+        for i in 0..1000 {
+            h.arg(format!("f{chunk}:{i}")).arg("v".repeat(50));
+        }
+        let _: () = h.query(&mut con).unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("bigstr")
+        .arg("s".repeat(3 << 20))
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("PEXPIREAT")
+        .arg("biglist")
+        .arg(4102444800000u64)
+        .query(&mut con)
+        .unwrap();
+    let archive = temp_dir("pitr-archive");
+    let store = archive.path().to_string_lossy().into_owned();
+    let p = PitrProcess::spawn(
+        &[
+            "archive",
+            "--source",
+            &format!("redis://127.0.0.1:{}", master.port()),
+            "--store",
+            &store,
+        ],
+        &[],
+    );
+    wait_online(&master);
+    let _: () = redis::cmd("RPUSH")
+        .arg("biglist")
+        .arg("after")
+        .query(&mut con)
+        .unwrap();
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
+    assert_eq!(n, 1);
+    p.stop_gracefully(Duration::from_secs(30));
+    let want = logical_state(&master, 0);
+
+    let target = RedisServer::start(&[]);
+    let out = run_pitr_ok(
+        &[
+            "restore",
+            "--store",
+            &store,
+            "--to",
+            "latest",
+            "--target",
+            &format!("redis://127.0.0.1:{}", target.port()),
+            "--max-restore-bytes",
+            "64KiB",
+            "--json",
+        ],
+        &[],
+    );
+    let rep: Value = serde_json::from_str(&out).unwrap();
+    assert!(rep["keys_by_commands"].as_u64().unwrap() >= 3, "{rep}");
+    let got = logical_state(&target, 0);
+    if let Some(d) = diff(&want, &got) {
+        panic!("huge keys differ after a batched restore:\n{d}");
+    }
+}
