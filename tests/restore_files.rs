@@ -278,3 +278,209 @@ fn plans_and_errors_name_what_and_where() {
     let out = run_pitr(&["restore", "--store", &store, "--to", "latest"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Archives a master holding keys in two databases, then writes more (one command touching a
+/// selected and an unselected key). Returns the master, the archive dir and its store path.
+fn two_db_archive() -> (RedisServer, tempfile::TempDir, String) {
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let mut con = r.client();
+    for db in [0, 1] {
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut con).unwrap();
+        for i in 0..5 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("user:{i}"))
+                .arg(db)
+                .query(&mut con)
+                .unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(format!("order:{i}"))
+                .arg(db)
+                .query(&mut con)
+                .unwrap();
+        }
+    }
+    let archive = temp_dir("pitr-archive");
+    let store = archive.path().to_string_lossy().into_owned();
+    let p = PitrProcess::spawn(
+        &[
+            "archive",
+            "--source",
+            &format!("redis://127.0.0.1:{}", r.port()),
+            "--store",
+            &store,
+        ],
+        &[],
+    );
+    wait_online(&r);
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut con).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("user:new")
+        .arg("n")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("order:new")
+        .arg("n")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg("user:0")
+        .arg("order:0")
+        .query(&mut con)
+        .unwrap();
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
+    assert_eq!(n, 1);
+    p.stop_gracefully(Duration::from_secs(30));
+    (r, archive, store)
+}
+
+fn keys_of(con: &mut redis::Connection, db: i64) -> Vec<String> {
+    let _: () = redis::cmd("SELECT").arg(db).query(con).unwrap();
+    let mut k: Vec<String> = redis::cmd("KEYS").arg("*").query(con).unwrap();
+    k.sort();
+    k
+}
+
+#[test]
+fn selective_restore_keeps_the_chosen_keys_in_both_modes() {
+    let (_r, _archive, store) = two_db_archive();
+    let want0 = vec!["user:1", "user:2", "user:3", "user:4", "user:new"];
+    // A live target.
+    let target = RedisServer::start(&[]);
+    let out = run_pitr_ok(
+        &[
+            "restore",
+            "--store",
+            &store,
+            "--to",
+            "latest",
+            "--target",
+            &format!("redis://127.0.0.1:{}", target.port()),
+            "--db",
+            "0",
+            "--match",
+            "user:*",
+            "--json",
+        ],
+        &[],
+    );
+    let rep: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rep["keys"], 5, "{rep}");
+    assert_eq!(rep["keys_skipped"], 15, "{rep}");
+    assert_eq!(
+        rep["commands_mixed"], 1,
+        "DEL user:0 order:0 is applied whole: {rep}"
+    );
+    assert!(rep["commands_skipped"].as_u64().unwrap() >= 1, "{rep}");
+    let mut con = target.client();
+    assert_eq!(keys_of(&mut con, 0), want0);
+    assert!(keys_of(&mut con, 1).is_empty());
+    // Files.
+    let dir = temp_dir("pitr-restore");
+    let rep = {
+        let out = run_pitr_ok(
+            &[
+                "restore",
+                "--store",
+                &store,
+                "--to",
+                "latest",
+                "--output-dir",
+                &dir.path().to_string_lossy(),
+                "--db",
+                "0",
+                "--match",
+                "user:*",
+                "--json",
+            ],
+            &[],
+        );
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let (_srv, port) = start_from(rep["files"]["command_line"].as_str().unwrap());
+    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(keys_of(&mut con, 0), want0);
+    assert!(keys_of(&mut con, 1).is_empty());
+}
+
+#[test]
+fn corrupt_objects_fail_the_restore_naming_the_object_and_byte() {
+    let (_r, archive, store) = two_db_archive();
+    // Flip a byte in the middle of the (only) segment.
+    let seg = walk(archive.path())
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "segment"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&seg, &bytes).unwrap();
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let target = RedisServer::start(&[]);
+    let out = run_pitr(
+        &[
+            "restore",
+            "--store",
+            &store,
+            "--to",
+            "latest",
+            "--target",
+            &format!("redis://127.0.0.1:{}", target.port()),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains(&name) && err.contains("byte"), "{err}");
+    let out = run_pitr(&["verify", "--store", &store], &[]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&name));
+
+    // A truncated snapshot: the restore fails before writing anything a server would load.
+    let snap = walk(archive.path())
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "snapshot"))
+        .expect("a snapshot");
+    let bytes = std::fs::read(&snap).unwrap();
+    std::fs::write(&snap, &bytes[..bytes.len() - 40]).unwrap();
+    let dir = temp_dir("pitr-restore");
+    let out_dir = dir.path().join("data");
+    let out = run_pitr(
+        &[
+            "restore",
+            "--store",
+            &store,
+            "--to",
+            "latest",
+            "--output-dir",
+            &out_dir.to_string_lossy(),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains(".snapshot"), "{err}");
+    assert!(
+        walk(&out_dir).is_empty(),
+        "files left in {}",
+        out_dir.display()
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -247,6 +247,13 @@ impl FilesWriter {
     }
 }
 
+impl Drop for FilesWriter {
+    /// A restore that fails or is abandoned leaves no staging files behind.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.staging);
+    }
+}
+
 async fn rename(from: &Path, to: &Path) -> Result<(), RestoreError> {
     tokio::fs::rename(from, to)
         .await
