@@ -86,19 +86,21 @@ impl fmt::Debug for Source {
 }
 
 impl Source {
-    /// Parses `redis://[user[:password]@]host[:port]`. A password in the URL is accepted but
-    /// the environment (`PITR_SOURCE_PASSWORD`, `REDISCLI_AUTH`) keeps it out of argv.
+    /// Parses `redis://[user[:password]@]host[:port]`. A password in the URL wins over
+    /// `env_password`; the environment keeps it out of argv. Errors never show the password.
     pub fn parse(url: &str, env_password: Option<String>) -> Result<Source, String> {
-        let u = url::Url::parse(url).map_err(|e| format!("--source {url:?}: {e}"))?;
+        let shown = redact_url(url);
+        let u = url::Url::parse(url).map_err(|e| format!("{shown:?}: {e}"))?;
         if u.scheme() != "redis" {
             return Err(format!(
-                "--source: scheme {:?} not supported (use redis://host:port)",
+                "{shown:?}: scheme {:?} not supported (use redis://host:port)",
                 u.scheme()
             ));
         }
         let host = u
             .host_str()
-            .ok_or_else(|| "--source: no host".to_string())?
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("{shown:?}: no host"))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
@@ -118,6 +120,17 @@ impl Source {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+}
+
+/// A redis URL with its user and password hidden, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, rest)) => match scheme_user.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://…@{rest}"),
+            None => format!("…@{rest}"),
+        },
+        None => url.to_string(),
     }
 }
 
@@ -531,5 +544,9 @@ mod tests {
         assert!(!format!("{s:?}").contains("p@ss"));
         assert!(Source::parse("http://x", None).is_err());
         assert!(Source::parse("not a url", None).is_err());
+        let s = Source::parse("redis://[::1]", Some("env".into())).unwrap();
+        assert_eq!(s.addr(), "[::1]:6379");
+        let e = Source::parse("rediss://u:secret@h:1", None).unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
     }
 }

@@ -265,7 +265,7 @@ async fn archive(a: ArchiveArgs) -> anyhow::Result<u8> {
     let source = match Source::parse(&a.source, env_password()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("pitr: error: {e}");
+            eprintln!("pitr: error: --source {e}");
             return Ok(EXIT_USAGE);
         }
     };

@@ -10,6 +10,7 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use support::restored::{connect, start_from};
 use support::state::{diff, drop_expired, logical_state, logical_state_con};
 use support::workload::{Checkpoint, Workload};
 use support::*;
@@ -27,48 +28,6 @@ fn wait_online(r: &RedisServer) {
             .get("slave0")
             .is_some_and(|s| s.contains("state=online"))
     });
-}
-
-/// Starts a stock redis-server with the command line a restore printed.
-fn start_from(command_line: &str) -> (ManagedChild, redis::Connection) {
-    let port = free_port();
-    let words: Vec<&str> = command_line.split_whitespace().collect();
-    let mut cmd = std::process::Command::new(require_binary("redis-server"));
-    cmd.args(&words[1..])
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let child = ManagedChild::spawn("redis-server", &mut cmd);
-    let url = format!("redis://127.0.0.1:{port}");
-    let mut con = None;
-    wait_until_msg(
-        Duration::from_secs(60),
-        "the restored server to load",
-        || {
-            let Ok(mut c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection())
-            else {
-                return false;
-            };
-            let loaded = redis::cmd("INFO")
-            .arg("persistence")
-            .query::<String>(&mut c)
-            .is_ok_and(|i| i.contains("loading:0"))
-            // A multi-part AOF loads file by file: PING answers only once all are loaded.
-            && redis::cmd("PING").query::<String>(&mut c).is_ok();
-            if loaded {
-                con = Some(c);
-            }
-            loaded
-        },
-    );
-    (child, con.unwrap())
 }
 
 /// Keeps a copy of the archive for a failure message.
@@ -183,7 +142,8 @@ fn restores_equal_every_checkpoint_in_both_modes() {
             &[],
         );
         let rep: Value = serde_json::from_str(&out).unwrap();
-        let (_srv, mut rcon) = start_from(rep["files"]["command_line"].as_str().unwrap());
+        let (_srv, port) = start_from(rep["files"]["command_line"].as_str().unwrap());
+        let mut rcon = connect(port);
         compare(&format!("checkpoint {i} as files"), &store, cp, |cutoff| {
             logical_state_con(&mut rcon, cutoff)
         });

@@ -7,6 +7,7 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use support::restored::{connect, start_from};
 use support::*;
 
 fn now_ms() -> u64 {
@@ -24,53 +25,8 @@ fn wait_online(r: &RedisServer) {
     });
 }
 
-/// Starts a redis-server with the restore's printed command line (plus a port), waits until it
-/// has loaded, and returns it (killed on drop).
-fn start_from(command_line: &str) -> (ManagedChild, u16) {
-    let port = free_port();
-    let words: Vec<&str> = command_line.split_whitespace().collect();
-    assert_eq!(words[0], "redis-server", "{command_line}");
-    let mut cmd = std::process::Command::new(require_binary("redis-server"));
-    cmd.args(&words[1..])
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let child = ManagedChild::spawn("redis-server", &mut cmd);
-    let url = format!("redis://127.0.0.1:{port}");
-    wait_until_msg(
-        Duration::from_secs(30),
-        "the restored server to load",
-        || {
-            redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| {
-                    redis::cmd("INFO")
-                        .arg("persistence")
-                        .query::<String>(&mut c)
-                })
-                .is_ok_and(|i| i.contains("loading:0"))
-                // A multi-part AOF loads file by file: PING answers only once all are loaded.
-                && redis::Client::open(url.as_str())
-                    .and_then(|c| c.get_connection())
-                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                    .is_ok()
-        },
-    );
-    (child, port)
-}
-
 fn get_all(port: u16, keys: &[&str]) -> Vec<Option<String>> {
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut c = connect(port);
     keys.iter()
         .map(|k| redis::cmd("GET").arg(*k).query(&mut c).unwrap())
         .collect()
@@ -398,10 +354,7 @@ fn selective_restore_keeps_the_chosen_keys_in_both_modes() {
         serde_json::from_str::<Value>(&out).unwrap()
     };
     let (_srv, port) = start_from(rep["files"]["command_line"].as_str().unwrap());
-    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = connect(port);
     assert_eq!(keys_of(&mut con, 0), want0);
     assert!(keys_of(&mut con, 1).is_empty());
 }

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
+use crate::link::{redact_url, Source};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -84,95 +85,6 @@ pub enum TargetError {
     /// A call after an earlier error (the connection's state is unknown).
     #[error("the connection to {addr} failed earlier: {cause}")]
     Failed { addr: String, cause: String },
-}
-
-/// Where and as whom to connect. The password is never printed.
-#[derive(Clone)]
-struct Endpoint {
-    host: String,
-    port: u16,
-    user: Option<String>,
-    password: Option<String>,
-}
-
-impl fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-impl Endpoint {
-    /// `redis://[user[:password]@]host[:port]`; a password in the URL wins over `password`.
-    fn parse(url: &str, password: Option<String>) -> Result<Endpoint, TargetError> {
-        // Never echo a password back: show the URL without its userinfo.
-        let shown = || match url.split_once('@') {
-            Some((scheme_user, rest)) => match scheme_user.split_once("://") {
-                Some((scheme, _)) => format!("{scheme}://…@{rest}"),
-                None => format!("…@{rest}"),
-            },
-            None => url.to_string(),
-        };
-        let bad = |reason: String| TargetError::Url {
-            url: shown(),
-            reason,
-        };
-        let u = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-        if u.scheme() != "redis" {
-            return Err(bad(format!(
-                "scheme {:?} is not supported (use redis://host:port)",
-                u.scheme()
-            )));
-        }
-        let host = u
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| bad("no host".to_string()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let user = Some(percent_decode(u.username())).filter(|s| !s.is_empty());
-        let password = u.password().map(percent_decode).or(password);
-        Ok(Endpoint {
-            host,
-            port: u.port().unwrap_or(6379),
-            user,
-            password,
-        })
-    }
-
-    fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 3 <= b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An unanswered command: its encoded size and a short description for error messages.
@@ -471,7 +383,10 @@ impl LiveTarget {
     /// redis://[user[:password]@]host:port; the password may come from `password` (env), never
     /// logged. Authenticates and checks that the server answers `PING`.
     pub async fn connect(url: &str, password: Option<String>) -> Result<LiveTarget, TargetError> {
-        let ep = Endpoint::parse(url, password)?;
+        let ep = Source::parse(url, password).map_err(|reason| TargetError::Url {
+            url: redact_url(url),
+            reason,
+        })?;
         let addr = ep.addr();
         let stream = match tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -1064,22 +979,5 @@ mod tests {
         assert_eq!(key_count_from_info(info), Ok(43));
         assert_eq!(key_count_from_info("# Keyspace\r\n"), Ok(0));
         assert!(key_count_from_info("db0:expires=1\r\n").is_err());
-    }
-
-    #[test]
-    fn urls_never_show_the_password() {
-        let ep = Endpoint::parse("redis://u:p%40ss@h:7000", Some("env".into())).unwrap();
-        assert_eq!((ep.host.as_str(), ep.port), ("h", 7000));
-        assert_eq!(ep.user.as_deref(), Some("u"));
-        assert_eq!(ep.password.as_deref(), Some("p@ss"));
-        assert!(!format!("{ep:?}").contains("p@ss"));
-        let ep = Endpoint::parse("redis://[::1]", Some("env".into())).unwrap();
-        assert_eq!(
-            (ep.addr().as_str(), ep.password.as_deref()),
-            ("[::1]:6379", Some("env"))
-        );
-        let e = Endpoint::parse("rediss://u:secret@h:1", None).unwrap_err();
-        assert!(!e.to_string().contains("secret"), "{e}");
-        assert!(Endpoint::parse("not a url", None).is_err());
     }
 }

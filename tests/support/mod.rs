@@ -19,6 +19,7 @@ pub mod garage;
 pub mod pitr;
 pub mod process;
 pub mod redis_server;
+pub mod restored;
 pub mod state;
 pub mod util;
 pub mod workload;
