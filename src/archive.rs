@@ -541,13 +541,25 @@ impl RdbCheck {
             let n = (9 - self.head.len()).min(data.len());
             self.head.extend_from_slice(&data[..n]);
         }
-        self.tail.extend_from_slice(data);
-        if self.tail.len() > 8 {
-            let feed = self.tail.len() - 8;
-            self.crc = crate::rdb::crc64(self.crc, &self.tail[..feed]);
-            self.last_fed = self.tail[feed - 1];
-            self.tail.drain(..feed);
+        // Everything but the last 8 bytes seen goes to the CRC; only those 8 are kept.
+        let total = self.tail.len() + data.len();
+        if total <= 8 {
+            self.tail.extend_from_slice(data);
+            return;
         }
+        let feed = total - 8;
+        let from_tail = feed.min(self.tail.len());
+        if from_tail > 0 {
+            self.crc = crate::rdb::crc64(self.crc, &self.tail[..from_tail]);
+            self.last_fed = self.tail[from_tail - 1];
+        }
+        let from_data = feed - from_tail;
+        if from_data > 0 {
+            self.crc = crate::rdb::crc64(self.crc, &data[..from_data]);
+            self.last_fed = data[from_data - 1];
+        }
+        self.tail.drain(..from_tail);
+        self.tail.extend_from_slice(&data[from_data..]);
     }
 
     fn finish(self) -> Result<(), String> {

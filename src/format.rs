@@ -320,19 +320,62 @@ impl SnapshotHeader {
     }
 }
 
-/// Encodes a sealed segment. Returns the object bytes and its checksum (the next link of the
-/// chain).
+/// A segment's body, compressed as its bytes arrive, so that sealing only finishes the zstd
+/// frame and frames the object (the archiver never holds a segment's raw bytes).
+pub struct SegmentBody {
+    encoder: zstd::stream::write::Encoder<'static, Vec<u8>>,
+    raw_hash: Xxh3,
+    raw_len: u64,
+}
+
+impl SegmentBody {
+    pub fn new() -> Result<SegmentBody, FormatError> {
+        Ok(SegmentBody {
+            encoder: zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)
+                .map_err(|e| ferr(0, format!("zstd: {e}")))?,
+            raw_hash: Xxh3::new(),
+            raw_len: 0,
+        })
+    }
+
+    /// Compresses the next raw bytes.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), FormatError> {
+        use std::io::Write;
+        self.raw_hash.update(data);
+        self.raw_len += data.len() as u64;
+        self.encoder
+            .write_all(data)
+            .map_err(|e| ferr(0, format!("zstd: {e}")))
+    }
+
+    pub fn raw_len(&self) -> u64 {
+        self.raw_len
+    }
+
+    /// Seals the segment. Returns the object bytes and its checksum (the next link of the
+    /// chain). `header` must describe exactly the bytes written.
+    pub fn seal(self, header: &SegmentHeader) -> Result<(Vec<u8>, u64), FormatError> {
+        debug_assert_eq!(self.raw_len, header.end - header.start);
+        let body = self
+            .encoder
+            .finish()
+            .map_err(|e| ferr(0, format!("zstd: {e}")))?;
+        let mut out = preamble(Kind::Segment, &header.encode());
+        out.reserve(body.len() + TRAILER_LEN);
+        out.extend_from_slice(&body);
+        let mut hash = Xxh3::new();
+        hash.update(&out);
+        let (t, checksum) = trailer(self.raw_len, self.raw_hash.digest(), &mut hash);
+        out.extend_from_slice(&t);
+        Ok((out, checksum))
+    }
+}
+
+/// Encodes a whole segment at once. Returns the object bytes and its checksum.
 pub fn encode_segment(header: &SegmentHeader, raw: &[u8]) -> Result<(Vec<u8>, u64), FormatError> {
-    debug_assert_eq!(raw.len() as u64, header.end - header.start);
-    let mut out = preamble(Kind::Segment, &header.encode());
-    let body =
-        zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(|e| ferr(out.len(), format!("zstd: {e}")))?;
-    out.extend_from_slice(&body);
-    let mut hash = Xxh3::new();
-    hash.update(&out);
-    let (t, checksum) = trailer(raw.len() as u64, xxh3_64(raw), &mut hash);
-    out.extend_from_slice(&t);
-    Ok((out, checksum))
+    let mut body = SegmentBody::new()?;
+    body.write(raw)?;
+    body.seal(header)
 }
 
 /// A decoded and fully checked segment.

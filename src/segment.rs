@@ -5,18 +5,22 @@
 //! checksums, chains and uploads it, retrying until the store takes it, and publishes the
 //! durable offset that the link ACKs.
 //!
-//! Memory is bounded by the link's byte budget: every chunk carries permits that are released
-//! only when its segment is durable, so a slow or absent store stops the link from reading
-//! (backpressure) instead of growing a queue. One role, one task: uploads are sequential,
-//! which keeps the chain and the durable offset trivially in order.
+//! Two tasks: the segmenter compresses each chunk as it arrives (a segment's raw bytes are
+//! never held) and seals; an uploader puts the sealed objects in order, retrying, and publishes
+//! the durable offset after each. At most one sealed segment waits while another uploads, so
+//! compression of the next segment overlaps the upload of the last. Memory is bounded by the
+//! link's byte budget: every chunk carries permits that are released only when its segment is
+//! durable, so a slow or absent store stops the link from reading (backpressure) instead of
+//! growing a queue. The chain is computed at seal time, in order, and uploads stay in order.
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::format::{self, SegmentHeader, TimeMark};
+use crate::format::{self, SegmentBody, SegmentHeader, TimeMark};
 use crate::names::{GenerationId, ObjectKind, ObjectName, ReplId};
 use crate::store::{Store, StoreError};
 
@@ -87,16 +91,33 @@ pub enum SegmentError {
     },
     #[error("a chunk arrived before any generation was started")]
     NoGeneration,
+    #[error("the uploader stopped unexpectedly")]
+    UploaderGone,
 }
 
 struct Open {
-    bytes: BytesMut,
+    body: SegmentBody,
     start: u64,
     db_start: u32,
     index: Vec<TimeMark>,
     permits: Vec<OwnedSemaphorePermit>,
     deadline: Instant,
     getack: bool,
+}
+
+/// What the segmenter hands to the uploader, in order.
+enum Up {
+    /// A sealed segment: put it, then publish `durable` and release the permits.
+    Segment {
+        name: ObjectName,
+        object: Bytes,
+        durable: Durable,
+        permits: Vec<OwnedSemaphorePermit>,
+    },
+    /// Publish a durable point that needs no upload (a generation start, a resume point).
+    Publish(Durable),
+    /// Answer with the durable point once everything before is uploaded.
+    Flush(oneshot::Sender<Durable>),
 }
 
 /// The segmenter role.
@@ -107,6 +128,25 @@ pub struct Segmenter {
     durable: watch::Sender<Durable>,
     pos: Option<Position>,
     open: Option<Open>,
+}
+
+/// The uploader's end, held by a running segmenter.
+struct Uploads {
+    tx: mpsc::Sender<Up>,
+    task: JoinHandle<Result<(), SegmentError>>,
+}
+
+impl Uploads {
+    async fn send(&mut self, up: Up) -> Result<(), SegmentError> {
+        if self.tx.send(up).await.is_ok() {
+            return Ok(());
+        }
+        // The uploader stopped: it failed; report why.
+        match (&mut self.task).await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) | Err(_) => Err(SegmentError::UploaderGone),
+        }
+    }
 }
 
 impl Segmenter {
@@ -136,75 +176,79 @@ impl Segmenter {
 
     /// Runs until every sender is dropped. Fails only on errors that retrying cannot fix.
     pub async fn run(mut self) -> Result<(), SegmentError> {
+        let (tx, rx) = mpsc::channel(1);
+        let task = tokio::spawn(upload_loop(self.store.clone(), rx, self.durable.clone()));
+        let mut up = Uploads { tx, task };
+        let r = self.run_with(&mut up).await;
+        let Uploads { tx, task } = up;
+        drop(tx);
+        let uploaded = task.await.unwrap_or(Err(SegmentError::UploaderGone));
+        r.and(uploaded)
+    }
+
+    async fn run_with(&mut self, up: &mut Uploads) -> Result<(), SegmentError> {
         loop {
             let deadline = self.open.as_ref().map(|o| o.deadline);
             let msg = tokio::select! {
                 m = self.rx.recv() => m,
                 _ = sleep_until(deadline) => {
-                    self.seal().await?;
+                    self.seal(up).await?;
                     continue;
                 }
             };
             let Some(msg) = msg else {
-                self.seal().await?;
-                return Ok(());
+                return self.seal(up).await;
             };
             match msg {
                 Msg::Chunk(c) => {
                     self.append(c)?;
                     let open = self.open.as_ref().expect("append opened a segment");
-                    if open.getack || open.bytes.len() >= self.cfg.segment_max_bytes {
+                    if open.getack || open.body.raw_len() >= self.cfg.segment_max_bytes as u64 {
                         // Take everything already queued into the same segment (group commit).
                         while let Ok(m) = self.rx.try_recv() {
                             match m {
                                 Msg::Chunk(c) => self.append(c)?,
                                 other => {
-                                    self.seal().await?;
-                                    self.control(other)?;
+                                    self.seal(up).await?;
+                                    self.control(other, up).await?;
                                     break;
                                 }
                             }
-                            if self
-                                .open
-                                .as_ref()
-                                .is_some_and(|o| o.bytes.len() >= self.cfg.segment_max_bytes)
-                            {
-                                self.seal().await?;
+                            if self.open.as_ref().is_some_and(|o| {
+                                o.body.raw_len() >= self.cfg.segment_max_bytes as u64
+                            }) {
+                                self.seal(up).await?;
                             }
                         }
-                        self.seal().await?;
+                        self.seal(up).await?;
                     }
                 }
                 other => {
-                    self.seal().await?;
-                    self.control(other)?;
+                    self.seal(up).await?;
+                    self.control(other, up).await?;
                 }
             }
         }
     }
 
     /// Handles a control message; the open segment has been sealed.
-    fn control(&mut self, m: Msg) -> Result<(), SegmentError> {
+    async fn control(&mut self, m: Msg, up: &mut Uploads) -> Result<(), SegmentError> {
         match m {
-            Msg::Start(p) => {
-                match &mut self.pos {
-                    Some(cur) if cur.generation == p.generation && cur.offset == p.offset => {
-                        cur.replid = p.replid;
-                    }
-                    _ => {
-                        self.pos = Some(p);
-                        self.durable.send_replace(Durable {
-                            generation: p.generation,
-                            offset: p.offset,
-                        });
-                    }
+            Msg::Start(p) => match &mut self.pos {
+                Some(cur) if cur.generation == p.generation && cur.offset == p.offset => {
+                    cur.replid = p.replid;
+                    Ok(())
                 }
-                Ok(())
-            }
-            Msg::Finish(reply) => {
-                let _ = reply.send(*self.durable.borrow());
-                Ok(())
-            }
+                _ => {
+                    self.pos = Some(p);
+                    up.send(Up::Publish(Durable {
+                        generation: p.generation,
+                        offset: p.offset,
+                    }))
+                    .await
+                }
+            },
+            Msg::Finish(reply) => up.send(Up::Flush(reply)).await,
             Msg::Chunk(c) => self.append(c),
         }
     }
@@ -219,16 +263,27 @@ impl Segmenter {
                 end: c.end,
             });
         }
-        let open = self.open.get_or_insert_with(|| Open {
-            bytes: BytesMut::with_capacity(c.bytes.len().max(64 * 1024)),
-            start: pos.offset,
-            db_start: pos.db,
-            index: Vec::new(),
-            permits: Vec::new(),
-            deadline: Instant::now() + self.cfg.flush_interval,
-            getack: false,
-        });
-        open.bytes.extend_from_slice(&c.bytes);
+        let open = match &mut self.open {
+            Some(o) => o,
+            None => self.open.insert(Open {
+                body: SegmentBody::new().map_err(|source| SegmentError::Encode {
+                    object: format!("segment at offset {}", pos.offset),
+                    source,
+                })?,
+                start: pos.offset,
+                db_start: pos.db,
+                index: Vec::new(),
+                permits: Vec::new(),
+                deadline: Instant::now() + self.cfg.flush_interval,
+                getack: false,
+            }),
+        };
+        open.body
+            .write(&c.bytes)
+            .map_err(|source| SegmentError::Encode {
+                object: format!("segment at offset {}", open.start),
+                source,
+            })?;
         match open.index.last_mut() {
             Some(m) if m.ms >= c.ms => m.end = c.end,
             _ => open.index.push(TimeMark {
@@ -243,8 +298,8 @@ impl Segmenter {
         Ok(())
     }
 
-    /// Seals the open segment, if any, and uploads it until the store takes it.
-    async fn seal(&mut self) -> Result<(), SegmentError> {
+    /// Seals the open segment, if any, chains it, and hands it to the uploader.
+    async fn seal(&mut self, up: &mut Uploads) -> Result<(), SegmentError> {
         let Some(open) = self.open.take() else {
             return Ok(());
         };
@@ -271,48 +326,88 @@ impl Segmenter {
             last_ms: header.last_ms,
             replid: header.replid,
         };
-        let raw = open.bytes.freeze();
         let (object, checksum) =
-            tokio::task::spawn_blocking(move || format::encode_segment(&header, &raw))
-                .await
-                .expect("segment encoder panicked")
+            open.body
+                .seal(&header)
                 .map_err(|source| SegmentError::Encode {
                     object: name.to_string(),
                     source,
                 })?;
-        let object = Bytes::from(object);
-        let mut backoff = Duration::from_millis(100);
-        let mut attempts = 0u32;
-        loop {
-            match self.store.put_new(&name, object.clone()).await {
-                Ok(()) => break,
-                Err(e @ StoreError::Conflict { .. }) => return Err(SegmentError::Store(e)),
-                Err(e) => {
-                    attempts += 1;
-                    tracing::warn!(
-                        object = %name,
-                        attempt = attempts,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        error = %e,
-                        "upload failed; keeping the segment and retrying"
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        if attempts > 0 {
-            tracing::info!(object = %name, attempts, "upload succeeded after retries");
-        }
         pos.chain = checksum;
-        tracing::debug!(object = %name, raw = name.end - name.start, stored = object.len(), "segment durable");
-        self.durable.send_replace(Durable {
+        let durable = Durable {
             generation: pos.generation,
             offset: pos.offset,
-        });
-        drop(open.permits);
-        Ok(())
+        };
+        up.send(Up::Segment {
+            name,
+            object: Bytes::from(object),
+            durable,
+            permits: open.permits,
+        })
+        .await
     }
+}
+
+/// The uploader: puts sealed segments in order, retrying until the store takes each, and
+/// publishes the durable point after each.
+async fn upload_loop(
+    store: Store,
+    mut rx: mpsc::Receiver<Up>,
+    durable: watch::Sender<Durable>,
+) -> Result<(), SegmentError> {
+    while let Some(up) = rx.recv().await {
+        match up {
+            Up::Publish(d) => {
+                durable.send_replace(d);
+            }
+            Up::Flush(reply) => {
+                let _ = reply.send(*durable.borrow());
+            }
+            Up::Segment {
+                name,
+                object,
+                durable: d,
+                permits,
+            } => {
+                put_until_stored(&store, &name, object).await?;
+                durable.send_replace(d);
+                drop(permits);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn put_until_stored(
+    store: &Store,
+    name: &ObjectName,
+    object: Bytes,
+) -> Result<(), SegmentError> {
+    let mut backoff = Duration::from_millis(100);
+    let mut attempts = 0u32;
+    loop {
+        match store.put_new(name, object.clone()).await {
+            Ok(()) => break,
+            Err(e @ StoreError::Conflict { .. }) => return Err(SegmentError::Store(e)),
+            Err(e) => {
+                attempts += 1;
+                tracing::warn!(
+                    object = %name,
+                    attempt = attempts,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    error = %e,
+                    "upload failed; keeping the segment and retrying"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    if attempts > 0 {
+        tracing::info!(object = %name, attempts, "upload succeeded after retries");
+    }
+    tracing::debug!(object = %name, raw = name.end - name.start, stored = object.len(), "segment durable");
+    Ok(())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -311,20 +311,24 @@ impl SnapshotUpload {
             }
         })?;
         if self.encoder.get_ref().len() >= PART_SIZE {
-            let out = std::mem::take(self.encoder.get_mut());
-            self.emit(&out).await?;
+            let out = std::mem::replace(
+                self.encoder.get_mut(),
+                Vec::with_capacity(PART_SIZE + (1 << 20)),
+            );
+            self.emit(out).await?;
         }
         Ok(())
     }
 
-    async fn emit(&mut self, out: &[u8]) -> Result<(), StoreError> {
-        self.object_hash.update(out);
+    async fn emit(&mut self, out: Vec<u8>) -> Result<(), StoreError> {
+        self.object_hash.update(&out);
         self.stored += out.len() as u64;
         self.writer
             .wait_for_capacity(PARTS_IN_FLIGHT)
             .await
             .map_err(|e| self.store.backend_err("put", &self.object, e))?;
-        self.writer.write(out);
+        // Hands the buffer over without a copy.
+        self.writer.put(Bytes::from(out));
         Ok(())
     }
 
@@ -346,7 +350,7 @@ impl SnapshotUpload {
             url: self.store.url.clone(),
             reason: format!("zstd: {e}"),
         })?;
-        self.emit(&rest).await?;
+        self.emit(rest).await?;
         let (t, checksum) =
             format::trailer(self.raw_len, self.raw_hash.digest(), &mut self.object_hash);
         self.writer.write(&t);
