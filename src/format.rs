@@ -330,9 +330,15 @@ pub struct SegmentBody {
 
 impl SegmentBody {
     pub fn new() -> Result<SegmentBody, FormatError> {
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)
+            .map_err(|e| ferr(0, format!("zstd: {e}")))?;
+        // One zstd worker thread: compression runs beside the segmenter (which hashes and
+        // frames) instead of inside it. The frame is the same single frame either way.
+        encoder
+            .multithread(1)
+            .map_err(|e| ferr(0, format!("zstd: {e}")))?;
         Ok(SegmentBody {
-            encoder: zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)
-                .map_err(|e| ferr(0, format!("zstd: {e}")))?,
+            encoder,
             raw_hash: Xxh3::new(),
             raw_len: 0,
         })
