@@ -11,6 +11,8 @@ use crate::stream::{parse_u64, StreamError};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {
     pub args: Vec<Bytes>,
+    /// The command exactly as the master sent it (RESP).
+    pub raw: Bytes,
     /// Offset just past the command.
     pub end: u64,
     /// Arrival time of its last byte.
@@ -48,25 +50,61 @@ pub fn encode_args<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
 
 /// Splits one segment's raw bytes into commands.
 pub fn commands(seg: &Segment) -> Result<Vec<Command>, StreamError> {
-    let raw = seg.raw.clone();
-    let h = &seg.header;
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    let mut db = h.db_start;
-    while at < raw.len() {
-        let base = h.start + at as u64;
-        let (args, len) = parse_one(&raw, at, base)?;
-        at += len;
-        let end = h.start + at as u64;
+    Commands::new(seg).collect()
+}
+
+/// The commands of a segment, one at a time (a segment can hold millions: they are never
+/// all materialised).
+pub struct Commands<'a> {
+    seg: &'a Segment,
+    at: usize,
+    db: u32,
+    failed: bool,
+}
+
+impl<'a> Commands<'a> {
+    pub fn new(seg: &'a Segment) -> Commands<'a> {
+        Commands {
+            seg,
+            at: 0,
+            db: seg.header.db_start,
+            failed: false,
+        }
+    }
+}
+
+impl Iterator for Commands<'_> {
+    type Item = Result<Command, StreamError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (raw, h) = (&self.seg.raw, &self.seg.header);
+        if self.failed || self.at >= raw.len() {
+            return None;
+        }
+        let start = self.at;
+        let (args, len) = match parse_one(raw, start, h.start + start as u64) {
+            Ok(x) => x,
+            Err(e) => {
+                self.failed = true;
+                return Some(Err(e));
+            }
+        };
+        self.at += len;
+        let end = h.start + self.at as u64;
         let ms = h.time_at(end).unwrap_or(h.last_ms);
         if args[0].eq_ignore_ascii_case(b"select") {
             if let Some(d) = args.get(1).and_then(|a| parse_u64(a)) {
-                db = d as u32;
+                self.db = d as u32;
             }
         }
-        out.push(Command { args, end, ms, db });
+        Some(Ok(Command {
+            args,
+            raw: raw.slice(start..self.at),
+            end,
+            ms,
+            db: self.db,
+        }))
     }
-    Ok(out)
 }
 
 fn parse_one(raw: &Bytes, at: usize, base: u64) -> Result<(Vec<Bytes>, usize), StreamError> {

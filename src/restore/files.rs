@@ -147,6 +147,14 @@ impl FilesWriter {
         Ok(())
     }
 
+    /// A command already encoded as RESP.
+    pub async fn command_encoded(&mut self, encoded: &[u8]) -> Result<(), RestoreError> {
+        self.aof
+            .write_all(encoded)
+            .await
+            .map_err(|e| ferr(&self.staging.join(INCR), e))
+    }
+
     pub async fn command(&mut self, args: &[Bytes]) -> Result<(), RestoreError> {
         self.scratch.clear();
         crate::cut::encode_args(args, &mut self.scratch);

@@ -606,6 +606,26 @@ return fixed
         Ok(fixed)
     }
 
+    /// Like [`send`](Self::send) for a command already encoded as RESP (`encoded`); `args`
+    /// only names it in error messages (its first two arguments are enough).
+    pub async fn send_encoded(
+        &mut self,
+        args: &[Bytes],
+        encoded: &[u8],
+    ) -> Result<(), TargetError> {
+        self.check_failed()?;
+        self.wbuf.extend_from_slice(encoded);
+        self.pending.push_back(Desc::new(args, encoded.len()));
+        self.pending_bytes += encoded.len();
+        if self.wbuf.len() - self.wpos >= WRITE_AT {
+            self.pump(Until::Written).await?;
+        }
+        if self.over_window() {
+            self.pump(Until::Window).await?;
+        }
+        Ok(())
+    }
+
     /// Waits until every queued command is answered.
     pub async fn sync(&mut self) -> Result<(), TargetError> {
         self.check_failed()?;

@@ -122,6 +122,9 @@ pub struct Report {
     pub keys_by_commands: u64,
     /// Live target: keys whose expiry was moved back to its real time at the end.
     pub expiries_moved_back: u64,
+    /// Whether any expiry was moved ahead during the replay (and so had to be moved back).
+    #[serde(skip)]
+    pub ttls_shifted: bool,
     /// For `--output-dir`: what was written and how to start a server on it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<files::Written>,
@@ -275,6 +278,7 @@ pub async fn restore(
                     } = ev
                     {
                         *ms = ms.saturating_add(TTL_SHIFT_MS);
+                        report.ttls_shifted = true;
                     }
                 }
                 for ev in &kept {
@@ -323,25 +327,49 @@ pub async fn restore(
     let mut chain = snap.checksum;
     let mut released = Vec::new();
     let mut first = true;
-    for s in &plan.segments {
+    // The next segment is fetched and decoded while this one is replayed.
+    type Fetched = (String, format::Segment, u64);
+    let (seg_tx, mut seg_rx) = mpsc::channel::<Result<Fetched, RestoreError>>(1);
+    let fetcher = {
+        let store = cfg.store.clone();
+        let segments = plan.segments.clone();
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            for s in segments {
+                let got = async {
+                    let bytes = store.get(&s.object).await?;
+                    progress
+                        .bytes
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    let name = s.name.clone();
+                    let stored = bytes.len() as u64;
+                    tokio::task::spawn_blocking(move || format::decode_segment(&bytes))
+                        .await
+                        .expect("segment decoder panicked")
+                        .map(|seg| (s.name.clone(), seg, stored))
+                        .map_err(|e| RestoreError::Corrupt {
+                            object: name,
+                            offset: e.at,
+                            what: e.what,
+                        })
+                }
+                .await;
+                let stop = got.is_err();
+                if seg_tx.send(got).await.is_err() || stop {
+                    return;
+                }
+            }
+        })
+    };
+    while let Some(got) = seg_rx.recv().await {
         if cutter.is_done() {
             break;
         }
-        let bytes = cfg.store.get(&s.object).await?;
-        progress
-            .bytes
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        report.bytes_read += bytes.len() as u64;
-        let seg = tokio::task::block_in_place(|| format::decode_segment(&bytes)).map_err(|e| {
-            RestoreError::Corrupt {
-                object: s.name.clone(),
-                offset: e.at,
-                what: e.what,
-            }
-        })?;
+        let (name, seg, stored) = got?;
+        report.bytes_read += stored;
         if seg.header.prev_chain != chain {
             return Err(RestoreError::Corrupt {
-                object: s.name.clone(),
+                object: name,
                 offset: format::PREAMBLE_LEN as u64,
                 what: format!(
                     "chain broken: links to {:016x}, the object before has checksum {chain:016x}",
@@ -350,11 +378,6 @@ pub async fn restore(
             });
         }
         chain = seg.checksum;
-        let cmds = cut::commands(&seg).map_err(|e| RestoreError::Corrupt {
-            object: s.name.clone(),
-            offset: e.offset,
-            what: e.what,
-        })?;
         if first {
             first = false;
             let select = vec![
@@ -366,22 +389,30 @@ pub async fn restore(
                 Sink::Files(w) => w.command(&select).await?,
             }
         }
-        for c in cmds {
+        for c in cut::Commands::new(&seg) {
+            let c = c.map_err(|e| RestoreError::Corrupt {
+                object: name.clone(),
+                offset: e.offset,
+                what: e.what,
+            })?;
             cutter.push(c, &mut released);
+            if !released.is_empty() {
+                apply(
+                    cfg,
+                    &mut sink,
+                    &mut released,
+                    relative_ttls,
+                    &mut report,
+                    &progress,
+                )
+                .await?;
+            }
             if cutter.is_done() {
                 break;
             }
         }
-        apply(
-            cfg,
-            &mut sink,
-            &mut released,
-            relative_ttls,
-            &mut report,
-            &progress,
-        )
-        .await?;
     }
+    fetcher.abort();
     cutter.finish();
     apply(
         cfg,
@@ -398,7 +429,9 @@ pub async fn restore(
     match sink {
         Sink::Live(mut target, _) => {
             target.sync().await?;
-            report.expiries_moved_back = target.unshift_ttls(TTL_SHIFT_MS).await?;
+            if report.ttls_shifted {
+                report.expiries_moved_back = target.unshift_ttls(TTL_SHIFT_MS).await?;
+            }
         }
         Sink::Files(w) => report.files = Some(w.finish(report.commands > 0).await?),
     }
@@ -488,14 +521,28 @@ async fn apply(
             Verdict::Mixed => report.commands_mixed += 1,
             Verdict::Keep => {}
         }
-        let args = if relative_ttls {
+        // Sent as received unless a TTL has to be rewritten.
+        let rewritten = if relative_ttls {
             absolute_ttl(&c)
         } else {
-            c.args
+            None
         };
         match sink {
-            Sink::Live(t, _) => t.send(&shift_ttl(args, TTL_SHIFT_MS)).await?,
-            Sink::Files(w) => w.command(&args).await?,
+            Sink::Live(t, _) => {
+                let args = rewritten.as_deref().unwrap_or(&c.args);
+                match shift_ttl(args, TTL_SHIFT_MS) {
+                    Some(shifted) => {
+                        report.ttls_shifted = true;
+                        t.send(&shifted).await?
+                    }
+                    None if rewritten.is_some() => t.send(args).await?,
+                    None => t.send_encoded(&c.args, &c.raw).await?,
+                }
+            }
+            Sink::Files(w) => match &rewritten {
+                Some(args) => w.command(args).await?,
+                None => w.command_encoded(&c.raw).await?,
+            },
         }
         report.commands += 1;
         progress.commands.fetch_add(1, Ordering::Relaxed);
@@ -510,59 +557,61 @@ async fn apply(
 /// master. (Loading files needs no shift: a server does not expire keys while it loads.)
 pub const TTL_SHIFT_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
-/// Moves the absolute expiry a replicated command sets by `shift` milliseconds.
-pub fn shift_ttl(mut args: Vec<Bytes>, shift: i64) -> Vec<Bytes> {
+/// Moves the absolute expiry a replicated command sets by `shift` milliseconds; `None` when it
+/// sets none.
+pub fn shift_ttl(args: &[Bytes], shift: i64) -> Option<Vec<Bytes>> {
     let num = |a: &Bytes| {
         std::str::from_utf8(a)
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
     };
-    let Some(name) = args.first().map(|a| a.to_ascii_lowercase()) else {
-        return args;
-    };
+    let name = args.first()?.to_ascii_lowercase();
     let shifted =
         |v: i64, unit: i64| Bytes::from(v.saturating_mul(unit).saturating_add(shift).to_string());
     match name.as_slice() {
         b"pexpireat" | b"expireat" if args.len() >= 3 => {
-            if let Some(v) = num(&args[2]) {
-                let unit = if name == b"expireat" { 1000 } else { 1 };
-                args[0] = Bytes::from_static(b"PEXPIREAT");
-                args[2] = shifted(v, unit);
-            }
+            let v = num(&args[2])?;
+            let unit = if name == b"expireat" { 1000 } else { 1 };
+            let mut out = args.to_vec();
+            out[0] = Bytes::from_static(b"PEXPIREAT");
+            out[2] = shifted(v, unit);
+            Some(out)
         }
         b"set" | b"getex" => {
             let from = if name == b"set" { 3 } else { 2 };
             for i in from..args.len().saturating_sub(1) {
                 let opt = args[i].to_ascii_lowercase();
                 if opt == b"pxat" || opt == b"exat" {
-                    if let Some(v) = num(&args[i + 1]) {
-                        let unit = if opt == b"exat" { 1000 } else { 1 };
-                        args[i] = Bytes::from_static(b"PXAT");
-                        args[i + 1] = shifted(v, unit);
-                    }
-                    break;
+                    let v = num(&args[i + 1])?;
+                    let unit = if opt == b"exat" { 1000 } else { 1 };
+                    let mut out = args.to_vec();
+                    out[i] = Bytes::from_static(b"PXAT");
+                    out[i + 1] = shifted(v, unit);
+                    return Some(out);
                 }
             }
+            None
         }
         b"restore" | b"restore-asking" if args.len() >= 4 => {
             let abs = args
                 .iter()
                 .skip(4)
                 .any(|a| a.eq_ignore_ascii_case(b"absttl"));
-            if let (true, Some(v)) = (abs, num(&args[2])) {
-                if v > 0 {
-                    args[2] = shifted(v, 1);
-                }
+            let v = num(&args[2])?;
+            if !abs || v <= 0 {
+                return None;
             }
+            let mut out = args.to_vec();
+            out[2] = shifted(v, 1);
+            Some(out)
         }
-        _ => {}
+        _ => None,
     }
-    args
 }
 
 /// Redis 6 and older replicate relative TTLs (`EXPIRE k 10`, `SET k v PX 500`): turn them into
 /// absolute ones from the command's arrival time, so a restore does not extend them.
-pub fn absolute_ttl(c: &Command) -> Vec<Bytes> {
+pub fn absolute_ttl(c: &Command) -> Option<Vec<Bytes>> {
     let name = c.args[0].to_ascii_lowercase();
     let num = |i: usize| {
         c.args
@@ -573,44 +622,39 @@ pub fn absolute_ttl(c: &Command) -> Vec<Bytes> {
     let at = |ms: i64| Bytes::from((c.ms as i64 + ms).to_string());
     let b = Bytes::from_static;
     match name.as_slice() {
-        b"expire" | b"pexpire" => match num(2) {
-            Some(n) => {
-                let ms = if name == b"expire" { n * 1000 } else { n };
-                let mut v = vec![b(b"PEXPIREAT"), c.args[1].clone(), at(ms)];
-                v.extend(c.args.iter().skip(3).cloned());
-                v
-            }
-            None => c.args.clone(),
-        },
-        b"setex" | b"psetex" if c.args.len() == 4 => match num(2) {
-            Some(n) => {
-                let ms = if name == b"setex" { n * 1000 } else { n };
-                vec![
-                    b(b"SET"),
-                    c.args[1].clone(),
-                    c.args[3].clone(),
-                    b(b"PXAT"),
-                    at(ms),
-                ]
-            }
-            None => c.args.clone(),
-        },
+        b"expire" | b"pexpire" => {
+            let n = num(2)?;
+            let ms = if name == b"expire" { n * 1000 } else { n };
+            let mut v = vec![b(b"PEXPIREAT"), c.args[1].clone(), at(ms)];
+            v.extend(c.args.iter().skip(3).cloned());
+            Some(v)
+        }
+        b"setex" | b"psetex" if c.args.len() == 4 => {
+            let n = num(2)?;
+            let ms = if name == b"setex" { n * 1000 } else { n };
+            Some(vec![
+                b(b"SET"),
+                c.args[1].clone(),
+                c.args[3].clone(),
+                b(b"PXAT"),
+                at(ms),
+            ])
+        }
         b"set" => {
-            let mut v = c.args.clone();
-            for i in 3..v.len().saturating_sub(1) {
-                let unit = v[i].to_ascii_lowercase();
+            for i in 3..c.args.len().saturating_sub(1) {
+                let unit = c.args[i].to_ascii_lowercase();
                 if unit == b"ex" || unit == b"px" {
-                    if let Some(n) = num(i + 1) {
-                        let ms = if unit == b"ex" { n * 1000 } else { n };
-                        v[i] = b(b"PXAT");
-                        v[i + 1] = at(ms);
-                    }
-                    break;
+                    let n = num(i + 1)?;
+                    let ms = if unit == b"ex" { n * 1000 } else { n };
+                    let mut v = c.args.clone();
+                    v[i] = b(b"PXAT");
+                    v[i + 1] = at(ms);
+                    return Some(v);
                 }
             }
-            v
+            None
         }
-        _ => c.args.clone(),
+        _ => None,
     }
 }
 
@@ -620,6 +664,7 @@ mod tests {
 
     fn cmd(args: &[&str], ms: u64) -> Command {
         Command {
+            raw: Bytes::new(),
             args: args
                 .iter()
                 .map(|a| Bytes::copy_from_slice(a.as_bytes()))
@@ -628,6 +673,10 @@ mod tests {
             ms,
             db: 0,
         }
+    }
+
+    fn or_same(c: &Command) -> Vec<Bytes> {
+        absolute_ttl(c).unwrap_or_else(|| c.args.clone())
     }
 
     fn text(v: Vec<Bytes>) -> Vec<String> {
@@ -639,19 +688,19 @@ mod tests {
     #[test]
     fn relative_ttls_become_absolute() {
         assert_eq!(
-            text(absolute_ttl(&cmd(&["EXPIRE", "k", "10"], 1000))),
+            text(or_same(&cmd(&["EXPIRE", "k", "10"], 1000))),
             ["PEXPIREAT", "k", "11000"]
         );
         assert_eq!(
-            text(absolute_ttl(&cmd(&["SET", "k", "v", "PX", "500"], 1000))),
+            text(or_same(&cmd(&["SET", "k", "v", "PX", "500"], 1000))),
             ["SET", "k", "v", "PXAT", "1500"]
         );
         assert_eq!(
-            text(absolute_ttl(&cmd(&["SETEX", "k", "2", "v"], 1000))),
+            text(or_same(&cmd(&["SETEX", "k", "2", "v"], 1000))),
             ["SET", "k", "v", "PXAT", "3000"]
         );
         assert_eq!(
-            text(absolute_ttl(&cmd(&["SET", "k", "v", "PXAT", "5"], 1000))),
+            text(or_same(&cmd(&["SET", "k", "v", "PXAT", "5"], 1000))),
             ["SET", "k", "v", "PXAT", "5"]
         );
     }
@@ -659,12 +708,11 @@ mod tests {
     #[test]
     fn expiries_shift() {
         let t = |a: &[&str]| {
-            text(shift_ttl(
-                a.iter()
-                    .map(|x| Bytes::copy_from_slice(x.as_bytes()))
-                    .collect(),
-                1000,
-            ))
+            let args: Vec<Bytes> = a
+                .iter()
+                .map(|x| Bytes::copy_from_slice(x.as_bytes()))
+                .collect();
+            text(shift_ttl(&args, 1000).unwrap_or(args))
         };
         assert_eq!(
             t(&["PEXPIREAT", "k", "5", "GT"]),
