@@ -175,12 +175,42 @@ pub async fn restore(
     };
     let snapshot_name = plan.snapshot.object;
     let store = cfg.store.clone();
+    // Copying the snapshot into files needs no events: there the RDB is parsed (to check it
+    // and count its keys) on a thread of its own, beside decompression and writing.
+    let side_parse = matches!(cfg.destination, Destination::Files { .. }) && cfg.filter.is_all();
+    let (side_tx, side) = if side_parse {
+        let (stx, srx) = std::sync::mpsc::sync_channel::<Bytes>(8);
+        let handle = std::thread::spawn(move || {
+            let mut parser = rdb::Parser::new(parser_cfg);
+            let mut events = Vec::new();
+            for raw in srx {
+                events.clear();
+                parser.feed_bytes(raw, &mut events)?;
+            }
+            parser.finish()
+        });
+        (Some(stx), Some(handle))
+    } else {
+        (None, None)
+    };
     let reader = tokio::spawn(async move {
         let mut parser = rdb::Parser::new(parser_cfg);
         let tx2 = tx.clone();
+        let mut header_seen = false;
         let r = crate::verify::read_snapshot(&store, snapshot_name, move |raw| {
             let mut events = Vec::new();
             let raw = match raw {
+                Some(raw) if side_parse => {
+                    if !header_seen {
+                        // The layout only needs the magic and version.
+                        header_seen = true;
+                        let (magic, version) = rdb_header(raw)
+                            .ok_or_else(|| "the RDB inside: no RDB header".to_string())?;
+                        events.push(Event::Header { magic, version });
+                    }
+                    Bytes::copy_from_slice(raw)
+                }
+                None if side_parse => Bytes::new(),
                 Some(raw) => {
                     let raw = Bytes::copy_from_slice(raw);
                     parser
@@ -227,6 +257,12 @@ pub async fn restore(
         progress
             .snapshot_raw
             .fetch_add(batch.raw.len() as u64, Ordering::Relaxed);
+        if let Some(stx) = &side_tx {
+            if !batch.raw.is_empty() && stx.send(batch.raw.clone()).is_err() {
+                // The side parser stopped on an error: its result says which.
+                break;
+            }
+        }
         for ev in &batch.events {
             if let Event::Header {
                 magic: m,
@@ -291,7 +327,21 @@ pub async fn restore(
             Sink::Files(w) => w.snapshot(&batch.raw, &kept).await?,
         }
     }
+    drop(side_tx);
     let snap = reader.await.expect("snapshot reader task")?;
+    if let Some(h) = side {
+        let summary = tokio::task::spawn_blocking(move || h.join())
+            .await
+            .expect("joining the parser")
+            .expect("the RDB parser panicked")
+            .map_err(|e| RestoreError::Corrupt {
+                object: plan.snapshot.name.clone(),
+                offset: e.offset().unwrap_or(0),
+                what: format!("the RDB inside: {e}"),
+            })?;
+        report.keys = summary.keys;
+        progress.keys.store(summary.keys, Ordering::Relaxed);
+    }
     let _ = keys_seen;
     progress.bytes.store(plan.snapshot.bytes, Ordering::Relaxed);
     let mut sink = match sink {
@@ -477,6 +527,20 @@ async fn open_sink(
             .await?,
         ))),
     }
+}
+
+/// The magic and version at the start of an RDB.
+fn rdb_header(raw: &[u8]) -> Option<(rdb::Magic, u32)> {
+    let h = raw.get(..9)?;
+    let (magic, digits) = if h.starts_with(b"REDIS") {
+        (rdb::Magic::Redis, &h[5..])
+    } else if h.starts_with(b"VALKEY") {
+        (rdb::Magic::Valkey, &h[6..])
+    } else {
+        return None;
+    };
+    let v = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some((magic, v))
 }
 
 /// The RESTORE payload version for values of an RDB `(magic, version)` on a target that accepts
