@@ -43,7 +43,13 @@ pub struct FilesWriter {
     /// For a selective restore: the selected keys become commands.
     conv: Option<KeyConverter>,
     scratch: Vec<u8>,
+    /// Base bytes written since the last background flush to disk.
+    unsynced: u64,
 }
+
+/// Every this many bytes of the base RDB, its data is pushed to disk in the background, so
+/// that the final fsync finds little left and the disk works while decompression goes on.
+const SYNC_EVERY: u64 = 64 << 20;
 
 fn ferr(path: &Path, what: impl std::fmt::Display) -> RestoreError {
     RestoreError::Files {
@@ -110,17 +116,30 @@ impl FilesWriter {
             aof: open(INCR).await?,
             conv,
             scratch: Vec::with_capacity(64 << 10),
+            unsynced: 0,
         })
     }
 
     /// Snapshot bytes and their (already filtered) events.
     pub async fn snapshot(&mut self, raw: &[u8], events: &[Event]) -> Result<(), RestoreError> {
         match &mut self.conv {
-            None => self
-                .base
-                .write_all(raw)
-                .await
-                .map_err(|e| ferr(&self.staging.join(BASE), e)),
+            None => {
+                self.base
+                    .write_all(raw)
+                    .await
+                    .map_err(|e| ferr(&self.staging.join(BASE), e))?;
+                self.unsynced += raw.len() as u64;
+                if self.unsynced >= SYNC_EVERY {
+                    self.unsynced = 0;
+                    if let Ok(f) = self.base.get_ref().try_clone().await {
+                        // Best effort: the final fsync is what the restore relies on.
+                        tokio::spawn(async move {
+                            let _ = f.sync_data().await;
+                        });
+                    }
+                }
+                Ok(())
+            }
             Some(conv) => {
                 let mut cmds = Vec::new();
                 for ev in events {
