@@ -247,7 +247,6 @@ pub async fn restore(
     let mut sink: Option<Sink> = None;
     let mut version = 0u32;
     let mut magic = rdb::Magic::Redis;
-    let mut keys_seen = 0u64;
     let mut skipping = false;
     let mut kept: Vec<Event> = Vec::new();
     while let Some(batch) = rx.recv().await {
@@ -282,7 +281,6 @@ pub async fn restore(
         for ev in batch.events {
             match &ev {
                 Event::KeyStart { db, key, .. } => {
-                    keys_seen += 1;
                     skipping = !cfg.filter.key_selected(*db as u32, key);
                     if skipping {
                         report.keys_skipped += 1;
@@ -342,7 +340,6 @@ pub async fn restore(
         report.keys = summary.keys;
         progress.keys.store(summary.keys, Ordering::Relaxed);
     }
-    let _ = keys_seen;
     progress.bytes.store(plan.snapshot.bytes, Ordering::Relaxed);
     let mut sink = match sink {
         Some(s) => s,
