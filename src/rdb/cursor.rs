@@ -202,6 +202,30 @@ impl<'a> Cur<'a> {
         }
     }
 
+    /// A string value, as [`string_or_big`](Self::string_or_big), except that an LZF string
+    /// whose decompressed size exceeds `max_chunk` is skipped without being decompressed when
+    /// `skip_lzf(compressed length)` says so (`Ok(None)`): decompressing it would hold it whole.
+    pub fn string_value(
+        &mut self,
+        lim: &Limits,
+        what: &str,
+        skip_lzf: &dyn Fn(u64) -> bool,
+    ) -> R<Option<Str>> {
+        let at = self.pos;
+        let start = self.abs();
+        if let Len::Enc(3) = self.len_enc()? {
+            let clen = self.length(what)?;
+            let ulen = self.length(what)?;
+            if ulen > lim.max_chunk as u64 && skip_lzf(clen) {
+                check_limit(&format!("LZF-compressed {what}"), clen, lim.max_lzf, start)?;
+                self.slice(clen as usize)?;
+                return Ok(None);
+            }
+        }
+        self.pos = at;
+        self.string_or_big(lim, what).map(Some)
+    }
+
     /// Skip a string without decoding it (module values). Long plain or LZF strings come back as
     /// [`Skip::Big`] so they can be skipped piecewise.
     pub fn skip_string(&mut self, lim: &Limits, what: &str) -> R<Skip> {

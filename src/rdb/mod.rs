@@ -278,6 +278,21 @@ pub enum Event {
     Eof { checksum: Option<u64> },
 }
 
+/// What the parser does with a string value stored LZF-compressed whose decompressed size is
+/// over `max_chunk`. Decompressing holds it whole (LZF is decompressed in one piece), so a
+/// consumer that does not need the content can have it skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LzfStrings {
+    /// Decompress it and report its content (the default).
+    #[default]
+    Decode,
+    /// Skip it when its raw bytes are captured for [`Event::KeyEnd`] (the consumer sends the
+    /// value by RESTORE); decompress it otherwise.
+    SkipWhenCaptured,
+    /// Always skip it: the consumer only counts or checks keys.
+    Skip,
+}
+
 /// Bounds on what the parser holds in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParserConfig {

@@ -77,6 +77,7 @@ struct Core {
     key: Option<KeyCtx>,
     summary: Summary,
     failed: Option<RdbError>,
+    lzf_strings: super::LzfStrings,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -386,6 +387,7 @@ impl Parser {
                 key: None,
                 summary: Summary::default(),
                 failed: None,
+                lzf_strings: super::LzfStrings::Decode,
             },
             state: State::Magic,
         }
@@ -464,6 +466,11 @@ impl Parser {
     }
 
     /// Whether the end of the RDB (and its trailer) has been read.
+    /// Sets what happens to large LZF-compressed string values from now on.
+    pub fn set_lzf_strings(&mut self, mode: super::LzfStrings) {
+        self.core.lzf_strings = mode;
+    }
+
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
@@ -827,10 +834,23 @@ fn step_key(
     let max_raw = core.cfg.max_raw_value;
     match kind {
         Kind::String => {
-            let v = cur.string_or_big(&core.lim, "string value")?;
+            let mode = core.lzf_strings;
+            // A skipped value is captured whole only if its header (at most 19 bytes), its
+            // compressed bytes and the type byte fit in `max_raw`.
+            let skip = move |clen: u64| match mode {
+                super::LzfStrings::Decode => false,
+                super::LzfStrings::Skip => true,
+                super::LzfStrings::SkipWhenCaptured => clen.saturating_add(20) <= max_raw as u64,
+            };
+            let v = cur.string_value(&core.lim, "string value", &skip)?;
             key_start(core, out, key, t, vkind, at);
             match v {
-                Str::Whole(v) => {
+                None => {
+                    let raw = raw_single(t, &cur.data[body_start..cur.pos], max_raw);
+                    core.key = None;
+                    out.push(Event::KeyEnd { raw });
+                }
+                Some(Str::Whole(v)) => {
                     if v.len() <= core.cfg.max_chunk {
                         out.push(Event::StringChunk(v));
                     } else {
@@ -846,7 +866,7 @@ fn step_key(
                     core.key = None;
                     out.push(Event::KeyEnd { raw });
                 }
-                Str::Big(n) => {
+                Some(Str::Big(n)) => {
                     core.raw.open(t, body_start, max_raw);
                     *state = State::Value(Body::Str { remaining: n });
                 }

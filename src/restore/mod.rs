@@ -141,6 +141,8 @@ pub async fn make_plan(store: &Store, target: Target) -> Result<Plan, RestoreErr
 struct SnapshotBatch {
     raw: Bytes,
     events: Vec<Event>,
+    /// The RDB's magic and version, on the first batch.
+    header: Option<(rdb::Magic, u32)>,
 }
 
 /// A destination of the restore.
@@ -182,6 +184,8 @@ pub async fn restore(
         let (stx, srx) = std::sync::mpsc::sync_channel::<Bytes>(8);
         let handle = std::thread::spawn(move || {
             let mut parser = rdb::Parser::new(parser_cfg);
+            // It only counts and checks keys: large LZF strings need not be decompressed.
+            parser.set_lzf_strings(rdb::LzfStrings::Skip);
             let mut events = Vec::new();
             for raw in srx {
                 events.clear();
@@ -193,20 +197,40 @@ pub async fn restore(
     } else {
         (None, None)
     };
+    // Before parsing, the reader hands over the RDB header alone and waits to learn whether
+    // values go by RESTORE: large LZF strings then go as their raw bytes, never decompressed.
+    let (mode_tx, mode_rx) = std::sync::mpsc::channel::<bool>();
+    let mut mode_tx = Some(mode_tx);
     let reader = tokio::spawn(async move {
         let mut parser = rdb::Parser::new(parser_cfg);
         let tx2 = tx.clone();
         let mut header_seen = false;
         let r = crate::verify::read_snapshot(&store, snapshot_name, move |raw| {
+            if let (false, false, Some(raw)) = (side_parse, header_seen, raw) {
+                header_seen = true;
+                let (magic, version) =
+                    rdb_header(raw).ok_or_else(|| "the RDB inside: no RDB header".to_string())?;
+                tx2.blocking_send(Ok(SnapshotBatch {
+                    raw: Bytes::new(),
+                    events: Vec::new(),
+                    header: Some((magic, version)),
+                }))
+                .map_err(|_| "restore stopped".to_string())?;
+                let by_restore = mode_rx.recv().map_err(|_| "restore stopped".to_string())?;
+                if by_restore {
+                    parser.set_lzf_strings(rdb::LzfStrings::SkipWhenCaptured);
+                }
+            }
             let mut events = Vec::new();
+            let mut header = None;
             let raw = match raw {
                 Some(raw) if side_parse => {
                     if !header_seen {
                         // The layout only needs the magic and version.
                         header_seen = true;
-                        let (magic, version) = rdb_header(raw)
+                        let mv = rdb_header(raw)
                             .ok_or_else(|| "the RDB inside: no RDB header".to_string())?;
-                        events.push(Event::Header { magic, version });
+                        header = Some(mv);
                     }
                     Bytes::copy_from_slice(raw)
                 }
@@ -225,8 +249,12 @@ pub async fn restore(
                     Bytes::new()
                 }
             };
-            tx2.blocking_send(Ok(SnapshotBatch { raw, events }))
-                .map_err(|_| "restore stopped".to_string())
+            tx2.blocking_send(Ok(SnapshotBatch {
+                raw,
+                events,
+                header,
+            }))
+            .map_err(|_| "restore stopped".to_string())
         })
         .await;
         match r {
@@ -262,18 +290,16 @@ pub async fn restore(
                 break;
             }
         }
-        for ev in &batch.events {
-            if let Event::Header {
-                magic: m,
-                version: v,
-            } = ev
-            {
-                magic = *m;
-                version = *v;
-            }
+        if let Some((m, v)) = batch.header {
+            magic = m;
+            version = v;
         }
         if sink.is_none() {
-            sink = Some(open_sink(cfg, magic, version).await?);
+            let (opened, restore) = open_sink(cfg, magic, version).await?;
+            if let Some(t) = mode_tx.take() {
+                let _ = t.send(restore);
+            }
+            sink = Some(opened);
         }
         let sink = sink.as_mut().expect("opened");
         // Selective restore: drop the events of unselected keys.
@@ -488,11 +514,12 @@ pub async fn restore(
     Ok(report)
 }
 
+/// Opens the destination; also says whether values go by RESTORE.
 async fn open_sink(
     cfg: &RestoreConfig,
     magic: rdb::Magic,
     version: u32,
-) -> Result<Sink, RestoreError> {
+) -> Result<(Sink, bool), RestoreError> {
     match &cfg.destination {
         Destination::Live { url, password } => {
             let mut target = live::LiveTarget::connect(url, password.clone()).await?;
@@ -510,19 +537,25 @@ async fn open_sink(
                 max_restore_bytes: cfg.max_restore_bytes,
                 max_batch_bytes: 1 << 20,
             });
-            Ok(Sink::Live(Box::new(target), conv))
+            Ok((
+                Sink::Live(Box::new(target), conv),
+                restore_version.is_some(),
+            ))
         }
-        Destination::Files { dir } => Ok(Sink::Files(Box::new(
-            files::FilesWriter::create(
-                dir,
-                magic,
-                version,
-                &cfg.filter,
-                cfg.force,
-                cfg.max_restore_bytes,
-            )
-            .await?,
-        ))),
+        Destination::Files { dir } => Ok((
+            Sink::Files(Box::new(
+                files::FilesWriter::create(
+                    dir,
+                    magic,
+                    version,
+                    &cfg.filter,
+                    cfg.force,
+                    cfg.max_restore_bytes,
+                )
+                .await?,
+            )),
+            !cfg.filter.is_all(),
+        )),
     }
 }
 
