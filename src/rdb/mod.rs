@@ -289,7 +289,9 @@ pub enum LzfStrings {
     /// Skip it when its raw bytes are captured for [`Event::KeyEnd`] (the consumer sends the
     /// value by RESTORE); decompress it otherwise.
     SkipWhenCaptured,
-    /// Always skip it: the consumer only counts or checks keys.
+    /// Always skip it, and also small string values and the contents of encoded containers
+    /// (listpacks, ziplists, intsets): the consumer only counts keys. Key events and the file's
+    /// structure and checksum are still read and checked.
     Skip,
 }
 

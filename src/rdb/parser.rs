@@ -842,7 +842,22 @@ fn step_key(
                 super::LzfStrings::Skip => true,
                 super::LzfStrings::SkipWhenCaptured => clen.saturating_add(20) <= max_raw as u64,
             };
-            let v = cur.string_value(&core.lim, "string value", &skip)?;
+            // Only counting keys: a small value need not even be sliced out.
+            let skipped_small = mode == super::LzfStrings::Skip && {
+                let at = cur.pos;
+                match cur.skip_string(&core.lim, "string value")? {
+                    Skip::Done => true,
+                    Skip::Big(_) => {
+                        cur.pos = at;
+                        false
+                    }
+                }
+            };
+            let v = if skipped_small {
+                None
+            } else {
+                cur.string_value(&core.lim, "string value", &skip)?
+            };
             key_start(core, out, key, t, vkind, at);
             match v {
                 None => {
@@ -880,7 +895,9 @@ fn step_key(
             let blob_at = cur.abs();
             let blob = cur.string(&core.lim, blob_what(bk))?;
             key_start(core, out, key, t, vkind, at);
-            decode_blob(bk, &blob, blob_at, out)?;
+            if core.lzf_strings != super::LzfStrings::Skip {
+                decode_blob(bk, &blob, blob_at, out)?;
+            }
             let raw = raw_single(t, &cur.data[body_start..cur.pos], max_raw);
             core.key = None;
             out.push(Event::KeyEnd { raw });
