@@ -97,46 +97,6 @@ build() {
 
 # --- redis-server -------------------------------------------------------------------------
 
-# Set by start_redis: the port, pid and directory of the server just started.
-REDIS_PORT=""
-REDIS_PID=""
-REDIS_DIR=""
-# start_redis NAME [config lines...]: a scratch redis-server in $WORK/NAME (kept if it
-# exists: a dump.rdb or appendonlydir put there is loaded). Returns once it answers INFO
-# (it may still be loading; see wait_loaded).
-start_redis() {
-  local name="$1" dir attempt i
-  shift
-  dir="$WORK/$name"
-  mkdir -p "$dir"
-  for attempt in 1 2 3 4 5; do
-    REDIS_PORT="$(free_port)"
-    {
-      echo "bind 127.0.0.1"
-      echo "port $REDIS_PORT"
-      echo "dir $dir"
-      echo "logfile $dir/redis.log"
-      echo "daemonize no"
-      echo 'save ""'
-      echo "appendonly no"
-      echo "enable-debug-command local"
-      printf '%s\n' "$@"
-    } >"$dir/redis.conf"
-    redis-server "$dir/redis.conf" >>"$dir/stdout.log" 2>&1 &
-    REDIS_PID=$!
-    REDIS_DIR="$dir"
-    PIDS+=("$REDIS_PID")
-    for ((i = 0; i < 600; i++)); do
-      redis-cli -p "$REDIS_PORT" info server >/dev/null 2>&1 && return 0
-      kill -0 "$REDIS_PID" 2>/dev/null || break
-      sleep 0.05
-    done
-    stop_pid "$REDIS_PID"
-    forget_pid "$REDIS_PID"
-    log "redis-server did not start on port $REDIS_PORT (attempt $attempt): $(tail -n 3 "$dir/redis.log" 2>/dev/null)"
-  done
-  die "redis-server did not start"
-}
 
 # wait_loaded PORT PID: polls INFO persistence every 20 ms until loading:0.
 wait_loaded() {

@@ -92,45 +92,7 @@ build() {
 
 # --- redis-server -------------------------------------------------------------------------
 
-REDIS_PORT=""
-REDIS_PID=""
-# start_redis NAME [config lines...]: a scratch redis-server in $WORK/NAME.
-start_redis() {
-  local name="$1" dir attempt i
-  shift
-  dir="$WORK/$name"
-  mkdir -p "$dir"
-  for attempt in 1 2 3 4 5; do
-    REDIS_PORT="$(free_port)"
-    {
-      echo "bind 127.0.0.1"
-      echo "port $REDIS_PORT"
-      echo "dir $dir"
-      echo "logfile $dir/redis.log"
-      echo "daemonize no"
-      echo 'save ""'
-      echo "appendonly no"
-      echo "enable-debug-command local"
-      printf '%s\n' "$@"
-    } >"$dir/redis.conf"
-    redis-server "$dir/redis.conf" >>"$dir/stdout.log" 2>&1 &
-    REDIS_PID=$!
-    PIDS+=("$REDIS_PID")
-    for ((i = 0; i < 300; i++)); do
-      redis_ping && return 0
-      kill -0 "$REDIS_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    stop_pid "$REDIS_PID"
-    forget_pid "$REDIS_PID"
-    log "redis-server did not start on port $REDIS_PORT (attempt $attempt): $(tail -n 3 "$dir/redis.log" 2>/dev/null)"
-  done
-  die "redis-server did not start"
-}
-
-redis_ping() {
-  [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]
-}
+# start_redis comes from scripts/bench-lib.sh.
 
 rcli() {
   redis-cli -p "$REDIS_PORT" "$@"

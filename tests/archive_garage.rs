@@ -7,73 +7,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use support::archiving::*;
 use support::*;
 
-fn master_offset(r: &RedisServer) -> u64 {
-    r.info("replication")["master_repl_offset"].parse().unwrap()
+/// An archive at `prefix` in Garage's bucket.
+fn archive(g: &Garage, prefix: &str) -> Archive {
+    Archive::at(g.store_url(prefix), g.env())
 }
 
-fn wait_online(r: &RedisServer) {
-    wait_until_msg(Duration::from_secs(60), "the archiver to be online", || {
-        r.info("replication")
-            .get("slave0")
-            .is_some_and(|s| s.contains("state=online"))
-    });
-}
-
-fn ls(g: &Garage, store: &str) -> Value {
-    let out = run_pitr_ok(&["ls", "--store", store, "--json"], &g.env());
-    serde_json::from_str(&out).unwrap()
-}
-
-fn verify(g: &Garage, store: &str) -> Value {
-    let out = run_pitr(&["verify", "--store", store, "--json"], &g.env());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert!(
-        out.status.success() && v["ok"] == true,
-        "verify failed: {v:#}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    v
-}
-
-fn archiver(g: &Garage, r: &RedisServer, store: &str, extra: &[&str]) -> PitrProcess {
-    let source = format!("redis://127.0.0.1:{}", r.port());
-    let mut args = vec![
-        "archive",
-        "--source",
-        &source,
-        "--store",
-        store,
-        "--flush-interval",
-        "250ms",
-    ];
-    args.extend_from_slice(extra);
-    PitrProcess::spawn(&args, &g.env())
-}
-
-fn caught_up(g: &Garage, store: &str, r: &RedisServer, timeout: Duration) -> Value {
-    let want = master_offset(r);
-    let mut last = Value::Null;
-    wait_until_msg(timeout, "the archive to catch up", || {
-        last = ls(g, store);
-        last["generations"]
-            .as_array()
-            .and_then(|gs| gs.last())
-            .is_some_and(|gen| gen["last_offset"].as_u64() == Some(want))
-    });
-    last
-}
+const FLUSH: &[&str] = &["--flush-interval", "250ms"];
 
 #[test]
 fn whole_flow_on_garage_with_a_restart() {
     let g = Garage::start();
     let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
     r.cmd(&["DEBUG", "POPULATE", "100000", "key", "50"]);
-    let store = g.store_url("flow");
-    let p = archiver(&g, &r, &store, &[]);
-    wait_online(&r);
+    let a = archive(&g, "flow");
+    let p = a.archiver(&r, FLUSH);
+    wait_online(&r, Duration::from_secs(60));
     let mut con = r.client();
     for i in 0..100 {
         let _: () = redis::cmd("SET")
@@ -84,7 +35,10 @@ fn whole_flow_on_garage_with_a_restart() {
     }
     let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
     assert_eq!(n, 1);
-    caught_up(&g, &store, &r, Duration::from_secs(30));
+    {
+        a.caught_up(&r, Duration::from_secs(30));
+        a.ls()
+    };
     p.stop_gracefully(Duration::from_secs(30));
     // Writes while the archiver is away, then a restart that resumes from S3.
     for i in 0..100 {
@@ -94,12 +48,15 @@ fn whole_flow_on_garage_with_a_restart() {
             .query(&mut con)
             .unwrap();
     }
-    let p2 = archiver(&g, &r, &store, &[]);
+    let p2 = a.archiver(&r, FLUSH);
     p2.wait_for_log("partial resync", Duration::from_secs(30));
-    let l = caught_up(&g, &store, &r, Duration::from_secs(30));
+    let l = {
+        a.caught_up(&r, Duration::from_secs(30));
+        a.ls()
+    };
     assert_eq!(l["generations"].as_array().unwrap().len(), 1, "{l:#}");
     p2.stop_gracefully(Duration::from_secs(30));
-    let v = verify(&g, &store);
+    let v = a.verify();
     assert_eq!(v["snapshots"], 1);
     assert!(v["commands"].as_u64().unwrap() >= 200);
 }
@@ -108,10 +65,10 @@ fn whole_flow_on_garage_with_a_restart() {
 fn garage_down_for_20s_during_writes_loses_nothing() {
     let g = Garage::start();
     let r = RedisServer::start(&[("repl-backlog-size", "64mb")]);
-    let store = g.store_url("outage");
+    let a = archive(&g, "outage");
     // A small buffer, so that the outage also exercises backpressure.
-    let p = archiver(&g, &r, &store, &["--max-buffer", "1MiB"]);
-    wait_online(&r);
+    let p = a.archiver(&r, &["--flush-interval", "250ms", "--max-buffer", "1MiB"]);
+    wait_online(&r, Duration::from_secs(60));
 
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));
@@ -168,7 +125,10 @@ fn garage_down_for_20s_during_writes_loses_nothing() {
         .query(&mut con)
         .unwrap();
     assert_eq!(n, 1, "the archive did not catch up after the outage");
-    let l = caught_up(&g, &store, &r, Duration::from_secs(60));
+    let l = {
+        a.caught_up(&r, Duration::from_secs(60));
+        a.ls()
+    };
     assert_eq!(l["generations"].as_array().unwrap().len(), 1, "{l:#}");
     assert!(l["generations"][0]["holes"].as_array().unwrap().is_empty());
     assert!(
@@ -182,5 +142,5 @@ fn garage_down_for_20s_during_writes_loses_nothing() {
         p.log_tail(40)
     );
     p.stop_gracefully(Duration::from_secs(30));
-    verify(&g, &store);
+    a.verify();
 }

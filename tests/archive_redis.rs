@@ -8,96 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::archiving::*;
 use support::*;
 
-/// Everything the tests need to find and check one archive.
-struct Archive {
-    dir: tempfile::TempDir,
+const FLUSH: &[&str] = &["--flush-interval", "200ms"];
+
+/// `pitr archive` of `source` with a short flush interval.
+fn archiver(a: &Archive, source: &str, envs: &[(String, String)]) -> PitrProcess {
+    a.archiver_with(source, FLUSH, envs)
 }
 
-impl Archive {
-    fn new() -> Archive {
-        Archive {
-            dir: temp_dir("pitr-archive"),
-        }
-    }
-
-    fn store(&self) -> String {
-        self.dir.path().to_string_lossy().into_owned()
-    }
-
-    fn ls(&self) -> Value {
-        let out = run_pitr_ok(&["ls", "--store", &self.store(), "--json"], &[]);
-        serde_json::from_str(&out).expect("ls --json prints JSON")
-    }
-
-    fn verify(&self) -> Value {
-        let out = run_pitr(&["verify", "--store", &self.store(), "--json"], &[]);
-        let v: Value = serde_json::from_slice(&out.stdout).expect("verify --json prints JSON");
-        assert!(
-            out.status.success() && v["ok"] == true,
-            "verify failed: {v:#}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        v
-    }
-
-    fn archiver(&self, source: &str, envs: &[(String, String)]) -> PitrProcess {
-        PitrProcess::spawn(
-            &[
-                "archive",
-                "--source",
-                source,
-                "--store",
-                &self.store(),
-                "--flush-interval",
-                "200ms",
-            ],
-            envs,
-        )
-    }
-}
-
-fn master_offset(r: &RedisServer) -> u64 {
-    r.info("replication")["master_repl_offset"].parse().unwrap()
-}
-
-/// Waits until the archiver is an online replica of `r`.
-fn wait_online(r: &RedisServer, timeout: Duration) {
-    wait_until_msg(timeout, "the archiver to be an online replica", || {
-        r.info("replication")
-            .get("slave0")
-            .is_some_and(|s| s.contains("state=online"))
-    });
-}
-
-/// `WAIT 1 <ms>` on the connection that made the writes.
-fn wait_archived(con: &mut redis::Connection, ms: u64) -> i64 {
-    redis::cmd("WAIT").arg(1).arg(ms).query(con).unwrap()
-}
-
-fn plain_url(r: &RedisServer) -> String {
-    format!("redis://127.0.0.1:{}", r.port())
-}
-
-/// Waits until the archive holds the master's whole history, then returns its single
-/// generation.
 fn caught_up(a: &Archive, r: &RedisServer) -> Value {
-    let want = master_offset(r);
-    wait_until_msg(Duration::from_secs(30), "the archive to catch up", || {
-        let ls = a.ls();
-        ls["generations"]
-            .as_array()
-            .and_then(|g| g.last())
-            .is_some_and(|g| g["last_offset"].as_u64() == Some(want))
-    });
-    let ls = a.ls();
-    ls["generations"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone()
+    a.caught_up(r, Duration::from_secs(30))
 }
 
 fn full_sync_large(diskless: &str) {
@@ -108,8 +30,8 @@ fn full_sync_large(diskless: &str) {
     ]);
     // About 120 MB of RDB.
     r.cmd(&["DEBUG", "POPULATE", "1000000", "key", "100"]);
-    let a = Archive::new();
-    let p = a.archiver(&plain_url(&r), &[]);
+    let a = Archive::local();
+    let p = archiver(&a, &plain_url(&r), &[]);
     // Writes while the snapshot is taken and streamed.
     let mut con = r.client();
     for i in 0..200 {
@@ -159,9 +81,10 @@ fn full_sync_diskless_over_100mb() {
 #[test]
 fn auth_with_requirepass_from_the_environment() {
     let r = RedisServer::start(&[("requirepass", "s3cret-pass")]);
-    let a = Archive::new();
+    let a = Archive::local();
     // The password comes from the environment, not argv, and never reaches the logs.
-    let p = a.archiver(
+    let p = archiver(
+        &a,
         &plain_url(&r),
         &[("PITR_SOURCE_PASSWORD".into(), "s3cret-pass".into())],
     );
@@ -174,7 +97,11 @@ fn auth_with_requirepass_from_the_environment() {
     a.verify();
 
     // A wrong password is a clear, fatal error.
-    let bad = a.archiver(&plain_url(&r), &[("REDISCLI_AUTH".into(), "wrong".into())]);
+    let bad = archiver(
+        &a,
+        &plain_url(&r),
+        &[("REDISCLI_AUTH".into(), "wrong".into())],
+    );
     let st = bad
         .wait_timeout(Duration::from_secs(30))
         .expect("a wrong password ends the archiver");
@@ -197,8 +124,9 @@ fn auth_with_an_acl_user_that_has_only_what_the_archiver_needs() {
         "+replconf",
         "+ping",
     ]);
-    let a = Archive::new();
-    let p = a.archiver(
+    let a = Archive::local();
+    let p = archiver(
+        &a,
         &format!("redis://archiver@127.0.0.1:{}", r.port()),
         &[("PITR_SOURCE_PASSWORD".into(), "archiver-pass".into())],
     );
@@ -242,8 +170,8 @@ fn writer(
 #[test]
 fn kill9_during_heavy_writes_resumes_the_same_generation() {
     let r = RedisServer::start(&[("repl-backlog-size", "64mb")]);
-    let a = Archive::new();
-    let p = a.archiver(&plain_url(&r), &[]);
+    let a = Archive::local();
+    let p = archiver(&a, &plain_url(&r), &[]);
     wait_online(&r, Duration::from_secs(30));
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
@@ -251,11 +179,11 @@ fn kill9_during_heavy_writes_resumes_the_same_generation() {
     std::thread::sleep(Duration::from_millis(1500));
     p.kill9();
     std::thread::sleep(Duration::from_millis(500));
-    let p2 = a.archiver(&plain_url(&r), &[]);
+    let p2 = archiver(&a, &plain_url(&r), &[]);
     p2.wait_for_log("partial resync", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(1500));
     p2.kill9();
-    let p3 = a.archiver(&plain_url(&r), &[]);
+    let p3 = archiver(&a, &plain_url(&r), &[]);
     p3.wait_for_log("partial resync", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
@@ -279,62 +207,47 @@ fn kill9_during_heavy_writes_resumes_the_same_generation() {
     a.verify();
 }
 
-#[test]
-fn master_restart_without_data_starts_a_new_generation_and_shows_the_gap() {
+/// Archives a master across `restart`, with a write before and one after; returns the
+/// archive's listing once everything is archived and the archiver stopped.
+fn across_a_restart(restart: impl FnOnce(&RedisServer)) -> (Archive, Value) {
     let r = RedisServer::start(&[]);
-    let a = Archive::new();
-    let p = a.archiver(&plain_url(&r), &[]);
+    let a = Archive::local();
+    let p = archiver(&a, &plain_url(&r), &[]);
     wait_online(&r, Duration::from_secs(30));
     r.cmd(&["SET", "before", "1"]);
     caught_up(&a, &r);
-    r.restart();
+    restart(&r);
     wait_online(&r, Duration::from_secs(60));
     let mut con = r.client();
-    let _: () = redis::cmd("SET")
-        .arg("after")
-        .arg("1")
-        .query(&mut con)
-        .unwrap();
+    exec(&mut con, &["SET", "after", "1"]);
     assert_eq!(wait_archived(&mut con, 5000), 1);
     caught_up(&a, &r);
     p.stop_gracefully(Duration::from_secs(30));
     let ls = a.ls();
+    a.verify();
+    (a, ls)
+}
+
+#[test]
+fn master_restart_without_data_starts_a_new_generation_and_shows_the_gap() {
+    let (a, ls) = across_a_restart(RedisServer::restart);
     assert_eq!(ls["generations"].as_array().unwrap().len(), 2, "{ls:#}");
     assert_eq!(ls["gaps"].as_array().unwrap().len(), 1, "{ls:#}");
-    let text = run_pitr_ok(&["ls", "--store", &a.store()], &[]);
+    let text = run_pitr_ok(&["ls", "--store", a.store()], &[]);
     assert!(text.contains("gap between generation"), "{text}");
-    a.verify();
 }
 
 #[test]
 fn master_restart_with_save_continues_the_generation() {
-    let r = RedisServer::start(&[]);
-    let a = Archive::new();
-    let p = a.archiver(&plain_url(&r), &[]);
-    wait_online(&r, Duration::from_secs(30));
-    r.cmd(&["SET", "before", "1"]);
-    caught_up(&a, &r);
-    r.restart_with_save();
-    wait_online(&r, Duration::from_secs(60));
-    let mut con = r.client();
-    let _: () = redis::cmd("SET")
-        .arg("after")
-        .arg("1")
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(wait_archived(&mut con, 5000), 1);
-    caught_up(&a, &r);
-    p.stop_gracefully(Duration::from_secs(30));
-    let ls = a.ls();
+    let (_a, ls) = across_a_restart(RedisServer::restart_with_save);
     assert_eq!(ls["generations"].as_array().unwrap().len(), 1, "{ls:#}");
-    a.verify();
 }
 
 #[test]
 fn backlog_overrun_forces_a_full_resync_and_a_new_generation() {
     let r = RedisServer::start(&[("repl-backlog-size", "16kb")]);
-    let a = Archive::new();
-    let p = a.archiver(&plain_url(&r), &[]);
+    let a = Archive::local();
+    let p = archiver(&a, &plain_url(&r), &[]);
     wait_online(&r, Duration::from_secs(30));
     r.cmd(&["SET", "before", "1"]);
     caught_up(&a, &r);
@@ -349,7 +262,7 @@ fn backlog_overrun_forces_a_full_resync_and_a_new_generation() {
             .query(&mut con)
             .unwrap();
     }
-    let p2 = a.archiver(&plain_url(&r), &[]);
+    let p2 = archiver(&a, &plain_url(&r), &[]);
     p2.wait_for_log("new generation", Duration::from_secs(30));
     wait_online(&r, Duration::from_secs(30));
     let _: () = redis::cmd("SET")
@@ -372,20 +285,9 @@ fn backlog_overrun_forces_a_full_resync_and_a_new_generation() {
 #[test]
 fn wait_returns_once_the_write_is_in_the_store() {
     let r = RedisServer::start(&[]);
-    let a = Archive::new();
+    let a = Archive::local();
     // A long flush interval: WAIT must not have to wait for it (GETACK flushes at once).
-    let p = PitrProcess::spawn(
-        &[
-            "archive",
-            "--source",
-            &plain_url(&r),
-            "--store",
-            &a.store(),
-            "--flush-interval",
-            "30s",
-        ],
-        &[],
-    );
+    let p = a.archiver(&r, &["--flush-interval", "30s"]);
     wait_online(&r, Duration::from_secs(30));
     let mut con = r.client();
     for i in 0..5 {

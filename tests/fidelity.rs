@@ -7,28 +7,13 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::restored::{connect, start_from};
+use support::archiving::*;
 use support::state::{diff, drop_expired, logical_state, logical_state_con};
 use support::workload::{Checkpoint, Workload};
 use support::*;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn wait_online(r: &RedisServer) {
-    wait_until_msg(Duration::from_secs(60), "the archiver to be online", || {
-        r.info("replication")
-            .get("slave0")
-            .is_some_and(|s| s.contains("state=online"))
-    });
-}
 
 /// Keeps a copy of the archive for a failure message.
 fn keep(store: &str) -> String {
@@ -61,25 +46,13 @@ fn restores_equal_every_checkpoint_in_both_modes() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20261124);
     let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
-    let archive = temp_dir("pitr-archive");
-    let store = archive.path().to_string_lossy().into_owned();
+    let archive = Archive::local();
     let mut w = Workload::new(seed);
     let mut con = master.client();
     // Some history before the archiver attaches: it lands in the snapshot.
     w.run_step(&mut con, 800);
-    let p = PitrProcess::spawn(
-        &[
-            "archive",
-            "--source",
-            &format!("redis://127.0.0.1:{}", master.port()),
-            "--store",
-            &store,
-            "--flush-interval",
-            "200ms",
-        ],
-        &[],
-    );
-    wait_online(&master);
+    let p = archive.archiver(&master, &["--flush-interval", "200ms"]);
+    wait_online(&master, Duration::from_secs(60));
     let mut checkpoints = vec![w.checkpoint(&mut con, &master)];
     for _ in 0..3 {
         w.run_step(&mut con, 1500);
@@ -87,13 +60,8 @@ fn restores_equal_every_checkpoint_in_both_modes() {
     }
     // One more write after the last checkpoint, so that its time lies inside the archived
     // window (the window ends at the last archived write).
-    let _: () = redis::cmd("SET")
-        .arg("fidelity:end")
-        .arg(1)
-        .query(&mut con)
-        .unwrap();
-    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
-    assert_eq!(n, 1);
+    exec(&mut con, &["SET", "fidelity:end", "1"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
     p.stop_gracefully(Duration::from_secs(30));
     let stats = w.stats();
     assert!(stats.ops >= 5300, "{stats:?}");
@@ -101,52 +69,24 @@ fn restores_equal_every_checkpoint_in_both_modes() {
     for (i, cp) in checkpoints.iter().enumerate() {
         let keys = cp.state["keys"].as_array().map_or(0, |k| k.len());
         assert!(keys > 0 || i == 0, "checkpoint {i} is empty");
+        let to = cp.time_ms.to_string();
 
-        // A live target.
-        let target = RedisServer::start(&[]);
-        let out = run_pitr_ok(
-            &[
-                "restore",
-                "--store",
-                &store,
-                "--to",
-                &cp.time_ms.to_string(),
-                "--target",
-                &format!("redis://127.0.0.1:{}", target.port()),
-                "--json",
-            ],
-            &[],
-        );
-        let rep: Value = serde_json::from_str(&out).unwrap();
+        let (target, rep) = archive.restore_into_new_server(&to, &[]);
         assert!(rep["time_ms"].as_u64().unwrap() <= cp.time_ms, "{rep}");
         compare(
             &format!("checkpoint {i} into a live target"),
-            &store,
+            archive.store(),
             cp,
             |cutoff| logical_state(&target, cutoff),
         );
 
-        // Files for a stock redis-server.
-        let dir = temp_dir("pitr-restore");
-        let out = run_pitr_ok(
-            &[
-                "restore",
-                "--store",
-                &store,
-                "--to",
-                &cp.time_ms.to_string(),
-                "--output-dir",
-                &dir.path().join("data").to_string_lossy(),
-                "--json",
-            ],
-            &[],
+        let files = archive.restore_as_files_and_start(&to, &[]);
+        compare(
+            &format!("checkpoint {i} as files"),
+            archive.store(),
+            cp,
+            |cutoff| logical_state_con(&mut files.con(), cutoff),
         );
-        let rep: Value = serde_json::from_str(&out).unwrap();
-        let (_srv, port) = start_from(rep["files"]["command_line"].as_str().unwrap());
-        let mut rcon = connect(port);
-        compare(&format!("checkpoint {i} as files"), &store, cp, |cutoff| {
-            logical_state_con(&mut rcon, cutoff)
-        });
     }
 }
 
@@ -171,61 +111,18 @@ fn a_huge_key_restores_as_batched_commands() {
         }
         let _: () = h.query(&mut con).unwrap();
     }
-    let _: () = redis::cmd("SET")
-        .arg("bigstr")
-        .arg("s".repeat(3 << 20))
-        .query(&mut con)
-        .unwrap();
-    let _: () = redis::cmd("PEXPIREAT")
-        .arg("biglist")
-        .arg(4102444800000u64)
-        .query(&mut con)
-        .unwrap();
-    let archive = temp_dir("pitr-archive");
-    let store = archive.path().to_string_lossy().into_owned();
-    let p = PitrProcess::spawn(
-        &[
-            "archive",
-            "--source",
-            &format!("redis://127.0.0.1:{}", master.port()),
-            "--store",
-            &store,
-        ],
-        &[],
-    );
-    wait_online(&master);
-    let _: () = redis::cmd("RPUSH")
-        .arg("biglist")
-        .arg("after")
-        .query(&mut con)
-        .unwrap();
-    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
-    assert_eq!(n, 1);
-    p.stop_gracefully(Duration::from_secs(30));
+    exec(&mut con, &["SET", "bigstr", &"s".repeat(3 << 20)]);
+    exec(&mut con, &["PEXPIREAT", "biglist", "4102444800000"]);
+    let archive = Archive::local();
+    archive.archive_while(&master, |con| exec(con, &["RPUSH", "biglist", "after"]));
     let want = logical_state(&master, 0);
 
-    let target = RedisServer::start(&[]);
-    let out = run_pitr_ok(
-        &[
-            "restore",
-            "--store",
-            &store,
-            "--to",
-            "latest",
-            "--target",
-            &format!("redis://127.0.0.1:{}", target.port()),
-            "--max-restore-bytes",
-            "64KiB",
-            "--json",
-        ],
-        &[],
-    );
-    let rep: Value = serde_json::from_str(&out).unwrap();
+    let (target, rep) =
+        archive.restore_into_new_server("latest", &["--max-restore-bytes", "64KiB"]);
     // The list and the hash go as batches; the 3 MB string is LZF-compressed in the snapshot
     // and small enough, compressed, to go by RESTORE.
     assert!(rep["keys_by_commands"].as_u64().unwrap() >= 2, "{rep}");
-    let got = logical_state(&target, 0);
-    if let Some(d) = diff(&want, &got) {
+    if let Some(d) = diff(&want, &logical_state(&target, 0)) {
         panic!("huge keys differ after a batched restore:\n{d}");
     }
 }
@@ -236,77 +133,23 @@ fn a_huge_compressible_string_restores_in_both_modes() {
     // goes by RESTORE from its raw bytes (never decompressed by pitr).
     let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
     let mut con = master.client();
-    let _: () = redis::cmd("SETRANGE")
-        .arg("zeros")
-        .arg(40 << 20)
-        .arg("end")
-        .query(&mut con)
-        .unwrap();
-    let _: () = redis::cmd("SET")
-        .arg("small")
-        .arg("x")
-        .query(&mut con)
-        .unwrap();
-    let archive = temp_dir("pitr-archive");
-    let store = archive.path().to_string_lossy().into_owned();
-    let p = PitrProcess::spawn(
-        &[
-            "archive",
-            "--source",
-            &format!("redis://127.0.0.1:{}", master.port()),
-            "--store",
-            &store,
-        ],
-        &[],
+    exec(
+        &mut con,
+        &["SETRANGE", "zeros", &(40 << 20).to_string(), "end"],
     );
-    wait_online(&master);
-    let _: () = redis::cmd("APPEND")
-        .arg("small")
-        .arg("y")
-        .query(&mut con)
-        .unwrap();
-    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
-    assert_eq!(n, 1);
-    p.stop_gracefully(Duration::from_secs(30));
+    exec(&mut con, &["SET", "small", "x"]);
+    let archive = Archive::local();
+    archive.archive_while(&master, |con| exec(con, &["APPEND", "small", "y"]));
     let want = logical_state(&master, 0);
 
-    let target = RedisServer::start(&[]);
-    let out = run_pitr_ok(
-        &[
-            "restore",
-            "--store",
-            &store,
-            "--to",
-            "latest",
-            "--target",
-            &format!("redis://127.0.0.1:{}", target.port()),
-            "--json",
-        ],
-        &[],
-    );
-    let rep: Value = serde_json::from_str(&out).unwrap();
+    let (target, rep) = archive.restore_into_new_server("latest", &[]);
     assert_eq!(rep["keys_by_restore"], 2, "{rep}");
     if let Some(d) = diff(&want, &logical_state(&target, 0)) {
         panic!("live restore differs:\n{d}");
     }
-    let dir = temp_dir("pitr-restore");
-    let out = run_pitr_ok(
-        &[
-            "restore",
-            "--store",
-            &store,
-            "--to",
-            "latest",
-            "--output-dir",
-            &dir.path().join("d").to_string_lossy(),
-            "--json",
-        ],
-        &[],
-    );
-    let rep: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(rep["keys"], 2, "{rep}");
-    let (_srv, port) = start_from(rep["files"]["command_line"].as_str().unwrap());
-    if let Some(d) = diff(&want, &logical_state_con(&mut connect(port), 0)) {
+    let files = archive.restore_as_files_and_start("latest", &[]);
+    assert_eq!(files.report["keys"], 2, "{}", files.report);
+    if let Some(d) = diff(&want, &logical_state_con(&mut files.con(), 0)) {
         panic!("files restore differs:\n{d}");
     }
 }

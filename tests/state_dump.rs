@@ -10,21 +10,15 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::state::{
     decode_bytes, diff, drop_expired, encode_bytes, format_score, logical_state, parse_score,
 };
 use support::workload::Workload;
+use support::archiving::now_ms;
 use support::*;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 /// `tests/fixtures/rdb/`, or `/work/shared/fixtures/rdb/` when the copy is
 /// not there.

@@ -15,6 +15,7 @@
 //! shell watchdog that kills it if the test process itself dies.
 #![allow(dead_code, unused_imports)]
 
+pub mod archiving;
 pub mod garage;
 pub mod pitr;
 pub mod process;

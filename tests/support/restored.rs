@@ -51,3 +51,54 @@ pub fn connect(port: u16) -> redis::Connection {
         .and_then(|c| c.get_connection())
         .unwrap_or_else(|e| panic!("cannot connect to 127.0.0.1:{port}: {e}"))
 }
+
+/// A stock redis-server started on the files of a `--output-dir` restore.
+pub struct RestoredFiles {
+    /// The restore's `--json` report.
+    pub report: serde_json::Value,
+    pub port: u16,
+    _server: ManagedChild,
+    _dir: tempfile::TempDir,
+}
+
+impl RestoredFiles {
+    pub fn con(&self) -> redis::Connection {
+        connect(self.port)
+    }
+}
+
+impl super::archiving::Archive {
+    /// Restores `to` into a new, empty redis-server; returns it with the report.
+    pub fn restore_into_new_server(
+        &self,
+        to: &str,
+        extra: &[&str],
+    ) -> (super::redis_server::RedisServer, serde_json::Value) {
+        let target = super::redis_server::RedisServer::start(&[]);
+        let url = super::archiving::plain_url(&target);
+        let mut args = vec!["--target", url.as_str()];
+        args.extend_from_slice(extra);
+        let report = self.restore(to, &args);
+        (target, report)
+    }
+
+    /// Restores `to` as files into a new directory and starts redis-server on them with the
+    /// command line the restore printed.
+    pub fn restore_as_files_and_start(&self, to: &str, extra: &[&str]) -> RestoredFiles {
+        let dir = super::util::temp_dir("pitr-restore");
+        let out = dir.path().join("data").to_string_lossy().into_owned();
+        let mut args = vec!["--output-dir", out.as_str()];
+        args.extend_from_slice(extra);
+        let report = self.restore(to, &args);
+        let line = report["files"]["command_line"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no command line in {report}"));
+        let (server, port) = start_from(line);
+        RestoredFiles {
+            report,
+            port,
+            _server: server,
+            _dir: dir,
+        }
+    }
+}
