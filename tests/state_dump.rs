@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::archiving::now_ms;
 use support::state::{
     decode_bytes, diff, drop_expired, encode_bytes, format_score, logical_state, parse_score,
 };
 use support::workload::Workload;
-use support::archiving::now_ms;
 use support::*;
 
 /// `tests/fixtures/rdb/`, or `/work/shared/fixtures/rdb/` when the copy is
