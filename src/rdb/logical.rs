@@ -464,7 +464,7 @@ impl StreamAcc {
 
 /// `streamEstimateDistanceFromFirstEverEntry()`: the entries-read counter a server derives for
 /// a group of a stream that did not store it.
-fn estimate_entries_read(
+pub(crate) fn estimate_entries_read(
     entries_added: u64,
     length: u64,
     last_id: StreamId,

@@ -241,27 +241,17 @@ pub fn type_in_version(magic: Magic, type_id: u8, version: u16) -> bool {
     version >= min
 }
 
-/// `streamEstimateDistanceFromFirstEverEntry()` for a group of a stream v1 (which stores no
-/// entries_read): what a loading server derives, so the commands form derives the same.
+/// What a loading server derives as a stream v1 group's entries_read (v1 stores none): the
+/// commands form sets the same. v1 streams have entries_added = length and no deletions.
 fn estimate_entries_read(m: V1Meta, id: StreamId) -> Option<u64> {
-    // v1: entries_added = length, max_deleted_id = 0-0.
-    let entries_added = m.length;
-    if entries_added == 0 {
-        return Some(0);
-    }
-    if id == m.last_id {
-        return Some(entries_added);
-    }
-    if id > m.last_id {
-        return None;
-    }
-    if id < m.first_id {
-        return Some(0);
-    }
-    if id == m.first_id {
-        return Some(1);
-    }
-    None
+    crate::rdb::logical::estimate_entries_read(
+        m.length,
+        m.length,
+        m.last_id,
+        m.first_id,
+        StreamId::default(),
+        id,
+    )
 }
 
 impl KeyConverter {
