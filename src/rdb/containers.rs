@@ -93,26 +93,33 @@ fn decode_backlen(b: &[u8]) -> u64 {
     val
 }
 
-/// All elements of a listpack (`u32 total bytes`, `u16 count`, entries, `0xFF`).
-pub(crate) fn listpack(blob: &[u8]) -> Result<Vec<Elem<'_>>, String> {
-    if blob.len() < 7 {
+/// Checks the frame listpacks and ziplists share: a header of `header` bytes that starts with
+/// the total length (`u32`), and the `0xFF` end mark. Returns the end mark's position.
+fn framed(kind: &str, blob: &[u8], header: usize) -> Result<usize, String> {
+    if blob.len() < header + 1 {
         return Err(format!(
-            "listpack of {} bytes is shorter than its header and end mark",
+            "{kind} of {} bytes is shorter than its header and end mark",
             blob.len()
         ));
     }
     let total = le_uint(&blob[0..4]) as usize;
     if total != blob.len() {
         return Err(format!(
-            "listpack header says {total} bytes, the string holds {}",
+            "{kind} header says {total} bytes, the string holds {}",
             blob.len()
         ));
     }
-    let count = le_uint(&blob[4..6]) as usize;
     let end = blob.len() - 1;
     if blob[end] != 0xff {
-        return Err("listpack does not end with 0xFF".to_string());
+        return Err(format!("{kind} does not end with 0xFF"));
     }
+    Ok(end)
+}
+
+/// All elements of a listpack (`u32 total bytes`, `u16 count`, entries, `0xFF`).
+pub(crate) fn listpack(blob: &[u8]) -> Result<Vec<Elem<'_>>, String> {
+    let end = framed("listpack", blob, 6)?;
+    let count = le_uint(&blob[4..6]) as usize;
     let mut out = Vec::with_capacity(count.min((end - 6) / 2));
     let mut p = 6;
     while p < end {
@@ -180,25 +187,9 @@ pub(crate) fn listpack(blob: &[u8]) -> Result<Vec<Elem<'_>>, String> {
 
 /// All elements of a ziplist (`u32 zlbytes`, `u32 zltail`, `u16 zllen`, entries, `0xFF`).
 pub(crate) fn ziplist(blob: &[u8]) -> Result<Vec<Elem<'_>>, String> {
-    if blob.len() < 11 {
-        return Err(format!(
-            "ziplist of {} bytes is shorter than its header and end mark",
-            blob.len()
-        ));
-    }
-    let zlbytes = le_uint(&blob[0..4]) as usize;
-    if zlbytes != blob.len() {
-        return Err(format!(
-            "ziplist header says {zlbytes} bytes, the string holds {}",
-            blob.len()
-        ));
-    }
+    let end = framed("ziplist", blob, 10)?;
     let zltail = le_uint(&blob[4..8]) as usize;
     let zllen = le_uint(&blob[8..10]) as usize;
-    let end = blob.len() - 1;
-    if blob[end] != 0xff {
-        return Err("ziplist does not end with 0xFF".to_string());
-    }
     let mut out = Vec::with_capacity(zllen.min((end - 10) / 2));
     let mut p = 10;
     let mut prev_len = 0usize;
