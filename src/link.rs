@@ -16,6 +16,10 @@ use crate::names::ReplId;
 const MAX_LINE: usize = 4096;
 /// Read buffer reservation per read.
 pub const READ_CHUNK: usize = 256 * 1024;
+/// The version announced to a Valkey master (`REPLCONF version`): the newest Valkey whose full
+/// sync format (RDB 80, `VALKEY080`) the RDB parser reads. A later Valkey then sends RDB 80 rather
+/// than a newer format.
+pub const REPLICA_VERSION: &str = "9.1.0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -321,7 +325,8 @@ impl Connection {
     }
 
     /// The replica handshake, as `syncWithMaster()` does it: PING, AUTH, REPLCONF
-    /// listening-port, REPLCONF capa, each reply read before the next command.
+    /// listening-port, REPLCONF capa, REPLCONF version (Valkey), each reply read before the next
+    /// command.
     pub async fn handshake(
         &mut self,
         source: &Source,
@@ -395,6 +400,18 @@ impl Connection {
                 command: "REPLCONF capa",
                 reply: e,
             });
+        }
+        // Valkey 9.1 picks the RDB version of a full sync from the replica's version, and falls
+        // back to RDB 11 without one, where hashes with field TTLs cannot be saved (the sync
+        // fails on the master). Redis does not know the option and refuses it: harmless.
+        if let Err(e) = self
+            .call(
+                &[b"REPLCONF", b"version", REPLICA_VERSION.as_bytes()],
+                "REPLCONF version",
+            )
+            .await?
+        {
+            tracing::debug!(reply = %e, "REPLCONF version refused (a Redis master)");
         }
         Ok(())
     }

@@ -120,6 +120,7 @@ async fn restore(server: &RedisServer, rdb: &[u8], mode: Mode) -> Result<Restore
                 }),
                 max_restore_bytes: 8 << 20,
                 max_batch_bytes: 64 << 10,
+                field_ttls_by_restore: true,
             },
         ),
         Mode::Commands => (
@@ -131,6 +132,7 @@ async fn restore(server: &RedisServer, rdb: &[u8], mode: Mode) -> Result<Restore
                 restore_version: None,
                 max_restore_bytes: 0,
                 max_batch_bytes: 64 << 10,
+                field_ttls_by_restore: true,
             },
         ),
         Mode::Mixed => (
@@ -143,6 +145,7 @@ async fn restore(server: &RedisServer, rdb: &[u8], mode: Mode) -> Result<Restore
                 restore_version: Some(version),
                 max_restore_bytes: 1024,
                 max_batch_bytes: 1024,
+                field_ttls_by_restore: true,
             },
         ),
     };

@@ -45,6 +45,10 @@ pub struct FilesWriter {
     scratch: Vec<u8>,
     /// Base bytes written since the last background flush to disk.
     unsynced: u64,
+    /// The snapshot came from Valkey: its command line names `valkey-server`.
+    valkey: bool,
+    /// Snapshot bytes seen so far (the aux fields that name the server come first).
+    seen: u64,
 }
 
 /// Every this many bytes of the base RDB, its data is pushed to disk in the background, so
@@ -105,6 +109,8 @@ impl FilesWriter {
                 restore_version: u16::try_from(version).ok(),
                 max_restore_bytes,
                 max_batch_bytes: 1 << 20,
+                // A loading server expires nothing: payloads may keep their field TTLs.
+                field_ttls_by_restore: true,
             })
         });
         Ok(FilesWriter {
@@ -117,11 +123,19 @@ impl FilesWriter {
             conv,
             scratch: Vec::with_capacity(64 << 10),
             unsynced: 0,
+            valkey: magic == Magic::Valkey,
+            seen: 0,
         })
     }
 
     /// Snapshot bytes and their (already filtered) events.
     pub async fn snapshot(&mut self, raw: &[u8], events: &[Event]) -> Result<(), RestoreError> {
+        if self.seen < 4096 {
+            // Valkey 7.2 and 8 write `REDIS0011` and say who they are in an aux field.
+            const VALKEY_AUX: &[u8] = b"\xfa\x0avalkey-ver";
+            self.valkey |= raw.windows(VALKEY_AUX.len()).any(|w| w == VALKEY_AUX);
+        }
+        self.seen += raw.len() as u64;
         match &mut self.conv {
             None => {
                 self.base
@@ -193,6 +207,11 @@ impl FilesWriter {
             w.get_mut().sync_all().await.map_err(|e| ferr(p, e))?;
         }
         let dir = self.dir.clone();
+        let server = if self.valkey {
+            "valkey-server"
+        } else {
+            "redis-server"
+        };
         let multipart = self.magic == Magic::Valkey || self.version >= 10;
         let (layout, files, command_line) = if !has_commands && self.conv.is_none() {
             let dest = dir.join("dump.rdb");
@@ -201,7 +220,7 @@ impl FilesWriter {
                 "rdb",
                 vec!["dump.rdb".to_string()],
                 format!(
-                    "redis-server --dir {} --dbfilename dump.rdb --appendonly no",
+                    "{server} --dir {} --dbfilename dump.rdb --appendonly no",
                     shell_quote(&dir)
                 ),
             )
@@ -233,7 +252,7 @@ impl FilesWriter {
                     "appendonlydir/appendonly.aof.manifest".to_string(),
                 ],
                 format!(
-                    "redis-server --dir {} --appendonly yes --appenddirname appendonlydir --appendfilename appendonly.aof",
+                    "{server} --dir {} --appendonly yes --appenddirname appendonlydir --appendfilename appendonly.aof",
                     shell_quote(&dir)
                 ),
             )
@@ -256,7 +275,7 @@ impl FilesWriter {
                 "aof-preamble",
                 vec!["appendonly.aof".to_string()],
                 format!(
-                    "redis-server --dir {} --appendonly yes --appendfilename appendonly.aof --aof-use-rdb-preamble yes",
+                    "{server} --dir {} --appendonly yes --appendfilename appendonly.aof --aof-use-rdb-preamble yes",
                     shell_quote(&dir)
                 ),
             )

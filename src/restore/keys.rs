@@ -52,6 +52,10 @@ pub struct ConvertConfig {
     /// Largest batch (bytes of arguments) of one RPUSH/SADD/ZADD/HSET/XCLAIM command (a single
     /// item larger than that still goes whole, alone in its batch).
     pub max_batch_bytes: usize,
+    /// Hash field TTLs may travel inside RESTORE payloads. Off while a live replay moves every
+    /// expiry ahead (`restore::TTL_SHIFT_MS`): a payload's field TTLs cannot be moved, so a
+    /// hash with field TTLs then goes by commands (HSET + HPEXPIREAT with the moved times).
+    pub field_ttls_by_restore: bool,
 }
 
 /// What a [`KeyConverter`] did so far.
@@ -65,6 +69,8 @@ pub struct ConvertStats {
     pub keys_too_large: u64,
     /// Of `keys_by_commands`: values whose RDB type the payload version does not have.
     pub keys_type_not_in_version: u64,
+    /// Of `keys_by_commands`: hashes with field TTLs while `field_ttls_by_restore` was off.
+    pub keys_with_field_ttls: u64,
     /// Empty collections left out (a loading server skips them too).
     pub empty_keys: u64,
     /// Function libraries (`FUNCTION LOAD REPLACE`).
@@ -132,11 +138,13 @@ struct OpenKey {
     too_large: bool,
     /// The type is not in the payload version.
     type_not_in_version: bool,
+    /// Went by commands because of its field TTLs (`field_ttls_by_restore` off).
+    field_ttls: bool,
     /// The command being filled with items (`RPUSH key a b ...`) and its size.
     batch: Vec<Bytes>,
     batch_bytes: usize,
     /// Field TTLs of the fields in `batch`, sent after it.
-    field_ttls: Vec<(Bytes, i64)>,
+    pending_field_ttls: Vec<(Bytes, i64)>,
     /// Leading pieces of long strings of the next item, per slot (see [`slot_index`]).
     chunks: [Vec<u8>; 4],
     chunk_bytes: usize,
@@ -325,9 +333,10 @@ impl KeyConverter {
                     held_bytes: 0,
                     too_large: false,
                     type_not_in_version: in_version == Some(false),
+                    field_ttls: false,
                     batch: Vec::new(),
                     batch_bytes: 0,
-                    field_ttls: Vec::new(),
+                    pending_field_ttls: Vec::new(),
                     chunks: Default::default(),
                     chunk_bytes: 0,
                     items: 0,
@@ -417,7 +426,11 @@ impl KeyConverter {
                 let f = whole(k, Slot::Field, field);
                 let v = whole(k, Slot::Value, value);
                 if let Some(ms) = expire_ms {
-                    k.field_ttls.push((f.clone(), *ms));
+                    k.pending_field_ttls.push((f.clone(), *ms));
+                    if k.holding && !self.cfg.field_ttls_by_restore {
+                        k.field_ttls = true;
+                        self.release(k, out);
+                    }
                 }
                 self.add_item(k, b"HSET", [f, v], out);
             }
@@ -531,7 +544,7 @@ impl KeyConverter {
         let batch = std::mem::take(&mut k.batch);
         k.batch_bytes = 0;
         self.emit(k, batch, out);
-        let mut ttls = std::mem::take(&mut k.field_ttls);
+        let mut ttls = std::mem::take(&mut k.pending_field_ttls);
         // One HPEXPIREAT per distinct time (field order kept within one time).
         ttls.sort_by_key(|(_, ms)| *ms);
         for group in ttls.chunk_by(|a, b| a.1 == b.1) {
@@ -771,6 +784,7 @@ impl KeyConverter {
         self.stats.keys_by_commands += 1;
         self.stats.keys_too_large += u64::from(k.too_large);
         self.stats.keys_type_not_in_version += u64::from(k.type_not_in_version);
+        self.stats.keys_with_field_ttls += u64::from(k.field_ttls);
         Ok(())
     }
 }
@@ -837,6 +851,7 @@ mod tests {
             restore_version,
             max_restore_bytes,
             max_batch_bytes: batch,
+            field_ttls_by_restore: true,
         }
     }
 
@@ -1161,6 +1176,37 @@ mod tests {
                 "PEXPIREAT h 77",
             ]
         );
+    }
+
+    #[test]
+    fn field_ttls_can_keep_a_hash_from_restore() {
+        let f = |n: &str, ms: Option<i64>| Event::HashField {
+            field: b(n),
+            value: b("v"),
+            expire_ms: ms,
+        };
+        let raw = Some(Bytes::from_static(b"\x18raw"));
+        let events = |ttl: Option<i64>| {
+            [
+                start(0, "h", 24, ValueKind::Hash, None),
+                f("a", None),
+                f("b", ttl),
+                Event::KeyEnd { raw: raw.clone() },
+            ]
+        };
+        let mut c = cfg(Some(12), 1 << 20, 1 << 20);
+        let (cmds, st) = run(c, &events(Some(9)));
+        assert_eq!(st.keys_by_restore, 1, "{cmds:?}");
+        c.field_ttls_by_restore = false;
+        // Without field TTLs the hash still goes by RESTORE.
+        let (_, st) = run(c, &events(None));
+        assert_eq!(st.keys_by_restore, 1);
+        let (cmds, st) = run(c, &events(Some(9)));
+        assert_eq!(
+            cmds,
+            ["SELECT 0", "HSET h a v b v", "HPEXPIREAT h 9 FIELDS 1 b"]
+        );
+        assert_eq!((st.keys_by_commands, st.keys_with_field_ttls), (1, 1));
     }
 
     #[test]

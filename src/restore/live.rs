@@ -544,15 +544,32 @@ impl LiveTarget {
 
     /// Moves every key's expiry back by `shift_ms` (see `restore::TTL_SHIFT_MS`): a server-side
     /// script per database walks the keys with SCAN and rewrites each TTL with PEXPIREAT; a
-    /// time already past deletes the key, as the master would have. Returns the keys fixed.
-    pub async fn unshift_ttls(&mut self, shift_ms: i64) -> Result<u64, TargetError> {
+    /// time already past deletes the key, as the master would have. With `fields`, the hash
+    /// field TTLs more than half the shift ahead are moved back the same way (HPEXPIREAT).
+    /// Returns the keys and fields fixed.
+    pub async fn unshift_ttls(&mut self, shift_ms: i64, fields: bool) -> Result<u64, TargetError> {
         const SCRIPT: &str = r#"
 local shift = tonumber(ARGV[1])
+local fields = ARGV[2] == '1'
 -- PEXPIRETIME (7.0+) gives the exact expiry; older servers only have PTTL.
 local exact = type(redis.pcall('PEXPIRETIME', 'pitr:probe')) == 'number'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local fixed = 0
+local function unshift_fields(k)
+  local names = redis.call('HKEYS', k)
+  for i = 1, #names, 500 do
+    local part = {}
+    for j = i, math.min(i + 499, #names) do part[#part + 1] = names[j] end
+    local times = redis.call('HPEXPIRETIME', k, 'FIELDS', #part, unpack(part))
+    for j, at in ipairs(times) do
+      if at > now + shift / 2 then
+        redis.call('HPEXPIREAT', k, at - shift, 'FIELDS', 1, part[j])
+        fixed = fixed + 1
+      end
+    end
+  end
+end
 local cursor = "0"
 repeat
   local r = redis.call('SCAN', cursor, 'COUNT', 1000)
@@ -568,6 +585,9 @@ repeat
     if at > 0 then
       redis.call('PEXPIREAT', k, at - shift)
       fixed = fixed + 1
+    end
+    if fields and redis.call('TYPE', k)['ok'] == 'hash' then
+      unshift_fields(k)
     end
   end
 until cursor == "0"
@@ -591,6 +611,7 @@ return fixed
                     Bytes::from_static(SCRIPT.as_bytes()),
                     Bytes::from_static(b"0"),
                     Bytes::from(shift_ms.to_string()),
+                    Bytes::from_static(if fields { b"1" } else { b"0" }),
                 ])
                 .await?;
             match self.check(r, "EVAL (moving expiries back)")? {

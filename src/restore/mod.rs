@@ -125,6 +125,9 @@ pub struct Report {
     /// Whether any expiry was moved ahead during the replay (and so had to be moved back).
     #[serde(skip)]
     pub ttls_shifted: bool,
+    /// Whether a hash field TTL was among them.
+    #[serde(skip)]
+    pub field_ttls_shifted: bool,
     /// For `--output-dir`: what was written and how to start a server on it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<files::Written>,
@@ -332,13 +335,23 @@ pub async fn restore(
             Sink::Live(target, conv) => {
                 let mut cmds = Vec::new();
                 for ev in kept.iter_mut() {
-                    if let Event::KeyStart {
-                        expire_ms: Some(ms),
-                        ..
-                    } = ev
-                    {
-                        *ms = ms.saturating_add(TTL_SHIFT_MS);
-                        report.ttls_shifted = true;
+                    match ev {
+                        Event::KeyStart {
+                            expire_ms: Some(ms),
+                            ..
+                        } => {
+                            *ms = ms.saturating_add(TTL_SHIFT_MS);
+                            report.ttls_shifted = true;
+                        }
+                        Event::HashField {
+                            expire_ms: Some(ms),
+                            ..
+                        } => {
+                            *ms = ms.saturating_add(TTL_SHIFT_MS);
+                            report.ttls_shifted = true;
+                            report.field_ttls_shifted = true;
+                        }
+                        _ => {}
                     }
                 }
                 for ev in &kept {
@@ -503,7 +516,9 @@ pub async fn restore(
         Sink::Live(mut target, _) => {
             target.sync().await?;
             if report.ttls_shifted {
-                report.expiries_moved_back = target.unshift_ttls(TTL_SHIFT_MS).await?;
+                report.expiries_moved_back = target
+                    .unshift_ttls(TTL_SHIFT_MS, report.field_ttls_shifted)
+                    .await?;
             }
         }
         Sink::Files(w) => report.files = Some(w.finish(report.commands > 0).await?),
@@ -536,6 +551,9 @@ async fn open_sink(
                 restore_version,
                 max_restore_bytes: cfg.max_restore_bytes,
                 max_batch_bytes: 1 << 20,
+                // Every expiry is moved ahead during the replay, field TTLs included, and
+                // those inside a payload cannot be.
+                field_ttls_by_restore: false,
             });
             Ok((
                 Sink::Live(Box::new(target), conv),
@@ -627,6 +645,9 @@ async fn apply(
                 match shift_ttl(args, TTL_SHIFT_MS) {
                     Some(shifted) => {
                         report.ttls_shifted = true;
+                        // HPEXPIREAT, HSETEX, HGETEX: the hash field commands.
+                        report.field_ttls_shifted |=
+                            shifted[0].starts_with(b"H") || shifted[0].starts_with(b"h");
                         t.send(&shifted).await?
                     }
                     None if rewritten.is_some() => t.send(args).await?,
@@ -675,6 +696,34 @@ pub fn shift_ttl(args: &[Bytes], shift: i64) -> Option<Vec<Bytes>> {
             let from = if name == b"set" { 3 } else { 2 };
             for i in from..args.len().saturating_sub(1) {
                 let opt = args[i].to_ascii_lowercase();
+                if opt == b"pxat" || opt == b"exat" {
+                    let v = num(&args[i + 1])?;
+                    let unit = if opt == b"exat" { 1000 } else { 1 };
+                    let mut out = args.to_vec();
+                    out[i] = Bytes::from_static(b"PXAT");
+                    out[i + 1] = shifted(v, unit);
+                    return Some(out);
+                }
+            }
+            None
+        }
+        // Hash field TTLs (Redis 7.4+, Valkey 9+): `HPEXPIREAT key ms [cond] FIELDS n f...`.
+        b"hpexpireat" | b"hexpireat" if args.len() >= 3 => {
+            let v = num(&args[2])?;
+            let unit = if name == b"hexpireat" { 1000 } else { 1 };
+            let mut out = args.to_vec();
+            out[0] = Bytes::from_static(b"HPEXPIREAT");
+            out[2] = shifted(v, unit);
+            Some(out)
+        }
+        // `HSETEX key [opts] [PXAT ms|EXAT s] FIELDS n f v ...`, `HGETEX key [PXAT|EXAT] FIELDS`:
+        // the options sit between the key and FIELDS.
+        b"hsetex" | b"hgetex" => {
+            for i in 2..args.len().saturating_sub(1) {
+                let opt = args[i].to_ascii_lowercase();
+                if opt == b"fields" {
+                    return None;
+                }
                 if opt == b"pxat" || opt == b"exat" {
                     let v = num(&args[i + 1])?;
                     let unit = if opt == b"exat" { 1000 } else { 1 };
@@ -830,6 +879,27 @@ mod tests {
             ["RESTORE", "k", "0", "payload", "ABSTTL"]
         );
         assert_eq!(t(&["SET", "pxat", "v"]), ["SET", "pxat", "v"]);
+        assert_eq!(
+            t(&["HPEXPIREAT", "h", "5", "FIELDS", "1", "f"]),
+            ["HPEXPIREAT", "h", "1005", "FIELDS", "1", "f"]
+        );
+        assert_eq!(
+            t(&["hexpireat", "h", "5", "NX", "FIELDS", "1", "f"]),
+            ["HPEXPIREAT", "h", "6000", "NX", "FIELDS", "1", "f"]
+        );
+        assert_eq!(
+            t(&["hsetex", "h", "FNX", "PXAT", "7", "FIELDS", "1", "f", "v"]),
+            ["hsetex", "h", "FNX", "PXAT", "1007", "FIELDS", "1", "f", "v"]
+        );
+        assert_eq!(
+            t(&["HGETEX", "h", "EXAT", "7", "FIELDS", "1", "f"]),
+            ["HGETEX", "h", "PXAT", "8000", "FIELDS", "1", "f"]
+        );
+        // Option names after FIELDS are field names and values.
+        assert_eq!(
+            t(&["HSETEX", "pxat", "KEEPTTL", "FIELDS", "1", "PXAT", "7"]),
+            ["HSETEX", "pxat", "KEEPTTL", "FIELDS", "1", "PXAT", "7"]
+        );
         assert_eq!(t(&["HSET", "k", "PXAT", "1"]), ["HSET", "k", "PXAT", "1"]);
     }
 

@@ -21,6 +21,7 @@ pub mod pitr;
 pub mod process;
 pub mod redis_server;
 pub mod restored;
+pub mod servers;
 pub mod state;
 pub mod util;
 pub mod workload;

@@ -46,12 +46,21 @@ impl RedisServer {
     /// the config file, so a multi-word value such as `("save", "900 1")`
     /// works; `""` is the empty value. Waits until it answers PING.
     pub fn start(extra_config: &[(&str, &str)]) -> RedisServer {
+        RedisServer::start_with(&redis_server_bin(), extra_config)
+    }
+
+    /// Like [`start`](Self::start), with the server binary `bin` (another Redis version, or
+    /// Valkey: see [`super::servers`]).
+    pub fn start_with(bin: &Path, extra_config: &[(&str, &str)]) -> RedisServer {
         let mut config: Vec<(String, String)> = vec![
             ("save".into(), "\"\"".into()),
             ("appendonly".into(), "no".into()),
             ("daemonize".into(), "no".into()),
-            ("enable-debug-command".into(), "local".into()),
         ];
+        // The setting came with 7.0; 6.x refuses to start on it.
+        if super::servers::version(bin).0 >= 7 {
+            config.push(("enable-debug-command".into(), "local".into()));
+        }
         for (k, v) in extra_config {
             let key = k.to_ascii_lowercase();
             config.retain(|(ck, _)| *ck != key);
@@ -70,7 +79,7 @@ impl RedisServer {
             .filter(|v| !v.is_empty());
         let server = RedisServer {
             dir: temp_dir("redis"),
-            bin: redis_server_bin(),
+            bin: bin.to_path_buf(),
             port: Mutex::new(0),
             config,
             password,

@@ -9,10 +9,19 @@ use super::util::{free_port, require_binary, wait_until_msg};
 /// loopback port, and no saving), waits until it has loaded everything, and returns it (killed
 /// on drop) with its port.
 pub fn start_from(command_line: &str) -> (ManagedChild, u16) {
+    start_from_with(&require_binary("redis-server"), command_line)
+}
+
+/// Like [`start_from`], with the server binary `bin` in place of the line's first word
+/// (`redis-server` or `valkey-server`).
+pub fn start_from_with(bin: &std::path::Path, command_line: &str) -> (ManagedChild, u16) {
     let port = free_port();
     let words: Vec<&str> = command_line.split_whitespace().collect();
-    assert_eq!(words.first(), Some(&"redis-server"), "{command_line}");
-    let mut cmd = std::process::Command::new(require_binary("redis-server"));
+    assert!(
+        matches!(words.first(), Some(&"redis-server" | &"valkey-server")),
+        "{command_line}"
+    );
+    let mut cmd = std::process::Command::new(bin);
     cmd.args(&words[1..])
         .args([
             "--port",
@@ -74,7 +83,17 @@ impl super::archiving::Archive {
         to: &str,
         extra: &[&str],
     ) -> (super::redis_server::RedisServer, serde_json::Value) {
-        let target = super::redis_server::RedisServer::start(&[]);
+        self.restore_into_new_server_with(&super::redis_server::redis_server_bin(), to, extra)
+    }
+
+    /// Like [`restore_into_new_server`](Self::restore_into_new_server), a server of `bin`.
+    pub fn restore_into_new_server_with(
+        &self,
+        bin: &std::path::Path,
+        to: &str,
+        extra: &[&str],
+    ) -> (super::redis_server::RedisServer, serde_json::Value) {
+        let target = super::redis_server::RedisServer::start_with(bin, &[]);
         let url = super::archiving::plain_url(&target);
         let mut args = vec!["--target", url.as_str()];
         args.extend_from_slice(extra);
@@ -85,6 +104,17 @@ impl super::archiving::Archive {
     /// Restores `to` as files into a new directory and starts redis-server on them with the
     /// command line the restore printed.
     pub fn restore_as_files_and_start(&self, to: &str, extra: &[&str]) -> RestoredFiles {
+        self.restore_as_files_and_start_with(&require_binary("redis-server"), to, extra)
+    }
+
+    /// Like [`restore_as_files_and_start`](Self::restore_as_files_and_start), started with
+    /// `bin`.
+    pub fn restore_as_files_and_start_with(
+        &self,
+        bin: &std::path::Path,
+        to: &str,
+        extra: &[&str],
+    ) -> RestoredFiles {
         let dir = super::util::temp_dir("pitr-restore");
         let out = dir.path().join("data").to_string_lossy().into_owned();
         let mut args = vec!["--output-dir", out.as_str()];
@@ -93,7 +123,7 @@ impl super::archiving::Archive {
         let line = report["files"]["command_line"]
             .as_str()
             .unwrap_or_else(|| panic!("no command line in {report}"));
-        let (server, port) = start_from(line);
+        let (server, port) = start_from_with(bin, line);
         RestoredFiles {
             report,
             port,

@@ -343,6 +343,28 @@ fn value_cmds(key: &[u8], ty: &str) -> Vec<redis::Cmd> {
     }
 }
 
+/// Before 7.0 there is no PEXPIRETIME: the expiry is TIME + PTTL, read in one script (exact
+/// to a millisecond).
+const EXPIRE_TIME_SCRIPT: &str = "local p = redis.call('PTTL', KEYS[1]) \
+if p < 0 then return p end \
+local t = redis.call('TIME') \
+return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + p";
+
+/// The absolute expiry of `k` in ms, -1 without, -2 when missing.
+fn expire_time_cmd(k: &[u8], exact: bool) -> redis::Cmd {
+    if exact {
+        cmd(&[b"PEXPIRETIME", k])
+    } else {
+        cmd(&[b"EVAL", EXPIRE_TIME_SCRIPT.as_bytes(), b"1", k])
+    }
+}
+
+/// Whether the server has `PEXPIRETIME` (7.0+).
+fn has_expire_time(con: &mut redis::Connection) -> bool {
+    let v = query(con, redis::cmd("COMMAND").arg("INFO").arg("pexpiretime"));
+    matches!(v, RV::Array(a) if a.iter().any(|x| !matches!(x, RV::Nil)))
+}
+
 fn dump_chunk(
     con: &mut redis::Connection,
     db: i64,
@@ -351,11 +373,12 @@ fn dump_chunk(
     field_ttls: bool,
     out: &mut Vec<Value>,
 ) {
+    let exact = has_expire_time(con);
     // Phase 1: types and expiries.
     let mut cmds = Vec::with_capacity(keys.len() * 2);
     for k in keys {
         cmds.push(cmd(&[b"TYPE", k]));
-        cmds.push(cmd(&[b"PEXPIRETIME", k]));
+        cmds.push(expire_time_cmd(k, exact));
     }
     let replies = run_pipeline(con, &cmds, false);
     let mut todo: Vec<(Vec<u8>, String)> = Vec::new();
@@ -378,7 +401,7 @@ fn dump_chunk(
         for (k, ty) in &todo {
             let start = cmds.len();
             cmds.push(cmd(&[b"TYPE", k]));
-            cmds.push(cmd(&[b"PEXPIRETIME", k]));
+            cmds.push(expire_time_cmd(k, exact));
             cmds.extend(value_cmds(k, ty));
             spans.push(start..cmds.len());
         }
@@ -635,6 +658,92 @@ fn add_field_ttls(con: &mut redis::Connection, records: &mut Vec<(Vec<u8>, Value
     for i in drop_records.into_iter().rev() {
         records.remove(i);
     }
+}
+
+/// `got` with each key's expiry replaced by `want`'s where the two differ by at most
+/// `slack_ms` (and so are taken as equal). For sources whose TTLs are only known to within the
+/// replication delay (Redis 6 sends relative TTLs).
+pub fn align_expiries(want: &Value, got: &Value, slack_ms: i64) -> Value {
+    let mut out = got.clone();
+    let id = |k: &Value| (k["db"].clone().to_string(), k["key"].clone().to_string());
+    let wanted: HashMap<(String, String), i64> = want["keys"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|k| (id(k), k["expire_ms"].as_i64().unwrap_or(-1)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(keys) = out.get_mut("keys").and_then(Value::as_array_mut) {
+        for k in keys {
+            let (Some(&w), Some(g)) = (wanted.get(&id(k)), k["expire_ms"].as_i64()) else {
+                continue;
+            };
+            if w >= 0 && g >= 0 && (w - g).abs() <= slack_ms {
+                k["expire_ms"] = json!(w);
+            }
+        }
+    }
+    out
+}
+
+/// `state` without the stream metadata Redis 7.0 added (`entries_added`, `max_deleted_id`,
+/// the groups' `entries_read`), to compare a Redis 6 source with a newer server.
+pub fn without_stream_meta_of_7(state: &Value) -> Value {
+    let mut out = state.clone();
+    for k in out["keys"].as_array_mut().into_iter().flatten() {
+        let Some(v) = k.get_mut("value").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        if !v.contains_key("groups") {
+            continue;
+        }
+        v.insert("entries_added".into(), Value::Null);
+        v.insert("max_deleted_id".into(), Value::Null);
+        for g in v["groups"].as_array_mut().into_iter().flatten() {
+            g["entries_read"] = Value::Null;
+        }
+    }
+    out
+}
+
+/// `state` with the zset scores `-0.0` written `0.0`: Redis 6 keeps a negative zero score
+/// (from `ZUNIONSTORE ... WEIGHTS -1`, say), Redis 7 stores it as 0.
+pub fn without_negative_zero_scores(state: &Value) -> Value {
+    let mut out = state.clone();
+    for k in out["keys"].as_array_mut().into_iter().flatten() {
+        if k["type"] != "zset" {
+            continue;
+        }
+        for m in k["value"].as_array_mut().into_iter().flatten() {
+            if m[1] == "-0.0" {
+                m[1] = json!("0.0");
+            }
+        }
+    }
+    out
+}
+
+/// `state` with only the stream consumers that own pending entries. Valkey does not replicate
+/// the creation of a consumer by a read that delivered nothing, so its replicas (and restores)
+/// lack those consumers.
+pub fn without_idle_consumers(state: &Value) -> Value {
+    let mut out = state.clone();
+    for k in out["keys"].as_array_mut().into_iter().flatten() {
+        let groups = k.get_mut("value").and_then(|v| v.get_mut("groups"));
+        for g in groups.and_then(Value::as_array_mut).into_iter().flatten() {
+            let owners: BTreeSet<String> = g["pending"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p[1].as_str().map(str::to_string))
+                .collect();
+            if let Some(c) = g["consumers"].as_array_mut() {
+                c.retain(|c| c.as_str().is_some_and(|c| owners.contains(c)));
+            }
+        }
+    }
+    out
 }
 
 /// `state` without the keys whose `expire_ms` is before `before_ms` (and

@@ -103,6 +103,11 @@ pub struct Workload {
     /// Version of the function library `wl` (FUNCTION LOAD REPLACE).
     lib_version: u64,
     started: bool,
+    /// The server has hash field TTLs (HPEXPIRE): `HFieldTtl` ops use them, else plain HSETs.
+    field_ttls: bool,
+    /// The server has functions (7.0+): else `FCall` and `FunctionLoad` ops are EVALs.
+    functions: bool,
+    library_loaded: bool,
     stats: WorkloadStats,
 }
 
@@ -202,6 +207,7 @@ enum K {
     HSet,
     HDel,
     HIncr,
+    HFieldTtl,
     BigHash,
     GeoAdd,
     XAdd,
@@ -261,6 +267,7 @@ const TABLE: &[(u32, K)] = &[
     (40, K::HSet),
     (10, K::HDel),
     (15, K::HIncr),
+    (20, K::HFieldTtl),
     (3, K::BigHash),
     (10, K::GeoAdd),
     (45, K::XAdd),
@@ -354,6 +361,9 @@ impl Workload {
             xid: 1,
             lib_version: 1,
             started: false,
+            field_ttls: false,
+            functions: false,
+            library_loaded: false,
             stats: WorkloadStats {
                 fingerprint: 0xcbf2_9ce4_8422_2325,
                 ..WorkloadStats::default()
@@ -384,6 +394,17 @@ impl Workload {
         self.execute(con, &select, false);
         if !self.started {
             self.started = true;
+            let mut has = |name: &str| {
+                matches!(
+                    con.req_command(redis::cmd("COMMAND").arg("INFO").arg(name)),
+                    Ok(RV::Array(a)) if a.iter().any(|x| !matches!(x, RV::Nil))
+                )
+            };
+            self.field_ttls = has("hpexpire");
+            self.functions = has("fcall");
+        }
+        if self.functions && !self.library_loaded {
+            self.library_loaded = true;
             let load = Op::one(
                 "function_load",
                 C::new("FUNCTION")
@@ -1068,6 +1089,64 @@ impl Workload {
                     c = c.a(f).a(v);
                 }
                 Op::one("hset", c)
+            }
+            K::HFieldTtl if !self.field_ttls => self.gen(K::HSet),
+            K::FCall | K::FunctionLoad if !self.functions => self.gen(K::Eval),
+            K::HFieldTtl => {
+                let key = self.key("hash");
+                let f = |w: &mut Self| format!("f{}", w.rng.gen_range(0..10));
+                let (f1, f2) = (f(self), f(self));
+                let c = match self.rng.gen_range(0..7) {
+                    0 => {
+                        let (v1, v2) = (self.val(), self.val());
+                        C::new("HSETEX")
+                            .a(key)
+                            .a("EX")
+                            .n(self.rng.gen_range(1000..100_000))
+                            .a("FIELDS")
+                            .n(2)
+                            .a(f1)
+                            .a(v1)
+                            .a(f2)
+                            .a(v2)
+                    }
+                    // Short: some fields expire during the run.
+                    1 => C::new("HPEXPIRE")
+                        .a(key)
+                        .n(self.rng.gen_range(300..2500))
+                        .a("FIELDS")
+                        .n(2)
+                        .a(f1)
+                        .a(f2),
+                    2 => {
+                        let mut c = C::new("HEXPIRE")
+                            .a(key)
+                            .n(self.rng.gen_range(1000..1_000_000));
+                        if self.rng.gen_bool(0.3) {
+                            c = c.a(["NX", "XX", "GT", "LT"][self.rng.gen_range(0..4)]);
+                        }
+                        c.a("FIELDS").n(1).a(f1)
+                    }
+                    3 => C::new("HPERSIST").a(key).a("FIELDS").n(1).a(f1),
+                    4 => C::new("HGETEX")
+                        .a(key)
+                        .a("PX")
+                        .n(self.rng.gen_range(10_000..10_000_000))
+                        .a("FIELDS")
+                        .n(1)
+                        .a(f1),
+                    5 => C::new("HPEXPIREAT")
+                        .a(key)
+                        .ms_from_now(self.rng.gen_range(10_000..100_000_000))
+                        .a("FIELDS")
+                        .n(1)
+                        .a(f1),
+                    _ => {
+                        let v = self.val();
+                        C::new("HSET").a(key).a(f1).a(v)
+                    }
+                };
+                Op::one("hfield_ttl", c)
             }
             K::HDel => {
                 let key = self.key("hash");
