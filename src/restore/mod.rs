@@ -639,25 +639,36 @@ async fn apply(
         } else {
             None
         };
-        match sink {
-            Sink::Live(t, _) => {
-                let args = rewritten.as_deref().unwrap_or(&c.args);
-                match shift_ttl(args, TTL_SHIFT_MS) {
-                    Some(shifted) => {
-                        report.ttls_shifted = true;
-                        // HPEXPIREAT, HSETEX, HGETEX: the hash field commands.
-                        report.field_ttls_shifted |=
-                            shifted[0].starts_with(b"H") || shifted[0].starts_with(b"h");
-                        t.send(&shifted).await?
+        match (&mut *sink, rewritten) {
+            (Sink::Live(t, _), rewritten) => {
+                let one;
+                let cmds: &[Vec<Bytes>] = match &rewritten {
+                    Some(r) => r,
+                    None => {
+                        one = [c.args.clone()];
+                        &one
                     }
-                    None if rewritten.is_some() => t.send(args).await?,
-                    None => t.send_encoded(&c.args, &c.raw).await?,
+                };
+                for args in cmds {
+                    match shift_ttl(args, TTL_SHIFT_MS) {
+                        Some(shifted) => {
+                            report.ttls_shifted = true;
+                            // HPEXPIREAT, HSETEX, HGETEX: the hash field commands.
+                            report.field_ttls_shifted |=
+                                shifted[0].starts_with(b"H") || shifted[0].starts_with(b"h");
+                            t.send(&shifted).await?
+                        }
+                        None if rewritten.is_some() => t.send(args).await?,
+                        None => t.send_encoded(&c.args, &c.raw).await?,
+                    }
                 }
             }
-            Sink::Files(w) => match &rewritten {
-                Some(args) => w.command(args).await?,
-                None => w.command_encoded(&c.raw).await?,
-            },
+            (Sink::Files(w), Some(cmds)) => {
+                for args in &cmds {
+                    w.command(args).await?;
+                }
+            }
+            (Sink::Files(w), None) => w.command_encoded(&c.raw).await?,
         }
         report.commands += 1;
         progress.commands.fetch_add(1, Ordering::Relaxed);
@@ -753,8 +764,12 @@ pub fn shift_ttl(args: &[Bytes], shift: i64) -> Option<Vec<Bytes>> {
 }
 
 /// Redis 6 and older replicate relative TTLs (`EXPIRE k 10`, `SET k v PX 500`): turn them into
-/// absolute ones from the command's arrival time, so a restore does not extend them.
-pub fn absolute_ttl(c: &Command) -> Option<Vec<Bytes>> {
+/// absolute ones from the command's arrival time, so a restore does not extend them. The
+/// result is one or two commands that every server since 2.6 knows (no `PXAT`, which came with
+/// 6.2), so that the archived master's own version loads them from an AOF: `SET k v [NX|XX]`
+/// then `PEXPIREAT k <ms>`. A replicated `SET NX` always succeeded on the master, so on a
+/// faithful replay the expiry that follows it applies to the value it set.
+pub fn absolute_ttl(c: &Command) -> Option<Vec<Vec<Bytes>>> {
     let name = c.args[0].to_ascii_lowercase();
     let num = |i: usize| {
         c.args
@@ -762,25 +777,33 @@ pub fn absolute_ttl(c: &Command) -> Option<Vec<Bytes>> {
             .and_then(|a| std::str::from_utf8(a).ok())
             .and_then(|s| s.parse::<i64>().ok())
     };
-    let at = |ms: i64| Bytes::from((c.ms as i64 + ms).to_string());
+    let at = |ms: i64| Bytes::from((c.ms as i64).saturating_add(ms).to_string());
     let b = Bytes::from_static;
+    let pexpireat = |ms: i64| vec![b(b"PEXPIREAT"), c.args[1].clone(), at(ms)];
     match name.as_slice() {
         b"expire" | b"pexpire" => {
             let n = num(2)?;
-            let ms = if name == b"expire" { n * 1000 } else { n };
-            let mut v = vec![b(b"PEXPIREAT"), c.args[1].clone(), at(ms)];
+            let ms = if name == b"expire" {
+                n.saturating_mul(1000)
+            } else {
+                n
+            };
+            let mut v = pexpireat(ms);
+            // NX/XX/GT/LT (7.0+) never come from a server that sends relative TTLs, but keep
+            // whatever follows.
             v.extend(c.args.iter().skip(3).cloned());
-            Some(v)
+            Some(vec![v])
         }
         b"setex" | b"psetex" if c.args.len() == 4 => {
             let n = num(2)?;
-            let ms = if name == b"setex" { n * 1000 } else { n };
+            let ms = if name == b"setex" {
+                n.saturating_mul(1000)
+            } else {
+                n
+            };
             Some(vec![
-                b(b"SET"),
-                c.args[1].clone(),
-                c.args[3].clone(),
-                b(b"PXAT"),
-                at(ms),
+                vec![b(b"SET"), c.args[1].clone(), c.args[3].clone()],
+                pexpireat(ms),
             ])
         }
         b"set" => {
@@ -788,14 +811,33 @@ pub fn absolute_ttl(c: &Command) -> Option<Vec<Bytes>> {
                 let unit = c.args[i].to_ascii_lowercase();
                 if unit == b"ex" || unit == b"px" {
                     let n = num(i + 1)?;
-                    let ms = if unit == b"ex" { n * 1000 } else { n };
-                    let mut v = c.args.clone();
-                    v[i] = b(b"PXAT");
-                    v[i + 1] = at(ms);
-                    return Some(v);
+                    let ms = if unit == b"ex" {
+                        n.saturating_mul(1000)
+                    } else {
+                        n
+                    };
+                    let mut set = c.args.clone();
+                    set.drain(i..i + 2);
+                    return Some(vec![set, pexpireat(ms)]);
                 }
             }
             None
+        }
+        // `RESTORE key ttl payload` without ABSTTL: the TTL is relative (ABSTTL: 5.0+).
+        b"restore" if c.args.len() >= 4 => {
+            let abs = c
+                .args
+                .iter()
+                .skip(4)
+                .any(|a| a.eq_ignore_ascii_case(b"absttl"));
+            let n = num(2)?;
+            if abs || n <= 0 {
+                return None;
+            }
+            let mut v = c.args.clone();
+            v[2] = at(n);
+            v.push(b(b"ABSTTL"));
+            Some(vec![v])
         }
         _ => None,
     }
@@ -818,8 +860,12 @@ mod tests {
         }
     }
 
-    fn or_same(c: &Command) -> Vec<Bytes> {
-        absolute_ttl(c).unwrap_or_else(|| c.args.clone())
+    fn or_same(c: &Command) -> Vec<Vec<String>> {
+        absolute_ttl(c)
+            .unwrap_or_else(|| vec![c.args.clone()])
+            .into_iter()
+            .map(text)
+            .collect()
     }
 
     fn text(v: Vec<Bytes>) -> Vec<String> {
@@ -831,20 +877,36 @@ mod tests {
     #[test]
     fn relative_ttls_become_absolute() {
         assert_eq!(
-            text(or_same(&cmd(&["EXPIRE", "k", "10"], 1000))),
-            ["PEXPIREAT", "k", "11000"]
+            or_same(&cmd(&["EXPIRE", "k", "10"], 1000)),
+            [["PEXPIREAT", "k", "11000"]]
         );
         assert_eq!(
-            text(or_same(&cmd(&["SET", "k", "v", "PX", "500"], 1000))),
-            ["SET", "k", "v", "PXAT", "1500"]
+            or_same(&cmd(&["SET", "k", "v", "PX", "500"], 1000)),
+            [vec!["SET", "k", "v"], vec!["PEXPIREAT", "k", "1500"]]
         );
         assert_eq!(
-            text(or_same(&cmd(&["SETEX", "k", "2", "v"], 1000))),
-            ["SET", "k", "v", "PXAT", "3000"]
+            or_same(&cmd(&["set", "k", "v", "NX", "ex", "2"], 1000)),
+            [vec!["set", "k", "v", "NX"], vec!["PEXPIREAT", "k", "3000"]]
         );
         assert_eq!(
-            text(or_same(&cmd(&["SET", "k", "v", "PXAT", "5"], 1000))),
-            ["SET", "k", "v", "PXAT", "5"]
+            or_same(&cmd(&["SETEX", "k", "2", "v"], 1000)),
+            [vec!["SET", "k", "v"], vec!["PEXPIREAT", "k", "3000"]]
+        );
+        assert_eq!(
+            or_same(&cmd(&["SET", "k", "v", "PXAT", "5"], 1000)),
+            [["SET", "k", "v", "PXAT", "5"]]
+        );
+        assert_eq!(
+            or_same(&cmd(&["RESTORE", "k", "50", "p", "REPLACE"], 1000)),
+            [["RESTORE", "k", "1050", "p", "REPLACE", "ABSTTL"]]
+        );
+        assert_eq!(
+            or_same(&cmd(&["RESTORE", "k", "50", "p", "ABSTTL"], 1000)),
+            [["RESTORE", "k", "50", "p", "ABSTTL"]]
+        );
+        assert_eq!(
+            or_same(&cmd(&["RESTORE", "k", "0", "p"], 1000)),
+            [["RESTORE", "k", "0", "p"]]
         );
     }
 

