@@ -625,6 +625,23 @@ mod tests {
     #[test]
     fn crc64_check_value() {
         assert_eq!(crate::rdb::crc64(0, b"123456789"), 0xe9c6d914c4b8d9ca);
+        // Continued over pieces of every size, against the plain bitwise definition.
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let bitwise = data.iter().fold(0u64, |mut crc, &b| {
+            crc ^= u64::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0x95ac9329ac4bc9b5
+                } else {
+                    crc >> 1
+                };
+            }
+            crc
+        });
+        for piece in [1, 3, 16, 63, 64, 65, 255, 4096, 5000] {
+            let crc = data.chunks(piece).fold(0, crate::rdb::crc64);
+            assert_eq!(crc, bitwise, "pieces of {piece}");
+        }
     }
 
     #[test]

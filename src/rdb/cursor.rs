@@ -51,6 +51,18 @@ pub(crate) enum Str {
     Big(u64),
 }
 
+/// A top-level string value ([`Cursor::string_value`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StrValue {
+    Str(Str),
+    /// An LZF string longer than `max_chunk` once decompressed: its header is read, `clen`
+    /// compressed bytes follow, to be decompressed in pieces into `ulen` bytes.
+    Lzf {
+        clen: u64,
+        ulen: u64,
+    },
+}
+
 /// A string to skip: done, or `remaining` plain bytes still to skip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Skip {
@@ -204,26 +216,31 @@ impl<'a> Cur<'a> {
 
     /// A string value, as [`string_or_big`](Self::string_or_big), except that an LZF string
     /// whose decompressed size exceeds `max_chunk` is skipped without being decompressed when
-    /// `skip_lzf(compressed length)` says so (`Ok(None)`): decompressing it would hold it whole.
+    /// `skip_lzf(compressed length)` says so (`Ok(None)`), and otherwise comes back as
+    /// [`Str::Lzf`], to be decompressed in pieces.
     pub fn string_value(
         &mut self,
         lim: &Limits,
         what: &str,
         skip_lzf: &dyn Fn(u64) -> bool,
-    ) -> R<Option<Str>> {
+    ) -> R<Option<StrValue>> {
         let at = self.pos;
         let start = self.abs();
         if let Len::Enc(3) = self.len_enc()? {
             let clen = self.length(what)?;
             let ulen = self.length(what)?;
-            if ulen > lim.max_chunk as u64 && skip_lzf(clen) {
-                check_limit(&format!("LZF-compressed {what}"), clen, lim.max_lzf, start)?;
-                self.slice(clen as usize)?;
-                return Ok(None);
+            if ulen > lim.max_chunk as u64 {
+                if skip_lzf(clen) {
+                    check_limit(&format!("LZF-compressed {what}"), clen, lim.max_lzf, start)?;
+                    self.slice(clen as usize)?;
+                    return Ok(None);
+                }
+                return Ok(Some(StrValue::Lzf { clen, ulen }));
             }
         }
         self.pos = at;
-        self.string_or_big(lim, what).map(Some)
+        self.string_or_big(lim, what)
+            .map(|s| Some(StrValue::Str(s)))
     }
 
     /// Skip a string without decoding it (module values). Long plain or LZF strings come back as

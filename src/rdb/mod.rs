@@ -290,8 +290,8 @@ pub enum LzfStrings {
     /// value by RESTORE); decompress it otherwise.
     SkipWhenCaptured,
     /// Always skip it, and also small string values and the contents of encoded containers
-    /// (listpacks, ziplists, intsets): the consumer only counts keys. Key events and the file's
-    /// structure and checksum are still read and checked.
+    /// (listpacks, ziplists, intsets): the consumer only counts keys. Key events (with empty key
+    /// names) and the file's structure and checksum are still read and checked.
     Skip,
 }
 
@@ -377,17 +377,13 @@ impl Summary {
     }
 }
 
-static CRC64: crc::Crc<u64, crc::Table<16>> =
-    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
-
 /// CRC-64/Jones as Redis computes it (`crc64(crc, data, len)`): reflected, polynomial
 /// `0xad93d23594c935a9`, no final xor. Pass `0` to start; pass a previous result to continue, so
 /// `crc64(crc64(0, a), b) == crc64(0, ab)`. Check value: `crc64(0, b"123456789")` is
-/// `0xe9c6d914c4b8d9ca`.
+/// `0xe9c6d914c4b8d9ca`. Carry-less multiplication (PCLMULQDQ, PMULL) where the CPU has it.
 pub fn crc64(init: u64, data: &[u8]) -> u64 {
-    // The crc crate reflects a custom initial value for reflected algorithms; reflect it back so
-    // the register starts at `init` itself.
-    let mut d = CRC64.digest_with_initial(init.reverse_bits());
+    // Reflected with no final xor: the register is the result, so a result continues.
+    let mut d = crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc64Redis, init);
     d.update(data);
     d.finalize()
 }

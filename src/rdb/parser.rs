@@ -13,7 +13,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::containers::{self, Elem};
-use super::cursor::{int_bytes, Cur, Limits, Skip, Stop, Str, R};
+use super::cursor::{int_bytes, Cur, Limits, Skip, Stop, Str, StrValue, R};
 use super::{
     crc64, escape_bytes, Event, Magic, ParserConfig, RdbError, Slot, StreamId, Summary, ValueKind,
 };
@@ -107,11 +107,25 @@ enum Body {
     Str {
         remaining: u64,
     },
+    /// An LZF string value longer than `max_chunk` decompressed: decompressed in pieces, so
+    /// that neither its compressed nor its decompressed bytes are held whole.
+    Lzf(Box<LzfBody>),
     Seq(Seq),
     Quicklist(Quicklist),
     Stream(Box<StreamSt>),
     Module(ModWalk),
 }
+
+struct LzfBody {
+    /// Compressed bytes still to read.
+    left: u64,
+    dec: super::lzf::LzfStream,
+    /// Offset of the compressed bytes in the file (errors name it).
+    at: u64,
+}
+
+/// Compressed bytes fed to an LZF stream per step: up to 88 times that comes out.
+const LZF_PIECE: u64 = 64 << 10;
 
 /// What a type byte means for this file.
 #[derive(Debug, Clone, Copy)]
@@ -829,7 +843,19 @@ fn step_key(
         type_id: t,
         offset: at,
     })?;
-    let key = cur.string(&core.lim, "key")?;
+    // Only counting keys: their names are not needed (errors name the key's offset).
+    let key = if core.lzf_strings == super::LzfStrings::Skip {
+        let key_at = cur.pos;
+        match cur.skip_string(&core.lim, "key")? {
+            Skip::Done => Bytes::new(),
+            Skip::Big(_) => {
+                cur.pos = key_at;
+                cur.string(&core.lim, "key")?
+            }
+        }
+    } else {
+        cur.string(&core.lim, "key")?
+    };
     let body_start = cur.pos;
     let max_raw = core.cfg.max_raw_value;
     match kind {
@@ -865,7 +891,7 @@ fn step_key(
                     core.key = None;
                     out.push(Event::KeyEnd { raw });
                 }
-                Some(Str::Whole(v)) => {
+                Some(StrValue::Str(Str::Whole(v))) => {
                     if v.len() <= core.cfg.max_chunk {
                         out.push(Event::StringChunk(v));
                     } else {
@@ -881,9 +907,17 @@ fn step_key(
                     core.key = None;
                     out.push(Event::KeyEnd { raw });
                 }
-                Some(Str::Big(n)) => {
+                Some(StrValue::Str(Str::Big(n))) => {
                     core.raw.open(t, body_start, max_raw);
                     *state = State::Value(Body::Str { remaining: n });
+                }
+                Some(StrValue::Lzf { clen, ulen }) => {
+                    core.raw.open(t, body_start, max_raw);
+                    *state = State::Value(Body::Lzf(Box::new(LzfBody {
+                        left: clen,
+                        dec: super::lzf::LzfStream::new(ulen),
+                        at: cur.abs(),
+                    })));
                 }
             }
         }
@@ -1067,6 +1101,26 @@ fn step_value(
             out.push(Event::StringChunk(cur.bytes(n)?));
             *remaining -= n as u64;
             Ok(*remaining == 0)
+        }
+        Body::Lzf(z) => {
+            let bad = |m: String, at: u64| -> Stop {
+                RdbError::corrupt(format!("invalid LZF data in string value: {m}"), at).into()
+            };
+            if z.left > 0 {
+                let n = z.left.min(LZF_PIECE) as usize;
+                let piece = cur.bytes(n)?;
+                z.left -= n as u64;
+                z.dec.feed(&piece).map_err(|m| bad(m, z.at))?;
+            }
+            let max = core.cfg.max_chunk;
+            while z.dec.ready() >= max || (z.left == 0 && z.dec.ready() > 0) {
+                out.push(Event::StringChunk(z.dec.take(max)));
+            }
+            if z.left > 0 {
+                return Ok(false);
+            }
+            z.dec.finish().map_err(|m| bad(m, z.at))?;
+            Ok(true)
         }
         Body::Seq(s) => step_seq(core, s, cur, out),
         Body::Quicklist(q) => step_quicklist(core, q, cur, out),

@@ -356,9 +356,17 @@ fn lzf_strings_are_decompressed_and_bounded() {
     let ev = parse_everywhere(&data, cfg(4));
     assert!(ev.contains(&Event::StringChunk(b("aaaa"))));
     assert!(ev.contains(&Event::StringChunk(b("aa"))));
+    // Longer than max_chunk, it is decompressed in pieces: max_lzf (the bound on what is held
+    // whole) does not apply.
     let small = ParserConfig {
         max_lzf: 5,
         ..cfg(4)
+    };
+    assert!(parse(&data, small).is_ok());
+    // Within max_chunk it is held whole, and bounded.
+    let small = ParserConfig {
+        max_lzf: 5,
+        ..cfg(16)
     };
     match parse(&data, small) {
         Err(RdbError::LimitExceeded {
@@ -371,6 +379,25 @@ fn lzf_strings_are_decompressed_and_bounded() {
             assert_eq!(offset, 9 + 1 + 2);
         }
         other => panic!("{other:?}"),
+    }
+    // Corrupt, streamed: a back reference before the start, and a declared length too long.
+    for (body, what) in [
+        (&[0xc3, 0x02, 0x06, 0x20, 0x00][..], "before the start"),
+        (
+            &[0xc3, 0x04, 0x07, 0x00, b'a', 0x60, 0x00][..],
+            "declares 7",
+        ),
+    ] {
+        let mut w = W::redis(9);
+        w.key(0, b"k").b(body);
+        match parse(&w.end(true), cfg(4)) {
+            Err(RdbError::Corrupt { what: w, offset }) => {
+                assert!(w.contains(what), "{w}");
+                // The compressed bytes start after the magic, type, key and LZF header.
+                assert_eq!(offset, 9 + 1 + 2 + 3);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
 
