@@ -13,6 +13,7 @@ use redis_pitr::catalog::Catalog;
 use redis_pitr::link::Source;
 use redis_pitr::names::ArchiveName;
 use redis_pitr::plan::Target;
+use redis_pitr::restore::live::TargetError;
 use redis_pitr::restore::{self, Destination, RestoreConfig, RestoreError};
 use redis_pitr::store::{Store, StoreError};
 use redis_pitr::verify;
@@ -232,6 +233,13 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
                 RestoreError::Plan(redis_pitr::plan::PlanError::Empty) => EXIT_NOT_FOUND,
                 RestoreError::Plan(_) => EXIT_NOT_FOUND,
                 RestoreError::Corrupt { .. } => EXIT_CORRUPT,
+                // The target refused a command, or answered nonsense: it was reached.
+                RestoreError::Target(
+                    TargetError::Reply { .. }
+                    | TargetError::Protocol { .. }
+                    | TargetError::Version { .. },
+                ) => EXIT_FAILURE,
+                RestoreError::Target(TargetError::Url { .. }) => EXIT_USAGE,
                 RestoreError::Target(_) => EXIT_UNREACHABLE,
                 RestoreError::TargetNotEmpty { .. } => EXIT_USAGE,
                 _ => EXIT_FAILURE,
