@@ -489,7 +489,7 @@ rss_dataset() {
 
 # rss_restores NAME STORE TO WHAT KEYS: peak RSS of pitr restore --target and --output-dir.
 rss_restores() {
-  local name="$1" store="$2" to="$3" what="$4" keys="$5" tport tpid live live_t files files_t
+  local name="$1" store="$2" to="$3" what="$4" keys="$5" tport tpid live live_t files files_t verify
   start_redis "$name-target"
   tport=$REDIS_PORT tpid=$REDIS_PID
   timed_restore "$WORK/$name-rss-live" --store "$store" --to "$to" --target "redis://127.0.0.1:$tport"
@@ -500,10 +500,14 @@ rss_restores() {
   timed_restore "$WORK/$name-rss-files" --store "$store" --to "$to" --output-dir "$WORK/$name-rss-files"
   rm -rf "${WORK:?}/$name-rss-files"
   files="$T_RSS_KIB" files_t="$T_WALL"
-  awk -v n="$1" -v w="$what" -v l="$live" -v f="$files" -v lt="$live_t" -v ft="$files_t" 'BEGIN {
+  # pitr verify reads every value (LZF strings decompressed) and checks everything.
+  /usr/bin/time -f '%M' -o "$WORK/$name-verify.rss" "$PITR" verify --store "$store" \
+    >"$WORK/$name-verify.out" 2>&1 || die "pitr verify of $name failed: $(tail -n 3 "$WORK/$name-verify.out")"
+  verify="$(tail -n1 "$WORK/$name-verify.rss")"
+  awk -v n="$1" -v w="$what" -v l="$live" -v f="$files" -v lt="$live_t" -v ft="$files_t" -v v="$verify" 'BEGIN {
     m = (l > f ? l : f)
-    printf "rss: %s (%s): pitr restore --target %.1f MiB (%s s), --output-dir %.1f MiB (%s s); target <= 256 MiB: %s\n",
-      n, w, l / 1024, lt, f / 1024, ft, (m <= 262144 ? "met" : "NOT met")
+    printf "rss: %s (%s): pitr restore --target %.1f MiB (%s s), --output-dir %.1f MiB (%s s); target <= 256 MiB: %s; pitr verify %.1f MiB\n",
+      n, w, l / 1024, lt, f / 1024, ft, (m <= 262144 ? "met" : "NOT met"), v / 1024
   }'
 }
 

@@ -318,7 +318,8 @@ fn check_snapshot_blocking(
         let body = (&mut *r).take(body_len);
         let mut dec = zstd::stream::read::Decoder::new(body)
             .map_err(|e| problem(body_start, format!("zstd: {e}")))?;
-        let mut buf = vec![0u8; 256 * 1024];
+        // 1 MiB pieces: fewer hand-overs to the consumer threads (each one a wake-up).
+        let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = dec.read(&mut buf).map_err(|e| {
                 problem(

@@ -290,8 +290,9 @@ pub enum LzfStrings {
     /// value by RESTORE); decompress it otherwise.
     SkipWhenCaptured,
     /// Always skip it, and also small string values and the contents of encoded containers
-    /// (listpacks, ziplists, intsets): the consumer only counts keys. Key events (with empty key
-    /// names) and the file's structure and checksum are still read and checked.
+    /// (listpacks, ziplists, intsets): the consumer only counts keys. No `KeyStart` is reported
+    /// (the [`Summary`] counts the keys); the file's structure and checksum are still read and
+    /// checked.
     Skip,
 }
 
@@ -352,6 +353,16 @@ pub struct Summary {
 }
 
 impl Summary {
+    pub(crate) fn count_key(&mut self, db: u64, expires: bool) {
+        self.keys += 1;
+        self.keys_with_expiry += u64::from(expires);
+        match self.keys_per_db.last_entry() {
+            // Keys come database by database: the last entry is almost always the one.
+            Some(mut e) if *e.key() == db => *e.get_mut() += 1,
+            _ => *self.keys_per_db.entry(db).or_insert(0) += 1,
+        }
+    }
+
     pub(crate) fn observe(&mut self, ev: &Event) {
         match ev {
             Event::Header { magic, version } => {
@@ -361,13 +372,7 @@ impl Summary {
             Event::Aux { .. } => self.aux_fields += 1,
             Event::ModuleAux { .. } => self.module_aux += 1,
             Event::Function { .. } => self.functions += 1,
-            Event::KeyStart { db, expire_ms, .. } => {
-                self.keys += 1;
-                if expire_ms.is_some() {
-                    self.keys_with_expiry += 1;
-                }
-                *self.keys_per_db.entry(*db).or_insert(0) += 1;
-            }
+            Event::KeyStart { db, expire_ms, .. } => self.count_key(*db, expire_ms.is_some()),
             Event::Eof { checksum } => {
                 self.checksum = *checksum;
                 self.complete = true;

@@ -815,6 +815,16 @@ fn key_start(
     at: u64,
 ) {
     let meta = std::mem::take(&mut core.pending);
+    if core.lzf_strings == super::LzfStrings::Skip {
+        // Only counting: the summary counts the key, no event is made for it.
+        core.summary.count_key(core.db, meta.expire_ms.is_some());
+        core.key = Some(KeyCtx {
+            key,
+            type_id,
+            offset: at,
+        });
+        return;
+    }
     core.key = Some(KeyCtx {
         key: key.clone(),
         type_id,

@@ -38,13 +38,11 @@ pub struct FilesWriter {
     staging: PathBuf,
     magic: Magic,
     version: u32,
-    base: BufWriter<File>,
+    base: BaseWriter,
     aof: BufWriter<File>,
     /// For a selective restore: the selected keys become commands.
     conv: Option<KeyConverter>,
     scratch: Vec<u8>,
-    /// Base bytes written since the last background flush to disk.
-    unsynced: u64,
     /// The snapshot came from Valkey: its command line names `valkey-server`.
     valkey: bool,
     /// Snapshot bytes seen so far (the aux fields that name the server come first).
@@ -118,18 +116,17 @@ impl FilesWriter {
             staging: staging.clone(),
             magic,
             version,
-            base: open(BASE).await?,
+            base: BaseWriter::create(&staging.join(BASE))?,
             aof: open(INCR).await?,
             conv,
             scratch: Vec::with_capacity(64 << 10),
-            unsynced: 0,
             valkey: magic == Magic::Valkey,
             seen: 0,
         })
     }
 
     /// Snapshot bytes and their (already filtered) events.
-    pub async fn snapshot(&mut self, raw: &[u8], events: &[Event]) -> Result<(), RestoreError> {
+    pub async fn snapshot(&mut self, raw: &Bytes, events: &[Event]) -> Result<(), RestoreError> {
         if self.seen < 4096 {
             // Valkey 7.2 and 8 write `REDIS0011` and say who they are in an aux field.
             const VALKEY_AUX: &[u8] = b"\xfa\x0avalkey-ver";
@@ -137,23 +134,7 @@ impl FilesWriter {
         }
         self.seen += raw.len() as u64;
         match &mut self.conv {
-            None => {
-                self.base
-                    .write_all(raw)
-                    .await
-                    .map_err(|e| ferr(&self.staging.join(BASE), e))?;
-                self.unsynced += raw.len() as u64;
-                if self.unsynced >= SYNC_EVERY {
-                    self.unsynced = 0;
-                    if let Ok(f) = self.base.get_ref().try_clone().await {
-                        // Best effort: the final fsync is what the restore relies on.
-                        tokio::spawn(async move {
-                            let _ = f.sync_data().await;
-                        });
-                    }
-                }
-                Ok(())
-            }
+            None => self.base.write(raw.clone()).await,
             Some(conv) => {
                 let mut cmds = Vec::new();
                 for ev in events {
@@ -172,10 +153,7 @@ impl FilesWriter {
     pub async fn snapshot_done(&mut self) -> Result<(), RestoreError> {
         if self.conv.is_some() {
             let empty = empty_rdb(self.magic, self.version);
-            self.base
-                .write_all(&empty)
-                .await
-                .map_err(|e| ferr(&self.staging.join(BASE), e))?;
+            self.base.write(Bytes::from(empty)).await?;
         }
         Ok(())
     }
@@ -202,10 +180,13 @@ impl FilesWriter {
     pub async fn finish(mut self, has_commands: bool) -> Result<Written, RestoreError> {
         let base_path = self.staging.join(BASE);
         let incr_path = self.staging.join(INCR);
-        for (w, p) in [(&mut self.base, &base_path), (&mut self.aof, &incr_path)] {
-            w.flush().await.map_err(|e| ferr(p, e))?;
-            w.get_mut().sync_all().await.map_err(|e| ferr(p, e))?;
-        }
+        self.base.finish().await?;
+        self.aof.flush().await.map_err(|e| ferr(&incr_path, e))?;
+        self.aof
+            .get_mut()
+            .sync_all()
+            .await
+            .map_err(|e| ferr(&incr_path, e))?;
         let dir = self.dir.clone();
         let server = if self.valkey {
             "valkey-server"
@@ -290,6 +271,79 @@ impl FilesWriter {
             files,
             command_line,
         })
+    }
+}
+
+/// The base RDB, written by a thread of its own straight from the pieces it is handed (no
+/// copy on the way), pushed to disk in the background every [`SYNC_EVERY`] bytes, so that the
+/// final fsync finds little left.
+struct BaseWriter {
+    path: PathBuf,
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<std::fs::File>>>,
+}
+
+impl BaseWriter {
+    fn create(path: &Path) -> Result<BaseWriter, RestoreError> {
+        let mut file = std::fs::File::create(path).map_err(|e| ferr(path, e))?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let thread = std::thread::Builder::new()
+            .name("restore-base-writer".into())
+            .spawn(move || {
+                use std::io::Write;
+                let mut unsynced = 0u64;
+                while let Some(piece) = rx.blocking_recv() {
+                    file.write_all(&piece)?;
+                    unsynced += piece.len() as u64;
+                    if unsynced >= SYNC_EVERY {
+                        unsynced = 0;
+                        if let Ok(f) = file.try_clone() {
+                            // Best effort: the final fsync is what the restore relies on.
+                            std::thread::spawn(move || f.sync_data());
+                        }
+                    }
+                }
+                Ok(file)
+            })
+            .map_err(|e| ferr(path, format!("cannot start the writer thread: {e}")))?;
+        Ok(BaseWriter {
+            path: path.to_path_buf(),
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    async fn write(&mut self, piece: Bytes) -> Result<(), RestoreError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(piece).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The thread stopped on a write error: finish() reports it.
+            self.finish()
+                .await
+                .and(Err(ferr(&self.path, "the writer stopped")))
+        }
+    }
+
+    /// Waits for every piece to be written, then fsyncs the file.
+    async fn finish(&mut self) -> Result<(), RestoreError> {
+        self.tx = None;
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let file = thread
+                .join()
+                .map_err(|_| ferr(&path, "the writer thread panicked"))?
+                .map_err(|e| ferr(&path, e))?;
+            file.sync_all().map_err(|e| ferr(&path, e))
+        })
+        .await
+        .map_err(|e| ferr(&self.path, e))?
     }
 }
 
