@@ -218,9 +218,14 @@ async fn check_snapshot(
     read_snapshot(store, listed.name, move |raw| {
         events.clear();
         match raw {
-            Some(raw) => parser
-                .feed(raw, &mut events)
-                .map_err(|e| format!("the RDB inside: {e}")),
+            // In small pieces: an LZF string expands up to 88 times, and the events of one
+            // feed are held until it returns.
+            Some(raw) => raw.chunks(crate::rdb::FEED_PIECE).try_for_each(|piece| {
+                events.clear();
+                parser
+                    .feed(piece, &mut events)
+                    .map_err(|e| format!("the RDB inside: {e}"))
+            }),
             None => parser
                 .finish()
                 .map(|_| ())

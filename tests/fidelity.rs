@@ -288,6 +288,17 @@ fn a_huge_compressible_string_restores_in_both_modes() {
     }
 }
 
+/// Once the writes so far are archived: the moment to restore to and the master's state then,
+/// followed by one more write (so that the archived window goes past the moment).
+fn mark_cut(con: &mut redis::Connection) -> (u64, Value) {
+    assert_eq!(wait_archived(con, 5000), 1);
+    let to = now_ms();
+    let state = logical_state_con(con, 0);
+    std::thread::sleep(Duration::from_millis(5));
+    exec(con, &["SET", "after-the-cut", "1"]);
+    (to, state)
+}
+
 /// A field whose TTL passed between the cut and the restore, written again before the cut:
 /// the replay must not let the target expire it early (a later HINCRBY would then start from
 /// nothing and leave a field the master never had). Live mode moves field TTLs ahead for the
@@ -318,11 +329,7 @@ fn field_ttls_that_pass_before_the_restore_do_not_change_later_writes() {
             con,
             &["HSETEX", "h3", "PX", "600000", "FIELDS", "1", "b", "1"],
         );
-        assert_eq!(wait_archived(con, 5000), 1);
-        to = now_ms();
-        want = logical_state_con(con, 0);
-        std::thread::sleep(Duration::from_millis(5));
-        exec(con, &["SET", "after-the-cut", "1"]);
+        (to, want) = mark_cut(con);
     });
     // At the cut: s = {f: 11 (TTL), g: 1}, h = {f: 6 (TTL), g: 1}, h2 = {a: 2 (TTL)},
     // h3 = {b: 1 (TTL in 10 min)}.
@@ -390,11 +397,7 @@ fn redis_5_0_relative_ttls_restore_in_both_modes() {
             .arg(payload)
             .query(con)
             .unwrap();
-        assert_eq!(wait_archived(con, 5000), 1);
-        to = now_ms();
-        want = logical_state_con(con, 0);
-        std::thread::sleep(Duration::from_millis(5));
-        exec(con, &["SET", "after-the-cut", "1"]);
+        (to, want) = mark_cut(con);
     });
     assert_eq!(want["keys"].as_array().unwrap().len(), 10, "{want}");
     // `gone` expires before the restore.

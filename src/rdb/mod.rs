@@ -296,6 +296,11 @@ pub enum LzfStrings {
     Skip,
 }
 
+/// The largest input a caller should hand [`Parser::feed`] at once when it reads values: the
+/// events of one call are all held until it returns, and an LZF-compressed string expands up to
+/// 88 times (64 KiB in, at most about 6 MiB of string pieces out).
+pub const FEED_PIECE: usize = 64 << 10;
+
 /// Bounds on what the parser holds in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParserConfig {

@@ -239,7 +239,23 @@ pub async fn restore(
                 }
                 None if side_parse => Bytes::new(),
                 Some(raw) => {
+                    // A batch per piece: an LZF string expands up to 88 times in the events.
                     let raw = Bytes::copy_from_slice(raw);
+                    let mut at = 0;
+                    while raw.len() - at > rdb::FEED_PIECE {
+                        let piece = raw.slice(at..at + rdb::FEED_PIECE);
+                        at += rdb::FEED_PIECE;
+                        parser
+                            .feed_bytes(piece.clone(), &mut events)
+                            .map_err(|e| format!("the RDB inside: {e}"))?;
+                        tx2.blocking_send(Ok(SnapshotBatch {
+                            raw: piece,
+                            events: std::mem::take(&mut events),
+                            header: None,
+                        }))
+                        .map_err(|_| "restore stopped".to_string())?;
+                    }
+                    let raw = raw.slice(at..);
                     parser
                         .feed_bytes(raw.clone(), &mut events)
                         .map_err(|e| format!("the RDB inside: {e}"))?;
@@ -694,54 +710,36 @@ pub fn shift_ttl(args: &[Bytes], shift: i64) -> Option<Vec<Bytes>> {
     let name = args.first()?.to_ascii_lowercase();
     let shifted =
         |v: i64, unit: i64| Bytes::from(v.saturating_mul(unit).saturating_add(shift).to_string());
+    // `args` with the time at `at` (seconds when `secs`) moved and in ms, and `args[name_at]`
+    // renamed to say so.
+    let moved = |name_at: usize, new_name: &'static [u8], at: usize, secs: bool| {
+        let v = num(&args[at])?;
+        let mut out = args.to_vec();
+        out[name_at] = Bytes::from_static(new_name);
+        out[at] = shifted(v, if secs { 1000 } else { 1 });
+        Some(out)
+    };
     match name.as_slice() {
-        b"pexpireat" | b"expireat" if args.len() >= 3 => {
-            let v = num(&args[2])?;
-            let unit = if name == b"expireat" { 1000 } else { 1 };
-            let mut out = args.to_vec();
-            out[0] = Bytes::from_static(b"PEXPIREAT");
-            out[2] = shifted(v, unit);
-            Some(out)
+        // Key TTLs, and hash field TTLs (Redis 7.4+, Valkey 9+): `HPEXPIREAT key ms [cond]
+        // FIELDS n f...`.
+        b"pexpireat" | b"expireat" | b"hpexpireat" | b"hexpireat" if args.len() >= 3 => {
+            let hash = name[0] == b'h';
+            let secs = name == b"expireat" || name == b"hexpireat";
+            moved(0, if hash { b"HPEXPIREAT" } else { b"PEXPIREAT" }, 2, secs)
         }
-        b"set" | b"getex" => {
+        // `SET key value [opts]`, `GETEX key [opts]`; `HSETEX key [opts] FIELDS n f v ...`,
+        // `HGETEX key [opts] FIELDS n f ...`, whose options end at FIELDS.
+        b"set" | b"getex" | b"hsetex" | b"hgetex" => {
             let from = if name == b"set" { 3 } else { 2 };
-            for i in from..args.len().saturating_sub(1) {
-                let opt = args[i].to_ascii_lowercase();
-                if opt == b"pxat" || opt == b"exat" {
-                    let v = num(&args[i + 1])?;
-                    let unit = if opt == b"exat" { 1000 } else { 1 };
-                    let mut out = args.to_vec();
-                    out[i] = Bytes::from_static(b"PXAT");
-                    out[i + 1] = shifted(v, unit);
-                    return Some(out);
-                }
-            }
-            None
-        }
-        // Hash field TTLs (Redis 7.4+, Valkey 9+): `HPEXPIREAT key ms [cond] FIELDS n f...`.
-        b"hpexpireat" | b"hexpireat" if args.len() >= 3 => {
-            let v = num(&args[2])?;
-            let unit = if name == b"hexpireat" { 1000 } else { 1 };
-            let mut out = args.to_vec();
-            out[0] = Bytes::from_static(b"HPEXPIREAT");
-            out[2] = shifted(v, unit);
-            Some(out)
-        }
-        // `HSETEX key [opts] [PXAT ms|EXAT s] FIELDS n f v ...`, `HGETEX key [PXAT|EXAT] FIELDS`:
-        // the options sit between the key and FIELDS.
-        b"hsetex" | b"hgetex" => {
-            for i in 2..args.len().saturating_sub(1) {
-                let opt = args[i].to_ascii_lowercase();
-                if opt == b"fields" {
+            let hash = name[0] == b'h';
+            let last = args.len().saturating_sub(1);
+            for (i, a) in args.iter().enumerate().take(last).skip(from) {
+                let opt = a.to_ascii_lowercase();
+                if hash && opt == b"fields" {
                     return None;
                 }
                 if opt == b"pxat" || opt == b"exat" {
-                    let v = num(&args[i + 1])?;
-                    let unit = if opt == b"exat" { 1000 } else { 1 };
-                    let mut out = args.to_vec();
-                    out[i] = Bytes::from_static(b"PXAT");
-                    out[i + 1] = shifted(v, unit);
-                    return Some(out);
+                    return moved(i, b"PXAT", i + 1, opt == b"exat");
                 }
             }
             None
