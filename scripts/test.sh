@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Full check of the crate, as CI runs it (.ci/run):
-#   1. install the test dependencies (redis-server, garage)   scripts/install-deps.sh
+#   1. install the test dependencies (redis-server; Redis 5.0 and 6.2 and Valkey 9.1 for the
+#      cross-version tests; garage)                            scripts/install-deps.sh
 #   2. cargo fmt --check
 #   3. cargo clippy --all-targets -D warnings
 #   4. cargo test --release (unit + integration tests)
@@ -35,6 +36,7 @@ if [ "${SKIP_INSTALL:-0}" != "1" ]; then
 fi
 log "redis-server: $(command -v redis-server || echo MISSING)"
 log "garage: $(command -v garage || echo MISSING)"
+log "other servers: $(ls "${PITR_SERVERS_DIR:-$HOME/.cache/redis-pitr/servers}/bin" 2>/dev/null | tr '\n' ' ' || echo MISSING)"
 
 fmt_args=(--check)
 if [ ! -t 1 ]; then
