@@ -543,18 +543,22 @@ impl LiveTarget {
     }
 
     /// Moves every key's expiry back by `shift_ms` (see `restore::TTL_SHIFT_MS`): a server-side
-    /// script per database walks the keys with SCAN and rewrites each TTL with PEXPIREAT; a
-    /// time already past deletes the key, as the master would have. With `fields`, the hash
-    /// field TTLs more than half the shift ahead are moved back the same way (HPEXPIREAT).
-    /// Returns the keys and fields fixed.
+    /// script walks the keys of each database with SCAN, a slice at a time (so the target never
+    /// runs one long script), and rewrites each TTL more than half the shift ahead with
+    /// PEXPIREAT; a time already past deletes the key, as the master would have. With `fields`,
+    /// hash field TTLs are moved back the same way (HPEXPIREAT). Only times more than half the
+    /// shift ahead are moved, so a key that SCAN returns twice is moved once. Returns the keys
+    /// and fields fixed.
     pub async fn unshift_ttls(&mut self, shift_ms: i64, fields: bool) -> Result<u64, TargetError> {
         const SCRIPT: &str = r#"
 local shift = tonumber(ARGV[1])
 local fields = ARGV[2] == '1'
+local cursor = ARGV[3]
 -- PEXPIRETIME (7.0+) gives the exact expiry; older servers only have PTTL.
 local exact = type(redis.pcall('PEXPIRETIME', 'pitr:probe')) == 'number'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local moved = now + shift / 2
 local fixed = 0
 local function unshift_fields(k)
   local names = redis.call('HKEYS', k)
@@ -563,18 +567,19 @@ local function unshift_fields(k)
     for j = i, math.min(i + 499, #names) do part[#part + 1] = names[j] end
     local times = redis.call('HPEXPIRETIME', k, 'FIELDS', #part, unpack(part))
     for j, at in ipairs(times) do
-      if at > now + shift / 2 then
+      if at > moved then
         redis.call('HPEXPIREAT', k, at - shift, 'FIELDS', 1, part[j])
         fixed = fixed + 1
       end
     end
   end
 end
-local cursor = "0"
+local seen = 0
 repeat
   local r = redis.call('SCAN', cursor, 'COUNT', 1000)
   cursor = r[1]
   for _, k in ipairs(r[2]) do
+    seen = seen + 1
     local at = -1
     if exact then
       at = redis.call('PEXPIRETIME', k)
@@ -582,7 +587,7 @@ repeat
       local pttl = redis.call('PTTL', k)
       if pttl > 0 then at = now + pttl end
     end
-    if at > 0 then
+    if at > moved then
       redis.call('PEXPIREAT', k, at - shift)
       fixed = fixed + 1
     end
@@ -590,8 +595,8 @@ repeat
       unshift_fields(k)
     end
   end
-until cursor == "0"
-return fixed
+until cursor == "0" or seen >= 5000
+return cursor .. ':' .. fixed
 "#;
         let info = self.info("keyspace").await?;
         let dbs: Vec<String> = info
@@ -605,23 +610,43 @@ return fixed
                 .call(&[Bytes::from_static(b"SELECT"), Bytes::from(db.clone())])
                 .await?;
             self.check(r, "SELECT")?;
-            let r = self
-                .call(&[
-                    Bytes::from_static(b"EVAL"),
-                    Bytes::from_static(SCRIPT.as_bytes()),
-                    Bytes::from_static(b"0"),
-                    Bytes::from(shift_ms.to_string()),
-                    Bytes::from_static(if fields { b"1" } else { b"0" }),
-                ])
-                .await?;
-            match self.check(r, "EVAL (moving expiries back)")? {
-                Reply::Int(n) => fixed += n.max(0) as u64,
-                other => {
+            let mut cursor = Bytes::from_static(b"0");
+            loop {
+                let r = self
+                    .call(&[
+                        Bytes::from_static(b"EVAL"),
+                        Bytes::from_static(SCRIPT.as_bytes()),
+                        Bytes::from_static(b"0"),
+                        Bytes::from(shift_ms.to_string()),
+                        Bytes::from_static(if fields { b"1" } else { b"0" }),
+                        cursor.clone(),
+                    ])
+                    .await?;
+                let reply = self.check(r, "EVAL (moving expiries back)")?;
+                // "<next cursor>:<fixed>"
+                let next = match &reply {
+                    Reply::Bulk(b) => std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|t| t.split_once(':'))
+                        .and_then(|(c, n)| {
+                            Some((Bytes::copy_from_slice(c.as_bytes()), n.parse::<u64>().ok()?))
+                        })
+                        .map(|(c, n)| {
+                            fixed += n;
+                            c
+                        }),
+                    _ => None,
+                };
+                let Some(next) = next else {
                     return Err(TargetError::Protocol {
                         addr: self.addr.clone(),
-                        detail: format!("the expiry script answered {other:?}"),
-                    })
+                        detail: format!("the expiry script answered {reply:?}"),
+                    });
+                };
+                if next.as_ref() == b"0" {
+                    break;
                 }
+                cursor = next;
             }
         }
         Ok(fixed)
