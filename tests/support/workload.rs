@@ -107,6 +107,8 @@ pub struct Workload {
     field_ttls: bool,
     /// The server has functions (7.0+): else `FCall` and `FunctionLoad` ops are EVALs.
     functions: bool,
+    /// The server has HSETEX and HGETEX (Redis 8, Valkey 9; not Redis 7.4).
+    hsetex: bool,
     library_loaded: bool,
     stats: WorkloadStats,
 }
@@ -363,6 +365,7 @@ impl Workload {
             started: false,
             field_ttls: false,
             functions: false,
+            hsetex: false,
             library_loaded: false,
             stats: WorkloadStats {
                 fingerprint: 0xcbf2_9ce4_8422_2325,
@@ -402,6 +405,7 @@ impl Workload {
             };
             self.field_ttls = has("hpexpire");
             self.functions = has("fcall");
+            self.hsetex = has("hsetex") && has("hgetex");
         }
         if self.functions && !self.library_loaded {
             self.library_loaded = true;
@@ -1096,7 +1100,12 @@ impl Workload {
                 let key = self.key("hash");
                 let f = |w: &mut Self| format!("f{}", w.rng.gen_range(0..10));
                 let (f1, f2) = (f(self), f(self));
-                let c = match self.rng.gen_range(0..7) {
+                let pick = match self.rng.gen_range(0..7) {
+                    // Without HSETEX / HGETEX: HPEXPIRE instead.
+                    0 | 4 if !self.hsetex => 1,
+                    n => n,
+                };
+                let c = match pick {
                     0 => {
                         let (v1, v2) = (self.val(), self.val());
                         C::new("HSETEX")
