@@ -5,7 +5,8 @@
 #   2. cargo fmt --check
 #   3. cargo clippy --all-targets -D warnings
 #   4. cargo test --release (unit + integration tests)
-#   5. cargo bench --no-run (benchmarks compile)
+#   5. the archive and files tests again, with Valkey 9.1 as the master
+#   6. cargo bench --no-run (benchmarks compile)
 # Works non-interactively (CI=true, no stdin).
 #
 # Environment:
@@ -47,6 +48,11 @@ step "cargo clippy" cargo clippy --all-targets -- -D warnings
 # --release for everything: the integration tests push a lot of data, and the
 # crate is then compiled once for the tests and the benches.
 step "cargo test --release" cargo test --release -- --test-threads="$threads"
+# The archiver's tests (PSYNC, restarts, backlog overrun, WAIT) and the files restores once
+# more with Valkey as the master (tests/fidelity.rs covers the other versions).
+valkey="${PITR_SERVERS_DIR:-$HOME/.cache/redis-pitr/servers}/bin/valkey-server-9.1"
+step "cargo test against Valkey 9.1" env REDIS_SERVER_BIN="$valkey" \
+  cargo test --release --test archive_redis --test restore_files -- --test-threads="$threads"
 step "cargo bench --no-run" cargo bench --no-run
 
 banner "all checks passed in $((SECONDS - total_start)) s"

@@ -9,7 +9,7 @@ use super::util::{free_port, require_binary, wait_until_msg};
 /// loopback port, and no saving), waits until it has loaded everything, and returns it (killed
 /// on drop) with its port.
 pub fn start_from(command_line: &str) -> (ManagedChild, u16) {
-    start_from_with(&require_binary("redis-server"), command_line)
+    start_from_with(&super::redis_server::redis_server_bin(), command_line)
 }
 
 /// Like [`start_from`], with the server binary `bin` in place of the line's first word
@@ -104,7 +104,7 @@ impl super::archiving::Archive {
     /// Restores `to` as files into a new directory and starts redis-server on them with the
     /// command line the restore printed.
     pub fn restore_as_files_and_start(&self, to: &str, extra: &[&str]) -> RestoredFiles {
-        self.restore_as_files_and_start_with(&require_binary("redis-server"), to, extra)
+        self.restore_as_files_and_start_with(&super::redis_server::redis_server_bin(), to, extra)
     }
 
     /// Like [`restore_as_files_and_start`](Self::restore_as_files_and_start), started with
