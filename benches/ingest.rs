@@ -401,11 +401,15 @@ fn segment_header(len: usize) -> SegmentHeader {
     }
 }
 
-fn fresh_dir(base: &std::path::Path) -> tempfile::TempDir {
-    tempfile::Builder::new()
+/// A `file://` store in a fresh directory under `base` (removed when the directory is dropped).
+fn fresh_store(base: &std::path::Path, name: &ArchiveName) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::Builder::new()
         .prefix("pitr-bench-ingest-")
         .tempdir_in(base)
-        .expect("temp dir")
+        .expect("temp dir");
+    let url = format!("file://{}", dir.path().display());
+    let store = Store::open(&url, name).expect("file store");
+    (dir, store)
 }
 
 fn bench_ingest(c: &mut Criterion) {
@@ -431,28 +435,22 @@ fn bench_ingest(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4))
         .throughput(Throughput::Bytes(data.len() as u64));
 
-    g.bench_function("zstd_alone_64MiB_pieces", |b| {
-        b.iter(|| {
-            let mut out = 0;
-            for piece in data.chunks(64 << 20) {
-                out += zstd::bulk::compress(black_box(piece), ZSTD_LEVEL)
-                    .expect("zstd")
-                    .len();
-            }
-            out
-        })
-    });
-    g.bench_function("zstd_alone_1MiB_pieces", |b| {
-        b.iter(|| {
-            let mut out = 0;
-            for piece in data.chunks(1 << 20) {
-                out += zstd::bulk::compress(black_box(piece), ZSTD_LEVEL)
-                    .expect("zstd")
-                    .len();
-            }
-            out
-        })
-    });
+    for (name, piece_len) in [
+        ("zstd_alone_64MiB_pieces", 64 << 20),
+        ("zstd_alone_1MiB_pieces", 1 << 20),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut out = 0;
+                for piece in data.chunks(piece_len) {
+                    out += zstd::bulk::compress(black_box(piece), ZSTD_LEVEL)
+                        .expect("zstd")
+                        .len();
+                }
+                out
+            })
+        });
+    }
     g.bench_function("scan_only", |b| {
         b.iter(|| {
             // The link's buffer, without the copy: `data[at..end]` is what was read and not
@@ -500,21 +498,16 @@ fn bench_ingest(c: &mut Criterion) {
         let (object, _) =
             format::encode_segment(&segment_header(data.len()), data).expect("encode");
         let object = bytes::Bytes::from(object);
-        let seg_name = redis_pitr::names::ObjectName {
-            kind: redis_pitr::names::ObjectKind::Segment,
-            generation: GenerationId(1),
-            start: 0,
-            end: data.len() as u64,
-            first_ms: 1,
-            last_ms: 2,
-            replid: REPLID.parse().expect("replid"),
-        };
+        let seg_name = redis_pitr::names::ObjectName::segment(
+            GenerationId(1),
+            (0, data.len() as u64),
+            (1, 2),
+            REPLID.parse().expect("replid"),
+        );
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let dir = fresh_dir(&tmp_base);
-                let url = format!("file://{}", dir.path().display());
-                let store = Store::open(&url, &name).expect("file store");
+                let (dir, store) = fresh_store(&tmp_base, &name);
                 let started = Instant::now();
                 rt.block_on(store.put_new(&seg_name, object.clone()))
                     .expect("put");
@@ -543,9 +536,7 @@ fn bench_ingest(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     // A fresh directory each time (its creation and removal are not timed).
-                    let dir = fresh_dir(&tmp_base);
-                    let url = format!("file://{}", dir.path().display());
-                    let store = Store::open(&url, &name).expect("file store");
+                    let (dir, store) = fresh_store(&tmp_base, &name);
                     total += rt.block_on(archive_once(data, store, segment_max_bytes));
                     drop(dir);
                 }
@@ -585,9 +576,7 @@ fn paired() {
     let name: ArchiveName = "bench".parse().expect("archive name");
     let tmp_base = std::env::temp_dir();
     let file = |segment_max_bytes: usize| {
-        let dir = fresh_dir(&tmp_base);
-        let url = format!("file://{}", dir.path().display());
-        let store = Store::open(&url, &name).expect("file store");
+        let (_dir, store) = fresh_store(&tmp_base, &name);
         rt.block_on(archive_once(data, store, segment_max_bytes))
     };
     let variants: [(&str, &dyn Fn() -> Duration); 4] = [

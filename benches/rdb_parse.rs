@@ -7,23 +7,6 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use redis_pitr::rdb::{self, Event, Parser, ParserConfig};
 
-fn put_len(out: &mut Vec<u8>, n: usize) {
-    if n < 64 {
-        out.push(n as u8);
-    } else if n < 16384 {
-        out.push(0x40 | (n >> 8) as u8);
-        out.push(n as u8);
-    } else {
-        out.push(0x80);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    put_len(out, s.len());
-    out.extend_from_slice(s);
-}
-
 /// A listpack of short strings (< 64 bytes each).
 fn listpack(items: &[Vec<u8>]) -> Vec<u8> {
     let mut body = Vec::new();
@@ -55,8 +38,8 @@ fn finish(mut body: Vec<u8>) -> Bytes {
 fn header() -> Vec<u8> {
     let mut b = b"REDIS0011".to_vec();
     b.push(0xfa);
-    put_str(&mut b, b"redis-ver");
-    put_str(&mut b, b"7.2.0");
+    rdb::write_string(&mut b, b"redis-ver");
+    rdb::write_string(&mut b, b"7.2.0");
     b.extend_from_slice(&[0xfe, 0x00]);
     b
 }
@@ -75,26 +58,26 @@ fn mixed_rdb(target: usize) -> Bytes {
         match i % 10 {
             0..=3 => {
                 b.push(0);
-                put_str(&mut b, key.as_bytes());
+                rdb::write_string(&mut b, key.as_bytes());
                 let n = rng.gen_range(10..200);
-                put_str(&mut b, &word(&mut rng, n));
+                rdb::write_string(&mut b, &word(&mut rng, n));
             }
             4 => {
                 b.push(0);
-                put_str(&mut b, key.as_bytes());
+                rdb::write_string(&mut b, key.as_bytes());
                 b.push(0xc2);
                 b.extend_from_slice(&rng.gen::<i32>().to_le_bytes());
             }
             5 => {
                 b.push(0);
-                put_str(&mut b, key.as_bytes());
+                rdb::write_string(&mut b, key.as_bytes());
                 let n = rng.gen_range(1000..4000);
-                put_str(&mut b, &word(&mut rng, n));
+                rdb::write_string(&mut b, &word(&mut rng, n));
             }
             6 => {
                 // Listpack hash of 10 fields.
                 b.push(16);
-                put_str(&mut b, key.as_bytes());
+                rdb::write_string(&mut b, key.as_bytes());
                 let items: Vec<Vec<u8>> = (0..20)
                     .map(|j| {
                         if j % 2 == 0 {
@@ -104,48 +87,48 @@ fn mixed_rdb(target: usize) -> Bytes {
                         }
                     })
                     .collect();
-                put_str(&mut b, &listpack(&items));
+                rdb::write_string(&mut b, &listpack(&items));
             }
             7 => {
                 // Intset of 50 members.
                 b.push(11);
-                put_str(&mut b, key.as_bytes());
+                rdb::write_string(&mut b, key.as_bytes());
                 let mut set = Vec::new();
                 set.extend_from_slice(&4u32.to_le_bytes());
                 set.extend_from_slice(&50u32.to_le_bytes());
                 for k in 0..50i32 {
                     set.extend_from_slice(&(k * 1000 + rng.gen_range(0..999)).to_le_bytes());
                 }
-                put_str(&mut b, &set);
+                rdb::write_string(&mut b, &set);
             }
             8 => {
                 // Quicklist of 4 listpack nodes of 30 elements.
                 b.push(18);
-                put_str(&mut b, key.as_bytes());
-                put_len(&mut b, 4);
+                rdb::write_string(&mut b, key.as_bytes());
+                rdb::write_len(&mut b, 4);
                 for _ in 0..4 {
-                    put_len(&mut b, 2);
+                    rdb::write_len(&mut b, 2);
                     let items: Vec<Vec<u8>> = (0..30).map(|_| word(&mut rng, 16)).collect();
-                    put_str(&mut b, &listpack(&items));
+                    rdb::write_string(&mut b, &listpack(&items));
                 }
             }
             _ => {
                 if i % 20 == 9 {
                     // Plain hash of 200 fields.
                     b.push(4);
-                    put_str(&mut b, key.as_bytes());
-                    put_len(&mut b, 200);
+                    rdb::write_string(&mut b, key.as_bytes());
+                    rdb::write_len(&mut b, 200);
                     for j in 0..200 {
-                        put_str(&mut b, format!("f{j}").as_bytes());
-                        put_str(&mut b, &word(&mut rng, 20));
+                        rdb::write_string(&mut b, format!("f{j}").as_bytes());
+                        rdb::write_string(&mut b, &word(&mut rng, 20));
                     }
                 } else {
                     // Skiplist zset of 200 members.
                     b.push(5);
-                    put_str(&mut b, key.as_bytes());
-                    put_len(&mut b, 200);
+                    rdb::write_string(&mut b, key.as_bytes());
+                    rdb::write_len(&mut b, 200);
                     for j in 0..200 {
-                        put_str(&mut b, format!("member{j}").as_bytes());
+                        rdb::write_string(&mut b, format!("member{j}").as_bytes());
                         b.extend_from_slice(&rng.gen::<f64>().to_le_bytes());
                     }
                 }
@@ -161,10 +144,10 @@ fn strings_rdb(target: usize) -> Bytes {
     let mut i = 0u64;
     while b.len() < target {
         b.push(0);
-        put_str(&mut b, format!("string:{i:010}").as_bytes());
+        rdb::write_string(&mut b, format!("string:{i:010}").as_bytes());
         i += 1;
         let n = rng.gen_range(100..1000);
-        put_str(&mut b, &word(&mut rng, n));
+        rdb::write_string(&mut b, &word(&mut rng, n));
     }
     finish(b)
 }

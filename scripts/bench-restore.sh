@@ -53,16 +53,8 @@ LIST_ELEMENTS="${BENCH_LIST_ELEMENTS:-4000000}"
 STRING_MB="${BENCH_STRING_MB:-300}"
 SEGMENT_COMMANDS="${BENCH_SEGMENT_COMMANDS:-2000000}"
 
-sections=("$@")
-if [ "${#sections[@]}" -eq 0 ] || [ "${sections[0]}" = "all" ]; then
-  sections=(replay snapshot files rss)
-fi
-for s in "${sections[@]}"; do
-  case "$s" in
-    replay | snapshot | files | rss) ;;
-    *) die "unknown section '$s' (use replay, snapshot, files, rss or all)" ;;
-  esac
-done
+select_sections "replay snapshot files rss" "$@"
+sections=("${SECTIONS[@]}")
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/pitr-bench-restore.XXXXXX")"
 PIDS=()
@@ -347,10 +339,25 @@ native_load() {
 
 # --- snapshot -------------------------------------------------------------------------------
 
+# snapshot_into_live NAME [ARGS...]: the big snapshot restored into a fresh empty server with
+# pitr restore --target ARGS (timed_restore's figures; the target's own time per command in
+# LIVE_SERVER_SECS); its key count is checked.
+snapshot_into_live() {
+  local name="$1" tport tpid
+  shift
+  start_redis "$name"
+  tport=$REDIS_PORT tpid=$REDIS_PID
+  timed_restore "$WORK/$name" --store "$BIG_STORE" --to "offset:$BIG_SNAP" --target "redis://127.0.0.1:$tport" "$@"
+  [ "$(dbsize "$tport")" = "$BIG_KEYS" ] || die "$name: $(dbsize "$tport") keys after the restore, want $BIG_KEYS"
+  LIVE_SERVER_SECS="$(server_secs "$tport")"
+  stop_redis_pid "$tpid"
+  rm -rf "${WORK:?}/$name"
+}
+
 section_snapshot() {
   make_big_archive
   banner "snapshot: live restore vs native load"
-  local r tport tpid secs native=() native_logged=() live=() live_wall=() cmdsp=() rdb_mb
+  local r secs native=() native_logged=() live=() live_wall=() cmdsp=() rdb_mb
   local live_rss=0 cmd_rss=0 live_server="" cmds_server="" live_cpu=() cmds_cpu=()
   rdb_mb="$(calc "$(stat -c %s "$BIG_RDB") / 1e6" %.0f)"
   for ((r = 1; r <= ROUNDS; r++)); do
@@ -360,13 +367,8 @@ section_snapshot() {
     native_logged+=("$NL_LOGGED")
     log "round $r: native load $NL_WALL s (wall), $NL_LOGGED s (logged)"
 
-    start_redis "snap-live-$r"
-    tport=$REDIS_PORT tpid=$REDIS_PID
-    timed_restore "$WORK/snap-live-$r" --store "$BIG_STORE" --to "offset:$BIG_SNAP" --target "redis://127.0.0.1:$tport"
-    [ "$(dbsize "$tport")" = "$BIG_KEYS" ] || die "live restore: $(dbsize "$tport") keys, want $BIG_KEYS"
-    live_server="$(server_secs "$tport")"
-    stop_redis_pid "$tpid"
-    rm -rf "${WORK:?}/snap-live-$r"
+    snapshot_into_live "snap-live-$r"
+    live_server="$LIVE_SERVER_SECS"
     secs="$(json_num seconds <"$WORK/snap-live-$r.json")"
     live+=("$secs")
     live_wall+=("$T_WALL")
@@ -374,13 +376,8 @@ section_snapshot() {
     [ "$T_RSS_KIB" -gt "$live_rss" ] && live_rss="$T_RSS_KIB"
     log "round $r: pitr restore --target (RESTORE): $secs s (report), $T_WALL s (wall), pitr CPU $T_CPU s, keys_by_restore $(json_num keys_by_restore <"$WORK/snap-live-$r.json"); target's time: $live_server"
 
-    start_redis "snap-cmds-$r"
-    tport=$REDIS_PORT tpid=$REDIS_PID
-    timed_restore "$WORK/snap-cmds-$r" --store "$BIG_STORE" --to "offset:$BIG_SNAP" --target "redis://127.0.0.1:$tport" --max-restore-bytes 1
-    [ "$(dbsize "$tport")" = "$BIG_KEYS" ] || die "commands restore: $(dbsize "$tport") keys, want $BIG_KEYS"
-    cmds_server="$(server_secs "$tport")"
-    stop_redis_pid "$tpid"
-    rm -rf "${WORK:?}/snap-cmds-$r"
+    snapshot_into_live "snap-cmds-$r" --max-restore-bytes 1
+    cmds_server="$LIVE_SERVER_SECS"
     secs="$(json_num seconds <"$WORK/snap-cmds-$r.json")"
     cmdsp+=("$secs")
     cmds_cpu+=("$T_CPU")

@@ -45,16 +45,8 @@ RPO_STORES="${BENCH_RPO_STORES:-file garage}"
 RPO_MODES="${BENCH_RPO_MODES:-wait poll}"
 RPO_WAIT_MS="${BENCH_RPO_WAIT_MS:-5000}"
 
-sections=("$@")
-if [ "${#sections[@]}" -eq 0 ] || [ "${sections[0]}" = "all" ]; then
-  sections=(ingest rss rpo)
-fi
-for s in "${sections[@]}"; do
-  case "$s" in
-    ingest | rss | rpo) ;;
-    *) die "unknown section '$s' (use ingest, rss, rpo or all)" ;;
-  esac
-done
+select_sections "ingest rss rpo" "$@"
+sections=("${SECTIONS[@]}")
 
 # GARAGE_* variables would override the Garage config file written below.
 while read -r v; do

@@ -57,3 +57,20 @@ step() {
     exit "$rc"
   fi
 }
+
+# select_sections "A B C" ARGS...: the sections a script runs, in SECTIONS: ARGS, or all of
+# "A B C" when ARGS is empty or "all"; an unknown section is an error.
+select_sections() {
+  local known="$1" s
+  shift
+  SECTIONS=("$@")
+  if [ "${#SECTIONS[@]}" -eq 0 ] || [ "${SECTIONS[0]}" = "all" ]; then
+    read -r -a SECTIONS <<<"$known"
+  fi
+  for s in "${SECTIONS[@]}"; do
+    case " $known " in
+      *" $s "*) ;;
+      *) die "unknown section '$s' (use ${known// /, } or all)" ;;
+    esac
+  done
+}

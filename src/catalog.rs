@@ -209,34 +209,8 @@ impl Generation {
 mod tests {
     use super::*;
 
-    fn rid(c: char) -> ReplId {
-        std::iter::repeat_n(c, 40)
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    }
-
-    fn seg(g: u64, start: u64, end: u64, t0: u64, t1: u64, r: char) -> Listed {
-        Listed {
-            name: ObjectName {
-                kind: ObjectKind::Segment,
-                generation: GenerationId(g),
-                start,
-                end,
-                first_ms: t0,
-                last_ms: t1,
-                replid: rid(r),
-            },
-            size: 10,
-        }
-    }
-
-    fn snap(g: u64, off: u64, t: u64, r: char) -> Listed {
-        Listed {
-            name: ObjectName::snapshot(GenerationId(g), off, t, rid(r)),
-            size: 100,
-        }
-    }
+    use crate::names::test_replid as rid;
+    use crate::store::test_listing::{seg, snap};
 
     #[test]
     fn generations_windows_and_gaps() {

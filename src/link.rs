@@ -197,6 +197,23 @@ pub fn eof_step(buf: &[u8], mark: &[u8; 40]) -> EofStep {
     }
 }
 
+/// A TCP connection to `host:port` within `timeout` (then an error of kind `TimedOut`), with
+/// Nagle's algorithm off: commands and ACKs are small and must go at once. Both the master link
+/// and a restore's target connect this way.
+pub async fn dial(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {} s", timeout.as_secs()),
+            ))
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// The connection to the master: the socket and its read buffer.
 pub struct Connection {
     stream: TcpStream,
@@ -209,18 +226,19 @@ pub struct Connection {
 impl Connection {
     pub async fn connect(source: &Source, timeout: Duration) -> Result<Connection, LinkError> {
         let addr = source.addr();
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(&addr))
+        let stream = dial(&source.host, source.port, timeout)
             .await
-            .map_err(|_| LinkError::Timeout {
-                addr: addr.clone(),
-                secs: timeout.as_secs(),
-                during: "while connecting",
-            })?
-            .map_err(|source| LinkError::Connect {
-                addr: addr.clone(),
-                source,
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => LinkError::Timeout {
+                    addr: addr.clone(),
+                    secs: timeout.as_secs(),
+                    during: "while connecting",
+                },
+                _ => LinkError::Connect {
+                    addr: addr.clone(),
+                    source: e,
+                },
             })?;
-        let _ = stream.set_nodelay(true);
         Ok(Connection {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),

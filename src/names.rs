@@ -137,6 +137,23 @@ pub struct ObjectName {
 }
 
 impl ObjectName {
+    pub fn segment(
+        generation: GenerationId,
+        (start, end): (u64, u64),
+        (first_ms, last_ms): (u64, u64),
+        replid: ReplId,
+    ) -> Self {
+        ObjectName {
+            kind: ObjectKind::Segment,
+            generation,
+            start,
+            end,
+            first_ms,
+            last_ms,
+            replid,
+        }
+    }
+
     pub fn snapshot(generation: GenerationId, offset: u64, time_ms: u64, replid: ReplId) -> Self {
         ObjectName {
             kind: ObjectKind::Snapshot,
@@ -252,28 +269,29 @@ impl FromStr for ArchiveName {
     }
 }
 
+/// A replication id of 40 times `c` (a hex digit), for tests.
+#[cfg(test)]
+pub(crate) fn test_replid(c: char) -> ReplId {
+    std::iter::repeat_n(c, 40)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rid(c: char) -> ReplId {
-        std::iter::repeat_n(c, 40)
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    }
+    use test_replid as rid;
 
     #[test]
     fn segment_name_round_trips() {
-        let n = ObjectName {
-            kind: ObjectKind::Segment,
-            generation: GenerationId(3),
-            start: 17,
-            end: u64::MAX,
-            first_ms: 1_700_000_000_000,
-            last_ms: 1_700_000_000_999,
-            replid: rid('a'),
-        };
+        let n = ObjectName::segment(
+            GenerationId(3),
+            (17, u64::MAX),
+            (1_700_000_000_000, 1_700_000_000_999),
+            rid('a'),
+        );
         let s = n.to_string();
         assert_eq!(
             s,
@@ -286,30 +304,14 @@ mod tests {
     fn snapshot_name_round_trips_and_sorts_first() {
         let snap = ObjectName::snapshot(GenerationId(1), 500, 42, rid('b'));
         assert_eq!(snap.to_string().parse::<ObjectName>().unwrap(), snap);
-        let seg = ObjectName {
-            kind: ObjectKind::Segment,
-            generation: GenerationId(1),
-            start: 500,
-            end: 501,
-            first_ms: 43,
-            last_ms: 43,
-            replid: rid('b'),
-        };
+        let seg = ObjectName::segment(GenerationId(1), (500, 501), (43, 43), rid('b'));
         assert!(snap.to_string() < seg.to_string());
         assert!(snap.sort_key() < seg.sort_key());
     }
 
     #[test]
     fn names_sort_in_offset_order() {
-        let mk = |start, end| ObjectName {
-            kind: ObjectKind::Segment,
-            generation: GenerationId(1),
-            start,
-            end,
-            first_ms: 1,
-            last_ms: 2,
-            replid: rid('c'),
-        };
+        let mk = |start, end| ObjectName::segment(GenerationId(1), (start, end), (1, 2), rid('c'));
         let a = mk(9, 10).to_string();
         let b = mk(10, 100).to_string();
         let c = mk(100, 1000).to_string();

@@ -363,33 +363,15 @@ fn outside_time(catalog: &Catalog, t: u64, target: String) -> PlanError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::ReplId;
     use crate::store::{Listed, Listing};
 
-    fn rid() -> ReplId {
-        "0123456789abcdef0123456789abcdef01234567".parse().unwrap()
-    }
-
+    // One replication id throughout.
     fn seg(g: u64, start: u64, end: u64, t0: u64, t1: u64) -> Listed {
-        Listed {
-            name: ObjectName {
-                kind: ObjectKind::Segment,
-                generation: GenerationId(g),
-                start,
-                end,
-                first_ms: t0,
-                last_ms: t1,
-                replid: rid(),
-            },
-            size: 10,
-        }
+        crate::store::test_listing::seg(g, start, end, t0, t1, 'a')
     }
 
     fn snap(g: u64, off: u64, t: u64) -> Listed {
-        Listed {
-            name: ObjectName::snapshot(GenerationId(g), off, t, rid()),
-            size: 100,
-        }
+        crate::store::test_listing::snap(g, off, t, 'a')
     }
 
     fn catalog() -> Catalog {

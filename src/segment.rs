@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::format::{self, SegmentBody, SegmentHeader, TimeMark};
-use crate::names::{GenerationId, ObjectKind, ObjectName, ReplId};
+use crate::names::{GenerationId, ObjectName, ReplId};
 use crate::store::{Store, StoreError};
 
 /// Where the archive stands: the generation, the replication id, the offset just past the last
@@ -317,15 +317,12 @@ impl Segmenter {
             prev_chain: pos.chain,
             index: open.index,
         };
-        let name = ObjectName {
-            kind: ObjectKind::Segment,
-            generation: header.generation,
-            start: header.start,
-            end: header.end,
-            first_ms: header.first_ms,
-            last_ms: header.last_ms,
-            replid: header.replid,
-        };
+        let name = ObjectName::segment(
+            header.generation,
+            (header.start, header.end),
+            (header.first_ms, header.last_ms),
+            header.replid,
+        );
         let (object, checksum) =
             open.body
                 .seal(&header)

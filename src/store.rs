@@ -462,21 +462,35 @@ fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     }
 }
 
+/// Listed objects for tests: a segment of generation `g` over offsets `start..end`, written
+/// between `t0` and `t1` ms, and a snapshot at `off`, `t`; replid `r` * 40.
+#[cfg(test)]
+pub(crate) mod test_listing {
+    use super::Listed;
+    use crate::names::{test_replid, GenerationId, ObjectName};
+
+    pub fn seg(g: u64, start: u64, end: u64, t0: u64, t1: u64, r: char) -> Listed {
+        Listed {
+            name: ObjectName::segment(GenerationId(g), (start, end), (t0, t1), test_replid(r)),
+            size: 10,
+        }
+    }
+
+    pub fn snap(g: u64, off: u64, t: u64, r: char) -> Listed {
+        Listed {
+            name: ObjectName::snapshot(GenerationId(g), off, t, test_replid(r)),
+            size: 100,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::{GenerationId, ObjectKind};
+    use crate::names::{test_replid, GenerationId};
 
     fn name(start: u64, end: u64) -> ObjectName {
-        ObjectName {
-            kind: ObjectKind::Segment,
-            generation: GenerationId(1),
-            start,
-            end,
-            first_ms: 1,
-            last_ms: 2,
-            replid: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
-        }
+        ObjectName::segment(GenerationId(1), (start, end), (1, 2), test_replid('a'))
     }
 
     #[tokio::test]

@@ -131,13 +131,7 @@ fn redis_server_lifecycle() {
         ("replicaof", &format!("127.0.0.1 {port}")),
         ("masterauth", "s3cr3t"),
     ]);
-    wait_until_msg(Duration::from_secs(20), "replica in sync", || {
-        replica
-            .info("replication")
-            .get("master_link_status")
-            .map(String::as_str)
-            == Some("up")
-    });
+    replica.wait_in_sync("replica in sync");
     assert_eq!(text(&replica.cmd(&["GET", "k2"])), "v2");
     let info = r.info("replication");
     assert_eq!(info["connected_slaves"], "1");
@@ -153,13 +147,7 @@ fn redis_server_lifecycle() {
     assert_eq!(info["master_replid2"], replid3, "{info:?}");
     assert!(r.rdb_path().exists());
     // The replica continues with a partial resync.
-    wait_until_msg(Duration::from_secs(20), "replica back in sync", || {
-        replica
-            .info("replication")
-            .get("master_link_status")
-            .map(String::as_str)
-            == Some("up")
-    });
+    replica.wait_in_sync("replica back in sync");
     assert_eq!(
         replica.info("replication")["master_replid"],
         info["master_replid"]

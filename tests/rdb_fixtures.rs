@@ -189,7 +189,7 @@ fn ten_kb_file() -> Vec<u8> {
         match ev {
             Event::Function { code } if code.len() < 200 => {
                 body.push(0xf5);
-                push_str(&mut body, code);
+                rdb::write_string(&mut body, code);
             }
             Event::KeyStart {
                 db: d,
@@ -215,7 +215,7 @@ fn ten_kb_file() -> Vec<u8> {
                     body.extend_from_slice(&e.to_le_bytes());
                 }
                 body.push(raw[0]);
-                push_str(&mut body, &k);
+                rdb::write_string(&mut body, &k);
                 body.extend_from_slice(&raw[1..]);
             }
             _ => {}
@@ -232,20 +232,6 @@ fn ten_kb_file() -> Vec<u8> {
         );
     }
     body
-}
-
-fn push_str(out: &mut Vec<u8>, s: &[u8]) {
-    let n = s.len();
-    if n < 64 {
-        out.push(n as u8);
-    } else if n < 16384 {
-        out.push(0x40 | (n >> 8) as u8);
-        out.push(n as u8);
-    } else {
-        out.push(0x80);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
-    out.extend_from_slice(s);
 }
 
 #[test]

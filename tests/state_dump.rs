@@ -10,7 +10,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::archiving::now_ms;
@@ -367,13 +366,7 @@ fn dump_of_a_handmade_data_set() {
 fn master_and_replica() -> (RedisServer, RedisServer) {
     let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
     let replica = RedisServer::start(&[("replicaof", &format!("127.0.0.1 {}", master.port()))]);
-    wait_until_msg(Duration::from_secs(20), "replica in sync", || {
-        replica
-            .info("replication")
-            .get("master_link_status")
-            .map(String::as_str)
-            == Some("up")
-    });
+    replica.wait_in_sync("replica in sync");
     (master, replica)
 }
 

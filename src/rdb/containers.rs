@@ -481,6 +481,7 @@ pub(crate) mod tests {
 
     /// A listpack entry in the smallest encoding that holds it, as `lpAppend` would pick for
     /// strings and `lpAppendInteger` for integers.
+    #[derive(Debug)]
     pub(crate) enum LpIn<'a> {
         I(i64),
         S(&'a [u8]),
@@ -499,18 +500,8 @@ pub(crate) mod tests {
                         let u = (v as u64) & 0x1fff;
                         e.push(0xc0 | (u >> 8) as u8);
                         e.push(u as u8);
-                    } else if (-32768..=32767).contains(&v) {
-                        e.push(0xf1);
-                        e.extend_from_slice(&(v as i16).to_le_bytes());
-                    } else if (-(1 << 23)..(1 << 23)).contains(&v) {
-                        e.push(0xf2);
-                        e.extend_from_slice(&(v as i32).to_le_bytes()[..3]);
-                    } else if i32::try_from(v).is_ok() {
-                        e.push(0xf3);
-                        e.extend_from_slice(&(v as i32).to_le_bytes());
                     } else {
-                        e.push(0xf4);
-                        e.extend_from_slice(&v.to_le_bytes());
+                        wide_int(&mut e, v, [0xf1, 0xf2, 0xf3, 0xf4]);
                     }
                 }
                 LpIn::S(s) => {
@@ -550,6 +541,22 @@ pub(crate) mod tests {
         out
     }
 
+    /// An integer in the smallest of 16, 24, 32 and 64 bits, little-endian, after the tag
+    /// (listpack and ziplist use the same widths, with their own tags).
+    fn wide_int(e: &mut Vec<u8>, v: i64, tags: [u8; 4]) {
+        let (tag, width) = if i16::try_from(v).is_ok() {
+            (tags[0], 2)
+        } else if (-(1 << 23)..(1 << 23)).contains(&v) {
+            (tags[1], 3)
+        } else if i32::try_from(v).is_ok() {
+            (tags[2], 4)
+        } else {
+            (tags[3], 8)
+        };
+        e.push(tag);
+        e.extend_from_slice(&v.to_le_bytes()[..width]);
+    }
+
     /// A ziplist in the encodings Redis picks.
     pub(crate) fn zl_encode(items: &[LpIn<'_>]) -> Vec<u8> {
         let mut body = Vec::new();
@@ -571,18 +578,8 @@ pub(crate) mod tests {
                     } else if i8::try_from(v).is_ok() {
                         e.push(0xfe);
                         e.push(v as i8 as u8);
-                    } else if i16::try_from(v).is_ok() {
-                        e.push(0xc0);
-                        e.extend_from_slice(&(v as i16).to_le_bytes());
-                    } else if (-(1 << 23)..(1 << 23)).contains(&v) {
-                        e.push(0xf0);
-                        e.extend_from_slice(&(v as i32).to_le_bytes()[..3]);
-                    } else if i32::try_from(v).is_ok() {
-                        e.push(0xd0);
-                        e.extend_from_slice(&(v as i32).to_le_bytes());
                     } else {
-                        e.push(0xe0);
-                        e.extend_from_slice(&v.to_le_bytes());
+                        wide_int(&mut e, v, [0xc0, 0xf0, 0xd0, 0xe0]);
                     }
                 }
                 LpIn::S(s) => {
@@ -611,6 +608,18 @@ pub(crate) mod tests {
         out.extend_from_slice(&body);
         out.push(0xff);
         out
+    }
+
+    /// Decoded elements equal the encoded items, integers as integers.
+    fn assert_same_elems(got: &[Elem], items: &[LpIn<'_>]) {
+        assert_eq!(got.len(), items.len());
+        for (g, want) in got.iter().zip(items) {
+            match (g, want) {
+                (Elem::Int(a), LpIn::I(b)) => assert_eq!(a, b),
+                (Elem::Str(a), LpIn::S(b)) => assert_eq!(a, b),
+                _ => panic!("kind mismatch: {g:?} for {want:?}"),
+            }
+        }
     }
 
     fn ints() -> Vec<i64> {
@@ -663,14 +672,7 @@ pub(crate) mod tests {
         }
         let blob = lp_encode(&items);
         let got = listpack(&blob).unwrap();
-        assert_eq!(got.len(), items.len());
-        for (g, want) in got.iter().zip(&items) {
-            match (g, want) {
-                (Elem::Int(a), LpIn::I(b)) => assert_eq!(a, b),
-                (Elem::Str(a), LpIn::S(b)) => assert_eq!(a, b),
-                _ => panic!("kind mismatch"),
-            }
-        }
+        assert_same_elems(&got, &items);
         // The encodings chosen really are the width under test.
         let one = |v: i64| lp_encode(&[LpIn::I(v)])[6];
         assert_eq!(one(5), 5);
@@ -718,14 +720,7 @@ pub(crate) mod tests {
         }
         let blob = zl_encode(&items);
         let got = ziplist(&blob).unwrap();
-        assert_eq!(got.len(), items.len());
-        for (g, want) in got.iter().zip(&items) {
-            match (g, want) {
-                (Elem::Int(a), LpIn::I(b)) => assert_eq!(a, b),
-                (Elem::Str(a), LpIn::S(b)) => assert_eq!(a, b),
-                _ => panic!("kind mismatch"),
-            }
-        }
+        assert_same_elems(&got, &items);
         let mut bad = blob.clone();
         bad[4] ^= 1; // tail offset
         assert!(ziplist(&bad).is_err());

@@ -398,6 +398,28 @@ pub fn crc64(init: u64, data: &[u8]) -> u64 {
     d.finalize()
 }
 
+/// Appends an RDB length (`rdbSaveLen`): 6 bits, 14 bits, 32 or 64 bits big-endian.
+pub fn write_len(out: &mut Vec<u8>, n: u64) {
+    if n < 64 {
+        out.push(n as u8);
+    } else if n < 16384 {
+        out.push(0x40 | (n >> 8) as u8);
+        out.push(n as u8);
+    } else if n <= u64::from(u32::MAX) {
+        out.push(0x80);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    } else {
+        out.push(0x81);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+/// Appends an RDB string as `rdbSaveRawString` does without compression: length, then bytes.
+pub fn write_string(out: &mut Vec<u8>, s: &[u8]) {
+    write_len(out, s.len() as u64);
+    out.extend_from_slice(s);
+}
+
 /// A `DUMP`/`RESTORE` payload for a value: `type_and_body` (as in [`Event::KeyEnd`]'s `raw`),
 /// the 2-byte little-endian RDB version, and the CRC64 of everything before it, little-endian.
 pub fn dump_payload(type_and_body: &[u8], rdb_version: u16) -> Vec<u8> {

@@ -25,24 +25,13 @@ impl W {
     }
 
     fn len(&mut self, n: u64) -> &mut Self {
-        if n < 64 {
-            self.0.push(n as u8);
-        } else if n < 16384 {
-            self.0.push(0x40 | (n >> 8) as u8);
-            self.0.push(n as u8);
-        } else if n <= u32::MAX as u64 {
-            self.0.push(0x80);
-            self.0.extend_from_slice(&(n as u32).to_be_bytes());
-        } else {
-            self.0.push(0x81);
-            self.0.extend_from_slice(&n.to_be_bytes());
-        }
+        write_len(&mut self.0, n);
         self
     }
 
     fn s(&mut self, s: &[u8]) -> &mut Self {
-        self.len(s.len() as u64);
-        self.b(s)
+        write_string(&mut self.0, s);
+        self
     }
 
     fn key(&mut self, t: u8, k: &[u8]) -> &mut Self {

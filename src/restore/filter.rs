@@ -314,39 +314,36 @@ mod tests {
 
     #[test]
     fn command_verdicts() {
+        use Verdict::*;
         let flt = f(&[], &["user:*"]);
-        assert_eq!(flt.command(0, &["SET", "user:1", "x"]), Verdict::Keep);
-        assert_eq!(flt.command(0, &["SET", "order:1", "x"]), Verdict::Drop);
-        assert_eq!(
-            flt.command(0, &["DEL", "user:1", "order:1"]),
-            Verdict::Mixed
-        );
-        assert_eq!(
-            flt.command(0, &["MSET", "user:1", "a", "user:2", "b"]),
-            Verdict::Keep
-        );
-        assert_eq!(
-            flt.command(0, &["RENAME", "user:1", "gone"]),
-            Verdict::Mixed
-        );
-        assert_eq!(
-            flt.command(0, &["ZUNIONSTORE", "user:z", "2", "user:a", "other"]),
-            Verdict::Mixed
-        );
-        assert_eq!(
-            flt.command(0, &["XGROUP", "CREATE", "user:s", "g", "$"]),
-            Verdict::Keep
-        );
-        assert_eq!(flt.command(0, &["MULTI"]), Verdict::Keep);
-        assert_eq!(flt.command(0, &["FLUSHDB"]), Verdict::Mixed);
         let dbf = f(&[1], &[]);
-        assert_eq!(dbf.command(0, &["SET", "k", "v"]), Verdict::Drop);
-        assert_eq!(dbf.command(1, &["SET", "k", "v"]), Verdict::Keep);
-        assert_eq!(dbf.command(0, &["FLUSHDB"]), Verdict::Drop);
-        assert_eq!(dbf.command(1, &["MOVE", "k", "0"]), Verdict::Mixed);
-        assert_eq!(dbf.command(0, &["SWAPDB", "0", "2"]), Verdict::Drop);
-        assert_eq!(dbf.command(0, &["SWAPDB", "0", "1"]), Verdict::Mixed);
-        assert_eq!(Filter::default().command(5, &["ANYTHING"]), Verdict::Keep);
+        let all = Filter::default();
+        let cases: &[(&Filter, u32, &[&str], Verdict)] = &[
+            (&flt, 0, &["SET", "user:1", "x"], Keep),
+            (&flt, 0, &["SET", "order:1", "x"], Drop),
+            (&flt, 0, &["DEL", "user:1", "order:1"], Mixed),
+            (&flt, 0, &["MSET", "user:1", "a", "user:2", "b"], Keep),
+            (&flt, 0, &["RENAME", "user:1", "gone"], Mixed),
+            (
+                &flt,
+                0,
+                &["ZUNIONSTORE", "user:z", "2", "user:a", "other"],
+                Mixed,
+            ),
+            (&flt, 0, &["XGROUP", "CREATE", "user:s", "g", "$"], Keep),
+            (&flt, 0, &["MULTI"], Keep),
+            (&flt, 0, &["FLUSHDB"], Mixed),
+            (&dbf, 0, &["SET", "k", "v"], Drop),
+            (&dbf, 1, &["SET", "k", "v"], Keep),
+            (&dbf, 0, &["FLUSHDB"], Drop),
+            (&dbf, 1, &["MOVE", "k", "0"], Mixed),
+            (&dbf, 0, &["SWAPDB", "0", "2"], Drop),
+            (&dbf, 0, &["SWAPDB", "0", "1"], Mixed),
+            (&all, 5, &["ANYTHING"], Keep),
+        ];
+        for (filter, db, args, want) in cases {
+            assert_eq!(filter.command(*db, args), *want, "db {db} {args:?}");
+        }
         assert!(dbf.key_selected(1, b"x") && !dbf.key_selected(2, b"x"));
     }
 }

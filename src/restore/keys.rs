@@ -855,6 +855,15 @@ mod tests {
         }
     }
 
+    /// A hash field `n` = "v", with a TTL.
+    fn f(n: &str, ms: Option<i64>) -> Event {
+        Event::HashField {
+            field: b(n),
+            value: b("v"),
+            expire_ms: ms,
+        }
+    }
+
     fn start(db: u64, key: &str, type_id: u8, kind: ValueKind, expire_ms: Option<i64>) -> Event {
         Event::KeyStart {
             db,
@@ -1148,11 +1157,6 @@ mod tests {
 
     #[test]
     fn hash_field_ttls_follow_their_batch() {
-        let f = |n: &str, ms: Option<i64>| Event::HashField {
-            field: b(n),
-            value: b("v"),
-            expire_ms: ms,
-        };
         let events = [
             start(0, "h", 24, ValueKind::Hash, Some(77)),
             f("a", Some(100)),
@@ -1180,11 +1184,6 @@ mod tests {
 
     #[test]
     fn field_ttls_can_keep_a_hash_from_restore() {
-        let f = |n: &str, ms: Option<i64>| Event::HashField {
-            field: b(n),
-            value: b("v"),
-            expire_ms: ms,
-        };
         let raw = Some(Bytes::from_static(b"\x18raw"));
         let events = |ttl: Option<i64>| {
             [

@@ -388,28 +388,12 @@ impl LiveTarget {
             reason,
         })?;
         let addr = ep.addr();
-        let stream = match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((ep.host.as_str(), ep.port)),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(TargetError::Connect { addr, source }),
-            Err(_) => {
-                return Err(TargetError::Connect {
-                    addr,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
-                    ),
-                })
-            }
-        };
-        stream.set_nodelay(true).map_err(|source| TargetError::Io {
-            addr: addr.clone(),
-            source,
-        })?;
+        let stream = crate::link::dial(&ep.host, ep.port, CONNECT_TIMEOUT)
+            .await
+            .map_err(|source| TargetError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
         let mut t = LiveTarget {
             addr,
             stream,

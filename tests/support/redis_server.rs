@@ -175,6 +175,17 @@ impl RedisServer {
         self.process.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits until this replica's link to its master is up (`master_link_status:up`); `what`
+    /// names the wait in the failure message.
+    pub fn wait_in_sync(&self, what: &str) {
+        super::util::wait_until_msg(Duration::from_secs(20), what, || {
+            self.info("replication")
+                .get("master_link_status")
+                .map(String::as_str)
+                == Some("up")
+        });
+    }
+
     /// TCP port (the same across restarts).
     pub fn port(&self) -> u16 {
         *self.port.lock().unwrap()

@@ -32,20 +32,9 @@ const BATCH: usize = 200;
 // Encoding
 
 /// The fixtures' bytes-as-text: bytes 0x20-0x7e other than `\` stand for
-/// themselves, `\` is `\\`, every other byte is `\xHH` (lower-case hex).
-pub fn encode_bytes(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len());
-    for &c in b {
-        match c {
-            b'\\' => s.push_str("\\\\"),
-            0x20..=0x7e => s.push(c as char),
-            _ => {
-                let _ = write!(s, "\\x{c:02x}");
-            }
-        }
-    }
-    s
-}
+/// themselves, `\` is `\\`, every other byte is `\xHH` (lower-case hex); the crate's own
+/// [`escape`](redis_pitr::rdb::logical::escape).
+pub use redis_pitr::rdb::logical::escape as encode_bytes;
 
 /// The inverse of [`encode_bytes`] (lenient: an invalid escape is kept as is).
 pub fn decode_bytes(s: &str) -> Vec<u8> {
