@@ -152,6 +152,39 @@ fn strings_rdb(target: usize) -> Bytes {
     finish(b)
 }
 
+/// Small strings like DEBUG POPULATE's: `key:N` and 100-byte values.
+fn populate_rdb(target: usize) -> Bytes {
+    let mut b = header();
+    let mut i = 0u64;
+    while b.len() < target {
+        b.push(0);
+        rdb::write_string(&mut b, format!("key:{i}").as_bytes());
+        let mut v = format!("value:{i}").into_bytes();
+        v.resize(100, 0);
+        rdb::write_string(&mut b, &v);
+        i += 1;
+    }
+    finish(b)
+}
+
+/// Counts keys only (what `--output-dir` does beside copying), in 1 MiB blocks.
+fn count(data: &Bytes) -> u64 {
+    let mut p = Parser::new(ParserConfig {
+        max_raw_value: 0,
+        ..ParserConfig::default()
+    });
+    p.set_lzf_strings(rdb::LzfStrings::Skip);
+    let mut ev: Vec<Event> = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let end = (at + (1 << 20)).min(data.len());
+        ev.clear();
+        p.feed_bytes(data.slice(at..end), &mut ev).unwrap();
+        at = end;
+    }
+    p.finish().unwrap().keys
+}
+
 /// Parse `data` in 64 KiB blocks; returns the number of events (to keep the work observable).
 fn parse(data: &Bytes, cfg: ParserConfig) -> usize {
     let mut p = Parser::new(cfg);
@@ -195,6 +228,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("plain_strings_no_raw", |b| {
         b.iter(|| parse(&strings, no_raw))
     });
+    let populate = populate_rdb(size);
+    g.throughput(Throughput::Bytes(populate.len() as u64));
+    g.bench_function("small_strings_count_only", |b| b.iter(|| count(&populate)));
     g.finish();
 }
 

@@ -12,11 +12,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
-    WriteMultipart,
+    GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload, WriteMultipart,
 };
 use xxhash_rust::xxh3::Xxh3;
 
@@ -193,7 +193,13 @@ impl Store {
             .get(&self.path(name))
             .await
             .map_err(|e| self.backend_err("get", &name.to_string(), e))?;
-        Ok((r.meta.size, r.into_stream()))
+        let size = r.meta.size;
+        match r.payload {
+            // A local file: read in large pieces. `into_stream` reads 8 KiB per blocking task,
+            // thousands of thread hand-overs for one snapshot.
+            GetResultPayload::File(file, path) => Ok((size, file_stream(file, path, r.range))),
+            GetResultPayload::Stream(s) => Ok((size, s)),
+        }
     }
 
     /// Writes a new object, once. A create that finds the same bytes already there (the first
@@ -464,6 +470,54 @@ fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
 
 /// Listed objects for tests: a segment of generation `g` over offsets `start..end`, written
 /// between `t0` and `t1` ms, and a snapshot at `off`, `t`; replid `r` * 40.
+/// Pieces in which a local file's stream is read: one blocking task each.
+const FILE_PIECE: usize = 4 << 20;
+
+/// A stream over `range` of a local file, read on blocking threads in [`FILE_PIECE`]s.
+fn file_stream(
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    range: std::ops::Range<u64>,
+) -> futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let state = (Some(file), path, range.start, range.end);
+    futures::stream::try_unfold(state, |(file, path, at, end)| async move {
+        let Some(mut file) = file else {
+            return Ok(None);
+        };
+        if at >= end {
+            return Ok(None);
+        }
+        tokio::task::spawn_blocking(move || {
+            let n = (end - at).min(FILE_PIECE as u64);
+            let mut buf = Vec::with_capacity(n as usize);
+            let read = file
+                .seek(SeekFrom::Start(at))
+                .and_then(|_| (&mut file).take(n).read_to_end(&mut buf));
+            match read {
+                Ok(0) => Err(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: format!("{}: ends at {at}, before {end}", path.display()).into(),
+                }),
+                Ok(got) => Ok(Some((
+                    Bytes::from(buf),
+                    (Some(file), path, at + got as u64, end),
+                ))),
+                Err(e) => Err(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: format!("{}: {e}", path.display()).into(),
+                }),
+            }
+        })
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })?
+    })
+    .boxed()
+}
+
 #[cfg(test)]
 pub(crate) mod test_listing {
     use super::Listed;
@@ -523,6 +577,25 @@ mod tests {
         let starts: Vec<u64> = l.objects.iter().map(|o| o.name.start).collect();
         assert_eq!(starts, vec![0, 10]);
         assert_eq!(l.foreign, vec!["a/notes.txt".to_string()]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_local_object_streams_whole_in_large_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let store = Store::open(&url, &"a".parse().unwrap()).unwrap();
+        let data: Vec<u8> = (0..2 * FILE_PIECE + 4321)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        store
+            .put_new(&name(0, 10), Bytes::from(data.clone()))
+            .await
+            .unwrap();
+        let (size, stream) = store.get_stream(&name(0, 10)).await.unwrap();
+        assert_eq!(size, data.len() as u64);
+        let pieces: Vec<Bytes> = stream.try_collect().await.unwrap();
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(pieces.concat(), data);
     }
 
     #[test]

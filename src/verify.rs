@@ -244,7 +244,7 @@ pub async fn read_snapshot<F>(
     on_raw: F,
 ) -> Result<Result<SnapshotOk, Problem>, StoreError>
 where
-    F: FnMut(Option<&[u8]>) -> Result<(), String> + Send + 'static,
+    F: FnMut(Option<bytes::Bytes>) -> Result<(), String> + Send + 'static,
 {
     let (size, stream) = store.get_stream(&name).await?;
     let handle = tokio::runtime::Handle::current();
@@ -277,7 +277,10 @@ where
 }
 
 /// Receives a snapshot's raw RDB bytes in order, then `None`.
-type RawSink<'a> = dyn FnMut(Option<&[u8]>) -> Result<(), String> + 'a;
+type RawSink<'a> = dyn FnMut(Option<bytes::Bytes>) -> Result<(), String> + 'a;
+
+/// Raw RDB bytes per piece handed to a snapshot's consumer.
+const RAW_PIECE: usize = 1 << 20;
 
 fn check_snapshot_blocking(
     name: &ObjectName,
@@ -320,32 +323,58 @@ fn check_snapshot_blocking(
     let mut raw_hash = Xxh3::new();
     let mut raw_len = 0u64;
     {
-        let body = (&mut *r).take(body_len);
-        let mut dec = zstd::stream::read::Decoder::new(body)
-            .map_err(|e| problem(body_start, format!("zstd: {e}")))?;
-        // 1 MiB pieces: fewer hand-overs to the consumer threads (each one a wake-up).
-        let mut buf = vec![0u8; 1 << 20];
+        use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+        let zerr = |at: u64, raw_len: u64, e: std::io::Error| {
+            problem(at, format!("zstd body, after {raw_len} raw bytes: {e}"))
+        };
+        let mut body = (&mut *r).take(body_len);
+        let mut dec = Decoder::new().map_err(|e| problem(body_start, format!("zstd: {e}")))?;
+        let mut input = vec![0u8; 1 << 20];
+        let (mut in_pos, mut in_len, mut consumed) = (0usize, 0usize, 0u64);
+        // What the decoder still needs to end its frame: 0 between frames.
+        let mut pending = 1usize;
+        let mut eof = false;
         loop {
-            let n = dec.read(&mut buf).map_err(|e| {
-                problem(
-                    body_start,
-                    format!("zstd body, after {raw_len} raw bytes: {e}"),
-                )
-            })?;
-            if n == 0 {
+            // Each piece is decompressed into its own buffer and handed over as it is.
+            // 1 MiB pieces: fewer hand-overs to the consumer threads (each one a wake-up).
+            let mut out = Vec::with_capacity(RAW_PIECE);
+            while out.len() < RAW_PIECE {
+                if in_pos == in_len && !eof {
+                    in_len = body
+                        .read(&mut input)
+                        .map_err(|e| zerr(body_start + consumed, raw_len, e))?;
+                    in_pos = 0;
+                    eof = in_len == 0;
+                }
+                let before = out.len();
+                let mut ib = InBuffer::around(&input[in_pos..in_len]);
+                let mut ob = OutBuffer::around_pos(&mut out, before);
+                let hint = dec
+                    .run(&mut ib, &mut ob)
+                    .map_err(|e| zerr(body_start + consumed, raw_len, e))?;
+                in_pos += ib.pos();
+                consumed += ib.pos() as u64;
+                if ib.pos() == 0 && out.len() == before {
+                    if eof {
+                        // All input read and nothing more to flush.
+                        break;
+                    }
+                } else {
+                    // A call that did nothing says what a next frame would need: not this.
+                    pending = hint;
+                }
+            }
+            if out.is_empty() {
                 break;
             }
-            raw_hash.update(&buf[..n]);
-            on_raw(Some(&buf[..n])).map_err(|what| problem(body_start, what))?;
-            raw_len += n as u64;
+            raw_hash.update(&out);
+            raw_len += out.len() as u64;
+            on_raw(Some(bytes::Bytes::from(out))).map_err(|what| problem(body_start, what))?;
         }
-        // Whatever the decoder left of the body is garbage after the frame.
-        let mut rest = dec.finish();
-        let left = std::io::copy(&mut rest, &mut std::io::sink()).unwrap_or(0);
-        if left > 0 {
+        if pending != 0 {
             return Err(problem(
-                body_start + body_len - left,
-                format!("{left} bytes after the end of the zstd frame"),
+                body_start + body_len,
+                format!("zstd body ends inside a frame, after {raw_len} raw bytes"),
             ));
         }
     }
@@ -403,5 +432,131 @@ impl Read for StreamRead {
         self.pos += n as u64;
         bytes::Buf::advance(&mut self.cur, n);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{test_replid, ArchiveName, GenerationId};
+    use std::sync::{Arc, Mutex};
+
+    fn raw_data(n: usize) -> Vec<u8> {
+        // Compressible but not trivial: a counter's decimal digits.
+        let mut v = Vec::with_capacity(n + 16);
+        let mut i = 0u64;
+        while v.len() < n {
+            v.extend_from_slice(format!("{i},").as_bytes());
+            i += 1;
+        }
+        v.truncate(n);
+        v
+    }
+
+    fn snapshot_name() -> (ObjectName, SnapshotHeader) {
+        let h = SnapshotHeader {
+            generation: GenerationId(1),
+            offset: 0,
+            time_ms: 5,
+            replid: test_replid('a'),
+        };
+        (ObjectName::snapshot(h.generation, 0, 5, h.replid), h)
+    }
+
+    /// A snapshot object with `body` as its compressed body, framed as the archiver frames one.
+    fn object(h: &SnapshotHeader, body: &[u8], raw: &[u8]) -> Vec<u8> {
+        let mut obj = format::preamble(Kind::Snapshot, &h.encode());
+        obj.extend_from_slice(body);
+        let mut hash = Xxh3::new();
+        hash.update(&obj);
+        let (t, _) = format::trailer(raw.len() as u64, xxhash_rust::xxh3::xxh3_64(raw), &mut hash);
+        obj.extend_from_slice(&t);
+        obj
+    }
+
+    /// Reads the snapshot back: its raw pieces, or the problem.
+    async fn read(store: &Store, name: ObjectName) -> Result<Vec<Bytes>, Problem> {
+        let pieces = Arc::new(Mutex::new(Vec::new()));
+        let p2 = pieces.clone();
+        let ended = Arc::new(Mutex::new(false));
+        let e2 = ended.clone();
+        read_snapshot(store, name, move |raw| {
+            match raw {
+                Some(b) => p2.lock().unwrap().push(b),
+                None => *e2.lock().unwrap() = true,
+            }
+            Ok(())
+        })
+        .await
+        .unwrap()?;
+        assert!(*ended.lock().unwrap(), "no end of the raw bytes");
+        let v = pieces.lock().unwrap().clone();
+        Ok(v)
+    }
+
+    fn store() -> Store {
+        let n: ArchiveName = "a".parse().unwrap();
+        Store::open("memory://", &n).unwrap()
+    }
+
+    use bytes::Bytes;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_uploaded_snapshot_reads_back_in_bounded_pieces() {
+        let store = store();
+        let (name, h) = snapshot_name();
+        let raw = raw_data(3 * RAW_PIECE + 12345);
+        let mut up = store.snapshot_upload(&name, &h).await.unwrap();
+        for piece in raw.chunks(100_000) {
+            up.write(piece).await.unwrap();
+        }
+        up.finish().await.unwrap();
+        let pieces = read(&store, name).await.unwrap();
+        assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= RAW_PIECE));
+        assert_eq!(pieces.concat(), raw);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_body_of_several_frames_is_read_whole() {
+        let store = store();
+        let (name, h) = snapshot_name();
+        let raw = raw_data(2 * RAW_PIECE + 777);
+        let (a, b) = raw.split_at(RAW_PIECE / 3);
+        let mut body = zstd::bulk::compress(a, 1).unwrap();
+        body.extend(zstd::bulk::compress(b, 1).unwrap());
+        store
+            .put_new(&name, Bytes::from(object(&h, &body, &raw)))
+            .await
+            .unwrap();
+        assert_eq!(read(&store, name).await.unwrap().concat(), raw);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_cut_or_extended_body_is_a_problem_naming_the_byte() {
+        let (name, h) = snapshot_name();
+        let raw = raw_data(RAW_PIECE + 99);
+        let body = zstd::bulk::compress(&raw, 1).unwrap();
+        // Cut inside the frame (the trailer still matches the object).
+        let store = store();
+        let cut = &body[..body.len() - 10];
+        store
+            .put_new(&name, Bytes::from(object(&h, cut, &raw)))
+            .await
+            .unwrap();
+        let p = read(&store, name).await.unwrap_err();
+        assert!(p.what.contains("ends inside a frame"), "{}", p.what);
+        assert!(p.offset > 0, "{p:?}");
+        // Garbage after the frame.
+        let store = self::store();
+        let mut longer = body.clone();
+        longer.extend_from_slice(b"not a frame at all");
+        store
+            .put_new(&name, Bytes::from(object(&h, &longer, &raw)))
+            .await
+            .unwrap();
+        let p = read(&store, name).await.unwrap_err();
+        assert!(p.what.contains("zstd body"), "{}", p.what);
+        let body_start = (format::PREAMBLE_LEN + h.encode().len()) as u64;
+        assert!(p.offset >= body_start + body.len() as u64 - 1, "{p:?}");
     }
 }

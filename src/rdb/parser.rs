@@ -424,20 +424,28 @@ impl Parser {
 
     /// Like [`Parser::feed`], but takes the input by value: when nothing is buffered the events
     /// slice `input` itself and nothing is copied.
-    pub fn feed_bytes(&mut self, input: Bytes, out: &mut Vec<Event>) -> Result<(), RdbError> {
+    pub fn feed_bytes(&mut self, mut input: Bytes, out: &mut Vec<Event>) -> Result<(), RdbError> {
         self.precheck(input.len())?;
+        // An item begun in an earlier input is completed with just the bytes it needs; the
+        // rest of `input` is then parsed where it is, not copied behind it.
+        while !self.core.buf.is_empty() && !input.is_empty() {
+            let want = self.core.need.saturating_sub(self.core.buf.len()).max(1);
+            let head = input.split_to(want.min(input.len()));
+            self.core.buf.extend_from_slice(&head);
+            if self.core.buf.len() < self.core.need {
+                return Ok(());
+            }
+            let data = self.core.buf.split().freeze();
+            self.run(data, out)?;
+        }
         if input.is_empty() {
             return Ok(());
         }
-        if self.core.buf.is_empty() && input.len() >= self.core.need {
+        if input.len() >= self.core.need {
             return self.run(input, out);
         }
         self.core.buf.extend_from_slice(&input);
-        if self.core.buf.len() < self.core.need {
-            return Ok(());
-        }
-        let data = self.core.buf.split().freeze();
-        self.run(data, out)
+        Ok(())
     }
 
     /// Call at the end of the input: the summary if the RDB was complete, else
@@ -897,9 +905,12 @@ fn step_key(
             key_start(core, out, key, t, vkind, at);
             match v {
                 None => {
-                    let raw = raw_single(t, &cur.data[body_start..cur.pos], max_raw);
                     core.key = None;
-                    out.push(Event::KeyEnd { raw });
+                    // Only counting: the key was counted at its start, no event is made.
+                    if mode != super::LzfStrings::Skip {
+                        let raw = raw_single(t, &cur.data[body_start..cur.pos], max_raw);
+                        out.push(Event::KeyEnd { raw });
+                    }
                 }
                 Some(StrValue::Str(Str::Whole(v))) => {
                     if v.len() <= core.cfg.max_chunk {
@@ -939,12 +950,12 @@ fn step_key(
             let blob_at = cur.abs();
             let blob = cur.string(&core.lim, blob_what(bk))?;
             key_start(core, out, key, t, vkind, at);
+            core.key = None;
             if core.lzf_strings != super::LzfStrings::Skip {
                 decode_blob(bk, &blob, blob_at, out)?;
+                let raw = raw_single(t, &cur.data[body_start..cur.pos], max_raw);
+                out.push(Event::KeyEnd { raw });
             }
-            let raw = raw_single(t, &cur.data[body_start..cur.pos], max_raw);
-            core.key = None;
-            out.push(Event::KeyEnd { raw });
         }
         Kind::Seq(kind) => {
             key_start(core, out, key, t, vkind, at);

@@ -180,13 +180,14 @@ impl FilesWriter {
     pub async fn finish(mut self, has_commands: bool) -> Result<Written, RestoreError> {
         let base_path = self.staging.join(BASE);
         let incr_path = self.staging.join(INCR);
-        self.base.finish().await?;
-        self.aof.flush().await.map_err(|e| ferr(&incr_path, e))?;
-        self.aof
-            .get_mut()
-            .sync_all()
-            .await
-            .map_err(|e| ferr(&incr_path, e))?;
+        // Both files are synced at once: the disk flushes them together.
+        let aof = &mut self.aof;
+        let (base, incr) = tokio::join!(self.base.finish(), async {
+            aof.flush().await?;
+            aof.get_mut().sync_all().await
+        });
+        base?;
+        incr.map_err(|e| ferr(&incr_path, e))?;
         let dir = self.dir.clone();
         let server = if self.valkey {
             "valkey-server"

@@ -169,6 +169,49 @@ pub async fn restore(
         ..Default::default()
     };
 
+    // Segments are fetched and decoded ahead: the first one while the snapshot is copied (so
+    // at most one segment more is held then), each next one while the one before is replayed.
+    type Fetched = (String, format::Segment, u64);
+    let (seg_tx, mut seg_rx) = mpsc::channel::<Result<Fetched, RestoreError>>(1);
+    let (snapshot_done_tx, snapshot_done) = tokio::sync::oneshot::channel::<()>();
+    let fetcher = {
+        let store = cfg.store.clone();
+        let segments = plan.segments.clone();
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut snapshot_done = Some(snapshot_done);
+            for s in segments {
+                let got = async {
+                    let bytes = store.get(&s.object).await?;
+                    progress
+                        .bytes
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    let name = s.name.clone();
+                    let stored = bytes.len() as u64;
+                    tokio::task::spawn_blocking(move || format::decode_segment(&bytes))
+                        .await
+                        .expect("segment decoder panicked")
+                        .map(|seg| (s.name.clone(), seg, stored))
+                        .map_err(|e| RestoreError::Corrupt {
+                            object: name,
+                            offset: e.at,
+                            what: e.what,
+                        })
+                }
+                .await;
+                let stop = got.is_err();
+                if seg_tx.send(got).await.is_err() || stop {
+                    return;
+                }
+                if let Some(done) = snapshot_done.take() {
+                    if done.await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+
     // The snapshot, parsed on a blocking thread, handed over in bounded batches.
     let (tx, mut rx) = mpsc::channel::<Result<SnapshotBatch, String>>(4);
     let parser_cfg = ParserConfig {
@@ -209,7 +252,7 @@ pub async fn restore(
         let tx2 = tx.clone();
         let mut header_seen = false;
         let r = crate::verify::read_snapshot(&store, snapshot_name, move |raw| {
-            if let (false, false, Some(raw)) = (side_parse, header_seen, raw) {
+            if let (false, false, Some(raw)) = (side_parse, header_seen, &raw) {
                 header_seen = true;
                 let (magic, version) =
                     rdb_header(raw).ok_or_else(|| "the RDB inside: no RDB header".to_string())?;
@@ -231,16 +274,15 @@ pub async fn restore(
                     if !header_seen {
                         // The layout only needs the magic and version.
                         header_seen = true;
-                        let mv = rdb_header(raw)
+                        let mv = rdb_header(&raw)
                             .ok_or_else(|| "the RDB inside: no RDB header".to_string())?;
                         header = Some(mv);
                     }
-                    Bytes::copy_from_slice(raw)
+                    raw
                 }
                 None if side_parse => Bytes::new(),
                 Some(raw) => {
                     // A batch per piece: an LZF string expands up to 88 times in the events.
-                    let raw = Bytes::copy_from_slice(raw);
                     let mut at = 0;
                     while raw.len() - at > rdb::FEED_PIECE {
                         let piece = raw.slice(at..at + rdb::FEED_PIECE);
@@ -395,7 +437,9 @@ pub async fn restore(
         report.keys = summary.keys;
         progress.keys.store(summary.keys, Ordering::Relaxed);
     }
-    progress.bytes.store(plan.snapshot.bytes, Ordering::Relaxed);
+    progress
+        .bytes
+        .fetch_add(plan.snapshot.bytes, Ordering::Relaxed);
     let mut sink = match sink {
         Some(s) => s,
         None => {
@@ -416,6 +460,7 @@ pub async fn restore(
         w.snapshot_done().await?;
     }
 
+    let _ = snapshot_done_tx.send(());
     // The commands after the snapshot, up to the cut.
     let mut cutter = Cutter::new(
         Limit {
@@ -429,40 +474,6 @@ pub async fn restore(
     let mut chain = snap.checksum;
     let mut released = Vec::new();
     let mut first = true;
-    // The next segment is fetched and decoded while this one is replayed.
-    type Fetched = (String, format::Segment, u64);
-    let (seg_tx, mut seg_rx) = mpsc::channel::<Result<Fetched, RestoreError>>(1);
-    let fetcher = {
-        let store = cfg.store.clone();
-        let segments = plan.segments.clone();
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            for s in segments {
-                let got = async {
-                    let bytes = store.get(&s.object).await?;
-                    progress
-                        .bytes
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    let name = s.name.clone();
-                    let stored = bytes.len() as u64;
-                    tokio::task::spawn_blocking(move || format::decode_segment(&bytes))
-                        .await
-                        .expect("segment decoder panicked")
-                        .map(|seg| (s.name.clone(), seg, stored))
-                        .map_err(|e| RestoreError::Corrupt {
-                            object: name,
-                            offset: e.at,
-                            what: e.what,
-                        })
-                }
-                .await;
-                let stop = got.is_err();
-                if seg_tx.send(got).await.is_err() || stop {
-                    return;
-                }
-            }
-        })
-    };
     while let Some(got) = seg_rx.recv().await {
         if cutter.is_done() {
             break;
