@@ -6,7 +6,8 @@
 //! ```text
 //! preamble  magic(8) "PITRSEG\0" | "PITRSNP\0", version u16, flags u16, header_len u32
 //! header    header_len bytes of little-endian fields (below)
-//! body      one zstd frame of the raw bytes
+//! body      the raw bytes as zstd: one frame (segments), or frames of
+//!           `frames::FRAME_RAW` raw bytes each (snapshots; see [`crate::frames`])
 //! trailer   raw_len u64, raw_hash u64 (xxh3-64 of the raw bytes),
 //!           checksum u64 (xxh3-64 of every object byte before this field), magic "PITREND\0"
 //! ```

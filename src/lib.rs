@@ -13,6 +13,7 @@
 //! - [`segment`]: the segmenter. Cuts the stream into segments, stamps, seals, uploads,
 //!   publishes the durable offset.
 //! - [`format`]: the object format: header, zstd body, trailer, chain (pure).
+//! - [`frames`]: snapshot bodies as runs of zstd frames, decompressed in parallel.
 //! - [`names`]: typed positions and object names that round-trip (pure).
 //! - [`store`]: the object store under the archive's prefix (`object_store`).
 //! - [`catalog`]: generations, windows, holes and gaps from a listing alone (pure).
@@ -23,6 +24,7 @@ pub mod archive;
 pub mod catalog;
 pub mod cut;
 pub mod format;
+pub mod frames;
 pub mod link;
 pub mod names;
 pub mod plan;

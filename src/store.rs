@@ -21,6 +21,7 @@ use object_store::{
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::format::{self, Kind, SnapshotHeader};
+use crate::frames::FrameEncoder;
 use crate::names::{ArchiveName, ObjectName};
 
 /// Part size of snapshot multipart uploads.
@@ -262,18 +263,16 @@ impl Store {
         let mut object_hash = Xxh3::new();
         object_hash.update(&pre);
         writer.write(&pre);
-        let encoder =
-            zstd::stream::write::Encoder::new(Vec::new(), format::ZSTD_LEVEL).map_err(|e| {
-                StoreError::Config {
-                    url: self.url.clone(),
-                    reason: format!("zstd: {e}"),
-                }
-            })?;
+        let encoder = FrameEncoder::new(format::ZSTD_LEVEL).map_err(|e| StoreError::Config {
+            url: self.url.clone(),
+            reason: format!("zstd: {e}"),
+        })?;
         Ok(SnapshotUpload {
             store: self.clone(),
             object: name.to_string(),
             writer,
             encoder,
+            out: Vec::with_capacity(PART_SIZE + (1 << 20)),
             raw_hash: Xxh3::new(),
             object_hash,
             raw_len: 0,
@@ -288,7 +287,11 @@ pub struct SnapshotUpload {
     store: Store,
     object: String,
     writer: WriteMultipart,
-    encoder: zstd::stream::write::Encoder<'static, Vec<u8>>,
+    /// Frames of [`crate::frames::FRAME_RAW`] raw bytes, so that readers can decompress
+    /// several at once.
+    encoder: FrameEncoder,
+    /// Compressed bytes not yet handed to the upload.
+    out: Vec<u8>,
     raw_hash: Xxh3,
     object_hash: Xxh3,
     raw_len: u64,
@@ -306,21 +309,17 @@ pub struct SnapshotDone {
 impl SnapshotUpload {
     /// Compresses and queues `data`; waits while too many parts are in flight (backpressure).
     pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        use std::io::Write;
         self.raw_hash.update(data);
         self.raw_len += data.len() as u64;
-        let encoder = &mut self.encoder;
-        tokio::task::block_in_place(|| encoder.write_all(data)).map_err(|e| {
+        let (encoder, out) = (&mut self.encoder, &mut self.out);
+        tokio::task::block_in_place(|| encoder.write(data, out)).map_err(|e| {
             StoreError::Config {
                 url: self.store.url.clone(),
                 reason: format!("zstd: {e}"),
             }
         })?;
-        if self.encoder.get_ref().len() >= PART_SIZE {
-            let out = std::mem::replace(
-                self.encoder.get_mut(),
-                Vec::with_capacity(PART_SIZE + (1 << 20)),
-            );
+        if self.out.len() >= PART_SIZE {
+            let out = std::mem::replace(&mut self.out, Vec::with_capacity(PART_SIZE + (1 << 20)));
             self.emit(out).await?;
         }
         Ok(())
@@ -345,17 +344,12 @@ impl SnapshotUpload {
 
     /// Completes the upload: the snapshot becomes visible, whole.
     pub async fn finish(mut self) -> Result<SnapshotDone, StoreError> {
-        let encoder = std::mem::replace(
-            &mut self.encoder,
-            zstd::stream::write::Encoder::new(Vec::new(), 1).map_err(|e| StoreError::Config {
-                url: self.store.url.clone(),
-                reason: format!("zstd: {e}"),
-            })?,
-        );
-        let rest = encoder.finish().map_err(|e| StoreError::Config {
+        let (encoder, out) = (&mut self.encoder, &mut self.out);
+        encoder.finish(out).map_err(|e| StoreError::Config {
             url: self.store.url.clone(),
             reason: format!("zstd: {e}"),
         })?;
+        let rest = std::mem::take(&mut self.out);
         self.emit(rest).await?;
         let (t, checksum) =
             format::trailer(self.raw_len, self.raw_hash.digest(), &mut self.object_hash);

@@ -279,9 +279,6 @@ where
 /// Receives a snapshot's raw RDB bytes in order, then `None`.
 type RawSink<'a> = dyn FnMut(Option<bytes::Bytes>) -> Result<(), String> + 'a;
 
-/// Raw RDB bytes per piece handed to a snapshot's consumer.
-const RAW_PIECE: usize = 1 << 20;
-
 fn check_snapshot_blocking(
     name: &ObjectName,
     size: u64,
@@ -321,63 +318,14 @@ fn check_snapshot_blocking(
         return Err(problem(size, "object ends before its trailer".into()));
     };
     let mut raw_hash = Xxh3::new();
-    let mut raw_len = 0u64;
-    {
-        use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
-        let zerr = |at: u64, raw_len: u64, e: std::io::Error| {
-            problem(at, format!("zstd body, after {raw_len} raw bytes: {e}"))
-        };
+    let raw_len = {
         let mut body = (&mut *r).take(body_len);
-        let mut dec = Decoder::new().map_err(|e| problem(body_start, format!("zstd: {e}")))?;
-        let mut input = vec![0u8; 1 << 20];
-        let (mut in_pos, mut in_len, mut consumed) = (0usize, 0usize, 0u64);
-        // What the decoder still needs to end its frame: 0 between frames.
-        let mut pending = 1usize;
-        let mut eof = false;
-        loop {
-            // Each piece is decompressed into its own buffer and handed over as it is.
-            // 1 MiB pieces: fewer hand-overs to the consumer threads (each one a wake-up).
-            let mut out = Vec::with_capacity(RAW_PIECE);
-            while out.len() < RAW_PIECE {
-                if in_pos == in_len && !eof {
-                    in_len = body
-                        .read(&mut input)
-                        .map_err(|e| zerr(body_start + consumed, raw_len, e))?;
-                    in_pos = 0;
-                    eof = in_len == 0;
-                }
-                let before = out.len();
-                let mut ib = InBuffer::around(&input[in_pos..in_len]);
-                let mut ob = OutBuffer::around_pos(&mut out, before);
-                let hint = dec
-                    .run(&mut ib, &mut ob)
-                    .map_err(|e| zerr(body_start + consumed, raw_len, e))?;
-                in_pos += ib.pos();
-                consumed += ib.pos() as u64;
-                if ib.pos() == 0 && out.len() == before {
-                    if eof {
-                        // All input read and nothing more to flush.
-                        break;
-                    }
-                } else {
-                    // A call that did nothing says what a next frame would need: not this.
-                    pending = hint;
-                }
-            }
-            if out.is_empty() {
-                break;
-            }
-            raw_hash.update(&out);
-            raw_len += out.len() as u64;
-            on_raw(Some(bytes::Bytes::from(out))).map_err(|what| problem(body_start, what))?;
-        }
-        if pending != 0 {
-            return Err(problem(
-                body_start + body_len,
-                format!("zstd body ends inside a frame, after {raw_len} raw bytes"),
-            ));
-        }
-    }
+        crate::frames::decompress(&mut body, crate::frames::default_workers(), &mut |piece| {
+            raw_hash.update(&piece);
+            on_raw(Some(piece))
+        })
+        .map_err(|e| problem(body_start + e.at, e.what))?
+    };
     let before_trailer = r.hash.clone();
     let mut t = [0u8; format::TRAILER_LEN];
     r.read_exact(&mut t)
@@ -505,14 +453,28 @@ mod tests {
     async fn an_uploaded_snapshot_reads_back_in_bounded_pieces() {
         let store = store();
         let (name, h) = snapshot_name();
-        let raw = raw_data(3 * RAW_PIECE + 12345);
+        let raw = raw_data(2 * crate::frames::FRAME_RAW + 12345);
         let mut up = store.snapshot_upload(&name, &h).await.unwrap();
         for piece in raw.chunks(100_000) {
             up.write(piece).await.unwrap();
         }
         up.finish().await.unwrap();
+        // The body is three frames, each decompressible alone.
+        let obj = store.get(&name).await.unwrap();
+        let mut body =
+            &obj[format::PREAMBLE_LEN + h.encode().len()..obj.len() - format::TRAILER_LEN];
+        let mut frames = Vec::new();
+        while !body.is_empty() {
+            let n = zstd::zstd_safe::find_frame_compressed_size(body).unwrap();
+            frames.push(zstd::decode_all(&body[..n]).unwrap().len());
+            body = &body[n..];
+        }
+        let f = crate::frames::FRAME_RAW;
+        assert_eq!(frames, vec![f, f, 12345]);
         let pieces = read(&store, name).await.unwrap();
-        assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= RAW_PIECE));
+        assert!(pieces
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= crate::frames::RAW_PIECE));
         assert_eq!(pieces.concat(), raw);
     }
 
@@ -520,8 +482,8 @@ mod tests {
     async fn a_body_of_several_frames_is_read_whole() {
         let store = store();
         let (name, h) = snapshot_name();
-        let raw = raw_data(2 * RAW_PIECE + 777);
-        let (a, b) = raw.split_at(RAW_PIECE / 3);
+        let raw = raw_data(2 * crate::frames::RAW_PIECE + 777);
+        let (a, b) = raw.split_at(crate::frames::RAW_PIECE / 3);
         let mut body = zstd::bulk::compress(a, 1).unwrap();
         body.extend(zstd::bulk::compress(b, 1).unwrap());
         store
@@ -534,7 +496,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_cut_or_extended_body_is_a_problem_naming_the_byte() {
         let (name, h) = snapshot_name();
-        let raw = raw_data(RAW_PIECE + 99);
+        let raw = raw_data(crate::frames::RAW_PIECE + 99);
         let body = zstd::bulk::compress(&raw, 1).unwrap();
         // Cut inside the frame (the trailer still matches the object).
         let store = store();
