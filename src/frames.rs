@@ -325,10 +325,11 @@ pub fn default_workers() -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn raw_data(n: usize) -> Vec<u8> {
+    /// Compressible but not trivial: a counter's decimal digits, `n` bytes of them.
+    pub(crate) fn raw_data(n: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(n + 16);
         let mut i = 0u64;
         while v.len() < n {

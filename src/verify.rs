@@ -389,17 +389,7 @@ mod tests {
     use crate::names::{test_replid, ArchiveName, GenerationId};
     use std::sync::{Arc, Mutex};
 
-    fn raw_data(n: usize) -> Vec<u8> {
-        // Compressible but not trivial: a counter's decimal digits.
-        let mut v = Vec::with_capacity(n + 16);
-        let mut i = 0u64;
-        while v.len() < n {
-            v.extend_from_slice(format!("{i},").as_bytes());
-            i += 1;
-        }
-        v.truncate(n);
-        v
-    }
+    use crate::frames::tests::raw_data;
 
     fn snapshot_name() -> (ObjectName, SnapshotHeader) {
         let h = SnapshotHeader {
