@@ -217,10 +217,12 @@ fn parallel(
     workers: usize,
     on_piece: &mut dyn FnMut(Bytes) -> Result<(), String>,
 ) -> Result<u64, BodyError> {
-    let (job_tx, job_rx) = sync_channel::<Job>(workers);
+    // A frame is handed straight to an idle worker (no queue of compressed frames), and at
+    // most `workers` frames wait behind the one being consumed, each with at most a frame of
+    // pieces: for incompressible data about 2 × (workers + 1) × 8 MiB in all.
+    let (job_tx, job_rx) = sync_channel::<Job>(0);
     let job_rx = Arc::new(Mutex::new(job_rx));
-    // Jobs in flight, in body order: bounds what is held ahead of the consumer.
-    let (order_tx, order_rx) = sync_channel::<Pieces>(workers + 1);
+    let (order_tx, order_rx) = sync_channel::<Pieces>(workers);
     std::thread::scope(|s| {
         for _ in 0..workers {
             let job_rx = job_rx.clone();
