@@ -9,15 +9,17 @@
 //! - [`decompress`]: a body (any run of frames) to raw pieces in order, in parallel when its
 //!   frames are small enough, with memory bounded either way.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use zstd::stream::raw::{Decoder, Encoder, InBuffer, Operation, OutBuffer};
 
-/// Raw bytes per frame written by the archiver.
-pub const FRAME_RAW: usize = 8 << 20;
+/// Raw bytes per frame written by the archiver. Small frames keep what parallel readers hold
+/// small (a few frames per thread); zstd at level 3 matches within 2 MiB anyway, so the
+/// body is no larger than as one frame.
+pub const FRAME_RAW: usize = 2 << 20;
 
 /// Raw bytes per piece handed to a reader's consumer.
 pub const RAW_PIECE: usize = 1 << 20;
@@ -112,7 +114,9 @@ pub fn decompress(
     let workers = workers.clamp(1, MAX_WORKERS);
     if workers == 1 {
         let mut raw_len = 0u64;
-        decode_stream(body, 0, &mut |piece| {
+        let mut input = io::BufReader::with_capacity(READ_PIECE, body);
+        let mut dec = new_decoder(0).map_err(Stop::into_body_error)?;
+        decode_stream(&mut dec, &mut input, 0, &mut |piece| {
             raw_len += piece.len() as u64;
             on_piece(piece).map_err(Stop::Consumer)
         })
@@ -139,19 +143,18 @@ impl Stop {
     }
 }
 
-/// Decodes a run of frames from `input` in order; `base` is the body byte where it starts.
+/// Decodes a run of frames from `input` in order with `dec`; `base` is the body byte where
+/// `input` starts.
 fn decode_stream(
-    input: &mut dyn Read,
+    dec: &mut Decoder<'static>,
+    input: &mut dyn BufRead,
     base: u64,
     send: &mut dyn FnMut(Bytes) -> Result<(), Stop>,
 ) -> Result<(), Stop> {
-    let mut dec = Decoder::new().map_err(|e| body_err(base, format!("zstd: {e}")))?;
-    let mut buf = vec![0u8; READ_PIECE];
-    let (mut in_pos, mut in_len, mut consumed) = (0usize, 0usize, 0u64);
+    let mut consumed = 0u64;
     let mut raw_len = 0u64;
     // What the decoder still needs to end its frame: 0 between frames.
     let mut pending = 0usize;
-    let mut eof = false;
     let zerr = |at: u64, raw_len: u64, e: io::Error| {
         body_err(at, format!("zstd body, after {raw_len} raw bytes: {e}"))
     };
@@ -159,21 +162,19 @@ fn decode_stream(
         // Each piece is decompressed into its own buffer and handed over as it is.
         let mut out = Vec::with_capacity(RAW_PIECE);
         while out.len() < RAW_PIECE {
-            if in_pos == in_len && !eof {
-                in_len = input
-                    .read(&mut buf)
-                    .map_err(|e| zerr(base + consumed, raw_len, e))?;
-                in_pos = 0;
-                eof = in_len == 0;
-            }
+            let avail = input
+                .fill_buf()
+                .map_err(|e| zerr(base + consumed, raw_len, e))?;
+            let eof = avail.is_empty();
             let before = out.len();
-            let mut ib = InBuffer::around(&buf[in_pos..in_len]);
+            let mut ib = InBuffer::around(avail);
             let hint = dec
                 .run(&mut ib, &mut OutBuffer::around_pos(&mut out, before))
                 .map_err(|e| zerr(base + consumed, raw_len, e))?;
-            in_pos += ib.pos();
-            consumed += ib.pos() as u64;
-            if ib.pos() == 0 && out.len() == before {
+            let used = ib.pos();
+            input.consume(used);
+            consumed += used as u64;
+            if used == 0 && out.len() == before {
                 if eof {
                     // All input read and nothing more to flush.
                     break;
@@ -196,6 +197,10 @@ fn decode_stream(
         ));
     }
     Ok(())
+}
+
+fn new_decoder(at: u64) -> Result<Decoder<'static>, Stop> {
+    Decoder::new().map_err(|e| body_err(at, format!("zstd: {e}")))
 }
 
 fn body_err(at: u64, what: String) -> Stop {
@@ -226,17 +231,29 @@ fn parallel(
     std::thread::scope(|s| {
         for _ in 0..workers {
             let job_rx = job_rx.clone();
-            s.spawn(move || loop {
-                let job = job_rx.lock().map(|rx| rx.recv());
-                let Ok(Ok((at, frame, tx))) = job else {
-                    return;
-                };
-                let r = decode_stream(&mut &frame[..], at, &mut |piece| {
-                    tx.send(Ok(piece))
-                        .map_err(|_| Stop::Consumer(String::new()))
-                });
-                if let Err(e) = r {
-                    let _ = tx.send(Err(e));
+            s.spawn(move || {
+                // One decoder per worker, reset for each frame (also after an error).
+                let mut dec: Option<Decoder<'static>> = None;
+                loop {
+                    let job = job_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok((at, frame, tx))) = job else {
+                        return;
+                    };
+                    let d = match dec.take().map(|mut d| d.reinit().map(|_| d)) {
+                        Some(Ok(d)) => Ok(d),
+                        _ => new_decoder(at),
+                    };
+                    let r = d.and_then(|mut d| {
+                        let r = decode_stream(&mut d, &mut &frame[..], at, &mut |piece| {
+                            tx.send(Ok(piece))
+                                .map_err(|_| Stop::Consumer(String::new()))
+                        });
+                        dec = Some(d);
+                        r
+                    });
+                    if let Err(e) = r {
+                        let _ = tx.send(Err(e));
+                    }
                 }
             });
         }
@@ -270,7 +287,9 @@ fn split(body: &mut (dyn Read + Send), job_tx: SyncSender<Job>, order_tx: SyncSe
             if n == 0 || n > held.len() {
                 break;
             }
-            let frame = held.split_to(n).freeze();
+            // A copy of exactly the frame: a slice of `held` would keep all of its buffer.
+            let frame = Bytes::copy_from_slice(&held[..n]);
+            bytes::Buf::advance(&mut held, n);
             let (tx, rx) = sync_channel(PIECES_AHEAD);
             if order_tx.send(rx).is_err() || job_tx.send((at, frame, tx)).is_err() {
                 return;
@@ -304,10 +323,12 @@ fn split(body: &mut (dyn Read + Send), job_tx: SyncSender<Job>, order_tx: SyncSe
     if order_tx.send(rx).is_err() {
         return;
     }
-    let mut rest = Read::chain(&held[..], body);
-    let r = decode_stream(&mut rest, at, &mut |piece| {
-        tx.send(Ok(piece))
-            .map_err(|_| Stop::Consumer(String::new()))
+    let mut rest = io::BufReader::with_capacity(READ_PIECE, Read::chain(&held[..], body));
+    let r = new_decoder(at).and_then(|mut dec| {
+        decode_stream(&mut dec, &mut rest, at, &mut |piece| {
+            tx.send(Ok(piece))
+                .map_err(|_| Stop::Consumer(String::new()))
+        })
     });
     if let Err(e) = r {
         let _ = tx.send(Err(e));
