@@ -224,7 +224,7 @@ fn parallel(
 ) -> Result<u64, BodyError> {
     // A frame is handed straight to an idle worker (no queue of compressed frames), and at
     // most `workers` frames wait behind the one being consumed, each with at most a frame of
-    // pieces: for incompressible data about 2 × (workers + 1) × 8 MiB in all.
+    // pieces: for incompressible data about 2 × (workers + 1) × FRAME_RAW in all.
     let (job_tx, job_rx) = sync_channel::<Job>(0);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (order_tx, order_rx) = sync_channel::<Pieces>(workers);
