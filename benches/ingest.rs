@@ -40,12 +40,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{oneshot, Semaphore};
 
-use redis_pitr::archive::now_ms;
-use redis_pitr::format::{self, SegmentHeader, TimeMark, ZSTD_LEVEL};
-use redis_pitr::names::{ArchiveName, GenerationId, ReplId};
-use redis_pitr::segment::{Chunk, Msg, Position, Segmenter, SegmenterConfig};
-use redis_pitr::store::Store;
-use redis_pitr::stream::CommandScanner;
+use redis_pitr::archive::format::{self, SegmentHeader, TimeMark, ZSTD_LEVEL};
+use redis_pitr::archive::names::{ArchiveName, GenerationId, ReplId};
+use redis_pitr::archive::store::Store;
+use redis_pitr::ingest::archiver::now_ms;
+use redis_pitr::ingest::segment::{Chunk, Msg, Position, Segmenter, SegmenterConfig};
+use redis_pitr::resp::scanner::CommandScanner;
 
 /// Size of the generated stream: just below 64 MiB, so that the archiver seals it as one
 /// segment at `Finish`, the same single piece that `zstd_alone_64MiB_pieces` compresses.
@@ -415,7 +415,7 @@ fn fresh_store(base: &std::path::Path, name: &ArchiveName) -> (tempfile::TempDir
 fn bench_ingest(c: &mut Criterion) {
     let data = input();
     let compressed = zstd::bulk::compress(data, ZSTD_LEVEL).expect("zstd");
-    let commands = redis_pitr::stream::command_ends(data, 0)
+    let commands = redis_pitr::resp::scanner::command_ends(data, 0)
         .expect("whole commands")
         .len();
     eprintln!(
@@ -498,7 +498,7 @@ fn bench_ingest(c: &mut Criterion) {
         let (object, _) =
             format::encode_segment(&segment_header(data.len()), data).expect("encode");
         let object = bytes::Bytes::from(object);
-        let seg_name = redis_pitr::names::ObjectName::segment(
+        let seg_name = redis_pitr::archive::names::ObjectName::segment(
             GenerationId(1),
             (0, data.len() as u64),
             (1, 2),

@@ -3,8 +3,8 @@
 #   1. install the test dependencies (redis-server; Redis 5.0, 6.2, 7.4 and Valkey 9.1 for the
 #      cross-version tests; garage)                            scripts/install-deps.sh
 #   2. cargo fmt --check
-#   3. cargo clippy --all-targets -D warnings
-#   4. cargo test --release (unit + integration tests)
+#   3. cargo clippy --release --all-targets -D warnings (the profile of the tests: one build)
+#   4. cargo test --release (unit tests, and the integration tests: one binary, tests/it)
 #   5. the archive and files tests again, with Valkey 9.1 as the master
 #   6. cargo bench --no-run (benchmarks compile)
 # Works non-interactively (CI=true, no stdin).
@@ -44,7 +44,7 @@ if [ ! -t 1 ]; then
   fmt_args+=(--color never)
 fi
 step "cargo fmt --check" cargo fmt --all -- "${fmt_args[@]}"
-step "cargo clippy" cargo clippy --all-targets -- -D warnings
+step "cargo clippy" cargo clippy --release --all-targets -- -D warnings
 # --release for everything: the integration tests push a lot of data, and the
 # crate is then compiled once for the tests and the benches.
 step "cargo test --release" cargo test --release -- --test-threads="$threads"
@@ -52,7 +52,7 @@ step "cargo test --release" cargo test --release -- --test-threads="$threads"
 # more with Valkey as the master (tests/fidelity.rs covers the other versions).
 valkey="${PITR_SERVERS_DIR:-$HOME/.cache/redis-pitr/servers}/bin/valkey-server-9.1"
 step "cargo test against Valkey 9.1" env REDIS_SERVER_BIN="$valkey" \
-  cargo test --release --test archive_redis --test restore_files -- --test-threads="$threads"
+  cargo test --release --test it -- --test-threads="$threads" archive_redis:: restore_files::
 step "cargo bench --no-run" cargo bench --no-run
 
 banner "all checks passed in $((SECONDS - total_start)) s"

@@ -2,35 +2,28 @@
 //!
 //! `pitr archive` attaches to a master as a replica (PSYNC) and keeps its whole history in
 //! object storage: the RDB of a full sync and every replicated write, in compressed,
-//! checksummed, immutable objects. `pitr ls` and `pitr verify` read the archive back.
+//! checksummed, immutable objects. `pitr ls` and `pitr verify` read the archive back; `pitr
+//! restore` rebuilds the master's state at any archived moment.
 //!
 //! # Layout
 //!
-//! One module per pipeline stage (see `docs/architecture.md`):
+//! One directory per part of the pipeline (see `docs/architecture.md`):
 //!
-//! - [`link`]: the replica link. Owns the socket: handshake, PSYNC, full-sync framing, ACKs.
-//! - [`stream`]: framing of the replication stream into whole commands (pure).
-//! - [`segment`]: the segmenter. Cuts the stream into segments, stamps, seals, uploads,
-//!   publishes the durable offset.
-//! - [`format`]: the object format: header, zstd body, trailer, chain (pure).
-//! - [`frames`]: snapshot bodies as runs of zstd frames, decompressed in parallel.
-//! - [`names`]: typed positions and object names that round-trip (pure).
-//! - [`store`]: the object store under the archive's prefix (`object_store`).
-//! - [`catalog`]: generations, windows, holes and gaps from a listing alone (pure).
+//! - [`resp`]: the RESP scanner that finds whole commands in the replication stream (pure).
 //! - [`rdb`]: the streaming RDB parser (pure).
-//! - [`archive`]: the `pitr archive` role, tying link, segmenter and store together.
-//! - [`verify`]: reads every object back and checks the whole archive.
+//! - [`net`]: reaching a server: connection settings and dialing, shared by both halves.
+//! - [`ingest`]: the archiving half: replica link, segmenter, the archiver role.
+//! - [`archive`]: the archive as both halves see it: names, object format, snapshot frames,
+//!   store, catalog.
+//! - [`maintain`]: work on an archive at rest: verify.
+//! - [`replay`]: the restoring half: plan, cut, filter, key conversion, live and file
+//!   destinations.
+//!
+//! `ingest` and `replay` never import each other; the parsers import no tokio.
 pub mod archive;
-pub mod catalog;
-pub mod cut;
-pub mod format;
-pub mod frames;
-pub mod link;
-pub mod names;
-pub mod plan;
+pub mod ingest;
+pub mod maintain;
+pub mod net;
 pub mod rdb;
-pub mod restore;
-pub mod segment;
-pub mod store;
-pub mod stream;
-pub mod verify;
+pub mod replay;
+pub mod resp;

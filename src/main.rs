@@ -8,15 +8,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use redis_pitr::archive::{ArchiveConfig, Archiver, Shutdown};
-use redis_pitr::catalog::Catalog;
-use redis_pitr::link::Source;
-use redis_pitr::names::ArchiveName;
-use redis_pitr::plan::Target;
-use redis_pitr::restore::live::TargetError;
-use redis_pitr::restore::{self, Destination, RestoreConfig, RestoreError};
-use redis_pitr::store::{Store, StoreError};
-use redis_pitr::verify;
+use redis_pitr::archive::catalog::Catalog;
+use redis_pitr::archive::names::ArchiveName;
+use redis_pitr::archive::store::{Store, StoreError};
+use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver, Shutdown};
+use redis_pitr::maintain::verify;
+use redis_pitr::net::Source;
+use redis_pitr::replay::live::TargetError;
+use redis_pitr::replay::plan::Target;
+use redis_pitr::replay::{self as restore, Destination, RestoreConfig, RestoreError};
 
 /// Exit codes.
 const EXIT_FAILURE: u8 = 1;
@@ -230,7 +230,7 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
         }
         if let Some(r) = cause.downcast_ref::<RestoreError>() {
             return match r {
-                RestoreError::Plan(redis_pitr::plan::PlanError::Empty) => EXIT_NOT_FOUND,
+                RestoreError::Plan(redis_pitr::replay::plan::PlanError::Empty) => EXIT_NOT_FOUND,
                 RestoreError::Plan(_) => EXIT_NOT_FOUND,
                 RestoreError::Corrupt { .. } => EXIT_CORRUPT,
                 // The target refused a command, or answered nonsense: it was reached.
@@ -245,8 +245,8 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
                 _ => EXIT_FAILURE,
             };
         }
-        if let Some(a) = cause.downcast_ref::<redis_pitr::archive::ArchiveError>() {
-            if matches!(a, redis_pitr::archive::ArchiveError::Link(_)) {
+        if let Some(a) = cause.downcast_ref::<redis_pitr::ingest::archiver::ArchiveError>() {
+            if matches!(a, redis_pitr::ingest::archiver::ArchiveError::Link(_)) {
                 return EXIT_UNREACHABLE;
             }
         }

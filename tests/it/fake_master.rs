@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use redis_pitr::archive::{ArchiveConfig, Archiver, Shutdown};
-use redis_pitr::catalog::Catalog;
-use redis_pitr::link::Source;
-use redis_pitr::names::ObjectKind;
-use redis_pitr::store::Store;
-use redis_pitr::stream::CommandScanner;
+use redis_pitr::archive::catalog::Catalog;
+use redis_pitr::archive::names::ObjectKind;
+use redis_pitr::archive::store::Store;
+use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver, Shutdown};
+use redis_pitr::net::Source;
+use redis_pitr::resp::scanner::CommandScanner;
 
 const REPLID: &str = "8f1e6c4ea7a0fd1b2c3d4e5f60718293a4b5c6d7";
 
@@ -144,7 +144,7 @@ fn fullresync(offset: u64) -> String {
 struct Running {
     store: Store,
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), redis_pitr::archive::ArchiveError>>,
+    task: tokio::task::JoinHandle<Result<(), redis_pitr::ingest::archiver::ArchiveError>>,
     _dir: tempfile::TempDir,
 }
 
@@ -287,7 +287,7 @@ async fn truncated_command_is_not_archived_and_resume_asks_for_it() {
     let g = &catalog.generations[0];
     assert!(g.is_contiguous());
     assert_eq!((g.first_offset, g.last_offset), (1000, end));
-    let report = redis_pitr::verify::verify(&store).await.unwrap();
+    let report = redis_pitr::maintain::verify::verify(&store).await.unwrap();
     assert!(report.ok, "{:?}", report.problems);
     assert_eq!((report.generations, report.snapshots), (1, 1));
     assert_eq!(report.commands, 4);
@@ -321,7 +321,7 @@ async fn garbage_in_the_stream_keeps_what_came_before() {
     );
     let (catalog, store, _dir) = stop(r).await;
     assert_eq!(catalog.generations[0].last_offset, ok.len() as u64);
-    let report = redis_pitr::verify::verify(&store).await.unwrap();
+    let report = redis_pitr::maintain::verify::verify(&store).await.unwrap();
     assert!(report.ok && report.segments == 1, "{report:?}");
 }
 
@@ -394,5 +394,10 @@ async fn continue_under_a_new_replid_keeps_the_generation() {
     assert_eq!(g.replids.len(), 2);
     assert_eq!(g.replid.to_string(), new_id);
     assert!(g.is_contiguous());
-    assert!(redis_pitr::verify::verify(&store).await.unwrap().ok);
+    assert!(
+        redis_pitr::maintain::verify::verify(&store)
+            .await
+            .unwrap()
+            .ok
+    );
 }

@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use crate::names::{GenerationId, ObjectKind, ObjectName, ReplId};
-use crate::store::{Listed, Listing};
+use crate::archive::names::{GenerationId, ObjectKind, ObjectName, ReplId};
+use crate::archive::store::{Listed, Listing};
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct SnapshotInfo {
@@ -209,8 +209,8 @@ impl Generation {
 mod tests {
     use super::*;
 
-    use crate::names::test_replid as rid;
-    use crate::store::test_listing::{seg, snap};
+    use crate::archive::names::test_replid as rid;
+    use crate::archive::store::test_listing::{seg, snap};
 
     #[test]
     fn generations_windows_and_gaps() {

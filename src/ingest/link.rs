@@ -3,14 +3,14 @@
 //! (`$<len>` and diskless `$EOF:<mark>`), hands out the bytes that follow, and writes
 //! `REPLCONF ACK`, the only thing ever sent after PSYNC. Knows nothing of storage.
 
-use std::fmt;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::names::ReplId;
+use crate::archive::names::ReplId;
+use crate::net::{dial, Source};
 
 /// Longest reply line accepted during the handshake.
 const MAX_LINE: usize = 4096;
@@ -69,96 +69,6 @@ impl LinkError {
     }
 }
 
-/// Where and as whom to connect. The password is never printed.
-#[derive(Clone)]
-pub struct Source {
-    pub host: String,
-    pub port: u16,
-    pub user: Option<String>,
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Source")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-impl Source {
-    /// Parses `redis://[user[:password]@]host[:port]`. A password in the URL wins over
-    /// `env_password`; the environment keeps it out of argv. Errors never show the password.
-    pub fn parse(url: &str, env_password: Option<String>) -> Result<Source, String> {
-        let shown = redact_url(url);
-        let u = url::Url::parse(url).map_err(|e| format!("{shown:?}: {e}"))?;
-        if u.scheme() != "redis" {
-            return Err(format!(
-                "{shown:?}: scheme {:?} not supported (use redis://host:port)",
-                u.scheme()
-            ));
-        }
-        let host = u
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("{shown:?}: no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let user = Some(percent_decode(u.username())).filter(|s| !s.is_empty());
-        let password = u.password().map(percent_decode).or(env_password);
-        Ok(Source {
-            host,
-            port: u.port().unwrap_or(6379),
-            user,
-            password,
-        })
-    }
-
-    pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// A redis URL with its user and password hidden, for messages.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once('@') {
-        Some((scheme_user, rest)) => match scheme_user.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://…@{rest}"),
-            None => format!("…@{rest}"),
-        },
-        None => url.to_string(),
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 3 <= b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The master's answer to PSYNC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Psync {
@@ -195,23 +105,6 @@ pub fn eof_step(buf: &[u8], mark: &[u8; 40]) -> EofStep {
     } else {
         EofStep::Forward(buf.len().saturating_sub(40))
     }
-}
-
-/// A TCP connection to `host:port` within `timeout` (then an error of kind `TimedOut`), with
-/// Nagle's algorithm off: commands and ACKs are small and must go at once. Both the master link
-/// and a restore's target connect this way.
-pub async fn dial(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no connection within {} s", timeout.as_secs()),
-            ))
-        }
-    };
-    stream.set_nodelay(true)?;
-    Ok(stream)
 }
 
 /// The connection to the master: the socket and its read buffer.

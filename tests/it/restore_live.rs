@@ -8,19 +8,17 @@
 //! - a stream PEL entry whose message was deleted (`XCLAIM ... FORCE` only creates PEL
 //!   entries for messages that exist): such entries are removed from the expectation.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::support::RedisServer;
 use bytes::Bytes;
 use redis_pitr::rdb::logical::{self, LogicalState};
 use redis_pitr::rdb::{Event, Parser, ParserConfig};
-use redis_pitr::restore::keys::{ConvertConfig, ConvertStats, KeyConverter};
-use redis_pitr::restore::live::{LiveTarget, TargetError};
+use redis_pitr::replay::keys::{ConvertConfig, ConvertStats, KeyConverter};
+use redis_pitr::replay::live::{LiveTarget, TargetError};
 use serde_json::Value as Json;
-use support::RedisServer;
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rdb")
@@ -445,7 +443,7 @@ fn error_reply_names_the_command_and_key(window: Option<usize>) {
     });
     // Commands before the failing one were applied.
     assert_eq!(
-        support::redis_server::value_to_string(&server.cmd(&["EXISTS", "k999"])),
+        crate::support::redis_server::value_to_string(&server.cmd(&["EXISTS", "k999"])),
         "1"
     );
 }
@@ -501,7 +499,7 @@ fn connect_auth_flush_and_counts() {
         assert_eq!(t2.rdb_version().await.unwrap(), 10);
     });
     assert_eq!(
-        support::redis_server::value_to_string(&server.cmd(&["FUNCTION", "LIST"])),
+        crate::support::redis_server::value_to_string(&server.cmd(&["FUNCTION", "LIST"])),
         ""
     );
     // A password for a server that has none is not an error (e.g. one set in the
@@ -514,7 +512,7 @@ fn connect_auth_flush_and_counts() {
         assert_eq!(t.key_count().await.unwrap(), 0);
     });
     // Nothing listens: a Connect error with the address.
-    let port = support::free_port();
+    let port = crate::support::free_port();
     let err = rt
         .block_on(LiveTarget::connect(
             &format!("redis://127.0.0.1:{port}"),
@@ -550,10 +548,10 @@ fn throughput_against_redis_cli_pipe() {
     let file = server.dir().join("pipe.resp");
     let mut resp = Vec::new();
     for c in &cmds {
-        redis_pitr::cut::encode_args(c, &mut resp);
+        redis_pitr::replay::cut::encode_args(c, &mut resp);
     }
     std::fs::write(&file, &resp).unwrap();
-    let dbsize = || support::redis_server::value_to_string(&server.cmd(&["DBSIZE"]));
+    let dbsize = || crate::support::redis_server::value_to_string(&server.cmd(&["DBSIZE"]));
 
     for round in 0..2 {
         for flavor in ["current_thread", "multi_thread"] {

@@ -2,16 +2,14 @@
 //! to chosen moments as files, start a stock redis-server on them with the printed command
 //! line, and compare what it holds. Also: the plan, the errors for moments outside the archive.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::archiving::*;
-use support::*;
+use crate::support::archiving::*;
+use crate::support::*;
 
 fn get_all(port: u16, keys: &[&str]) -> Vec<Option<String>> {
-    let mut c = support::restored::connect(port);
+    let mut c = crate::support::restored::connect(port);
     keys.iter()
         .map(|k| redis::cmd("GET").arg(*k).query(&mut c).unwrap())
         .collect()

@@ -173,7 +173,7 @@ impl FilesWriter {
 
     pub async fn command(&mut self, args: &[Bytes]) -> Result<(), RestoreError> {
         self.scratch.clear();
-        crate::cut::encode_args(args, &mut self.scratch);
+        crate::replay::cut::encode_args(args, &mut self.scratch);
         self.aof
             .write_all(&self.scratch)
             .await

@@ -69,10 +69,10 @@ impl Filter {
             b"swapdb" => {
                 let a = args
                     .get(1)
-                    .and_then(|a| crate::stream::parse_u64(a.as_ref()));
+                    .and_then(|a| crate::resp::scanner::parse_u64(a.as_ref()));
                 let b = args
                     .get(2)
-                    .and_then(|a| crate::stream::parse_u64(a.as_ref()));
+                    .and_then(|a| crate::resp::scanner::parse_u64(a.as_ref()));
                 return match (a, b) {
                     (Some(a), Some(b)) => {
                         match (self.db_selected(a as u32), self.db_selected(b as u32)) {
@@ -104,12 +104,12 @@ impl Filter {
         if name == b"move" || name == b"copy" {
             let other = if name == b"move" {
                 args.get(2)
-                    .and_then(|a| crate::stream::parse_u64(a.as_ref()))
+                    .and_then(|a| crate::resp::scanner::parse_u64(a.as_ref()))
             } else {
                 args.iter()
                     .position(|a| a.as_ref().eq_ignore_ascii_case(b"db"))
                     .and_then(|i| args.get(i + 1))
-                    .and_then(|a| crate::stream::parse_u64(a.as_ref()))
+                    .and_then(|a| crate::resp::scanner::parse_u64(a.as_ref()))
             };
             if let Some(o) = other {
                 total += 1;
@@ -131,7 +131,10 @@ impl Filter {
 fn command_keys<'a, A: AsRef<[u8]>>(name: &[u8], args: &'a [A]) -> Option<Vec<&'a [u8]>> {
     let a = |i: usize| args.get(i).map(|x| x.as_ref());
     let from = |i: usize| args.iter().skip(i).map(|x| x.as_ref()).collect::<Vec<_>>();
-    let num = |i: usize| a(i).and_then(crate::stream::parse_u64).map(|n| n as usize);
+    let num = |i: usize| {
+        a(i).and_then(crate::resp::scanner::parse_u64)
+            .map(|n| n as usize)
+    };
     Some(match name {
         // Every argument is a key.
         b"del" | b"unlink" | b"touch" | b"exists" | b"watch" => from(1),

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 
-use crate::format::Segment;
-use crate::stream::{parse_u64, StreamError};
+use crate::archive::format::Segment;
+use crate::resp::scanner::{parse_u64, StreamError};
 
 /// One replicated command, with where and when it arrived.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,8 +239,8 @@ impl Cutter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{SegmentHeader, TimeMark};
-    use crate::names::GenerationId;
+    use crate::archive::format::{SegmentHeader, TimeMark};
+    use crate::archive::names::GenerationId;
 
     fn cmd(args: &[&str]) -> Vec<u8> {
         let mut v = Vec::new();

@@ -1,5 +1,5 @@
-//! The logical-state dumper (`support::state`) and the random workload
-//! (`support::workload`) against real `redis-server` processes:
+//! The logical-state dumper (`crate::support::state`) and the random workload
+//! (`crate::support::workload`) against real `redis-server` processes:
 //! - every RDB fixture that the installed server loads dumps exactly as its
 //!   `.json` (so the dumper writes the fixture format);
 //! - a hand-made data set dumps as expected (binary names, expiry cutoff,
@@ -7,17 +7,15 @@
 //! - the workload, with a real replica attached, reaches checkpoints whose
 //!   state equals the replica's; and it is deterministic for a seed.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-use support::archiving::now_ms;
-use support::state::{
+use crate::support::archiving::now_ms;
+use crate::support::state::{
     decode_bytes, diff, drop_expired, encode_bytes, format_score, logical_state, parse_score,
 };
-use support::workload::Workload;
-use support::*;
+use crate::support::workload::Workload;
+use crate::support::*;
+use serde_json::{json, Value};
 
 /// `tests/fixtures/rdb/`, or `/work/shared/fixtures/rdb/` when the copy is
 /// not there.

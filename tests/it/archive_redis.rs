@@ -1,15 +1,13 @@
 //! `pitr archive` against real `redis-server` processes: full syncs both ways with a large RDB,
 //! AUTH, kill -9 and restart, master restart, backlog overrun, WAIT, SIGTERM.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::archiving::*;
+use crate::support::*;
 use serde_json::Value;
-use support::archiving::*;
-use support::*;
 
 const FLUSH: &[&str] = &["--flush-interval", "200ms"];
 

@@ -1,14 +1,12 @@
 //! `pitr archive` into a real S3-compatible server (Garage): the whole flow, a restart that
 //! resumes from S3, and Garage stopped for 20 s in the middle of writes.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::archiving::*;
-use support::*;
+use crate::support::archiving::*;
+use crate::support::*;
 
 /// An archive at `prefix` in Garage's bucket.
 fn archive(g: &Garage, prefix: &str) -> Archive {

@@ -1,7 +1,7 @@
 //! Shared harness for the integration tests of `redis-pitr`.
 //!
-//! Use it from any `tests/*.rs` file with `mod support;` (and then
-//! `use support::*;`). Every test binary uses only part of it, so unused
+//! Declared once in `tests/it/main.rs`; every test module uses it with
+//! `use crate::support::*;`. Not every item is used by the tests of a given run, so unused
 //! items are allowed here.
 //!
 //! What it gives:

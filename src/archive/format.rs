@@ -7,7 +7,7 @@
 //! preamble  magic(8) "PITRSEG\0" | "PITRSNP\0", version u16, flags u16, header_len u32
 //! header    header_len bytes of little-endian fields (below)
 //! body      the raw bytes as zstd: one frame (segments), or frames of
-//!           `frames::FRAME_RAW` raw bytes each (snapshots; see [`crate::frames`])
+//!           `frames::FRAME_RAW` raw bytes each (snapshots; see [`crate::archive::frames`])
 //! trailer   raw_len u64, raw_hash u64 (xxh3-64 of the raw bytes),
 //!           checksum u64 (xxh3-64 of every object byte before this field), magic "PITREND\0"
 //! ```
@@ -17,7 +17,7 @@
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
-use crate::names::{GenerationId, ReplId};
+use crate::archive::names::{GenerationId, ReplId};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"PITRSEG\0";
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"PITRSNP\0";

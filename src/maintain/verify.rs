@@ -11,11 +11,11 @@ use futures::StreamExt;
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::catalog::Catalog;
-use crate::format::{self, Kind, SnapshotHeader};
-use crate::names::{ObjectKind, ObjectName};
-use crate::store::{Listed, Store, StoreError};
-use crate::stream::CommandScanner;
+use crate::archive::catalog::Catalog;
+use crate::archive::format::{self, Kind, SnapshotHeader};
+use crate::archive::names::{ObjectKind, ObjectName};
+use crate::archive::store::{Listed, Store, StoreError};
+use crate::resp::scanner::CommandScanner;
 
 /// One thing wrong, with where.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -320,10 +320,14 @@ fn check_snapshot_blocking(
     let mut raw_hash = Xxh3::new();
     let raw_len = {
         let mut body = (&mut *r).take(body_len);
-        crate::frames::decompress(&mut body, crate::frames::default_workers(), &mut |piece| {
-            raw_hash.update(&piece);
-            on_raw(Some(piece))
-        })
+        crate::archive::frames::decompress(
+            &mut body,
+            crate::archive::frames::default_workers(),
+            &mut |piece| {
+                raw_hash.update(&piece);
+                on_raw(Some(piece))
+            },
+        )
         .map_err(|e| problem(body_start + e.at, e.what))?
     };
     let before_trailer = r.hash.clone();
@@ -386,10 +390,10 @@ impl Read for StreamRead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::{test_replid, ArchiveName, GenerationId};
+    use crate::archive::names::{test_replid, ArchiveName, GenerationId};
     use std::sync::{Arc, Mutex};
 
-    use crate::frames::tests::raw_data;
+    use crate::archive::frames::tests::raw_data;
 
     fn snapshot_name() -> (ObjectName, SnapshotHeader) {
         let h = SnapshotHeader {
@@ -443,7 +447,7 @@ mod tests {
     async fn an_uploaded_snapshot_reads_back_in_bounded_pieces() {
         let store = store();
         let (name, h) = snapshot_name();
-        let raw = raw_data(2 * crate::frames::FRAME_RAW + 12345);
+        let raw = raw_data(2 * crate::archive::frames::FRAME_RAW + 12345);
         let mut up = store.snapshot_upload(&name, &h).await.unwrap();
         for piece in raw.chunks(100_000) {
             up.write(piece).await.unwrap();
@@ -459,12 +463,12 @@ mod tests {
             frames.push(zstd::decode_all(&body[..n]).unwrap().len());
             body = &body[n..];
         }
-        let f = crate::frames::FRAME_RAW;
+        let f = crate::archive::frames::FRAME_RAW;
         assert_eq!(frames, vec![f, f, 12345]);
         let pieces = read(&store, name).await.unwrap();
         assert!(pieces
             .iter()
-            .all(|p| !p.is_empty() && p.len() <= crate::frames::RAW_PIECE));
+            .all(|p| !p.is_empty() && p.len() <= crate::archive::frames::RAW_PIECE));
         assert_eq!(pieces.concat(), raw);
     }
 
@@ -472,8 +476,8 @@ mod tests {
     async fn a_body_of_several_frames_is_read_whole() {
         let store = store();
         let (name, h) = snapshot_name();
-        let raw = raw_data(2 * crate::frames::RAW_PIECE + 777);
-        let (a, b) = raw.split_at(crate::frames::RAW_PIECE / 3);
+        let raw = raw_data(2 * crate::archive::frames::RAW_PIECE + 777);
+        let (a, b) = raw.split_at(crate::archive::frames::RAW_PIECE / 3);
         let mut body = zstd::bulk::compress(a, 1).unwrap();
         body.extend(zstd::bulk::compress(b, 1).unwrap());
         store
@@ -486,7 +490,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_cut_or_extended_body_is_a_problem_naming_the_byte() {
         let (name, h) = snapshot_name();
-        let raw = raw_data(crate::frames::RAW_PIECE + 99);
+        let raw = raw_data(crate::archive::frames::RAW_PIECE + 99);
         let body = zstd::bulk::compress(&raw, 1).unwrap();
         // Cut inside the frame (the trailer still matches the object).
         let store = store();

@@ -7,8 +7,8 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, Generation, SnapshotInfo};
-use crate::names::{GenerationId, ObjectKind, ObjectName};
+use crate::archive::catalog::{Catalog, Generation, SnapshotInfo};
+use crate::archive::names::{GenerationId, ObjectKind, ObjectName};
 
 /// What `--to` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,7 +215,7 @@ pub struct PlannedObject {
     pub object: ObjectName,
 }
 
-fn planned(o: &crate::store::Listed) -> PlannedObject {
+fn planned(o: &crate::archive::store::Listed) -> PlannedObject {
     PlannedObject {
         name: o.name.to_string(),
         offset: o.name.start,
@@ -363,15 +363,15 @@ fn outside_time(catalog: &Catalog, t: u64, target: String) -> PlanError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Listed, Listing};
+    use crate::archive::store::{Listed, Listing};
 
     // One replication id throughout.
     fn seg(g: u64, start: u64, end: u64, t0: u64, t1: u64) -> Listed {
-        crate::store::test_listing::seg(g, start, end, t0, t1, 'a')
+        crate::archive::store::test_listing::seg(g, start, end, t0, t1, 'a')
     }
 
     fn snap(g: u64, off: u64, t: u64) -> Listed {
-        crate::store::test_listing::snap(g, off, t, 'a')
+        crate::archive::store::test_listing::snap(g, off, t, 'a')
     }
 
     fn catalog() -> Catalog {

@@ -20,9 +20,9 @@ use object_store::{
 };
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::format::{self, Kind, SnapshotHeader};
-use crate::frames::FrameEncoder;
-use crate::names::{ArchiveName, ObjectName};
+use crate::archive::format::{self, Kind, SnapshotHeader};
+use crate::archive::frames::FrameEncoder;
+use crate::archive::names::{ArchiveName, ObjectName};
 
 /// Part size of snapshot multipart uploads.
 pub const PART_SIZE: usize = 8 << 20;
@@ -287,7 +287,7 @@ pub struct SnapshotUpload {
     store: Store,
     object: String,
     writer: WriteMultipart,
-    /// Frames of [`crate::frames::FRAME_RAW`] raw bytes, so that readers can decompress
+    /// Frames of [`crate::archive::frames::FRAME_RAW`] raw bytes, so that readers can decompress
     /// several at once.
     encoder: FrameEncoder,
     /// Compressed bytes not yet handed to the upload.
@@ -515,7 +515,7 @@ fn file_stream(
 #[cfg(test)]
 pub(crate) mod test_listing {
     use super::Listed;
-    use crate::names::{test_replid, GenerationId, ObjectName};
+    use crate::archive::names::{test_replid, GenerationId, ObjectName};
 
     pub fn seg(g: u64, start: u64, end: u64, t0: u64, t1: u64, r: char) -> Listed {
         Listed {
@@ -535,7 +535,7 @@ pub(crate) mod test_listing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::{test_replid, GenerationId};
+    use crate::archive::names::{test_replid, GenerationId};
 
     fn name(start: u64, end: u64) -> ObjectName {
         ObjectName::segment(GenerationId(1), (start, end), (1, 2), test_replid('a'))

@@ -20,9 +20,9 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::format::{self, SegmentBody, SegmentHeader, TimeMark};
-use crate::names::{GenerationId, ObjectName, ReplId};
-use crate::store::{Store, StoreError};
+use crate::archive::format::{self, SegmentBody, SegmentHeader, TimeMark};
+use crate::archive::names::{GenerationId, ObjectName, ReplId};
+use crate::archive::store::{Store, StoreError};
 
 /// Where the archive stands: the generation, the replication id, the offset just past the last
 /// byte, the selected database there, and the checksum of the last object (the chain).

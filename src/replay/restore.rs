@@ -1,6 +1,6 @@
 //! `pitr restore`: rebuilds the master's state at a chosen moment. Plans from a listing
-//! ([`crate::plan`]), streams the snapshot through the RDB parser, then the archived commands
-//! up to the cut ([`crate::cut`]), into one of two destinations:
+//! ([`crate::replay::plan`]), streams the snapshot through the RDB parser, then the archived commands
+//! up to the cut ([`crate::replay::cut`]), into one of two destinations:
 //!
 //! - a live Redis ([`live`]): keys by `RESTORE` (the RDB value bytes as a DUMP payload) when
 //!   the target accepts the payload's version, otherwise as ordinary commands ([`keys`]); then
@@ -10,11 +10,6 @@
 //!
 //! Selective restore ([`filter`]) keeps a subset of databases and keys.
 
-pub mod files;
-pub mod filter;
-pub mod keys;
-pub mod live;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,13 +18,14 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::catalog::Catalog;
-use crate::cut::{self, Command, Cutter, Limit};
-use crate::format;
-use crate::plan::{self, Plan, PlanError, Target};
+use crate::archive::catalog::Catalog;
+use crate::archive::format;
+use crate::archive::store::{Store, StoreError};
 use crate::rdb::{self, Event, ParserConfig};
-use crate::store::{Store, StoreError};
-use filter::{Filter, Verdict};
+use crate::replay::cut::{self, Command, Cutter, Limit};
+use crate::replay::filter::{Filter, Verdict};
+use crate::replay::plan::{self, Plan, PlanError, Target};
+use crate::replay::{files, keys, live};
 
 /// Where the restored state goes.
 #[derive(Clone, Debug)]
@@ -251,7 +247,7 @@ pub async fn restore(
         let mut parser = rdb::Parser::new(parser_cfg);
         let tx2 = tx.clone();
         let mut header_seen = false;
-        let r = crate::verify::read_snapshot(&store, snapshot_name, move |raw| {
+        let r = crate::maintain::verify::read_snapshot(&store, snapshot_name, move |raw| {
             if let (false, false, Some(raw)) = (side_parse, header_seen, &raw) {
                 header_seen = true;
                 let (magic, version) =

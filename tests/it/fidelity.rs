@@ -5,20 +5,18 @@
 //! require the restored logical state to equal the checkpoint's: values, TTLs, stream groups,
 //! functions — not encodings.
 
-mod support;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
-use support::archiving::*;
-use support::redis_server::redis_server_bin;
-use support::state::{
+use crate::support::archiving::*;
+use crate::support::redis_server::redis_server_bin;
+use crate::support::state::{
     align_expiries, diff, drop_expired, logical_state, logical_state_con, without_idle_consumers,
     without_negative_zero_scores, without_stream_meta_of_7,
 };
-use support::workload::{Checkpoint, Workload};
-use support::*;
+use crate::support::workload::{Checkpoint, Workload};
+use crate::support::*;
+use serde_json::Value;
 
 /// Keeps a copy of the archive for a failure message.
 fn keep(store: &str) -> String {

@@ -1,19 +1,17 @@
 //! Tests of the test harness itself (`tests/support`): real redis-server,
 //! real Garage, real `pitr` binary.
 
-mod support;
-
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use support::*;
 
 fn text(v: &redis::Value) -> String {
-    support::redis_server::value_to_string(v)
+    crate::support::redis_server::value_to_string(v)
 }
 
 fn pid_alive(pid: u32) -> bool {

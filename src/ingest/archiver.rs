@@ -10,13 +10,16 @@ use bytes::Buf;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::{info, warn};
 
-use crate::catalog::Catalog;
-use crate::format::{self, SnapshotHeader};
-use crate::link::{eof_step, Connection, EofStep, LinkError, Payload, Psync, Source};
-use crate::names::{GenerationId, ObjectKind, ObjectName};
-use crate::segment::{Chunk, Durable, Msg, Position, SegmentError, Segmenter, SegmenterConfig};
-use crate::store::{Store, StoreError};
-use crate::stream::{CommandScanner, StreamError};
+use crate::archive::catalog::Catalog;
+use crate::archive::format::{self, SnapshotHeader};
+use crate::archive::names::{GenerationId, ObjectKind, ObjectName};
+use crate::archive::store::{Store, StoreError};
+use crate::ingest::link::{eof_step, Connection, EofStep, LinkError, Payload, Psync};
+use crate::ingest::segment::{
+    Chunk, Durable, Msg, Position, SegmentError, Segmenter, SegmenterConfig,
+};
+use crate::net::Source;
+use crate::resp::scanner::{CommandScanner, StreamError};
 
 #[derive(Clone, Debug)]
 pub struct ArchiveConfig {
@@ -297,7 +300,7 @@ impl Archiver {
         &mut self,
         conn: &mut Connection,
         generation: GenerationId,
-        replid: crate::names::ReplId,
+        replid: crate::archive::names::ReplId,
         offset: u64,
         time_ms: u64,
         shutdown: &mut Shutdown,

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use crate::link::{redact_url, Source};
+use crate::net::{redact_url, Source};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -388,7 +388,7 @@ impl LiveTarget {
             reason,
         })?;
         let addr = ep.addr();
-        let stream = crate::link::dial(&ep.host, ep.port, CONNECT_TIMEOUT)
+        let stream = crate::net::dial(&ep.host, ep.port, CONNECT_TIMEOUT)
             .await
             .map_err(|source| TargetError::Connect {
                 addr: addr.clone(),
@@ -936,7 +936,7 @@ mod tests {
         let args = [b("RESTORE"), b("k\r\n"), Bytes::from(vec![0u8; 300])];
         let (mut a, mut c) = (Vec::new(), Vec::new());
         encode(&args, &mut a);
-        crate::cut::encode_args(&args, &mut c);
+        crate::replay::cut::encode_args(&args, &mut c);
         assert_eq!(a, c);
     }
 

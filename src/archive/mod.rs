@@ -1,0 +1,10 @@
+//! The archive itself, as both halves see it: typed object names ([`names`]), the object format
+//! ([`format`]) and snapshot bodies as zstd frames ([`frames`]), the object store under the
+//! archive's prefix ([`store`]), and the catalog of generations, windows and gaps that a listing
+//! alone gives ([`catalog`]).
+
+pub mod catalog;
+pub mod format;
+pub mod frames;
+pub mod names;
+pub mod store;

@@ -1,0 +1,10 @@
+//! The archiving half: everything `pitr archive` runs. The replica link owns the socket to the
+//! master ([`link`]); the segmenter cuts the stream into segments and makes them durable
+//! ([`segment`]); the archiver ties them to the store, resumes, reconnects and ACKs only what is
+//! durable ([`archiver`]). Never imports `replay`.
+
+pub mod archiver;
+pub mod link;
+pub mod segment;
+
+pub use archiver::{ArchiveConfig, ArchiveError, Archiver, Shutdown};

@@ -1,0 +1,100 @@
+//! Reaching a server: where and as whom to connect ([`Source`]), and the dial itself. Both the
+//! replica link (`ingest`) and a restore's live target (`replay`) connect through here, so a new
+//! way of reaching a server (TLS, Sentinel, Cluster) is a change here, not in their loops.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// Where and as whom to connect. The password is never printed.
+#[derive(Clone)]
+pub struct Source {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Source {
+    /// Parses `redis://[user[:password]@]host[:port]`. A password in the URL wins over
+    /// `env_password`; the environment keeps it out of argv. Errors never show the password.
+    pub fn parse(url: &str, env_password: Option<String>) -> Result<Source, String> {
+        let shown = redact_url(url);
+        let u = url::Url::parse(url).map_err(|e| format!("{shown:?}: {e}"))?;
+        if u.scheme() != "redis" {
+            return Err(format!(
+                "{shown:?}: scheme {:?} not supported (use redis://host:port)",
+                u.scheme()
+            ));
+        }
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("{shown:?}: no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let user = Some(percent_decode(u.username())).filter(|s| !s.is_empty());
+        let password = u.password().map(percent_decode).or(env_password);
+        Ok(Source {
+            host,
+            port: u.port().unwrap_or(6379),
+            user,
+            password,
+        })
+    }
+
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A redis URL with its user and password hidden, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, rest)) => match scheme_user.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://…@{rest}"),
+            None => format!("…@{rest}"),
+        },
+        None => url.to_string(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A TCP connection to `host:port` within `timeout` (then an error of kind `TimedOut`), with
+/// Nagle's algorithm off: commands and ACKs are small and must go at once. Both the master link
+/// and a restore's target connect this way.
+pub async fn dial(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {} s", timeout.as_secs()),
+            ))
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}

@@ -1,0 +1,14 @@
+//! The integration tests: one binary, so that `support` (real redis-server, Garage and `pitr`
+//! processes) is compiled once. Run one group with `cargo test --release --test it <module>::`.
+
+mod support;
+
+mod archive_garage;
+mod archive_redis;
+mod fake_master;
+mod fidelity;
+mod harness;
+mod rdb_fixtures;
+mod restore_files;
+mod restore_live;
+mod state_dump;
