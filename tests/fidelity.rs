@@ -589,7 +589,15 @@ fn key_ttls_near_the_limits_restore_exactly_into_a_live_target() {
         exec(con, &["PEXPIREAT", "lt", &near, "LT"]);
     });
     let keys = [
-        "snap-a", "snap-b", "snap-near", "a", "b", "c", "near", "gt", "lt",
+        "snap-a",
+        "snap-b",
+        "snap-near",
+        "a",
+        "b",
+        "c",
+        "near",
+        "gt",
+        "lt",
     ];
     let want = expire_times(&master, &keys);
     assert_eq!(want[4].1, "9223372036854775807");
@@ -598,7 +606,8 @@ fn key_ttls_near_the_limits_restore_exactly_into_a_live_target() {
         let (target, rep) = archive.restore_into_new_server("latest", &[]);
         assert_eq!(expire_times(&target, &keys), want, "round {round}: {rep}");
         assert_eq!(rep["expiries_in_reserved_range"], 0, "{rep}");
-        assert!(rep["expiries_moved_back"].as_u64().unwrap() >= 4, "{rep}");
+        // snap-near, near and lt; gt was lengthened past the times that are moved.
+        assert_eq!(rep["expiries_moved_back"], 3, "{rep}");
     }
 }
 
@@ -613,20 +622,35 @@ fn field_ttls_near_the_limit_restore_exactly(bin: &std::path::Path) {
     let near = (now_ms() + 3_600_000).to_string();
     let far = (now_ms() + 20 * 366 * 86_400_000).to_string();
     exec(&mut con, &["HSET", "snap", "f", "1", "g", "1"]);
-    exec(&mut con, &["HPEXPIREAT", "snap", "70368744176664", "FIELDS", "1", "f"]);
+    exec(
+        &mut con,
+        &["HPEXPIREAT", "snap", "70368744176664", "FIELDS", "1", "f"],
+    );
     exec(&mut con, &["HPEXPIREAT", "snap", &near, "FIELDS", "1", "g"]);
     let archive = Archive::local();
     archive.archive_while(&master, |con| {
         exec(con, &["HSET", "h", "f", "1", "g", "1", "x", "1", "y", "1"]);
-        exec(con, &["HPEXPIREAT", "h", "70368744176664", "FIELDS", "1", "f"]);
-        exec(con, &["HPEXPIREAT", "h", "70368744177663", "FIELDS", "1", "g"]);
+        exec(
+            con,
+            &["HPEXPIREAT", "h", "70368744176664", "FIELDS", "1", "f"],
+        );
+        exec(
+            con,
+            &["HPEXPIREAT", "h", "70368744177663", "FIELDS", "1", "g"],
+        );
         exec(con, &["HPEXPIREAT", "h", &near, "FIELDS", "1", "x"]);
         // x is lengthened past the moved times; y (no TTL) is skipped by GT.
-        exec(con, &["HPEXPIREAT", "h", &far, "GT", "FIELDS", "2", "x", "y"]);
+        exec(
+            con,
+            &["HPEXPIREAT", "h", &far, "GT", "FIELDS", "2", "x", "y"],
+        );
         exec(con, &["HSET", "l", "a", "1", "b", "1"]);
         exec(con, &["HPEXPIREAT", "l", &far, "FIELDS", "1", "a"]);
         // a is shortened to a moved time, b (no TTL) gets it too.
-        exec(con, &["HPEXPIREAT", "l", &near, "LT", "FIELDS", "2", "a", "b"]);
+        exec(
+            con,
+            &["HPEXPIREAT", "l", &near, "LT", "FIELDS", "2", "a", "b"],
+        );
     });
     let fields = |r: &RedisServer| {
         let mut v = field_expire_times(r, "snap", &["f", "g"]);
@@ -658,8 +682,17 @@ fn valkey_9_1_field_ttls_near_the_limit_restore_exactly_into_a_live_target() {
 
 /// `XINFO STREAM` and `XRANGE` of stream `key` on `con`.
 fn stream_view(con: &mut redis::Connection, key: &str) -> (redis::Value, redis::Value) {
-    let info: redis::Value = redis::cmd("XINFO").arg("STREAM").arg(key).query(con).unwrap();
-    let range: redis::Value = redis::cmd("XRANGE").arg(key).arg("-").arg("+").query(con).unwrap();
+    let info: redis::Value = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query(con)
+        .unwrap();
+    let range: redis::Value = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap();
     (info, range)
 }
 
@@ -676,16 +709,34 @@ fn approximate_stream_trims_with_limit_restore_into_a_live_target() {
             exec(con, &["XADD", "s", "*", "f", &i.to_string()]);
             exec(con, &["XADD", "m", &format!("{}-1", i + 1), "f", "v"]);
         }
-        exec(con, &["XADD", "s", "MAXLEN", "~", "10", "LIMIT", "5", "*", "f", "v"]);
-        exec(con, &["XADD", "s", "MAXLEN", "~", "10", "LIMIT", "150", "*", "f", "v"]);
+        exec(
+            con,
+            &[
+                "XADD", "s", "MAXLEN", "~", "10", "LIMIT", "5", "*", "f", "v",
+            ],
+        );
+        exec(
+            con,
+            &[
+                "XADD", "s", "MAXLEN", "~", "10", "LIMIT", "150", "*", "f", "v",
+            ],
+        );
         exec(con, &["XTRIM", "s", "MAXLEN", "~", "0", "LIMIT", "100"]);
         exec(con, &["XTRIM", "m", "MINID", "~", "300", "LIMIT", "100"]);
-        exec(con, &["XADD", "m", "MINID", "~", "300", "LIMIT", "100", "400-1", "f", "v"]);
+        exec(
+            con,
+            &[
+                "XADD", "m", "MINID", "~", "300", "LIMIT", "100", "400-1", "f", "v",
+            ],
+        );
     });
     let mut mcon = master.client();
     let want = [stream_view(&mut mcon, "s"), stream_view(&mut mcon, "m")];
     let len: i64 = redis::cmd("XLEN").arg("s").query(&mut mcon).unwrap();
-    assert!(len > 10 && len < 352, "the trims trimmed something, not everything: {len}");
+    assert!(
+        len > 10 && len < 352,
+        "the trims trimmed something, not everything: {len}"
+    );
     let (target, rep) = archive.restore_into_new_server("latest", &[]);
     let mut tcon = target.client();
     let got = [stream_view(&mut tcon, "s"), stream_view(&mut tcon, "m")];

@@ -663,7 +663,15 @@ fn a_restore_refused_part_way_says_the_target_is_partial() {
     let target = RedisServer::start(&[("maxmemory", "4mb"), ("maxmemory-policy", "noeviction")]);
     let url = plain_url(&target);
     let out = support::run_pitr(
-        &["restore", "--store", archive.store(), "--to", "latest", "--target", &url],
+        &[
+            "restore",
+            "--store",
+            archive.store(),
+            "--to",
+            "latest",
+            "--target",
+            &url,
+        ],
         &[],
     );
     let err = String::from_utf8_lossy(&out.stderr);
@@ -684,5 +692,8 @@ fn a_restore_refused_part_way_says_the_target_is_partial() {
         .unwrap();
     assert!(keys > 0 && keys < 4000, "{keys} keys");
     // One RESTORE per key, and a SELECT before them.
-    assert!(applied >= keys && applied <= keys + 1, "{applied} applied, {keys} keys: {err}");
+    assert!(
+        applied >= keys && applied <= keys + 1,
+        "{applied} applied, {keys} keys: {err}"
+    );
 }

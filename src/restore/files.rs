@@ -384,7 +384,12 @@ async fn remove_stale(dir: &Path, keep: &str) -> Result<(), RestoreError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => Err(e),
         };
-        removed.map_err(|e| ferr(&path, format!("cannot remove what an earlier restore left: {e}")))?;
+        removed.map_err(|e| {
+            ferr(
+                &path,
+                format!("cannot remove what an earlier restore left: {e}"),
+            )
+        })?;
     }
     Ok(())
 }
@@ -440,15 +445,20 @@ mod tests {
         let write = |has_commands: bool| {
             let rdb = rdb.clone();
             async move {
-                let mut w = FilesWriter::create(d, Magic::Redis, 10, &Filter::default(), true, 1 << 20)
-                    .await
-                    .unwrap();
+                let mut w =
+                    FilesWriter::create(d, Magic::Redis, 10, &Filter::default(), true, 1 << 20)
+                        .await
+                        .unwrap();
                 w.snapshot(&rdb, &[]).await.unwrap();
                 w.snapshot_done().await.unwrap();
                 if has_commands {
-                    w.command(&[Bytes::from_static(b"SET"), Bytes::from_static(b"k"), Bytes::from_static(b"v")])
-                        .await
-                        .unwrap();
+                    w.command(&[
+                        Bytes::from_static(b"SET"),
+                        Bytes::from_static(b"k"),
+                        Bytes::from_static(b"v"),
+                    ])
+                    .await
+                    .unwrap();
                 }
                 w.finish(has_commands).await.unwrap()
             }

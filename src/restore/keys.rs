@@ -618,7 +618,8 @@ impl KeyConverter {
                 let stored_added = *entries_added;
                 // A stream v1 stores none: a loading server takes its length (rdb.c).
                 let entries_added = &entries_added
-                    .or((self.cfg.stream_entries_added && entries_added.is_none()).then_some(*length));
+                    .or((self.cfg.stream_entries_added && entries_added.is_none())
+                        .then_some(*length));
                 let needed = *last_id != s.last_added.unwrap_or(zero)
                     || entries_added.is_some_and(|n| n != s.added)
                     || max_deleted != zero;

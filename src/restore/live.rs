@@ -567,9 +567,9 @@ impl LiveTarget {
 
     /// FLUSHALL (and FUNCTION FLUSH), for --force.
     pub async fn flush_all(&mut self) -> Result<(), TargetError> {
-        self.touched = true;
         let r = self.call(&[Bytes::from_static(b"FLUSHALL")]).await?;
         self.check(r, "FLUSHALL")?;
+        self.touched = true;
         match self
             .call(&[
                 Bytes::from_static(b"FUNCTION"),
@@ -867,27 +867,7 @@ return cursor .. ':' .. fixed
             let ready =
                 match tokio::time::timeout(self.reply_timeout, self.stream.ready(interest)).await {
                     Ok(r) => r.map_err(|source| self.io_err(source))?,
-                    Err(_) => {
-                        let oldest = self
-                            .pending
-                            .front()
-                            .map_or_else(|| "nothing".to_string(), Desc::describe);
-                        let waiting = if want_write {
-                            format!(
-                                "the server to read {} more bytes of commands (the oldest unanswered: `{oldest}`)",
-                                self.wbuf.len() - self.wpos
-                            )
-                        } else {
-                            format!("the reply to `{oldest}`")
-                        };
-                        return Err(TargetError::Timeout {
-                            addr: self.addr.clone(),
-                            after: fmt_duration(self.reply_timeout),
-                            waiting,
-                            unanswered: self.pending.len(),
-                            partial: String::new(),
-                        });
-                    }
+                    Err(_) => return Err(self.timeout_err(want_write)),
                 };
             if ready.is_readable() || ready.is_read_closed() {
                 self.read_some()?;
@@ -897,6 +877,29 @@ return cursor .. ':' .. fixed
             }
         }
         Ok(())
+    }
+
+    /// The server stayed silent for the reply timeout: what was awaited.
+    fn timeout_err(&self, want_write: bool) -> TargetError {
+        let oldest = self
+            .pending
+            .front()
+            .map_or_else(|| "nothing".to_string(), Desc::describe);
+        let waiting = if want_write {
+            format!(
+                "the server to read {} more bytes of commands (the oldest unanswered: `{oldest}`)",
+                self.wbuf.len() - self.wpos
+            )
+        } else {
+            format!("the reply to `{oldest}`")
+        };
+        TargetError::Timeout {
+            addr: self.addr.clone(),
+            after: fmt_duration(self.reply_timeout),
+            waiting,
+            unanswered: self.pending.len(),
+            partial: String::new(),
+        }
     }
 
     fn io_err(&self, source: std::io::Error) -> TargetError {

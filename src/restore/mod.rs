@@ -1244,11 +1244,29 @@ mod tests {
         );
         assert_eq!(
             t(&["hsetex", "h", "FNX", "PXAT", &n, "FIELDS", "1", "f", "v"]),
-            ["hsetex", "h", "FNX", "PXAT", &m(near), "FIELDS", "1", "f", "v"]
+            [
+                "hsetex",
+                "h",
+                "FNX",
+                "PXAT",
+                &m(near),
+                "FIELDS",
+                "1",
+                "f",
+                "v"
+            ]
         );
         assert_eq!(
             t(&["HGETEX", "h", "EXAT", &ns, "FIELDS", "1", "f"]),
-            ["HGETEX", "h", "PXAT", &m(near / 1000 * 1000), "FIELDS", "1", "f"]
+            [
+                "HGETEX",
+                "h",
+                "PXAT",
+                &m(near / 1000 * 1000),
+                "FIELDS",
+                "1",
+                "f"
+            ]
         );
         // Option names after FIELDS are field names and values.
         assert_eq!(
@@ -1316,11 +1334,25 @@ mod tests {
         let r = shift_ttl(&args(&["PEXPIREAT", "k", "1700000001000", "XX", "lt"]), &sh);
         assert_eq!(
             text(r.args.unwrap()),
-            ["PEXPIREAT", "k", &(RESERVED_FROM_MS + 366 * DAY_MS + 1000).to_string(), "XX"]
+            [
+                "PEXPIREAT",
+                "k",
+                &(RESERVED_FROM_MS + 366 * DAY_MS + 1000).to_string(),
+                "XX"
+            ]
         );
         // Fields: a script that compares the real times.
         let r = shift_ttl(
-            &args(&["HPEXPIREAT", "h", "1700000001000", "gt", "FIELDS", "2", "f", "g"]),
+            &args(&[
+                "HPEXPIREAT",
+                "h",
+                "1700000001000",
+                "gt",
+                "FIELDS",
+                "2",
+                "f",
+                "g",
+            ]),
             &sh,
         );
         let a = text(r.args.unwrap());
@@ -1360,13 +1392,38 @@ mod tests {
             ["xtrim", "s", "maxlen", "=", "0"]
         );
         assert_eq!(
-            t(&["XADD", "s", "NOMKSTREAM", "MINID", "=", "5-0", "LIMIT", "5", "6-0", "a", "b"])
-                .unwrap(),
-            ["XADD", "s", "NOMKSTREAM", "MINID", "=", "5-0", "6-0", "a", "b"]
+            t(&[
+                "XADD",
+                "s",
+                "NOMKSTREAM",
+                "MINID",
+                "=",
+                "5-0",
+                "LIMIT",
+                "5",
+                "6-0",
+                "a",
+                "b"
+            ])
+            .unwrap(),
+            [
+                "XADD",
+                "s",
+                "NOMKSTREAM",
+                "MINID",
+                "=",
+                "5-0",
+                "6-0",
+                "a",
+                "b"
+            ]
         );
         // Fields named LIMIT, approximate trims, and no trim at all stay as they are.
         assert_eq!(t(&["XADD", "s", "1-1", "LIMIT", "5"]), None);
-        assert_eq!(t(&["XADD", "s", "MAXLEN", "~", "7", "LIMIT", "5", "*", "f", "v"]), None);
+        assert_eq!(
+            t(&["XADD", "s", "MAXLEN", "~", "7", "LIMIT", "5", "*", "f", "v"]),
+            None
+        );
         assert_eq!(t(&["XADD", "s", "MAXLEN", "7", "1-1", "f", "v"]), None);
         assert_eq!(t(&["SET", "LIMIT", "5"]), None);
     }
