@@ -92,6 +92,9 @@ struct RestoreArgs {
     /// stays bounded for huge keys.
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     max_restore_bytes: u64,
+    /// Live target: how long connecting, and each wait for a reply, may take.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    target_timeout: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -526,6 +529,7 @@ async fn restore_cmd(a: RestoreArgs) -> anyhow::Result<u8> {
         },
         force: a.force,
         max_restore_bytes: a.max_restore_bytes.min(1 << 30) as usize,
+        target_timeout: a.target_timeout,
     };
     let progress = std::sync::Arc::new(restore::Progress::default());
     let ticker = (!a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()))

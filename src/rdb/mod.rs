@@ -182,7 +182,8 @@ pub enum Event {
         /// When it was saved (`REDISMODULE_AUX_BEFORE_RDB` = 1 / `AFTER_RDB` = 2).
         when: u64,
     },
-    /// A function library (`FUNCTION2`): its full source, `#!lua name=...` line included.
+    /// A function library (`FUNCTION2`, or the pre-GA `FUNCTION` of Redis 7.0 release
+    /// candidates made into the same form): its full source, `#!lua name=...` line included.
     Function { code: Bytes },
     /// `SELECTDB`: the keys that follow belong to this database.
     SelectDb(u64),

@@ -728,12 +728,26 @@ fn step_top(core: &mut Core, state: &mut State, cur: &mut Cur<'_>, out: &mut Vec
             out.push(Event::Function { code });
         }
         OP_FUNCTION_PRE_GA => {
-            return Err(RdbError::Unsupported {
-                what: "FUNCTION opcode 0xf6 (the pre-GA function format of Redis 7.0 release candidates)"
-                    .to_string(),
-                offset: at,
+            // The format of Redis 7.0 release candidates 1 and 2, which 7.0.x still loads
+            // (rdb.c `rdbFunctionLoad`): name, engine, a description flag, the description if
+            // the flag is set, and the code. The loader makes it the library source of the
+            // later format, `#!<engine> name=<name>\n<code>`, and ignores the description.
+            let name = cur.string(&core.lim, "pre-GA function library name")?;
+            let engine = cur.string(&core.lim, "pre-GA function engine name")?;
+            if cur.length("pre-GA function description flag")? != 0 {
+                cur.string(&core.lim, "pre-GA function description")?;
             }
-            .into());
+            let blob = cur.string(&core.lim, "pre-GA function library code")?;
+            let mut code = Vec::with_capacity(engine.len() + name.len() + blob.len() + 9);
+            code.extend_from_slice(b"#!");
+            code.extend_from_slice(&engine);
+            code.extend_from_slice(b" name=");
+            code.extend_from_slice(&name);
+            code.push(b'\n');
+            code.extend_from_slice(&blob);
+            out.push(Event::Function {
+                code: Bytes::from(code),
+            });
         }
         OP_MODULE_AUX => {
             let module_id = cur.length("MODULE_AUX module id")?;

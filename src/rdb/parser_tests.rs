@@ -790,13 +790,11 @@ fn errors_name_the_offset_of_the_bad_item() {
         Err(RdbError::UnknownType { type_id: 8, offset }) => assert_eq!(offset, 9 + 5),
         other => panic!("{other:?}"),
     }
-    // Pre-GA functions.
+    // A pre-GA function whose name is not a string.
     let mut w = W::redis(10);
     w.b(b"\xf6");
-    assert!(matches!(
-        parse(&w.end(true), cfg(16)),
-        Err(RdbError::Unsupported { offset: 9, .. })
-    ));
+    let err = parse(&w.end(true), cfg(16)).unwrap_err();
+    assert_eq!(err.offset(), Some(10), "{err}");
     // A NaN score.
     let mut w = W::redis(9);
     w.key(5, b"z").len(1).s(b"m").b(&f64::NAN.to_le_bytes());
@@ -1051,4 +1049,56 @@ fn counting_only_gives_the_same_summary() {
         checked += 1;
     }
     assert!(checked >= 5, "{checked}");
+}
+
+/// The function format of Redis 7.0 release candidates 1 and 2 (opcode 0xf6), which 7.0.x
+/// still loads: name, engine, description flag and description, code. It comes out as the
+/// library source the server makes of it (rdb.c `rdbFunctionLoad`), beside a FUNCTION2 one.
+#[test]
+fn pre_ga_function_libraries_are_read() {
+    let code = "redis.register_function('f', function() return 1 end)";
+    let data = W::redis(10)
+        .b(&[0xf6])
+        .s(b"old")
+        .s(b"LUA")
+        .len(1)
+        .s(b"a description")
+        .s(code.as_bytes())
+        .b(&[0xf6])
+        .s(b"nodesc")
+        .s(b"LUA")
+        .len(0)
+        .s(code.as_bytes())
+        .b(&[0xf5])
+        .s(format!("#!lua name=new\n{code}").as_bytes())
+        .b(&[0xfe])
+        .len(0)
+        .key(0, b"k")
+        .s(b"v")
+        .end(true);
+    let events = parse_everywhere(&data, cfg(1 << 20));
+    let functions: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Function { code } => Some(String::from_utf8_lossy(code).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        functions,
+        [
+            format!("#!LUA name=old\n{code}"),
+            format!("#!LUA name=nodesc\n{code}"),
+            format!("#!lua name=new\n{code}"),
+        ]
+    );
+    let state = logical(&events);
+    let names: Vec<&[u8]> = state.functions.iter().map(|f| f.name.as_ref()).collect();
+    assert_eq!(names, [&b"new"[..], b"nodesc", b"old"]);
+    assert_eq!(state.keys.len(), 1);
+    // Cut short inside the code: more input is needed, not an error.
+    let mut p = Parser::new(cfg(1 << 20));
+    let mut ev = Vec::new();
+    p.feed(&data[..20], &mut ev).unwrap();
+    assert!(p.finish().is_err());
 }

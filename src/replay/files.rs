@@ -114,6 +114,8 @@ impl FilesWriter {
                 max_batch_bytes: 1 << 20,
                 // A loading server expires nothing: payloads may keep their field TTLs.
                 field_ttls_by_restore: true,
+                // The server that loads the files is of the archive's version.
+                stream_entries_added: magic == Magic::Valkey || version >= 10,
             })
         });
         Ok(FilesWriter {
@@ -202,6 +204,7 @@ impl FilesWriter {
         let multipart = self.magic == Magic::Valkey || self.version >= 10;
         let (layout, files, command_line) = if !has_commands && self.conv.is_none() {
             let dest = dir.join("dump.rdb");
+            remove_stale(&dir, "dump.rdb").await?;
             rename(&base_path, &dest).await?;
             (
                 "rdb",
@@ -230,6 +233,7 @@ impl FilesWriter {
                     .await
                     .map_err(|e| ferr(&dest, e))?;
             }
+            remove_stale(&dir, "appendonlydir").await?;
             rename(&aofdir, &dest).await?;
             (
                 "aof-multipart",
@@ -257,6 +261,7 @@ impl FilesWriter {
                 .await
                 .map_err(|e| ferr(&base_path, e))?;
             base.sync_all().await.map_err(|e| ferr(&base_path, e))?;
+            remove_stale(&dir, "appendonly.aof").await?;
             rename(&base_path, &dir.join("appendonly.aof")).await?;
             (
                 "aof-preamble",
@@ -362,6 +367,33 @@ impl Drop for FilesWriter {
     }
 }
 
+/// What a restore writes, in each layout: `dump.rdb`, `appendonlydir/` (Redis 7+ and Valkey),
+/// `appendonly.aof` (Redis 6 and older).
+const LAYOUT_NAMES: [&str; 3] = ["dump.rdb", "appendonlydir", "appendonly.aof"];
+
+/// Removes from `dir` what an earlier restore (`--force`) left there in the layouts other than
+/// `keep`, so that a server started there loads only the files just written: a server with
+/// `appendonly yes` would load an old `appendonlydir/` and ignore a new `dump.rdb`, and one
+/// without would load an old `dump.rdb` beside a new AOF.
+async fn remove_stale(dir: &Path, keep: &str) -> Result<(), RestoreError> {
+    for name in LAYOUT_NAMES.into_iter().filter(|n| *n != keep) {
+        let path = dir.join(name);
+        let removed = match tokio::fs::symlink_metadata(&path).await {
+            Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(&path).await,
+            Ok(_) => tokio::fs::remove_file(&path).await,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| {
+            ferr(
+                &path,
+                format!("cannot remove what an earlier restore left: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 async fn rename(from: &Path, to: &Path) -> Result<(), RestoreError> {
     tokio::fs::rename(from, to)
         .await
@@ -402,6 +434,57 @@ pub fn empty_rdb(magic: Magic, version: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--force` into a directory an earlier restore wrote in another layout: only the new
+    /// layout is left, so a server started there cannot load the old one.
+    #[tokio::test]
+    async fn force_removes_the_stale_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let rdb = Bytes::from(empty_rdb(Magic::Redis, 10));
+        let write = |has_commands: bool| {
+            let rdb = rdb.clone();
+            async move {
+                let mut w =
+                    FilesWriter::create(d, Magic::Redis, 10, &Filter::default(), true, 1 << 20)
+                        .await
+                        .unwrap();
+                w.snapshot(&rdb, &[]).await.unwrap();
+                w.snapshot_done().await.unwrap();
+                if has_commands {
+                    w.command(&[
+                        Bytes::from_static(b"SET"),
+                        Bytes::from_static(b"k"),
+                        Bytes::from_static(b"v"),
+                    ])
+                    .await
+                    .unwrap();
+                }
+                w.finish(has_commands).await.unwrap()
+            }
+        };
+        let names = || {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        // An AOF, then a dump.rdb: the old appendonlydir/ goes.
+        assert_eq!(write(true).await.layout, "aof-multipart");
+        assert_eq!(names(), ["appendonlydir"]);
+        assert_eq!(write(false).await.layout, "rdb");
+        assert_eq!(names(), ["dump.rdb"]);
+        // And the reverse: the old dump.rdb goes; so does a Redis 6 appendonly.aof.
+        std::fs::write(d.join("appendonly.aof"), b"stale").unwrap();
+        assert_eq!(write(true).await.layout, "aof-multipart");
+        assert_eq!(names(), ["appendonlydir"]);
+        // Other files are not touched.
+        std::fs::write(d.join("notes.txt"), b"mine").unwrap();
+        assert_eq!(write(false).await.layout, "rdb");
+        assert_eq!(names(), ["dump.rdb", "notes.txt"]);
+    }
 
     #[test]
     fn empty_rdbs_parse() {

@@ -52,10 +52,15 @@ pub struct ConvertConfig {
     /// Largest batch (bytes of arguments) of one RPUSH/SADD/ZADD/HSET/XCLAIM command (a single
     /// item larger than that still goes whole, alone in its batch).
     pub max_batch_bytes: usize,
-    /// Hash field TTLs may travel inside RESTORE payloads. Off while a live replay moves every
-    /// expiry ahead (`restore::TTL_SHIFT_MS`): a payload's field TTLs cannot be moved, so a
-    /// hash with field TTLs then goes by commands (HSET + HPEXPIREAT with the moved times).
+    /// Hash field TTLs may travel inside RESTORE payloads. Off while a live replay moves the
+    /// expiries that could pass meanwhile (`restore::ExpiryShift`): a payload's field TTLs
+    /// cannot be moved, so a hash with field TTLs then goes by commands (HSET + HPEXPIREAT with
+    /// the moved times).
     pub field_ttls_by_restore: bool,
+    /// The target takes `XSETID … ENTRIESADDED` (Redis 7.0+, Valkey): a stream of an RDB
+    /// before 10 (which stores no entries_added) then gets the entries_added a server loading
+    /// that RDB derives, its length.
+    pub stream_entries_added: bool,
 }
 
 /// What a [`KeyConverter`] did so far.
@@ -610,6 +615,11 @@ impl KeyConverter {
                 }
                 let zero = StreamId::default();
                 let max_deleted = max_deleted_id.unwrap_or(zero);
+                let stored_added = *entries_added;
+                // A stream v1 stores none: a loading server takes its length (rdb.c).
+                let entries_added = &entries_added
+                    .or((self.cfg.stream_entries_added && entries_added.is_none())
+                        .then_some(*length));
                 let needed = *last_id != s.last_added.unwrap_or(zero)
                     || entries_added.is_some_and(|n| n != s.added)
                     || max_deleted != zero;
@@ -623,7 +633,7 @@ impl KeyConverter {
                     }
                     self.emit(k, cmd, out);
                 }
-                if entries_added.is_none() {
+                if stored_added.is_none() {
                     s.v1 = Some(V1Meta {
                         length: *length,
                         last_id: *last_id,
@@ -852,6 +862,7 @@ mod tests {
             max_restore_bytes,
             max_batch_bytes: batch,
             field_ttls_by_restore: true,
+            stream_entries_added: true,
         }
     }
 
@@ -1418,6 +1429,40 @@ mod tests {
                 "XGROUP CREATE s between 1-5",
             ]
         );
+    }
+
+    /// A stream v1 (RDB < 10) stores no entries_added; a server loading it takes the length.
+    /// Rebuilt by commands, the target counts its XADDs instead, which differ when an entry
+    /// cannot be re-added: where the target takes `ENTRIESADDED`, it gets the length.
+    #[test]
+    fn streams_v1_get_the_entries_added_a_server_derives() {
+        let events = [
+            start(0, "s", 15, ValueKind::Stream, None),
+            Event::StreamEntry {
+                id: id(1, 0),
+                fields: vec![(b("f"), b("v"))],
+            },
+            Event::StreamEntry {
+                id: id(2, 0),
+                fields: vec![],
+            },
+            Event::StreamMeta {
+                length: 2,
+                last_id: id(2, 0),
+                first_id: None,
+                max_deleted_id: None,
+                entries_added: None,
+            },
+            Event::KeyEnd { raw: None },
+        ];
+        let (cmds, _) = run(cfg(None, 0, 1024), &events);
+        assert_eq!(cmds[1..], ["XADD s 1-0 f v", "XSETID s 2-0 ENTRIESADDED 2"]);
+        let older = ConvertConfig {
+            stream_entries_added: false,
+            ..cfg(None, 0, 1024)
+        };
+        let (cmds, _) = run(older, &events);
+        assert_eq!(cmds[1..], ["XADD s 1-0 f v", "XSETID s 2-0"]);
     }
 
     #[test]

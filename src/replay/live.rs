@@ -23,10 +23,9 @@ use tokio::net::TcpStream;
 
 use crate::rdb::logical::escape;
 
-/// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default for how long the server may stay silent while replies are awaited.
-const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default for how long connecting may take, and how long the server may stay silent while
+/// replies are awaited (`--target-timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Queued bytes that trigger a write.
 const WRITE_AT: usize = 64 << 10;
 /// Space reserved for each read.
@@ -51,19 +50,29 @@ pub enum TargetError {
         #[source]
         source: std::io::Error,
     },
-    #[error("talking to {addr}: {source}")]
+    #[error("talking to {addr}: {source}{partial}")]
     Io {
         addr: String,
         #[source]
         source: std::io::Error,
+        /// Empty, or what a restore had applied when this happened (see [`Self::set_partial`]).
+        partial: String,
     },
-    #[error("{addr} closed the connection with {unanswered} commands unanswered")]
-    Closed { addr: String, unanswered: usize },
-    #[error("no reply from {addr} for {secs} s ({unanswered} commands unanswered)")]
+    #[error("{addr} closed the connection with {unanswered} commands unanswered{partial}")]
+    Closed {
+        addr: String,
+        unanswered: usize,
+        partial: String,
+    },
+    #[error("no answer from {addr} within {after} while waiting for {waiting} ({unanswered} commands unanswered){partial}")]
     Timeout {
         addr: String,
-        secs: u64,
+        /// The timeout, as text (`2s`, `500ms`).
+        after: String,
+        /// What was awaited: the reply to which command, or the server taking more bytes.
+        waiting: String,
         unanswered: usize,
+        partial: String,
     },
     #[error("authentication to {addr} failed: {reply}")]
     Auth { addr: String, reply: String },
@@ -71,12 +80,13 @@ pub enum TargetError {
     #[error("{addr} is loading its dataset (-LOADING): try again once it has finished")]
     Loading { addr: String },
     /// An error reply: the restore cannot go on.
-    #[error("{addr} refused `{command}`: {reply}")]
+    #[error("{addr} refused `{command}`: {reply}{partial}")]
     Reply {
         addr: String,
         /// The command's name and first argument (escaped, truncated).
         command: String,
         reply: String,
+        partial: String,
     },
     #[error("{addr} sent something that is not a RESP2 reply: {detail}")]
     Protocol { addr: String, detail: String },
@@ -85,6 +95,26 @@ pub enum TargetError {
     /// A call after an earlier error (the connection's state is unknown).
     #[error("the connection to {addr} failed earlier: {cause}")]
     Failed { addr: String, cause: String },
+}
+
+impl TargetError {
+    /// Appends `note` (what a restore had already applied to the target, and what to do about
+    /// it) to the message of an error that can stop a restore part-way; other errors are left
+    /// as they are.
+    pub fn set_partial(&mut self, note: &str) {
+        match self {
+            TargetError::Io { partial, .. }
+            | TargetError::Closed { partial, .. }
+            | TargetError::Timeout { partial, .. }
+            | TargetError::Reply { partial, .. } => *partial = format!("; {note}"),
+            _ => {}
+        }
+    }
+}
+
+/// A duration as text for messages: `2s`, `1m 30s`, `500ms`.
+fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
 }
 
 /// An unanswered command: its encoded size and a short description for error messages.
@@ -367,6 +397,12 @@ pub struct LiveTarget {
     /// While set, the reply to the only pending command is kept here, errors included.
     capture: Option<Option<Bytes>>,
     failed: Option<String>,
+    /// Whether the target's data was changed (flushed, or a command sent by `send`).
+    touched: bool,
+    /// Commands sent by `send`/`send_encoded` that the target answered without an error.
+    applied: u64,
+    /// Once the snapshot's keys are all applied: how many keys, and `applied` then.
+    snapshot_applied: Option<(u64, u64)>,
 }
 
 impl fmt::Debug for LiveTarget {
@@ -383,12 +419,23 @@ impl LiveTarget {
     /// redis://[user[:password]@]host:port; the password may come from `password` (env), never
     /// logged. Authenticates and checks that the server answers `PING`.
     pub async fn connect(url: &str, password: Option<String>) -> Result<LiveTarget, TargetError> {
+        Self::connect_with_timeout(url, password, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`connect`](Self::connect) with `timeout` for connecting and for every reply after it
+    /// (the handshake's included): a server that accepts the connection and never answers
+    /// fails with [`TargetError::Timeout`] naming its address and what was awaited.
+    pub async fn connect_with_timeout(
+        url: &str,
+        password: Option<String>,
+        timeout: Duration,
+    ) -> Result<LiveTarget, TargetError> {
         let ep = Source::parse(url, password).map_err(|reason| TargetError::Url {
             url: redact_url(url),
             reason,
         })?;
         let addr = ep.addr();
-        let stream = crate::net::dial(&ep.host, ep.port, CONNECT_TIMEOUT)
+        let stream = crate::net::dial(&ep.host, ep.port, timeout)
             .await
             .map_err(|source| TargetError::Connect {
                 addr: addr.clone(),
@@ -404,10 +451,13 @@ impl LiveTarget {
             pending_bytes: 0,
             window_commands: DEFAULT_WINDOW_COMMANDS,
             window_bytes: DEFAULT_WINDOW_BYTES,
-            reply_timeout: DEFAULT_REPLY_TIMEOUT,
+            reply_timeout: timeout,
             replies: 0,
             capture: None,
             failed: None,
+            touched: false,
+            applied: 0,
+            snapshot_applied: None,
         };
         if let Some(pw) = &ep.password {
             let mut args = vec![Bytes::from_static(b"AUTH")];
@@ -442,6 +492,7 @@ impl LiveTarget {
                 addr: t.addr.clone(),
                 command: "PING".to_string(),
                 reply: e,
+                partial: String::new(),
             }),
             _ => Ok(t),
         }
@@ -460,7 +511,8 @@ impl LiveTarget {
         self.window_bytes = bytes.max(1);
     }
 
-    /// How long the server may stay silent while replies are awaited (default 300 s).
+    /// How long the server may stay silent while replies are awaited (default
+    /// [`DEFAULT_TIMEOUT`], or the one given to [`connect_with_timeout`](Self::connect_with_timeout)).
     pub fn set_reply_timeout(&mut self, t: Duration) {
         self.reply_timeout = t;
     }
@@ -490,10 +542,34 @@ impl LiveTarget {
         })
     }
 
+    /// Records that every key of the snapshot (`keys` of them) has been applied: an error after
+    /// this says so, and counts the replayed commands applied before it.
+    pub fn snapshot_applied(&mut self, keys: u64) {
+        self.snapshot_applied = Some((keys, self.applied));
+    }
+
+    /// What the target holds after an error part-way, and what to do about it.
+    fn partial_note(&self) -> String {
+        let what = match self.snapshot_applied {
+            None => format!(
+                "{} commands of the snapshot's keys were applied before this",
+                self.applied
+            ),
+            Some((keys, then)) => format!(
+                "all {keys} keys of the snapshot and {} commands after it were applied before this",
+                self.applied - then
+            ),
+        };
+        format!(
+            "the target now holds a partial restore ({what}): empty it (FLUSHALL) before using it, or restore again with --force"
+        )
+    }
+
     /// FLUSHALL (and FUNCTION FLUSH), for --force.
     pub async fn flush_all(&mut self) -> Result<(), TargetError> {
         let r = self.call(&[Bytes::from_static(b"FLUSHALL")]).await?;
         self.check(r, "FLUSHALL")?;
+        self.touched = true;
         match self
             .call(&[
                 Bytes::from_static(b"FUNCTION"),
@@ -512,6 +588,7 @@ impl LiveTarget {
     /// later call) fail with [`TargetError::Reply`].
     pub async fn send(&mut self, args: &[Bytes]) -> Result<(), TargetError> {
         self.check_failed()?;
+        self.touched = true;
         let start = self.wbuf.len();
         encode(args, &mut self.wbuf);
         let size = self.wbuf.len() - start;
@@ -526,24 +603,31 @@ impl LiveTarget {
         Ok(())
     }
 
-    /// Moves every key's expiry back by `shift_ms` (see `restore::TTL_SHIFT_MS`): a server-side
+    /// Moves back the expiries a live replay moved into `range` (see
+    /// `restore::ExpiryShift`): a time `t` in it becomes `t - range.start + floor`. A server-side
     /// script walks the keys of each database with SCAN, a slice at a time (so the target never
-    /// runs one long script), and rewrites each TTL more than half the shift ahead with
-    /// PEXPIREAT; a time already past deletes the key, as the master would have. With `fields`,
-    /// hash field TTLs are moved back the same way (HPEXPIREAT). Only times more than half the
-    /// shift ahead are moved, so a key that SCAN returns twice is moved once. Returns the keys
-    /// and fields fixed.
-    pub async fn unshift_ttls(&mut self, shift_ms: i64, fields: bool) -> Result<u64, TargetError> {
+    /// runs one long script), and rewrites each such TTL with PEXPIREAT; a time already past
+    /// deletes the key, as the master would have. With `fields`, hash field TTLs are moved back
+    /// the same way (HPEXPIREAT). Times moved back lie far below the range, so a key that SCAN
+    /// returns twice is moved once. The range's times are below 2^53, so the script's numbers
+    /// (doubles) hold them exactly. Returns the keys and fields fixed.
+    pub async fn unshift_ttls(
+        &mut self,
+        range: std::ops::Range<i64>,
+        floor: i64,
+        fields: bool,
+    ) -> Result<u64, TargetError> {
         const SCRIPT: &str = r#"
-local shift = tonumber(ARGV[1])
-local fields = ARGV[2] == '1'
-local cursor = ARGV[3]
+local lo, hi, floor = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local fields = ARGV[4] == '1'
+local cursor = ARGV[5]
 -- PEXPIRETIME (7.0+) gives the exact expiry; older servers only have PTTL.
 local exact = type(redis.pcall('PEXPIRETIME', 'pitr:probe')) == 'number'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local moved = now + shift / 2
 local fixed = 0
+local function moved(at) return at >= lo and at < hi end
+local function back(at) return string.format('%.0f', at - lo + floor) end
 local function unshift_fields(k)
   local names = redis.call('HKEYS', k)
   for i = 1, #names, 500 do
@@ -551,8 +635,8 @@ local function unshift_fields(k)
     for j = i, math.min(i + 499, #names) do part[#part + 1] = names[j] end
     local times = redis.call('HPEXPIRETIME', k, 'FIELDS', #part, unpack(part))
     for j, at in ipairs(times) do
-      if at > moved then
-        redis.call('HPEXPIREAT', k, at - shift, 'FIELDS', 1, part[j])
+      if moved(at) then
+        redis.call('HPEXPIREAT', k, back(at), 'FIELDS', 1, part[j])
         fixed = fixed + 1
       end
     end
@@ -571,8 +655,8 @@ repeat
       local pttl = redis.call('PTTL', k)
       if pttl > 0 then at = now + pttl end
     end
-    if at > moved then
-      redis.call('PEXPIREAT', k, at - shift)
+    if moved(at) then
+      redis.call('PEXPIREAT', k, back(at))
       fixed = fixed + 1
     end
     if fields and redis.call('TYPE', k)['ok'] == 'hash' then
@@ -601,7 +685,9 @@ return cursor .. ':' .. fixed
                         Bytes::from_static(b"EVAL"),
                         Bytes::from_static(SCRIPT.as_bytes()),
                         Bytes::from_static(b"0"),
-                        Bytes::from(shift_ms.to_string()),
+                        Bytes::from(range.start.to_string()),
+                        Bytes::from(range.end.to_string()),
+                        Bytes::from(floor.to_string()),
                         Bytes::from_static(if fields { b"1" } else { b"0" }),
                         cursor.clone(),
                     ])
@@ -644,6 +730,7 @@ return cursor .. ':' .. fixed
         encoded: &[u8],
     ) -> Result<(), TargetError> {
         self.check_failed()?;
+        self.touched = true;
         self.wbuf.extend_from_slice(encoded);
         self.pending.push_back(Desc::new(args, encoded.len()));
         self.pending_bytes += encoded.len();
@@ -678,12 +765,25 @@ return cursor .. ':' .. fixed
         }
     }
 
-    fn fail(&mut self, e: TargetError) -> TargetError {
+    fn fail(&mut self, mut e: TargetError) -> TargetError {
+        if self.touched {
+            e.set_partial(&self.partial_note());
+        }
         self.failed = Some(e.to_string());
         e
     }
 
     fn check(&mut self, r: Reply, command: &str) -> Result<Reply, TargetError> {
+        let r = self.check_reply(r, command);
+        r.map_err(|mut e| {
+            if self.touched {
+                e.set_partial(&self.partial_note());
+            }
+            e
+        })
+    }
+
+    fn check_reply(&self, r: Reply, command: &str) -> Result<Reply, TargetError> {
         match r {
             Reply::Error(e) if e.starts_with("LOADING") => Err(TargetError::Loading {
                 addr: self.addr.clone(),
@@ -692,6 +792,7 @@ return cursor .. ':' .. fixed
                 addr: self.addr.clone(),
                 command: command.to_string(),
                 reply,
+                partial: String::new(),
             }),
             r => Ok(r),
         }
@@ -766,13 +867,7 @@ return cursor .. ':' .. fixed
             let ready =
                 match tokio::time::timeout(self.reply_timeout, self.stream.ready(interest)).await {
                     Ok(r) => r.map_err(|source| self.io_err(source))?,
-                    Err(_) => {
-                        return Err(TargetError::Timeout {
-                            addr: self.addr.clone(),
-                            secs: self.reply_timeout.as_secs(),
-                            unanswered: self.pending.len(),
-                        })
-                    }
+                    Err(_) => return Err(self.timeout_err(want_write)),
                 };
             if ready.is_readable() || ready.is_read_closed() {
                 self.read_some()?;
@@ -784,10 +879,34 @@ return cursor .. ':' .. fixed
         Ok(())
     }
 
+    /// The server stayed silent for the reply timeout: what was awaited.
+    fn timeout_err(&self, want_write: bool) -> TargetError {
+        let oldest = self
+            .pending
+            .front()
+            .map_or_else(|| "nothing".to_string(), Desc::describe);
+        let waiting = if want_write {
+            format!(
+                "the server to read {} more bytes of commands (the oldest unanswered: `{oldest}`)",
+                self.wbuf.len() - self.wpos
+            )
+        } else {
+            format!("the reply to `{oldest}`")
+        };
+        TargetError::Timeout {
+            addr: self.addr.clone(),
+            after: fmt_duration(self.reply_timeout),
+            waiting,
+            unanswered: self.pending.len(),
+            partial: String::new(),
+        }
+    }
+
     fn io_err(&self, source: std::io::Error) -> TargetError {
         TargetError::Io {
             addr: self.addr.clone(),
             source,
+            partial: String::new(),
         }
     }
 
@@ -819,6 +938,7 @@ return cursor .. ':' .. fixed
                     return Err(TargetError::Closed {
                         addr: self.addr.clone(),
                         unanswered: self.pending.len(),
+                        partial: String::new(),
                     })
                 }
                 Ok(n) => {
@@ -891,6 +1011,7 @@ return cursor .. ':' .. fixed
                         addr: self.addr.clone(),
                         command: desc.describe(),
                         reply,
+                        partial: String::new(),
                     }
                 });
                 pos += n;
@@ -905,6 +1026,14 @@ return cursor .. ':' .. fixed
         self.pending.drain(..answered);
         self.pending_bytes -= answered_bytes;
         self.replies += answered as u64;
+        if self.capture.is_none() {
+            // The refused command (if any) is the last one answered.
+            let refused = matches!(
+                result,
+                Err(TargetError::Reply { .. } | TargetError::Loading { .. })
+            );
+            self.applied += answered as u64 - u64::from(refused);
+        }
         self.rbuf.advance(pos);
         result
     }

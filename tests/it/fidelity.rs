@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::archiving::*;
-use crate::support::redis_server::redis_server_bin;
+use crate::support::redis_server::{self, redis_server_bin};
 use crate::support::state::{
     align_expiries, diff, drop_expired, logical_state, logical_state_con, without_idle_consumers,
     without_negative_zero_scores, without_stream_meta_of_7,
@@ -530,5 +530,216 @@ fn many_expiries_are_moved_back_exactly_once() {
     assert_eq!(rep["expiries_moved_back"], 18000, "{rep}");
     if let Some(d) = diff(&want, &logical_state(&target, 0)) {
         panic!("expiries differ after being moved back:\n{d}");
+    }
+}
+
+/// `PEXPIRETIME` of each of `keys` on `r`.
+fn expire_times(r: &RedisServer, keys: &[&str]) -> Vec<(String, String)> {
+    keys.iter()
+        .map(|k| {
+            let t = redis_server::value_to_string(&r.cmd(&["PEXPIRETIME", k]));
+            (k.to_string(), t)
+        })
+        .collect()
+}
+
+/// `HPEXPIRETIME` of each field of `fields` in hash `key` on `r`.
+fn field_expire_times(r: &RedisServer, key: &str, fields: &[&str]) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .map(|f| {
+            let t = redis_server::value_to_string(&r.cmd(&["HPEXPIRETIME", key, "FIELDS", "1", f]));
+            (format!("{key}.{f}"), t)
+        })
+        .collect()
+}
+
+/// Key TTLs that the live replay once moved 100 years ahead and back in doubles: one near
+/// 2^53 came back 1 ms off, i64::MAX came back about 100 years early, silently. And a
+/// `PEXPIREAT … GT` that lengthens a TTL past the times the replay moves must still apply.
+/// Compared exactly with the master, in the snapshot and in the stream.
+#[test]
+fn key_ttls_near_the_limits_restore_exactly_into_a_live_target() {
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let mut con = master.client();
+    let near = (now_ms() + 3_600_000).to_string();
+    let far = (now_ms() + 20 * 366 * 86_400_000).to_string();
+    for (k, at) in [
+        ("snap-a", "9007199254740993"),
+        ("snap-b", "9223372036854775807"),
+        ("snap-near", near.as_str()),
+    ] {
+        exec(&mut con, &["SET", k, "1"]);
+        exec(&mut con, &["PEXPIREAT", k, at]);
+    }
+    let archive = Archive::local();
+    archive.archive_while(&master, |con| {
+        exec(con, &["SET", "a", "1"]);
+        exec(con, &["PEXPIREAT", "a", "9007199254740993"]);
+        exec(con, &["SET", "b", "1"]);
+        exec(con, &["PEXPIREAT", "b", "9223372036854775807"]);
+        exec(con, &["SET", "c", "1", "PXAT", "9223372036854775806"]);
+        exec(con, &["SET", "near", "1", "PXAT", &near]);
+        // Lengthened from a moved time to one that is not moved, and shortened back.
+        exec(con, &["SET", "gt", "1", "PXAT", &near]);
+        exec(con, &["PEXPIREAT", "gt", &far, "GT"]);
+        exec(con, &["SET", "lt", "1", "PXAT", &far]);
+        exec(con, &["PEXPIREAT", "lt", &near, "LT"]);
+    });
+    let keys = [
+        "snap-a",
+        "snap-b",
+        "snap-near",
+        "a",
+        "b",
+        "c",
+        "near",
+        "gt",
+        "lt",
+    ];
+    let want = expire_times(&master, &keys);
+    assert_eq!(want[4].1, "9223372036854775807");
+    assert_eq!(want[7].1, far);
+    for round in 0..2 {
+        let (target, rep) = archive.restore_into_new_server("latest", &[]);
+        assert_eq!(expire_times(&target, &keys), want, "round {round}: {rep}");
+        assert_eq!(rep["expiries_in_reserved_range"], 0, "{rep}");
+        // snap-near, near and lt; gt was lengthened past the times that are moved.
+        assert_eq!(rep["expiries_moved_back"], 3, "{rep}");
+    }
+}
+
+/// Hash field TTLs near Redis 7.4's limit (2^46 - 1 ms, t_hash.c's `HFE_MAX_ABS_TIME_MSEC`;
+/// the Redis test suite's "near limit of 2^46"): the 100-year move once pushed them past it,
+/// the target refused (`invalid expire time`), and every live restore of the generation
+/// failed. Compared exactly with the master; also `HPEXPIREAT … GT` over several fields, some
+/// of which the condition skips (Valkey propagates such a command whole).
+fn field_ttls_near_the_limit_restore_exactly(bin: &std::path::Path) {
+    let master = RedisServer::start_with(bin, &[("repl-diskless-sync-delay", "0")]);
+    let mut con = master.client();
+    let near = (now_ms() + 3_600_000).to_string();
+    let far = (now_ms() + 20 * 366 * 86_400_000).to_string();
+    exec(&mut con, &["HSET", "snap", "f", "1", "g", "1"]);
+    exec(
+        &mut con,
+        &["HPEXPIREAT", "snap", "70368744176664", "FIELDS", "1", "f"],
+    );
+    exec(&mut con, &["HPEXPIREAT", "snap", &near, "FIELDS", "1", "g"]);
+    let archive = Archive::local();
+    archive.archive_while(&master, |con| {
+        exec(con, &["HSET", "h", "f", "1", "g", "1", "x", "1", "y", "1"]);
+        exec(
+            con,
+            &["HPEXPIREAT", "h", "70368744176664", "FIELDS", "1", "f"],
+        );
+        exec(
+            con,
+            &["HPEXPIREAT", "h", "70368744177663", "FIELDS", "1", "g"],
+        );
+        exec(con, &["HPEXPIREAT", "h", &near, "FIELDS", "1", "x"]);
+        // x is lengthened past the moved times; y (no TTL) is skipped by GT.
+        exec(
+            con,
+            &["HPEXPIREAT", "h", &far, "GT", "FIELDS", "2", "x", "y"],
+        );
+        exec(con, &["HSET", "l", "a", "1", "b", "1"]);
+        exec(con, &["HPEXPIREAT", "l", &far, "FIELDS", "1", "a"]);
+        // a is shortened to a moved time, b (no TTL) gets it too.
+        exec(
+            con,
+            &["HPEXPIREAT", "l", &near, "LT", "FIELDS", "2", "a", "b"],
+        );
+    });
+    let fields = |r: &RedisServer| {
+        let mut v = field_expire_times(r, "snap", &["f", "g"]);
+        v.extend(field_expire_times(r, "h", &["f", "g", "x", "y"]));
+        v.extend(field_expire_times(r, "l", &["a", "b"]));
+        v
+    };
+    let want = fields(&master);
+    assert_eq!(want[2].1, "70368744176664", "{want:?}");
+    assert_eq!(want[4].1, far, "{want:?}");
+    assert_eq!(want[5].1, "-1", "{want:?}");
+    // Twice: a refused restore used to fail every later one too.
+    for round in 0..2 {
+        let (target, rep) = archive.restore_into_new_server_with(bin, "latest", &[]);
+        assert_eq!(fields(&target), want, "round {round}: {rep}");
+        assert!(rep["expiries_moved_back"].as_u64().unwrap() >= 3, "{rep}");
+    }
+}
+
+#[test]
+fn redis_7_4_field_ttls_near_the_limit_restore_exactly_into_a_live_target() {
+    field_ttls_near_the_limit_restore_exactly(&servers::redis_7_4());
+}
+
+#[test]
+fn valkey_9_1_field_ttls_near_the_limit_restore_exactly_into_a_live_target() {
+    field_ttls_near_the_limit_restore_exactly(&servers::valkey_9_1());
+}
+
+/// `XINFO STREAM` and `XRANGE` of stream `key` on `con`.
+fn stream_view(con: &mut redis::Connection, key: &str) -> (redis::Value, redis::Value) {
+    let info: redis::Value = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query(con)
+        .unwrap();
+    let range: redis::Value = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap();
+    (info, range)
+}
+
+/// A master propagates `XADD s MAXLEN ~ 10 LIMIT 5 …` and `XTRIM s MAXLEN ~ 0 LIMIT 100` as
+/// `MAXLEN = <n> LIMIT <m>`, which an ordinary client may not send ("LIMIT cannot be used
+/// without the special ~ option"): the live restore aborted. The streams must equal the
+/// master's.
+#[test]
+fn approximate_stream_trims_with_limit_restore_into_a_live_target() {
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let archive = Archive::local();
+    archive.archive_while(&master, |con| {
+        for i in 0..350 {
+            exec(con, &["XADD", "s", "*", "f", &i.to_string()]);
+            exec(con, &["XADD", "m", &format!("{}-1", i + 1), "f", "v"]);
+        }
+        exec(
+            con,
+            &[
+                "XADD", "s", "MAXLEN", "~", "10", "LIMIT", "5", "*", "f", "v",
+            ],
+        );
+        exec(
+            con,
+            &[
+                "XADD", "s", "MAXLEN", "~", "10", "LIMIT", "150", "*", "f", "v",
+            ],
+        );
+        exec(con, &["XTRIM", "s", "MAXLEN", "~", "0", "LIMIT", "100"]);
+        exec(con, &["XTRIM", "m", "MINID", "~", "300", "LIMIT", "100"]);
+        exec(
+            con,
+            &[
+                "XADD", "m", "MINID", "~", "300", "LIMIT", "100", "400-1", "f", "v",
+            ],
+        );
+    });
+    let mut mcon = master.client();
+    let want = [stream_view(&mut mcon, "s"), stream_view(&mut mcon, "m")];
+    let len: i64 = redis::cmd("XLEN").arg("s").query(&mut mcon).unwrap();
+    assert!(
+        len > 10 && len < 352,
+        "the trims trimmed something, not everything: {len}"
+    );
+    let (target, rep) = archive.restore_into_new_server("latest", &[]);
+    let mut tcon = target.client();
+    let got = [stream_view(&mut tcon, "s"), stream_view(&mut tcon, "m")];
+    assert_eq!(got, want, "{rep}");
+    if let Some(d) = diff(&logical_state(&master, 0), &logical_state(&target, 0)) {
+        panic!("live restore differs:\n{d}");
     }
 }

@@ -119,6 +119,7 @@ async fn restore(server: &RedisServer, rdb: &[u8], mode: Mode) -> Result<Restore
                 max_restore_bytes: 8 << 20,
                 max_batch_bytes: 64 << 10,
                 field_ttls_by_restore: true,
+                stream_entries_added: true,
             },
         ),
         Mode::Commands => (
@@ -131,6 +132,7 @@ async fn restore(server: &RedisServer, rdb: &[u8], mode: Mode) -> Result<Restore
                 max_restore_bytes: 0,
                 max_batch_bytes: 64 << 10,
                 field_ttls_by_restore: true,
+                stream_entries_added: true,
             },
         ),
         Mode::Mixed => (
@@ -144,6 +146,7 @@ async fn restore(server: &RedisServer, rdb: &[u8], mode: Mode) -> Result<Restore
                 max_restore_bytes: 1024,
                 max_batch_bytes: 1024,
                 field_ttls_by_restore: true,
+                stream_entries_added: true,
             },
         ),
     };
@@ -423,6 +426,7 @@ fn error_reply_names_the_command_and_key(window: Option<usize>) {
                 command,
                 reply,
                 addr,
+                ..
             } => {
                 assert_eq!(command, "RESTORE taken");
                 assert!(reply.starts_with("BUSYKEY"), "{reply}");
@@ -600,4 +604,94 @@ fn throughput_against_redis_cli_pipe() {
             n as f64 / secs
         );
     }
+}
+
+/// A server that accepts the connection and never answers: `pitr restore` used to wait for
+/// the handshake's reply for minutes. With `--target-timeout 2s` it exits with code 5
+/// (unreachable), naming the address and what it waited for.
+#[test]
+fn a_target_that_never_answers_times_out_naming_it() {
+    use crate::support::archiving::{exec, Archive};
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    master.cmd(&["SET", "k", "v"]);
+    let archive = Archive::local();
+    archive.archive_while(&master, |con| exec(con, &["SET", "k2", "v"]));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts every connection and keeps it open, reading nothing, answering nothing.
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let url = format!("redis://127.0.0.1:{port}");
+    let out = crate::support::run_pitr_timeout(
+        &[
+            "restore",
+            "--store",
+            archive.store(),
+            "--to",
+            "latest",
+            "--target",
+            &url,
+            "--target-timeout",
+            "2s",
+        ],
+        &[],
+        std::time::Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("within 2s") && err.contains("PING"), "{err}");
+}
+
+/// A target that refuses part-way (here out of memory, `maxmemory` with `noeviction`) keeps
+/// what was applied before: the error must say so, how much, and what to do.
+#[test]
+fn a_restore_refused_part_way_says_the_target_is_partial() {
+    use crate::support::archiving::{exec, plain_url, Archive};
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let value = "x".repeat(2000);
+    let mut con = master.client();
+    for i in 0..4000 {
+        exec(&mut con, &["SET", &format!("k{i}"), &value]);
+    }
+    let archive = Archive::local();
+    archive.archive_while(&master, |con| exec(con, &["SET", "after", "1"]));
+    let target = RedisServer::start(&[("maxmemory", "4mb"), ("maxmemory-policy", "noeviction")]);
+    let url = plain_url(&target);
+    let out = crate::support::run_pitr(
+        &[
+            "restore",
+            "--store",
+            archive.store(),
+            "--to",
+            "latest",
+            "--target",
+            &url,
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("OOM"), "{err}");
+    assert!(
+        err.contains("partial") && err.contains("FLUSHALL") && err.contains("--force"),
+        "{err}"
+    );
+    let applied: u64 = err
+        .split(" commands of the snapshot's keys were applied")
+        .next()
+        .and_then(|s| s.rsplit([' ', '(']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of applied commands: {err}"));
+    let keys: u64 = crate::support::redis_server::value_to_string(&target.cmd(&["DBSIZE"]))
+        .parse()
+        .unwrap();
+    assert!(keys > 0 && keys < 4000, "{keys} keys");
+    // One RESTORE per key, and a SELECT before them.
+    assert!(
+        applied >= keys && applied <= keys + 1,
+        "{applied} applied, {keys} keys: {err}"
+    );
 }
