@@ -307,19 +307,14 @@ fn guard_base(
     (guarded, lost)
 }
 
-/// Resolves when `lost` names `current` (the generation being written) as having lost its base.
-async fn base_lost(
-    lost: &mut watch::Receiver<Option<GenerationId>>,
-    current: Option<GenerationId>,
-) -> GenerationId {
+/// Resolves when `lost` names a generation (the one being written) whose base is gone.
+async fn base_lost(lost: &mut watch::Receiver<Option<GenerationId>>) -> GenerationId {
     loop {
         if lost.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
         if let Some(g) = *lost.borrow_and_update() {
-            if Some(g) == current {
-                return g;
-            }
+            return g;
         }
     }
 }
@@ -395,10 +390,9 @@ impl Archiver {
                 break Ok(());
             }
             let started = Instant::now();
-            let current = me.pos.map(|p| p.generation);
             let outcome = tokio::select! {
                 r = me.session(&mut shutdown) => r,
-                g = base_lost(&mut lost, current) => {
+                g = base_lost(&mut lost) => {
                     // Never continue a generation without a base: a full sync starts the next.
                     me.pos = None;
                     Err(StoreError::BaseLost { generation: g.to_string() }.into())
@@ -947,7 +941,7 @@ mod tests {
             generation: GenerationId(1),
             offset: 28,
         });
-        let g = tokio::time::timeout(wait, base_lost(&mut lost, Some(GenerationId(1))))
+        let g = tokio::time::timeout(wait, base_lost(&mut lost))
             .await
             .expect("the lost base is reported");
         assert_eq!(g, GenerationId(1));
