@@ -86,7 +86,9 @@ pub async fn resume_point(store: &Store) -> Result<(Option<Position>, Generation
             files,
             bytes, "removed the staging files of snapshot uploads that never finished"
         ),
-        Err(e) => warn!(error = %e, "could not remove the staging files of unfinished snapshot uploads"),
+        Err(e) => {
+            warn!(error = %e, "could not remove the staging files of unfinished snapshot uploads")
+        }
     }
     let listing = store.list().await?;
     let catalog = Catalog::from_listing(&listing);
@@ -946,7 +948,12 @@ mod tests {
             .expect("the lost base is reported");
         assert_eq!(g, GenerationId(1));
         assert_eq!(*guarded.borrow_and_update(), d1, "offset 28 has no base");
-        assert_eq!(check_base(&store, GenerationId(1), Some(snap)).await.unwrap(), None);
+        assert_eq!(
+            check_base(&store, GenerationId(1), Some(snap))
+                .await
+                .unwrap(),
+            None
+        );
         // A new generation with a base moves the point again.
         snapshot(&store, 2, 28, 2000).await;
         let d2 = Durable {

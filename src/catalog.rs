@@ -385,7 +385,12 @@ mod tests {
         let a1 = seg(1, 0, 50, 1100, 1150, 'a');
         let b1 = seg(1, 0, 60, 1101, 1160, 'a');
         let a2 = seg(1, 50, 120, 1200, 1250, 'a');
-        let g = c(vec![snap(1, 0, 1000, 'a'), a1.clone(), b1.clone(), a2.clone()]);
+        let g = c(vec![
+            snap(1, 0, 1000, 'a'),
+            a1.clone(),
+            b1.clone(),
+            a2.clone(),
+        ]);
         let g = &g.generations[0];
         assert!(g.holes.is_empty());
         assert_eq!(g.problems.len(), 2, "{:?}", g.problems);
@@ -407,7 +412,11 @@ mod tests {
         assert_eq!(g.generations[0].problems.len(), 1);
         // A segment before the snapshot is on no chain from it.
         let early = seg(1, 0, 10, 900, 900, 'a');
-        let g = c(vec![early.clone(), snap(1, 10, 1000, 'a'), seg(1, 10, 20, 1100, 1100, 'a')]);
+        let g = c(vec![
+            early.clone(),
+            snap(1, 10, 1000, 'a'),
+            seg(1, 10, 20, 1100, 1100, 'a'),
+        ]);
         let g = &g.generations[0];
         assert!(g.base().is_none());
         assert_eq!(g.problems.len(), 1);
@@ -415,7 +424,10 @@ mod tests {
         // A sound generation has a base and no problem.
         let g = c(vec![snap(1, 0, 1000, 'a'), seg(1, 0, 10, 1100, 1100, 'a')]);
         assert!(g.problems().is_empty());
-        assert_eq!(g.generations[0].base().unwrap().name.kind, ObjectKind::Snapshot);
+        assert_eq!(
+            g.generations[0].base().unwrap().name.kind,
+            ObjectKind::Snapshot
+        );
         // A generation without a snapshot is reported.
         let g = c(vec![seg(1, 5, 10, 2, 3, 'a')]);
         assert!(g.problems()[0].what.contains("no snapshot"));
@@ -428,10 +440,7 @@ mod tests {
             foreign: vec![],
         });
         assert!(c.next_generation_id().is_err());
-        assert_eq!(
-            Catalog::default().next_generation_id(),
-            Ok(GenerationId(1))
-        );
+        assert_eq!(Catalog::default().next_generation_id(), Ok(GenerationId(1)));
     }
 
     #[test]

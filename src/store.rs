@@ -177,7 +177,11 @@ impl Store {
                 Err(e) => return Err(self.backend_err("list", prefix.as_ref(), e)),
             };
             let loc = m.location.as_ref();
-            if let Ok(name) = loc.strip_prefix(&strip).unwrap_or(loc).parse::<ObjectName>() {
+            if let Ok(name) = loc
+                .strip_prefix(&strip)
+                .unwrap_or(loc)
+                .parse::<ObjectName>()
+            {
                 if name.kind == ObjectKind::Snapshot && name.generation == generation {
                     found.push(name);
                 }
@@ -218,8 +222,8 @@ impl Store {
             .join(self.prefix.as_ref())
             .join(name.generation.to_string());
         let name = *name;
-        let r = tokio::task::spawn_blocking(move || remove_staging_under(&gen_dir, Some(name)))
-            .await;
+        let r =
+            tokio::task::spawn_blocking(move || remove_staging_under(&gen_dir, Some(name))).await;
         if let Ok(Err(e)) = r {
             tracing::warn!(object = %name, error = %e, "removing the staging file of an aborted snapshot upload failed");
         }
@@ -800,7 +804,11 @@ mod tests {
         assert!(e.is_not_found(), "{e}");
         assert!(e.to_string().contains("no archive at"), "{e}");
         assert!(e.to_string().contains("nothing-here"), "{e}");
-        assert!(store.generation_snapshots(GenerationId(1)).await.unwrap().is_empty());
+        assert!(store
+            .generation_snapshots(GenerationId(1))
+            .await
+            .unwrap()
+            .is_empty());
         assert!(!store.exists(&name(0, 10)).await.unwrap());
         assert!(!dir.exists(), "a reader created {}", dir.display());
         // The archiver creates it; then it is an empty archive.
@@ -834,11 +842,7 @@ mod tests {
             time_ms: 5,
             replid: test_replid('a'),
         };
-        let staging = |n: u32| {
-            dir.path()
-                .join("a")
-                .join(format!("{}#{n}", snap))
-        };
+        let staging = |n: u32| dir.path().join("a").join(format!("{}#{n}", snap));
         // An aborted upload leaves nothing.
         let mut up = store.snapshot_upload(&snap, &h).await.unwrap();
         up.write(&[7u8; 1000]).await.unwrap();

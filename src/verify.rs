@@ -508,7 +508,11 @@ mod tests {
         let r = verify(&store).await.unwrap();
         assert!(!r.ok);
         assert_eq!(r.problems[0].object, s.to_string());
-        assert!(r.problems[0].what.contains("no snapshot"), "{:?}", r.problems);
+        assert!(
+            r.problems[0].what.contains("no snapshot"),
+            "{:?}",
+            r.problems
+        );
     }
     use std::sync::{Arc, Mutex};
 

@@ -356,16 +356,15 @@ fn get(con: &mut redis::Connection, key: &str) -> Option<String> {
 fn two_archivers_on_one_archive_fork_it_and_verify_names_the_fork() {
     // A slow BGSAVE, so that the second archiver joins the first one's: both get the same
     // replication id and offset, and both write a snapshot of generation 1 at that offset.
-    let r = RedisServer::start(&[
-        ("repl-diskless-sync", "no"),
-        ("rdb-key-save-delay", "2000"),
-    ]);
+    let r = RedisServer::start(&[("repl-diskless-sync", "no"), ("rdb-key-save-delay", "2000")]);
     r.cmd(&["DEBUG", "POPULATE", "1000"]);
     let a = Archive::local();
     let p1 = archiver(&a, &plain_url(&r), &[]);
-    wait_until_msg(Duration::from_secs(30), "the first archiver to attach", || {
-        r.info("replication").contains_key("slave0")
-    });
+    wait_until_msg(
+        Duration::from_secs(30),
+        "the first archiver to attach",
+        || r.info("replication").contains_key("slave0"),
+    );
     let p2 = archiver(&a, &plain_url(&r), &[]);
     p1.wait_for_log("snapshot durable", Duration::from_secs(60));
     p2.wait_for_log("snapshot durable", Duration::from_secs(60));
@@ -390,7 +389,11 @@ fn two_archivers_on_one_archive_fork_it_and_verify_names_the_fork() {
     assert!(!text.contains("archive is sound"), "{text}");
     assert!(text.contains("fork"), "{text}");
     for s in &snaps {
-        assert!(text.contains(&file_name(s)), "{} not named:\n{text}", s.display());
+        assert!(
+            text.contains(&file_name(s)),
+            "{} not named:\n{text}",
+            s.display()
+        );
     }
     // `ls` shows it too.
     let ls = a.ls();
@@ -418,12 +421,7 @@ fn a_store_removed_under_the_archiver_is_noticed_and_nothing_unrestorable_is_ack
     // snapshot is in the store before the acknowledgement.
     let acked = wait_archived(&mut con, 20000);
     let snaps = archived(&a, ".snapshot");
-    assert_eq!(
-        acked,
-        1,
-        "never acknowledged again\n{}",
-        p.log_tail(40)
-    );
+    assert_eq!(acked, 1, "never acknowledged again\n{}", p.log_tail(40));
     assert!(
         !snaps.is_empty(),
         "WAIT returned 1 for a write no restore can reach (no snapshot in the store)\n{}",
@@ -435,7 +433,12 @@ fn a_store_removed_under_the_archiver_is_noticed_and_nothing_unrestorable_is_ack
     caught_up(&a, &r);
     p.stop_gracefully(Duration::from_secs(30));
     let ls = a.ls();
-    let last = ls["generations"].as_array().unwrap().last().unwrap().clone();
+    let last = ls["generations"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(last["snapshots"].as_array().unwrap().len(), 1, "{ls:#}");
     assert!(last["problems"].as_array().unwrap().is_empty(), "{ls:#}");
     let (target, _) = a.restore_into_new_server("latest", &[]);
@@ -488,9 +491,11 @@ fn staging_files_of_killed_full_syncs_are_removed_at_the_next_start() {
     r.cmd(&["DEBUG", "POPULATE", "300000", "key", "120"]);
     let a = Archive::local();
     let p = archiver(&a, &plain_url(&r), &[]);
-    wait_until_msg(Duration::from_secs(60), "a snapshot upload to begin", || {
-        !archived(&a, ".snapshot#1").is_empty()
-    });
+    wait_until_msg(
+        Duration::from_secs(60),
+        "a snapshot upload to begin",
+        || !archived(&a, ".snapshot#1").is_empty(),
+    );
     p.kill9();
     let left = archived(&a, ".snapshot#1");
     assert!(!left.is_empty(), "the killed upload left no staging file");
@@ -562,7 +567,12 @@ fn stray_objects_are_not_resumed_and_the_last_generation_id_is_a_clear_error() {
     caught_up(&a, &r);
     p.stop_gracefully(Duration::from_secs(30));
     let ls = a.ls();
-    let last = ls["generations"].as_array().unwrap().last().unwrap().clone();
+    let last = ls["generations"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(last["id"], "0000000006", "{ls:#}");
     let (target, _) = a.restore_into_new_server("latest", &[]);
     assert_eq!(get(&mut target.client(), "after").as_deref(), Some("2"));
@@ -578,6 +588,9 @@ fn stray_objects_are_not_resumed_and_the_last_generation_id_is_a_clear_error() {
         .expect("the archiver refuses to start");
     assert!(!st.success());
     let log = p.log();
-    assert!(log.contains("9999999999") && log.contains("last id"), "{log}");
+    assert!(
+        log.contains("9999999999") && log.contains("last id"),
+        "{log}"
+    );
     assert!(!archive_dir.join("10000000000").exists());
 }
