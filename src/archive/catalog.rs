@@ -1,10 +1,15 @@
 //! The catalog: what an archive holds, worked out from a listing alone (no object is read).
 //! Groups objects into generations, computes each generation's restorable window, finds holes
 //! inside a generation and the gaps between generations. Pure: tests build synthetic listings.
+//!
+//! A generation is one chain: one snapshot, then segments that each start where the one before
+//! ended. Anything else a listing shows (a second snapshot, a segment before the snapshot,
+//! segments that overlap: a fork, as two archivers writing one archive make) is a
+//! [`ChainProblem`] naming the objects, for `ls` to show and `verify` to report.
 
 use serde::Serialize;
 
-use crate::archive::names::{GenerationId, ObjectKind, ObjectName, ReplId};
+use crate::archive::names::{GenerationId, GenerationsExhausted, ObjectKind, ObjectName, ReplId};
 use crate::archive::store::{Listed, Listing};
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -22,6 +27,20 @@ pub struct SnapshotInfo {
 pub struct Hole {
     pub from_offset: u64,
     pub to_offset: u64,
+}
+
+/// Objects of a generation that are not on its single chain, seen from the listing alone.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ChainProblem {
+    /// The objects concerned, the one off the chain first (names relative to the archive).
+    pub objects: Vec<String>,
+    pub what: String,
+}
+
+impl std::fmt::Display for ChainProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.objects.join(", "), self.what)
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -44,14 +63,27 @@ pub struct Generation {
     /// Stored bytes of every object of the generation.
     pub bytes: u64,
     pub holes: Vec<Hole>,
+    /// Forks, overlaps and objects off the chain (see [`ChainProblem`]).
+    pub problems: Vec<ChainProblem>,
     #[serde(skip)]
     pub objects: Vec<Listed>,
+    /// The object that ends furthest so far (while the listing is read).
+    #[serde(skip)]
+    reach: Option<ObjectName>,
 }
 
 impl Generation {
-    /// Whether every offset from the first snapshot to `last_offset` is archived.
+    /// Whether every offset from the first snapshot to `last_offset` is archived, on one chain.
     pub fn is_contiguous(&self) -> bool {
-        self.holes.is_empty() && !self.snapshots.is_empty()
+        self.holes.is_empty() && !self.snapshots.is_empty() && self.problems.is_empty()
+    }
+
+    /// The generation's base: its snapshot, when it has exactly one and nothing comes before it.
+    pub fn base(&self) -> Option<&Listed> {
+        match (self.snapshots.as_slice(), self.objects.first()) {
+            ([s], Some(first)) if first.name == s.name => Some(first),
+            _ => None,
+        }
     }
 
     /// The segments, in offset order.
@@ -107,7 +139,11 @@ fn ser_display_vec<T: std::fmt::Display, S: serde::Serializer>(
 impl Catalog {
     pub fn from_listing(listing: &Listing) -> Catalog {
         let mut objects = listing.objects.clone();
-        objects.sort_by_key(|o| o.name.sort_key());
+        // Ties (a fork: two objects over one range) in a fixed order, whatever the listing's.
+        objects.sort_by_key(|o| {
+            let n = &o.name;
+            (n.sort_key(), n.first_ms, n.last_ms, n.replid)
+        });
         let mut generations: Vec<Generation> = Vec::new();
         for o in objects {
             match generations.last_mut() {
@@ -139,11 +175,32 @@ impl Catalog {
         self.generations.last()
     }
 
-    pub fn next_generation_id(&self) -> GenerationId {
-        self.generations
-            .last()
-            .map(|g| g.id.next())
-            .unwrap_or(GenerationId(1))
+    /// The id a new generation takes: one more than the newest, which fails when the newest
+    /// has the largest id a name can hold.
+    pub fn next_generation_id(&self) -> Result<GenerationId, GenerationsExhausted> {
+        match self.generations.last() {
+            Some(g) => g.id.next(),
+            None => Ok(GenerationId(1)),
+        }
+    }
+
+    /// Every problem the listing shows: chain problems, holes, generations without a snapshot.
+    pub fn problems(&self) -> Vec<ChainProblem> {
+        let mut out = Vec::new();
+        for g in &self.generations {
+            if g.snapshots.is_empty() {
+                let first = g.objects.first().map(|o| o.name.to_string());
+                out.push(ChainProblem {
+                    objects: first.into_iter().collect(),
+                    what: format!(
+                        "generation {} has no snapshot: none of its {} segments can be restored",
+                        g.id, g.segments
+                    ),
+                });
+            }
+            out.extend(g.problems.iter().cloned());
+        }
+        out
     }
 }
 
@@ -162,7 +219,9 @@ impl Generation {
             segments: 0,
             bytes: 0,
             holes: Vec::new(),
+            problems: Vec::new(),
             objects: Vec::new(),
+            reach: None,
         };
         if n.kind == ObjectKind::Segment {
             // No snapshot before the first segment: everything before it is missing.
@@ -183,12 +242,31 @@ impl Generation {
             self.replids.push(n.replid);
         }
         match n.kind {
-            ObjectKind::Snapshot => self.snapshots.push(SnapshotInfo {
-                offset: n.start,
-                time_ms: n.first_ms,
-                bytes: o.size,
-                name: n,
-            }),
+            ObjectKind::Snapshot => {
+                if let Some(first) = self.snapshots.first() {
+                    self.problems.push(ChainProblem {
+                        objects: vec![n.to_string(), first.name.to_string()],
+                        what: format!(
+                            "a second snapshot in generation {}: the generation forks into two chains (were two archivers writing to this archive?); a restore may build on either",
+                            self.id
+                        ),
+                    });
+                } else if let Some(before) = self.objects.first() {
+                    self.problems.push(ChainProblem {
+                        objects: vec![before.name.to_string(), n.to_string()],
+                        what: format!(
+                            "comes before the snapshot of generation {}, so it is on no chain from it",
+                            self.id
+                        ),
+                    });
+                }
+                self.snapshots.push(SnapshotInfo {
+                    offset: n.start,
+                    time_ms: n.first_ms,
+                    bytes: o.size,
+                    name: n,
+                });
+            }
             ObjectKind::Segment => {
                 self.segments += 1;
                 if n.start > self.last_offset {
@@ -196,8 +274,22 @@ impl Generation {
                         from_offset: self.last_offset,
                         to_offset: n.start,
                     });
+                } else if n.start < self.last_offset {
+                    let other = self.reach.map(|r| r.to_string()).unwrap_or_default();
+                    self.problems.push(ChainProblem {
+                        objects: vec![n.to_string(), other],
+                        what: format!(
+                            "offsets {}..{} are in two objects of generation {}: the generation forks into two chains (were two archivers writing to this archive?)",
+                            n.start,
+                            self.last_offset.min(n.end),
+                            self.id
+                        ),
+                    });
                 }
             }
+        }
+        if n.end > self.last_offset || self.reach.is_none() {
+            self.reach = Some(n);
         }
         self.last_offset = self.last_offset.max(n.end);
         self.last_time_ms = self.last_time_ms.max(n.last_ms);
@@ -251,10 +343,104 @@ mod tests {
             ),
             (200, 0, 2000)
         );
-        assert_eq!(c.next_generation_id(), GenerationId(3));
+        assert_eq!(c.next_generation_id(), Ok(GenerationId(3)));
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["generations"][0]["id"], "0000000001");
         assert_eq!(json["generations"][1]["snapshots"][0]["offset"], 0);
+    }
+
+    #[test]
+    fn forks_and_objects_off_the_chain_are_problems_naming_the_objects() {
+        let c = |objects: Vec<Listed>| {
+            Catalog::from_listing(&Listing {
+                objects,
+                foreign: vec![],
+            })
+        };
+        // Two archivers started at once: two snapshots at offset 0, whichever the listing
+        // shows first.
+        for order in [[0, 1], [1, 0]] {
+            let snaps = [snap(1, 0, 1000, 'a'), snap(1, 0, 1001, 'a')];
+            let mut objects: Vec<Listed> = order.iter().map(|&i| snaps[i].clone()).collect();
+            objects.push(seg(1, 0, 10, 1100, 1100, 'a'));
+            let cat = c(objects);
+            let g = &cat.generations[0];
+            assert!(!g.is_contiguous());
+            assert!(g.base().is_none());
+            assert_eq!(g.problems.len(), 1, "{:?}", g.problems);
+            let p = &g.problems[0];
+            assert!(p.what.contains("fork"), "{p}");
+            assert_eq!(
+                p.objects,
+                vec![snaps[1].name.to_string(), snaps[0].name.to_string()]
+            );
+            assert_eq!(cat.problems(), g.problems);
+            let json = serde_json::to_value(&cat).unwrap();
+            assert!(json["generations"][0]["problems"][0]["what"]
+                .as_str()
+                .unwrap()
+                .contains("fork"));
+        }
+        // Two chains of segments over the same offsets.
+        let a1 = seg(1, 0, 50, 1100, 1150, 'a');
+        let b1 = seg(1, 0, 60, 1101, 1160, 'a');
+        let a2 = seg(1, 50, 120, 1200, 1250, 'a');
+        let g = c(vec![
+            snap(1, 0, 1000, 'a'),
+            a1.clone(),
+            b1.clone(),
+            a2.clone(),
+        ]);
+        let g = &g.generations[0];
+        assert!(g.holes.is_empty());
+        assert_eq!(g.problems.len(), 2, "{:?}", g.problems);
+        assert_eq!(
+            g.problems[0].objects,
+            vec![b1.name.to_string(), a1.name.to_string()]
+        );
+        assert!(g.problems[0].what.contains("0..50"), "{}", g.problems[0]);
+        assert_eq!(
+            g.problems[1].objects,
+            vec![a2.name.to_string(), b1.name.to_string()]
+        );
+        // The same range twice (times differ).
+        let g = c(vec![
+            snap(1, 0, 1000, 'a'),
+            seg(1, 0, 14, 1100, 1100, 'a'),
+            seg(1, 0, 14, 1101, 1101, 'a'),
+        ]);
+        assert_eq!(g.generations[0].problems.len(), 1);
+        // A segment before the snapshot is on no chain from it.
+        let early = seg(1, 0, 10, 900, 900, 'a');
+        let g = c(vec![
+            early.clone(),
+            snap(1, 10, 1000, 'a'),
+            seg(1, 10, 20, 1100, 1100, 'a'),
+        ]);
+        let g = &g.generations[0];
+        assert!(g.base().is_none());
+        assert_eq!(g.problems.len(), 1);
+        assert_eq!(g.problems[0].objects[0], early.name.to_string());
+        // A sound generation has a base and no problem.
+        let g = c(vec![snap(1, 0, 1000, 'a'), seg(1, 0, 10, 1100, 1100, 'a')]);
+        assert!(g.problems().is_empty());
+        assert_eq!(
+            g.generations[0].base().unwrap().name.kind,
+            ObjectKind::Snapshot
+        );
+        // A generation without a snapshot is reported.
+        let g = c(vec![seg(1, 5, 10, 2, 3, 'a')]);
+        assert!(g.problems()[0].what.contains("no snapshot"));
+    }
+
+    #[test]
+    fn the_last_generation_id_has_no_successor() {
+        let c = Catalog::from_listing(&Listing {
+            objects: vec![snap(9_999_999_999, 0, 1, 'a')],
+            foreign: vec![],
+        });
+        assert!(c.next_generation_id().is_err());
+        assert_eq!(Catalog::default().next_generation_id(), Ok(GenerationId(1)));
     }
 
     #[test]

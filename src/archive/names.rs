@@ -80,9 +80,27 @@ impl FromStr for ReplId {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
 pub struct GenerationId(pub u64);
 
+/// There is no generation after [`GenerationId::MAX`]: its successor would not fit the
+/// 10 digits of an object name, and every reader would take its objects for foreign ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("generation {0} is the last id that object names allow (10 digits), so no generation can follow it: move the objects of generation {0} out of the archive (run pitr verify), or archive under another --name")]
+pub struct GenerationsExhausted(pub GenerationId);
+
 impl GenerationId {
-    pub fn next(self) -> GenerationId {
-        GenerationId(self.0 + 1)
+    /// The largest id a name can hold (10 digits).
+    pub const MAX: GenerationId = GenerationId(9_999_999_999);
+
+    /// The id of the generation after this one, if the name format can hold it.
+    pub fn next(self) -> Result<GenerationId, GenerationsExhausted> {
+        if self >= GenerationId::MAX {
+            return Err(GenerationsExhausted(self));
+        }
+        Ok(GenerationId(self.0 + 1))
+    }
+
+    /// Whether this id fits the 10 digits of an object name.
+    pub fn fits(self) -> bool {
+        self <= GenerationId::MAX
     }
 }
 
@@ -164,6 +182,12 @@ impl ObjectName {
             last_ms: time_ms,
             replid,
         }
+    }
+
+    /// Whether every field fits its width in the name, so that the name parses back.
+    pub fn fits(&self) -> bool {
+        const MAX_MS: u64 = 9_999_999_999_999;
+        self.generation.fits() && self.first_ms <= MAX_MS && self.last_ms <= MAX_MS
     }
 
     /// The sort key that puts a generation's objects in offset order, snapshot first.
@@ -316,6 +340,32 @@ mod tests {
         let b = mk(10, 100).to_string();
         let c = mk(100, 1000).to_string();
         assert!(a < b && b < c);
+    }
+
+    #[test]
+    fn generation_ids_never_overflow_the_name_format() {
+        let last = GenerationId(9_999_999_999);
+        assert_eq!(GenerationId::MAX, last);
+        assert_eq!(GenerationId(9_999_999_998).next(), Ok(last));
+        assert_eq!(GenerationId(1).next(), Ok(GenerationId(2)));
+        let e = last.next().unwrap_err();
+        assert_eq!(e, GenerationsExhausted(last));
+        assert!(e.to_string().contains("9999999999"), "{e}");
+        assert!(GenerationId(u64::MAX).next().is_err());
+        // The last id round-trips; one more digit is not an id.
+        assert_eq!("9999999999".parse::<GenerationId>().unwrap(), last);
+        assert!("10000000000".parse::<GenerationId>().is_err());
+        let n = ObjectName::snapshot(last, 7, 1_700_000_000_000, rid('d'));
+        assert!(n.fits());
+        assert_eq!(n.to_string().parse::<ObjectName>().unwrap(), n);
+        // A name that would not fit is known not to, and does not parse back.
+        for n in [
+            ObjectName::snapshot(GenerationId(10_000_000_000), 7, 1, rid('d')),
+            ObjectName::segment(GenerationId(1), (0, 1), (1, 10_000_000_000_000), rid('d')),
+        ] {
+            assert!(!n.fits(), "{n}");
+            assert!(n.to_string().parse::<ObjectName>().is_err(), "{n}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::archive::format::{self, Kind, SnapshotHeader};
 use crate::archive::frames::FrameEncoder;
-use crate::archive::names::{ArchiveName, ObjectName};
+use crate::archive::names::{ArchiveName, GenerationId, ObjectKind, ObjectName};
 
 /// Part size of snapshot multipart uploads.
 pub const PART_SIZE: usize = 8 << 20;
@@ -48,6 +48,12 @@ pub enum StoreError {
         #[source]
         source: format::FormatError,
     },
+    /// The base snapshot of the generation being written is gone (the store was emptied).
+    #[error("the snapshot of generation {generation} is gone from the store: the generation has no base; starting a new one")]
+    BaseLost { generation: String },
+    /// A local store directory that does not exist: only `pitr archive` creates one.
+    #[error("no archive at {path}: the directory does not exist")]
+    NoArchive { path: String },
 }
 
 impl StoreError {
@@ -58,7 +64,7 @@ impl StoreError {
             StoreError::Backend {
                 source: object_store::Error::NotFound { .. },
                 ..
-            }
+            } | StoreError::NoArchive { .. }
         )
     }
 }
@@ -84,15 +90,23 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: Path,
     url: String,
+    /// The directory of a local store (file paths and `file://`).
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl Store {
     /// Opens a store from `--store`: a path or `file:///…`, `memory://`, `s3://bucket/prefix`,
     /// `gs://bucket/prefix` or `az://container/prefix`. Cloud credentials and endpoints come from
     /// the standard environment variables of each provider (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+    ///
+    /// A local directory is never created here: readers of a path that does not exist get
+    /// [`StoreError::NoArchive`] from [`list`](Store::list), and the archiver creates it with
+    /// [`create_root`](Store::create_root).
     pub fn open(url: &str, name: &ArchiveName) -> Result<Store, StoreError> {
-        let inner = open_backend(url)?;
-        Ok(Store::with_backend(inner, url, name))
+        let (inner, local_dir) = open_backend(url)?;
+        let mut store = Store::with_backend(inner, url, name);
+        store.local_dir = local_dir;
+        Ok(store)
     }
 
     /// A store over an existing backend (tests compose `object_store` wrappers this way).
@@ -101,6 +115,117 @@ impl Store {
             inner,
             prefix: Path::from(name.as_str()),
             url: url.to_string(),
+            local_dir: None,
+        }
+    }
+
+    /// Creates the directory of a local store (what only the archiver does); nothing to do
+    /// for other stores.
+    pub async fn create_root(&self) -> Result<(), StoreError> {
+        let Some(dir) = self.local_dir.clone() else {
+            return Ok(());
+        };
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| StoreError::Config {
+                url: self.url.clone(),
+                reason: format!("cannot create {}: {e}", dir.display()),
+            })
+    }
+
+    /// The error for a local store whose directory is gone (or never existed).
+    async fn check_root(&self) -> Result<(), StoreError> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(());
+        };
+        match tokio::fs::metadata(dir).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NoArchive {
+                path: dir.display().to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether an object exists (one HEAD request).
+    pub async fn exists(&self, name: &ObjectName) -> Result<bool, StoreError> {
+        match self.inner.head(&self.path(name)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.backend_err("head", &name.to_string(), e)),
+        }
+    }
+
+    /// The snapshots of one generation, from a listing of that generation alone.
+    pub async fn generation_snapshots(
+        &self,
+        generation: GenerationId,
+    ) -> Result<Vec<ObjectName>, StoreError> {
+        if let Err(e) = self.check_root().await {
+            return match e {
+                StoreError::NoArchive { .. } => Ok(Vec::new()),
+                e => Err(e),
+            };
+        }
+        let prefix = Path::from(format!("{}/{}", self.prefix, generation));
+        let strip = format!("{}/", self.prefix);
+        let mut found = Vec::new();
+        let mut list = self.inner.list(Some(&prefix));
+        while let Some(m) = list.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(self.backend_err("list", prefix.as_ref(), e)),
+            };
+            let loc = m.location.as_ref();
+            if let Ok(name) = loc
+                .strip_prefix(&strip)
+                .unwrap_or(loc)
+                .parse::<ObjectName>()
+            {
+                if name.kind == ObjectKind::Snapshot && name.generation == generation {
+                    found.push(name);
+                }
+            }
+        }
+        found.sort_by_key(|n| (n.sort_key(), n.first_ms));
+        Ok(found)
+    }
+
+    /// Removes what killed snapshot uploads left in a local store: staging files named
+    /// `<object>#<n>`, which no listing shows and nothing else removes. Returns how many files
+    /// and bytes went. Only the archiver calls this, when it starts (an archive has one
+    /// archiver).
+    pub async fn remove_staging_files(&self) -> Result<(u64, u64), StoreError> {
+        let Some(dir) = self.local_dir.clone() else {
+            return Ok((0, 0));
+        };
+        let root = dir.join(self.prefix.as_ref());
+        let url = self.url.clone();
+        tokio::task::spawn_blocking(move || remove_staging_under(&root, None))
+            .await
+            .map_err(|e| StoreError::Config {
+                url: url.clone(),
+                reason: format!("removing staging files: {e}"),
+            })?
+            .map_err(|e| StoreError::Config {
+                url,
+                reason: format!("removing staging files: {e}"),
+            })
+    }
+
+    /// Removes the staging files of one object of a local store (an aborted upload).
+    async fn remove_staging_of(&self, name: &ObjectName) {
+        let Some(dir) = self.local_dir.clone() else {
+            return;
+        };
+        let gen_dir = dir
+            .join(self.prefix.as_ref())
+            .join(name.generation.to_string());
+        let name = *name;
+        let r =
+            tokio::task::spawn_blocking(move || remove_staging_under(&gen_dir, Some(name))).await;
+        if let Ok(Err(e)) = r {
+            tracing::warn!(object = %name, error = %e, "removing the staging file of an aborted snapshot upload failed");
         }
     }
 
@@ -131,6 +256,7 @@ impl Store {
 
     /// Lists the archive. Never relies on the backend's order: sorts by offset.
     pub async fn list(&self) -> Result<Listing, StoreError> {
+        self.check_root().await?;
         let metas: Vec<_> = self
             .inner
             .list(Some(&self.prefix))
@@ -269,6 +395,7 @@ impl Store {
         })?;
         Ok(SnapshotUpload {
             store: self.clone(),
+            name: *name,
             object: name.to_string(),
             writer,
             encoder,
@@ -285,6 +412,7 @@ impl Store {
 /// visible to a reader until [`finish`](SnapshotUpload::finish) completes the upload.
 pub struct SnapshotUpload {
     store: Store,
+    name: ObjectName,
     object: String,
     writer: WriteMultipart,
     /// Frames of [`crate::archive::frames::FRAME_RAW`] raw bytes, so that readers can decompress
@@ -357,10 +485,11 @@ impl SnapshotUpload {
         self.stored += t.len() as u64;
         let object = self.object.clone();
         let store = self.store.clone();
-        self.writer
-            .finish()
-            .await
-            .map_err(|e| store.backend_err("put", &object, e))?;
+        if let Err(e) = self.writer.finish().await {
+            // A failed completion can leave the staging file of a local store behind.
+            store.remove_staging_of(&self.name).await;
+            return Err(store.backend_err("put", &object, e));
+        }
         Ok(SnapshotDone {
             raw_len: self.raw_len,
             stored: self.stored,
@@ -368,11 +497,12 @@ impl SnapshotUpload {
         })
     }
 
-    /// Abandons the upload; nothing becomes visible.
+    /// Abandons the upload; nothing becomes visible, and a local store keeps no staging file.
     pub async fn abort(self) {
         if let Err(e) = self.writer.abort().await {
             tracing::warn!(object = %self.object, error = %e, "aborting a snapshot upload failed; the backend may keep its parts until its own cleanup");
         }
+        self.store.remove_staging_of(&self.name).await;
     }
 }
 
@@ -386,13 +516,16 @@ fn request_retries() -> object_store::RetryConfig {
     }
 }
 
-fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+/// The backend for `url`, and the directory when it is a local store.
+fn open_backend(
+    url: &str,
+) -> Result<(Arc<dyn ObjectStore>, Option<std::path::PathBuf>), StoreError> {
     let cfg = |reason: String| StoreError::Config {
         url: url.to_string(),
         reason,
     };
     if url == "memory://" || url == "memory:" {
-        return Ok(Arc::new(object_store::memory::InMemory::new()));
+        return Ok((Arc::new(object_store::memory::InMemory::new()), None));
     }
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (s, r),
@@ -422,12 +555,28 @@ fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
             if dir.is_empty() {
                 return Err(cfg("empty path".into()));
             }
-            std::fs::create_dir_all(&dir).map_err(|e| cfg(format!("cannot create {dir}: {e}")))?;
-            let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                .map_err(|e| cfg(e.to_string()))?
-                .with_automatic_cleanup(true)
-                .with_fsync(true);
-            Ok(Arc::new(fs))
+            let path = std::path::absolute(&dir).map_err(|e| cfg(format!("{dir}: {e}")))?;
+            let fs: Arc<dyn ObjectStore> = if path.is_dir() {
+                Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(&path)
+                        .map_err(|e| cfg(e.to_string()))?
+                        .with_automatic_cleanup(true)
+                        .with_fsync(true),
+                )
+            } else if path.exists() {
+                return Err(cfg(format!("{} is not a directory", path.display())));
+            } else {
+                // Not created here (readers must not create it): rooted at `/` under the
+                // directory's path, so that the archiver's first write creates it. No cleanup
+                // of empty directories, which could climb above the store.
+                let prefix = Path::from_absolute_path(&path)
+                    .map_err(|e| cfg(format!("{}: {e}", path.display())))?;
+                Arc::new(object_store::prefix::PrefixStore::new(
+                    object_store::local::LocalFileSystem::new().with_fsync(true),
+                    prefix,
+                ))
+            };
+            Ok((fs, Some(path)))
         }
         "s3" | "s3a" => {
             let (bucket, prefix) = split_bucket(rest)?;
@@ -436,7 +585,7 @@ fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(|e| cfg(e.to_string()))?;
-            Ok(with_prefix(Arc::new(s3), prefix))
+            Ok((with_prefix(Arc::new(s3), prefix), None))
         }
         "gs" => {
             let (bucket, prefix) = split_bucket(rest)?;
@@ -445,7 +594,7 @@ fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(|e| cfg(e.to_string()))?;
-            Ok(with_prefix(Arc::new(gcs), prefix))
+            Ok((with_prefix(Arc::new(gcs), prefix), None))
         }
         "az" | "azure" | "abfs" => {
             let (container, prefix) = split_bucket(rest)?;
@@ -454,7 +603,7 @@ fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
                 .with_container_name(container)
                 .build()
                 .map_err(|e| cfg(e.to_string()))?;
-            Ok(with_prefix(Arc::new(az), prefix))
+            Ok((with_prefix(Arc::new(az), prefix), None))
         }
         other => Err(cfg(format!(
             "unknown scheme {other:?} (use a path, file://, s3://, gs://, az:// or memory://)"
@@ -462,8 +611,59 @@ fn open_backend(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     }
 }
 
-/// Listed objects for tests: a segment of generation `g` over offsets `start..end`, written
-/// between `t0` and `t1` ms, and a snapshot at `off`, `t`; replid `r` * 40.
+/// Removes staging files (`<object name>#<digits>`) under `dir`, an archive's directory or one
+/// of its generations', recursively; only those of `only` when given. Files and bytes removed.
+fn remove_staging_under(
+    dir: &std::path::Path,
+    only: Option<ObjectName>,
+) -> std::io::Result<(u64, u64)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let (mut files, mut bytes) = (0, 0);
+    for entry in entries {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            if only.is_none() {
+                let (f, b) = remove_staging_under(&entry.path(), None)?;
+                files += f;
+                bytes += b;
+            }
+            continue;
+        }
+        let file_name = entry.file_name();
+        let Some((base, n)) = file_name.to_str().and_then(|f| f.split_once('#')) else {
+            continue;
+        };
+        if n.is_empty() || !n.bytes().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        // Only staging files of this archive's own objects.
+        let Some(generation) = dir.file_name().and_then(|g| g.to_str()) else {
+            continue;
+        };
+        let Ok(name) = format!("{generation}/{base}").parse::<ObjectName>() else {
+            continue;
+        };
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => {
+                tracing::info!(file = %entry.path().display(), bytes = meta.len(), "removed the staging file of an unfinished snapshot upload");
+                files += 1;
+                bytes += meta.len();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((files, bytes))
+}
+
 /// Pieces in which a local file's stream is read: one blocking task each.
 const FILE_PIECE: usize = 4 << 20;
 
@@ -512,6 +712,8 @@ fn file_stream(
     .boxed()
 }
 
+/// Listed objects for tests: a segment of generation `g` over offsets `start..end`, written
+/// between `t0` and `t1` ms, and a snapshot at `off`, `t`; replid `r` * 40.
 #[cfg(test)]
 pub(crate) mod test_listing {
     use super::Listed;
@@ -535,7 +737,7 @@ pub(crate) mod test_listing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::names::{test_replid, GenerationId};
+    use crate::archive::names::test_replid;
 
     fn name(start: u64, end: u64) -> ObjectName {
         ObjectName::segment(GenerationId(1), (start, end), (1, 2), test_replid('a'))
@@ -590,6 +792,79 @@ mod tests {
         let pieces: Vec<Bytes> = stream.try_collect().await.unwrap();
         assert_eq!(pieces.len(), 3);
         assert_eq!(pieces.concat(), data);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readers_of_a_missing_directory_do_not_create_it() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("nothing-here");
+        let n: ArchiveName = "a".parse().unwrap();
+        let store = Store::open(&dir.to_string_lossy(), &n).unwrap();
+        let e = store.list().await.unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        assert!(e.to_string().contains("no archive at"), "{e}");
+        assert!(e.to_string().contains("nothing-here"), "{e}");
+        assert!(store
+            .generation_snapshots(GenerationId(1))
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(!store.exists(&name(0, 10)).await.unwrap());
+        assert!(!dir.exists(), "a reader created {}", dir.display());
+        // The archiver creates it; then it is an empty archive.
+        store.create_root().await.unwrap();
+        assert!(dir.is_dir());
+        assert!(store.list().await.unwrap().objects.is_empty());
+        // Removed under a running archiver: its next write creates it again, through a store
+        // opened while it did not exist.
+        std::fs::remove_dir_all(&dir).unwrap();
+        store
+            .put_new(&name(0, 10), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(store.list().await.unwrap().objects.len(), 1);
+        // A file where the directory should be is a usage error.
+        let file = parent.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let e = Store::open(&file.to_string_lossy(), &n).unwrap_err();
+        assert!(matches!(e, StoreError::Config { .. }), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn staging_files_of_unfinished_snapshot_uploads_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().to_string_lossy().into_owned();
+        let store = Store::open(&url, &"a".parse().unwrap()).unwrap();
+        let snap = ObjectName::snapshot(GenerationId(1), 0, 5, test_replid('a'));
+        let h = SnapshotHeader {
+            generation: GenerationId(1),
+            offset: 0,
+            time_ms: 5,
+            replid: test_replid('a'),
+        };
+        let staging = |n: u32| dir.path().join("a").join(format!("{}#{n}", snap));
+        // An aborted upload leaves nothing.
+        let mut up = store.snapshot_upload(&snap, &h).await.unwrap();
+        up.write(&[7u8; 1000]).await.unwrap();
+        assert!(staging(1).exists(), "no staging file where expected");
+        up.abort().await;
+        assert!(!staging(1).exists());
+        // What a killed upload leaves (the process died: no abort, no drop) is removed at the
+        // archiver's next start; other files are left alone.
+        let other = dir.path().join("a").join("0000000001").join("notes#1");
+        std::fs::create_dir_all(staging(1).parent().unwrap()).unwrap();
+        std::fs::write(staging(1), vec![1u8; 5000]).unwrap();
+        std::fs::write(staging(2), vec![1u8; 3000]).unwrap();
+        std::fs::write(&other, b"x").unwrap();
+        store
+            .put_new(&name(0, 10), Bytes::from_static(b"y"))
+            .await
+            .unwrap();
+        assert_eq!(store.remove_staging_files().await.unwrap(), (2, 8000));
+        assert!(!staging(1).exists() && !staging(2).exists());
+        assert!(other.exists());
+        assert_eq!(store.list().await.unwrap().objects.len(), 1);
+        assert_eq!(store.remove_staging_files().await.unwrap(), (0, 0));
     }
 
     #[test]

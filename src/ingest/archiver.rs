@@ -73,58 +73,255 @@ pub fn now_ms() -> u64 {
 
 /// Finds where an archive left off: the position after its newest object, and the id the next
 /// generation takes.
+///
+/// Only the newest generation is resumed, and only when it is one intact chain from its
+/// snapshot as far as is cheap to tell: the listing shows one snapshot, first, and no hole or
+/// overlap after it; the snapshot's header agrees with its name; and the newest object was read
+/// and checked (a segment whole, a snapshot's header and trailer). Otherwise the position is
+/// `None` and a full sync starts a new generation, with a loud log naming what is wrong (the
+/// objects are left for `pitr verify` to report). Also creates a local store's directory and
+/// removes staging files that killed snapshot uploads left behind.
 pub async fn resume_point(store: &Store) -> Result<(Option<Position>, GenerationId), ArchiveError> {
+    store.create_root().await?;
+    match store.remove_staging_files().await {
+        Ok((0, _)) => {}
+        Ok((files, bytes)) => info!(
+            files,
+            bytes, "removed the staging files of snapshot uploads that never finished"
+        ),
+        Err(e) => {
+            warn!(error = %e, "could not remove the staging files of unfinished snapshot uploads")
+        }
+    }
     let listing = store.list().await?;
     let catalog = Catalog::from_listing(&listing);
-    let next = catalog.next_generation_id();
-    let Some(last) = catalog.last_generation().and_then(|g| g.last_object()) else {
+    let next = catalog
+        .next_generation_id()
+        .map_err(|e| ArchiveError::Archive(e.to_string()))?;
+    let Some(g) = catalog.last_generation() else {
         return Ok((None, next));
     };
-    let name = last.name;
-    let corrupt = |source| StoreError::Corrupt {
-        object: name.to_string(),
-        source,
-    };
-    let pos = match name.kind {
-        ObjectKind::Segment => {
-            let bytes = store.get(&name).await?;
-            let seg = format::decode_segment(&bytes).map_err(corrupt)?;
-            Position {
-                generation: name.generation,
-                replid: seg.header.replid,
-                offset: seg.header.end,
-                db: seg.header.db_end,
-                chain: seg.checksum,
-            }
+    match resumable(store, g).await? {
+        Ok(pos) => Ok((Some(pos), next)),
+        Err(why) => {
+            tracing::error!(
+                generation = %g.id, problem = %why, next_generation = %next,
+                "not resuming: the newest generation cannot be continued safely; starting a new generation with a full sync (run pitr verify to see what is wrong)"
+            );
+            Ok((None, next))
         }
-        ObjectKind::Snapshot => {
-            if last.size < format::TRAILER_LEN as u64 {
-                return Err(corrupt(format::FormatError {
-                    at: 0,
-                    what: "shorter than a trailer".into(),
-                })
-                .into());
-            }
-            let t = store
-                .get_range(&name, last.size - format::TRAILER_LEN as u64..last.size)
-                .await?;
-            if &t[24..32] != format::TRAILER_MAGIC {
-                return Err(corrupt(format::FormatError {
-                    at: last.size - 8,
-                    what: "no trailer magic".into(),
-                })
-                .into());
-            }
-            Position {
+    }
+}
+
+/// Whether generation `g` can be continued, and from where; `Err` says why not. Store errors
+/// other than a missing object are errors.
+async fn resumable(
+    store: &Store,
+    g: &crate::archive::catalog::Generation,
+) -> Result<Result<Position, String>, StoreError> {
+    if let Some(p) = g.problems.first() {
+        return Ok(Err(p.to_string()));
+    }
+    let Some(base) = g.base() else {
+        return Ok(Err(format!(
+            "generation {} has no snapshot (its base is gone)",
+            g.id
+        )));
+    };
+    if let Some(h) = g.holes.first() {
+        return Ok(Err(format!(
+            "generation {} is missing offsets {}..{}",
+            g.id, h.from_offset, h.to_offset
+        )));
+    }
+    let Some(last) = g.last_object() else {
+        return Ok(Err(format!("generation {} is empty", g.id)));
+    };
+    let checked = async {
+        let chain = check_snapshot_ends(store, base).await?;
+        let name = last.name;
+        let corrupt = |what: String| -> Result<Result<Position, String>, StoreError> {
+            Ok(Err(format!("object {name} is corrupt: {what}")))
+        };
+        if name.kind == ObjectKind::Snapshot {
+            return Ok(chain.map(|chain| Position {
                 generation: name.generation,
                 replid: name.replid,
                 offset: name.start,
                 db: 0,
-                chain: u64::from_le_bytes(t[16..24].try_into().expect("8 bytes")),
-            }
+                chain,
+            }));
         }
+        if let Err(why) = chain {
+            return Ok(Err(why));
+        }
+        let bytes = store.get(&name).await?;
+        let decoded = tokio::task::spawn_blocking(move || format::decode_segment(&bytes)).await;
+        let seg = match decoded {
+            Ok(Ok(seg)) => seg,
+            Ok(Err(e)) => return corrupt(e.to_string()),
+            Err(e) => return corrupt(format!("decoding failed: {e}")),
+        };
+        let h = &seg.header;
+        if h.generation != name.generation
+            || h.start != name.start
+            || h.end != name.end
+            || h.first_ms != name.first_ms
+            || h.last_ms != name.last_ms
+            || h.replid != name.replid
+        {
+            return corrupt("its header disagrees with its name".into());
+        }
+        Ok(Ok(Position {
+            generation: name.generation,
+            replid: h.replid,
+            offset: h.end,
+            db: h.db_end,
+            chain: seg.checksum,
+        }))
     };
-    Ok((Some(pos), next))
+    match checked.await {
+        Err(e) if e.is_not_found() => Ok(Err(format!("an object went missing: {e}"))),
+        r => r,
+    }
+}
+
+/// Reads a snapshot's preamble, header and trailer (not its body) and checks them against its
+/// name. Returns its checksum, or what is wrong.
+async fn check_snapshot_ends(
+    store: &Store,
+    snap: &crate::archive::store::Listed,
+) -> Result<Result<u64, String>, StoreError> {
+    let name = snap.name;
+    let corrupt = |what: String| -> Result<Result<u64, String>, StoreError> {
+        Ok(Err(format!("snapshot {name} is corrupt: {what}")))
+    };
+    let head_len = (format::PREAMBLE_LEN as u64 + 64).min(snap.size);
+    if snap.size < head_len + format::TRAILER_LEN as u64 {
+        return corrupt(format!("only {} bytes", snap.size));
+    }
+    let head = store.get_range(&name, 0..head_len).await?;
+    let header = match format::parse_preamble(&head) {
+        Ok(Some((format::Kind::Snapshot, r))) if r.end <= head.len() => {
+            SnapshotHeader::decode(&head[r.clone()], r.start).map_err(|e| e.to_string())
+        }
+        Ok(Some((format::Kind::Snapshot, _))) => Err("header longer than expected".into()),
+        Ok(Some(_)) => Err("a segment where a snapshot was expected".into()),
+        Ok(None) => Err("preamble cut short".into()),
+        Err(e) => Err(e.to_string()),
+    };
+    match header {
+        Ok(h)
+            if h.generation == name.generation
+                && h.offset == name.start
+                && h.time_ms == name.first_ms
+                && h.replid == name.replid => {}
+        Ok(_) => return corrupt("its header disagrees with its name".into()),
+        Err(what) => return corrupt(what),
+    }
+    let t = store
+        .get_range(&name, snap.size - format::TRAILER_LEN as u64..snap.size)
+        .await?;
+    if t.len() != format::TRAILER_LEN || &t[24..32] != format::TRAILER_MAGIC {
+        return corrupt("no trailer magic at its end".into());
+    }
+    let mut checksum = [0u8; 8];
+    checksum.copy_from_slice(&t[16..24]);
+    Ok(Ok(u64::from_le_bytes(checksum)))
+}
+
+/// How often, at the least, the archiver checks that the base snapshot of the generation it
+/// writes is still in the store.
+pub const BASE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Whether the base snapshot of `generation` is in the store: one HEAD of `known` (its name)
+/// when given, otherwise a listing of the generation. Returns the snapshot's name, or `None`
+/// when it is gone. Cheap enough to call every few seconds (lease renewal may call it too).
+pub async fn check_base(
+    store: &Store,
+    generation: GenerationId,
+    known: Option<ObjectName>,
+) -> Result<Option<ObjectName>, StoreError> {
+    match known {
+        Some(name) if name.generation == generation => {
+            Ok(store.exists(&name).await?.then_some(name))
+        }
+        _ => Ok(store
+            .generation_snapshots(generation)
+            .await?
+            .into_iter()
+            .next()),
+    }
+}
+
+/// Guards the durable point against a lost base: the point the archiver ACKs moves only after
+/// the base snapshot of its generation was seen in the store (by [`check_base`]), after the
+/// segmenter published it. Checks after each published point and at least every
+/// [`BASE_CHECK_INTERVAL`]. Returns the guarded point and a watch that names a generation whose
+/// base is gone (once per generation).
+fn guard_base(
+    store: Store,
+    mut durable: watch::Receiver<Durable>,
+) -> (
+    watch::Receiver<Durable>,
+    watch::Receiver<Option<GenerationId>>,
+) {
+    let (guarded_tx, guarded) = watch::channel(*durable.borrow());
+    let (lost_tx, lost) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut base: Option<ObjectName> = None;
+        let mut failing = false;
+        let mut tick = tokio::time::interval(BASE_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = durable.changed() => if r.is_err() { return },
+                _ = tick.tick() => {}
+                _ = guarded_tx.closed() => return,
+            }
+            let d = *durable.borrow_and_update();
+            if d.generation == GenerationId::default() {
+                continue;
+            }
+            match check_base(&store, d.generation, base).await {
+                Ok(Some(name)) => {
+                    base = Some(name);
+                    failing = false;
+                    guarded_tx.send_if_modified(|g| std::mem::replace(g, d) != d);
+                }
+                Ok(None) => {
+                    base = None;
+                    if *lost_tx.borrow() != Some(d.generation) {
+                        tracing::error!(
+                            generation = %d.generation, offset = d.offset, store = %store.url(),
+                            "the base snapshot of the generation is gone from the store: nothing written since can be restored; not acknowledging it, starting a new generation with a full sync"
+                        );
+                        lost_tx.send_replace(Some(d.generation));
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        warn!(generation = %d.generation, error = %e, "cannot check the base snapshot of the generation; acknowledging nothing newer until it can be checked");
+                    }
+                    failing = true;
+                }
+            }
+            tick.reset();
+        }
+    });
+    (guarded, lost)
+}
+
+/// Resolves when `lost` names a generation (the one being written) whose base is gone.
+async fn base_lost(lost: &mut watch::Receiver<Option<GenerationId>>) -> GenerationId {
+    loop {
+        if lost.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if let Some(g) = *lost.borrow_and_update() {
+            return g;
+        }
+    }
 }
 
 /// A shutdown request: a watch that turns true.
@@ -178,6 +375,7 @@ impl Archiver {
                 segment_max_bytes: cfg.segment_max_bytes,
             },
         );
+        let (durable, mut lost) = guard_base(cfg.store.clone(), durable);
         let mut seg_task = tokio::spawn(segmenter.run());
         if let Some(p) = pos {
             let _ = tx.send(Msg::Start(p));
@@ -199,6 +397,11 @@ impl Archiver {
             let started = Instant::now();
             let outcome = tokio::select! {
                 r = me.session(&mut shutdown) => r,
+                g = base_lost(&mut lost) => {
+                    // Never continue a generation without a base: a full sync starts the next.
+                    me.pos = None;
+                    Err(StoreError::BaseLost { generation: g.to_string() }.into())
+                }
                 r = &mut seg_task => {
                     break match r {
                         Ok(Ok(())) => Err(ArchiveError::Archive("the segmenter stopped".into())),
@@ -263,7 +466,9 @@ impl Archiver {
                 let chain = self
                     .snapshot(&mut conn, generation, replid, offset, time_ms, shutdown)
                     .await?;
-                self.next_generation = generation.next();
+                self.next_generation = generation
+                    .next()
+                    .map_err(|e| ArchiveError::Archive(e.to_string()))?;
                 let p = Position {
                     generation,
                     replid,
@@ -615,6 +820,155 @@ impl RdbCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::maintain::verify::test_objects::{segment, snapshot};
+    use object_store::ObjectStoreExt;
+
+    fn memory() -> Store {
+        Store::open("memory://", &"a".parse().unwrap()).unwrap()
+    }
+
+    async fn put_raw(store: &Store, name: &str, bytes: &'static [u8]) {
+        let name: ObjectName = name.parse().unwrap();
+        store
+            .put_new(&name, bytes::Bytes::from_static(bytes))
+            .await
+            .unwrap();
+    }
+
+    const REPLID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn resume_continues_only_a_checked_chain() {
+        let store = memory();
+        assert_eq!(resume_point(&store).await.unwrap(), (None, GenerationId(1)));
+        let (_, c) = snapshot(&store, 1, 0, 1000).await;
+        let (p, _) = resume_point(&store).await.unwrap();
+        assert_eq!(p.map(|p| (p.offset, p.chain)), Some((0, c)));
+        let (_, c) = segment(&store, 1, 0, 2, 1100, c).await;
+        let (p, next) = resume_point(&store).await.unwrap();
+        let p = p.unwrap();
+        assert_eq!((p.generation, p.offset, p.chain), (GenerationId(1), 28, c));
+        assert_eq!(next, GenerationId(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_corrupt_newest_segment_starts_a_new_generation() {
+        let store = memory();
+        let (_, c) = snapshot(&store, 1, 0, 1000).await;
+        let (_, c) = segment(&store, 1, 0, 1, 1100, c).await;
+        let (name, _) = segment(&store, 1, 14, 1, 1200, c).await;
+        let mut bytes = store.get(&name).await.unwrap().to_vec();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x55;
+        store
+            .backend()
+            .put(&store.path(&name), bytes::Bytes::from(bytes).into())
+            .await
+            .unwrap();
+        // Not an error: no resume from it, a new generation after it.
+        assert_eq!(resume_point(&store).await.unwrap(), (None, GenerationId(2)));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_generation_without_its_base_is_not_resumed() {
+        let store = memory();
+        let (snap, c) = snapshot(&store, 1, 0, 1000).await;
+        segment(&store, 1, 0, 1, 1100, c).await;
+        store.backend().delete(&store.path(&snap)).await.unwrap();
+        assert_eq!(resume_point(&store).await.unwrap(), (None, GenerationId(2)));
+        // A fork (two snapshots) is not resumed either.
+        let store = memory();
+        let (_, c) = snapshot(&store, 1, 0, 1000).await;
+        snapshot(&store, 1, 0, 1001).await;
+        segment(&store, 1, 0, 1, 1100, c).await;
+        assert_eq!(resume_point(&store).await.unwrap(), (None, GenerationId(2)));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stray_objects_are_never_resumed_from_by_name() {
+        // A good generation 1, and garbage named like a snapshot of generation 7.
+        let store = memory();
+        let (_, c) = snapshot(&store, 1, 0, 1000).await;
+        segment(&store, 1, 0, 1, 1100, c).await;
+        let garbage: &[u8] = b"not an archive object at all, but long enough to hold a trailer";
+        put_raw(
+            &store,
+            &format!("0000000007/00000000000000000000-00000000000000000000-0000000001000-0000000001000-{REPLID}.snapshot"),
+            garbage,
+        )
+        .await;
+        assert_eq!(resume_point(&store).await.unwrap(), (None, GenerationId(8)));
+        // A segment copied under another generation's name: its header disagrees.
+        let store = memory();
+        let (_, c) = snapshot(&store, 1, 0, 1000).await;
+        let (seg, _) = segment(&store, 1, 0, 1, 1100, c).await;
+        let bytes = store.get(&seg).await.unwrap();
+        let mut copy = seg;
+        copy.generation = GenerationId(1);
+        copy.start = 14;
+        copy.end = 28;
+        store.put_new(&copy, bytes).await.unwrap();
+        assert_eq!(resume_point(&store).await.unwrap(), (None, GenerationId(2)));
+        // The last generation id a name can hold: no generation can follow it, and that is a
+        // clear error rather than objects every reader takes for foreign ones.
+        let store = memory();
+        put_raw(
+            &store,
+            &format!("9999999999/00000000000000000000-00000000000000000000-0000000001000-0000000001000-{REPLID}.snapshot"),
+            garbage,
+        )
+        .await;
+        let e = resume_point(&store).await.unwrap_err().to_string();
+        assert!(e.contains("9999999999") && e.contains("last id"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_durable_point_waits_for_the_base_and_a_lost_base_is_reported() {
+        let store = memory();
+        let (snap, c) = snapshot(&store, 1, 0, 1000).await;
+        let (_, c) = segment(&store, 1, 0, 1, 1100, c).await;
+        let (tx, rx) = watch::channel(Durable::default());
+        let (mut guarded, mut lost) = guard_base(store.clone(), rx);
+        let d1 = Durable {
+            generation: GenerationId(1),
+            offset: 14,
+        };
+        tx.send_replace(d1);
+        let wait = Duration::from_secs(60);
+        tokio::time::timeout(wait, guarded.wait_for(|d| *d == d1))
+            .await
+            .expect("the guarded point follows while the base exists")
+            .unwrap();
+        // The store is emptied; the archiver writes on.
+        store.backend().delete(&store.path(&snap)).await.unwrap();
+        segment(&store, 1, 14, 1, 1200, c).await;
+        tx.send_replace(Durable {
+            generation: GenerationId(1),
+            offset: 28,
+        });
+        let g = tokio::time::timeout(wait, base_lost(&mut lost))
+            .await
+            .expect("the lost base is reported");
+        assert_eq!(g, GenerationId(1));
+        assert_eq!(*guarded.borrow_and_update(), d1, "offset 28 has no base");
+        assert_eq!(
+            check_base(&store, GenerationId(1), Some(snap))
+                .await
+                .unwrap(),
+            None
+        );
+        // A new generation with a base moves the point again.
+        snapshot(&store, 2, 28, 2000).await;
+        let d2 = Durable {
+            generation: GenerationId(2),
+            offset: 28,
+        };
+        tx.send_replace(d2);
+        tokio::time::timeout(wait, guarded.wait_for(|d| *d == d2))
+            .await
+            .expect("the new generation's point is passed on")
+            .unwrap();
+    }
 
     fn rdb(body: &[u8]) -> Vec<u8> {
         let mut v = b"REDIS0011".to_vec();

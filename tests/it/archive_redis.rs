@@ -314,3 +314,281 @@ fn wait_returns_once_the_write_is_in_the_store() {
     assert!(ls["generations"][0]["last_offset"].as_u64().unwrap() >= before - 14);
     a.verify();
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The files of the archive whose names end with `suffix`, sorted by name.
+fn archived(a: &Archive, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = files_under(std::path::Path::new(a.store()))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    v.sort();
+    v
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// `GET key` on a restored server.
+fn get(con: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(con).unwrap()
+}
+
+#[test]
+fn two_archivers_on_one_archive_fork_it_and_verify_names_the_fork() {
+    // A slow BGSAVE, so that the second archiver joins the first one's: both get the same
+    // replication id and offset, and both write a snapshot of generation 1 at that offset.
+    let r = RedisServer::start(&[("repl-diskless-sync", "no"), ("rdb-key-save-delay", "2000")]);
+    r.cmd(&["DEBUG", "POPULATE", "1000"]);
+    let a = Archive::local();
+    let p1 = archiver(&a, &plain_url(&r), &[]);
+    wait_until_msg(
+        Duration::from_secs(30),
+        "the first archiver to attach",
+        || r.info("replication").contains_key("slave0"),
+    );
+    let p2 = archiver(&a, &plain_url(&r), &[]);
+    p1.wait_for_log("snapshot durable", Duration::from_secs(60));
+    p2.wait_for_log("snapshot durable", Duration::from_secs(60));
+    // Both snapshots are durable; what follows (two chains of segments, or a conflict that
+    // stops one archiver) does not matter here.
+    p1.kill9();
+    p2.kill9();
+    let snaps = archived(&a, ".snapshot");
+    assert!(snaps.len() >= 2, "{snaps:?}");
+    assert!(
+        snaps.iter().all(|s| s.parent() == snaps[0].parent()),
+        "not one generation: {snaps:?}"
+    );
+
+    let out = run_pitr(&["verify", "--store", a.store()], &[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(!text.contains("archive is sound"), "{text}");
+    assert!(text.contains("fork"), "{text}");
+    for s in &snaps {
+        assert!(
+            text.contains(&file_name(s)),
+            "{} not named:\n{text}",
+            s.display()
+        );
+    }
+    // `ls` shows it too.
+    let ls = a.ls();
+    let problems = ls["generations"][0]["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["what"].as_str().unwrap().contains("fork")),
+        "{ls:#}"
+    );
+}
+
+#[test]
+fn a_store_removed_under_the_archiver_is_noticed_and_nothing_unrestorable_is_acked() {
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let a = Archive::local();
+    let p = archiver(&a, &plain_url(&r), &[]);
+    wait_online(&r, Duration::from_secs(30));
+    let mut con = r.client();
+    exec(&mut con, &["SET", "before", "1"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    std::fs::remove_dir_all(a.store()).unwrap();
+    exec(&mut con, &["SET", "after", "2"]);
+    // The write may be acknowledged only once it is restorable: in a new generation, whose
+    // snapshot is in the store before the acknowledgement.
+    let acked = wait_archived(&mut con, 20000);
+    let snaps = archived(&a, ".snapshot");
+    assert_eq!(acked, 1, "never acknowledged again\n{}", p.log_tail(40));
+    assert!(
+        !snaps.is_empty(),
+        "WAIT returned 1 for a write no restore can reach (no snapshot in the store)\n{}",
+        p.log_tail(40)
+    );
+    p.assert_running();
+    exec(&mut con, &["SET", "later", "3"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&a, &r);
+    p.stop_gracefully(Duration::from_secs(30));
+    let ls = a.ls();
+    let last = ls["generations"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["snapshots"].as_array().unwrap().len(), 1, "{ls:#}");
+    assert!(last["problems"].as_array().unwrap().is_empty(), "{ls:#}");
+    let (target, _) = a.restore_into_new_server("latest", &[]);
+    let mut t = target.client();
+    assert_eq!(get(&mut t, "before").as_deref(), Some("1"));
+    assert_eq!(get(&mut t, "after").as_deref(), Some("2"));
+    assert_eq!(get(&mut t, "later").as_deref(), Some("3"));
+}
+
+#[test]
+fn a_generation_that_lost_its_snapshot_is_not_resumed_after_a_restart() {
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let a = Archive::local();
+    let p = archiver(&a, &plain_url(&r), &[]);
+    wait_online(&r, Duration::from_secs(30));
+    let mut con = r.client();
+    exec(&mut con, &["SET", "before", "1"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&a, &r);
+    p.kill9();
+    // What an archiver that wrote on after its store was emptied left: segments, no base.
+    for s in archived(&a, ".snapshot") {
+        std::fs::remove_file(s).unwrap();
+    }
+    let p2 = archiver(&a, &plain_url(&r), &[]);
+    p2.wait_for_log("not resuming", Duration::from_secs(30));
+    wait_online(&r, Duration::from_secs(30));
+    exec(&mut con, &["SET", "after", "2"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&a, &r);
+    p2.stop_gracefully(Duration::from_secs(30));
+    let ls = a.ls();
+    let gens = ls["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 2, "{ls:#}");
+    assert_eq!(gens[1]["snapshots"].as_array().unwrap().len(), 1, "{ls:#}");
+    let (target, _) = a.restore_into_new_server("latest", &[]);
+    let mut t = target.client();
+    assert_eq!(get(&mut t, "before").as_deref(), Some("1"));
+    assert_eq!(get(&mut t, "after").as_deref(), Some("2"));
+}
+
+#[test]
+fn staging_files_of_killed_full_syncs_are_removed_at_the_next_start() {
+    let r = RedisServer::start(&[
+        ("repl-diskless-sync", "yes"),
+        ("repl-diskless-sync-delay", "0"),
+        ("rdbcompression", "no"),
+    ]);
+    // About 40 MB of RDB: the full sync takes long enough to be killed in the middle.
+    r.cmd(&["DEBUG", "POPULATE", "300000", "key", "120"]);
+    let a = Archive::local();
+    let p = archiver(&a, &plain_url(&r), &[]);
+    wait_until_msg(
+        Duration::from_secs(60),
+        "a snapshot upload to begin",
+        || !archived(&a, ".snapshot#1").is_empty(),
+    );
+    p.kill9();
+    let left = archived(&a, ".snapshot#1");
+    assert!(!left.is_empty(), "the killed upload left no staging file");
+    let p2 = archiver(&a, &plain_url(&r), &[]);
+    p2.wait_for_log("snapshot durable", Duration::from_secs(120));
+    for f in &left {
+        assert!(!f.exists(), "{} was left behind", f.display());
+    }
+    let staging: Vec<_> = files_under(std::path::Path::new(a.store()))
+        .into_iter()
+        .filter(|f| file_name(f).contains('#'))
+        .collect();
+    assert!(staging.is_empty(), "{staging:?}");
+    p2.stop_gracefully(Duration::from_secs(30));
+}
+
+#[test]
+fn a_corrupt_newest_segment_starts_a_new_generation_and_verify_names_it() {
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let a = Archive::local();
+    a.archive_while(&r, |con| exec(con, &["SET", "before", "1"]));
+    let newest = archived(&a, ".segment").pop().expect("a segment");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&newest, &bytes).unwrap();
+    let name = file_name(&newest);
+
+    let p = archiver(&a, &plain_url(&r), &[]);
+    // Not an exit: a loud log naming the object, and a new generation with a full sync.
+    p.wait_for_log("not resuming", Duration::from_secs(30));
+    p.assert_running();
+    assert!(p.stderr().contains(&name), "{}", p.log_tail(40));
+    wait_online(&r, Duration::from_secs(30));
+    let mut con = r.client();
+    exec(&mut con, &["SET", "after", "2"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&a, &r);
+    p.stop_gracefully(Duration::from_secs(30));
+    assert_eq!(a.ls()["generations"].as_array().unwrap().len(), 2);
+    // The corrupt object is left for verify to report.
+    let out = run_pitr(&["verify", "--store", a.store()], &[]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&name));
+    let (target, _) = a.restore_into_new_server("latest", &[]);
+    let mut t = target.client();
+    assert_eq!(get(&mut t, "before").as_deref(), Some("1"));
+    assert_eq!(get(&mut t, "after").as_deref(), Some("2"));
+}
+
+#[test]
+fn stray_objects_are_not_resumed_and_the_last_generation_id_is_a_clear_error() {
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let a = Archive::local();
+    a.archive_while(&r, |con| exec(con, &["SET", "before", "1"]));
+    let snap = archived(&a, ".snapshot").pop().unwrap();
+    let stem = file_name(&snap);
+    let archive_dir = snap.parent().unwrap().parent().unwrap().to_path_buf();
+    // Garbage named like a snapshot of a later generation: never resumed from by name.
+    let stray = archive_dir.join("0000000005").join(&stem);
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, vec![0x42u8; 4096]).unwrap();
+    let p = archiver(&a, &plain_url(&r), &[]);
+    p.wait_for_log("not resuming", Duration::from_secs(30));
+    wait_online(&r, Duration::from_secs(30));
+    let mut con = r.client();
+    exec(&mut con, &["SET", "after", "2"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&a, &r);
+    p.stop_gracefully(Duration::from_secs(30));
+    let ls = a.ls();
+    let last = ls["generations"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["id"], "0000000006", "{ls:#}");
+    let (target, _) = a.restore_into_new_server("latest", &[]);
+    assert_eq!(get(&mut target.client(), "after").as_deref(), Some("2"));
+
+    // Generation 9999999999: nothing can follow it. A clear error, and nothing written
+    // under an id that does not fit the names.
+    let stray = archive_dir.join("9999999999").join(&stem);
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, vec![0x42u8; 4096]).unwrap();
+    let p = archiver(&a, &plain_url(&r), &[]);
+    let st = p
+        .wait_timeout(Duration::from_secs(30))
+        .expect("the archiver refuses to start");
+    assert!(!st.success());
+    let log = p.log();
+    assert!(
+        log.contains("9999999999") && log.contains("last id"),
+        "{log}"
+    );
+    assert!(!archive_dir.join("10000000000").exists());
+}

@@ -253,3 +253,43 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn readers_of_a_missing_store_path_do_not_create_it() {
+    let dir = temp_dir("pitr-missing");
+    let store = dir.path().join("no-archive-here");
+    let path = store.to_string_lossy().into_owned();
+    for (args, code) in [
+        (vec!["ls"], Some(3)),
+        (vec!["ls", "--json"], Some(3)),
+        (vec!["verify"], Some(3)),
+        // The exit code of a store error inside a restore is the command line's business.
+        (vec!["restore", "--to", "latest", "--dry-run"], None),
+    ] {
+        let mut all = args.clone();
+        all.extend_from_slice(&["--store", &path]);
+        let out = run_pitr(&all, &[]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        match code {
+            Some(c) => assert_eq!(out.status.code(), Some(c), "{args:?}: {err}"),
+            None => assert!(!out.status.success(), "{args:?}: {err}"),
+        }
+        assert!(err.contains("no archive at"), "{args:?}: {err}");
+        assert!(err.contains("no-archive-here"), "{args:?}: {err}");
+        assert!(!store.exists(), "pitr {args:?} created {path}");
+    }
+    let file_url = format!("file://{path}");
+    let out = run_pitr(&["ls", "--store", &file_url], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(!store.exists());
+    // Only the archiver creates it.
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let p = PitrProcess::spawn(
+        &["archive", "--source", &plain_url(&r), "--store", &path],
+        &[],
+    );
+    p.wait_for_log("snapshot durable", Duration::from_secs(60));
+    p.stop_gracefully(Duration::from_secs(30));
+    assert!(store.is_dir());
+    run_pitr_ok(&["verify", "--store", &path], &[]);
+}
