@@ -6,14 +6,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use bytes::Buf;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::archive::catalog::Catalog;
 use crate::archive::format::{self, SnapshotHeader};
 use crate::archive::names::{GenerationId, ObjectKind, ObjectName};
-use crate::archive::store::{Store, StoreError};
+use crate::archive::store::{SnapshotUpload, Store, StoreError};
 use crate::ingest::link::{eof_step, Connection, EofStep, LinkError, Payload, Psync};
 use crate::ingest::segment::{
     Chunk, Durable, Msg, Position, SegmentError, Segmenter, SegmenterConfig,
@@ -31,7 +32,7 @@ pub struct ArchiveConfig {
     /// The port sent with `REPLCONF listening-port` (0: nothing listens, so neither Sentinel
     /// nor `FAILOVER` can pick the archiver as a master).
     pub announce_port: u16,
-    /// How long a read may wait for data before the link is considered dead.
+    /// How long the link may go without receiving a byte before it is considered dead.
     pub read_timeout: Duration,
 }
 
@@ -51,6 +52,23 @@ pub enum ArchiveError {
     Archive(String),
     #[error("{addr} answered +CONTINUE to a request for a full sync")]
     UnexpectedContinue { addr: String },
+    /// The store failed while the RDB streamed into it. The bytes already received are gone
+    /// (they are never held), so this snapshot cannot be completed.
+    #[error("the snapshot upload of {object} failed after {received} bytes of the RDB had arrived: {source}")]
+    SnapshotUpload {
+        object: String,
+        received: u64,
+        #[source]
+        source: StoreError,
+    },
+    /// A single command that does not fit the memory budget.
+    #[error("a command of at least {bytes} bytes at offset {offset} from {addr} is larger than --max-buffer ({max_buffer} bytes)")]
+    CommandTooLarge {
+        addr: String,
+        offset: u64,
+        bytes: u64,
+        max_buffer: usize,
+    },
 }
 
 impl ArchiveError {
@@ -345,6 +363,24 @@ enum SessionEnd {
     Shutdown,
 }
 
+/// The longest wait between two attempts to reach the master (or the store).
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Delays between attempts to reach the master: 100 ms doubling to at most 5 s, each with a
+/// random jitter of up to its own length, so that archivers cut off together do not retry in
+/// step. Started anew whenever a session is established, so a link that drops now and then
+/// always gets a fast first retry (a slow one lets the master's backlog overrun, which turns a
+/// partial resync into a full one).
+fn retry_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(MAX_RETRY_DELAY)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// The archiver role.
 pub struct Archiver {
     cfg: ArchiveConfig,
@@ -354,6 +390,12 @@ pub struct Archiver {
     tx: mpsc::UnboundedSender<Msg>,
     durable: watch::Receiver<Durable>,
     budget: Arc<Semaphore>,
+    /// Set when the current session got as far as a stream (a `+CONTINUE`, or a snapshot made
+    /// durable): the reconnect backoff starts again from its shortest delay.
+    established: bool,
+    /// The next session asks for a full sync even though the archive could be continued: the
+    /// stream held a command the archiver refused to hold in memory.
+    force_full_sync: bool,
 }
 
 impl Archiver {
@@ -388,13 +430,17 @@ impl Archiver {
             tx,
             durable,
             budget,
+            established: false,
+            force_full_sync: false,
         };
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = retry_backoff();
+        // Whether `seg_task` has been awaited to its end already (a task is awaited once).
+        let mut segmenter_ended = false;
         let result = loop {
             if shutdown.requested() {
                 break Ok(());
             }
-            let started = Instant::now();
+            me.established = false;
             let outcome = tokio::select! {
                 r = me.session(&mut shutdown) => r,
                 g = base_lost(&mut lost) => {
@@ -403,6 +449,7 @@ impl Archiver {
                     Err(StoreError::BaseLost { generation: g.to_string() }.into())
                 }
                 r = &mut seg_task => {
+                    segmenter_ended = true;
                     break match r {
                         Ok(Ok(())) => Err(ArchiveError::Archive("the segmenter stopped".into())),
                         Ok(Err(e)) => Err(e.into()),
@@ -414,18 +461,27 @@ impl Archiver {
                 Ok(SessionEnd::Shutdown) => break Ok(()),
                 Err(e) if e.is_fatal() => break Err(e),
                 Err(e) => {
-                    if started.elapsed() > Duration::from_secs(30) {
-                        backoff = Duration::from_millis(200);
+                    if me.established {
+                        backoff = retry_backoff();
                     }
-                    warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "link to the master lost; reconnecting");
+                    let delay = backoff.next().unwrap_or(MAX_RETRY_DELAY);
+                    let retry_in_ms = delay.as_millis() as u64;
+                    let store_failed = log_session_error(&e, retry_in_ms);
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.wait() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    if store_failed {
+                        // No new full sync (a fork on the master) while the store is down.
+                        wait_for_store(&me.cfg.store, &mut backoff, &mut shutdown).await;
+                    }
                 }
             }
         };
+        if segmenter_ended {
+            // The segmenter is gone and `result` says why; nothing is left to flush.
+            return result;
+        }
         // Flush what was received. A session that ended by shutdown has done this already;
         // doing it again is cheap.
         let (reply, done) = oneshot::channel();
@@ -445,16 +501,33 @@ impl Archiver {
     /// fails or shutdown is requested.
     async fn session(&mut self, shutdown: &mut Shutdown) -> Result<SessionEnd, ArchiveError> {
         let source = self.cfg.source.clone();
-        let mut conn = Connection::connect(&source, Duration::from_secs(10)).await?;
-        conn.read_timeout = self.cfg.read_timeout;
-        conn.handshake(&source, self.cfg.announce_port).await?;
-        let resume = self.pos.map(|p| (p.replid, p.offset));
-        let reply = conn.psync(resume).await?;
+        let read_timeout = self.cfg.read_timeout;
+        let announce_port = self.cfg.announce_port;
+        let resume = match self.force_full_sync {
+            true => None,
+            false => self.pos.map(|p| (p.replid, p.offset)),
+        };
+        let attach = async {
+            let mut conn = Connection::connect(&source, Duration::from_secs(10)).await?;
+            conn.read_timeout = read_timeout;
+            conn.handshake(&source, announce_port).await?;
+            let reply = conn.psync(resume).await?;
+            Ok::<_, LinkError>((conn, reply))
+        };
+        let (mut conn, reply) = tokio::select! {
+            r = attach => r?,
+            _ = shutdown.wait() => return Ok(SessionEnd::Shutdown),
+        };
         let mut floor = None;
         match reply {
             Psync::FullResync { replid, offset } => {
                 let generation = self.next_generation;
                 match self.pos {
+                    Some(p) if self.force_full_sync => warn!(
+                        previous_generation = %p.generation, previous_offset = p.offset,
+                        %generation, %replid, offset,
+                        "full sync after the refused command: new generation; the archive has a gap"
+                    ),
                     Some(p) => warn!(
                         previous_generation = %p.generation, previous_offset = p.offset,
                         %generation, %replid, offset,
@@ -463,12 +536,17 @@ impl Archiver {
                     None => info!(%generation, %replid, offset, "full sync: new generation"),
                 }
                 let time_ms = now_ms();
-                let chain = self
+                let Some(chain) = self
                     .snapshot(&mut conn, generation, replid, offset, time_ms, shutdown)
-                    .await?;
+                    .await?
+                else {
+                    return Ok(SessionEnd::Shutdown);
+                };
                 self.next_generation = generation
                     .next()
                     .map_err(|e| ArchiveError::Archive(e.to_string()))?;
+                self.force_full_sync = false;
+                self.established = true;
                 let p = Position {
                     generation,
                     replid,
@@ -482,11 +560,12 @@ impl Archiver {
                 conn.ack(offset).await?;
             }
             Psync::Continue { replid } => {
-                let Some(p) = self.pos.as_mut() else {
+                let Some(p) = self.pos.as_mut().filter(|_| resume.is_some()) else {
                     return Err(ArchiveError::UnexpectedContinue {
                         addr: conn.addr().to_string(),
                     });
                 };
+                self.established = true;
                 if let Some(id) = replid.filter(|id| *id != p.replid) {
                     info!(generation = %p.generation, old = %p.replid, new = %id, offset = p.offset,
                         "partial resync under a new replication id (failover): same generation");
@@ -500,7 +579,9 @@ impl Archiver {
         self.stream(&mut conn, floor, shutdown).await
     }
 
-    /// Receives the full-sync payload into a snapshot object. Returns its checksum.
+    /// Receives the full-sync payload into a snapshot object. Returns its checksum, or `None`
+    /// when shutdown was requested before it was complete (the upload is then aborted: nothing
+    /// of it is visible).
     async fn snapshot(
         &mut self,
         conn: &mut Connection,
@@ -509,8 +590,18 @@ impl Archiver {
         offset: u64,
         time_ms: u64,
         shutdown: &mut Shutdown,
-    ) -> Result<u64, ArchiveError> {
-        let payload = conn.payload_header().await?;
+    ) -> Result<Option<u64>, ArchiveError> {
+        let abandoned = |received: u64| {
+            info!(%generation, offset, received,
+                "shutdown during the full sync: snapshot abandoned (its upload aborted, nothing of it stored)");
+        };
+        let payload = tokio::select! {
+            r = conn.payload_header() => r?,
+            _ = shutdown.wait() => {
+                abandoned(0);
+                return Ok(None);
+            }
+        };
         let name = ObjectName::snapshot(generation, offset, time_ms, replid);
         let header = SnapshotHeader {
             generation,
@@ -519,10 +610,24 @@ impl Archiver {
             replid,
         };
         let started = Instant::now();
-        let mut upload = self.cfg.store.snapshot_upload(&name, &header).await?;
+        let Some(mut upload) = start_snapshot_upload(
+            &self.cfg.store,
+            &name,
+            &header,
+            self.cfg.read_timeout,
+            shutdown,
+        )
+        .await?
+        else {
+            abandoned(0);
+            return Ok(None);
+        };
+        // The payload waited in the socket while the upload started.
+        conn.restart_read_clock();
         let mut check = RdbCheck::default();
         let addr = conn.addr().to_string();
-        let received: Result<(), ArchiveError> = async {
+        // `Ok(false)`: shutdown was requested before the payload was complete.
+        let received: Result<bool, ArchiveError> = async {
             match payload {
                 Payload::Len(len) => {
                     let mut left = len;
@@ -530,13 +635,16 @@ impl Archiver {
                         if conn.buffer().is_empty() {
                             tokio::select! {
                                 r = conn.read_more("receiving the snapshot") => { r?; }
-                                _ = shutdown.wait() => return Err(ArchiveError::Archive("shutdown during the full sync".into())),
+                                _ = shutdown.wait() => return Ok(false),
                             }
                         }
                         let take = (conn.buffer().len() as u64).min(left) as usize;
                         let piece = conn.buffer().split_to(take);
                         check.update(&piece);
-                        upload.write(&piece).await?;
+                        if !put_piece(&mut upload, &name, &piece, shutdown).await? {
+                            return Ok(false);
+                        }
+                        conn.restart_read_clock();
                         left -= take as u64;
                     }
                 }
@@ -545,7 +653,9 @@ impl Archiver {
                         EofStep::Done(n) => {
                             let piece = conn.buffer().split_to(n);
                             check.update(&piece);
-                            upload.write(&piece).await?;
+                            if !put_piece(&mut upload, &name, &piece, shutdown).await? {
+                                return Ok(false);
+                            }
                             conn.buffer().advance(40);
                             break;
                         }
@@ -553,27 +663,42 @@ impl Archiver {
                             if n > 0 {
                                 let piece = conn.buffer().split_to(n);
                                 check.update(&piece);
-                                upload.write(&piece).await?;
+                                if !put_piece(&mut upload, &name, &piece, shutdown).await? {
+                                    return Ok(false);
+                                }
+                                conn.restart_read_clock();
                             }
                             tokio::select! {
                                 r = conn.read_more("receiving the snapshot") => { r?; }
-                                _ = shutdown.wait() => return Err(ArchiveError::Archive("shutdown during the full sync".into())),
+                                _ = shutdown.wait() => return Ok(false),
                             }
                         }
                     }
                 },
             }
-            check.finish().map_err(|what| ArchiveError::BadSnapshot {
-                addr: addr.clone(),
-                what,
-            })
+            check
+                .finish()
+                .map(|()| true)
+                .map_err(|what| ArchiveError::BadSnapshot {
+                    addr: addr.clone(),
+                    what,
+                })
         }
         .await;
-        if let Err(e) = received {
-            upload.abort().await;
-            return Err(e);
+        match received {
+            Ok(true) => {}
+            Ok(false) => {
+                let n = upload.raw_len();
+                upload.abort().await;
+                abandoned(n);
+                return Ok(None);
+            }
+            Err(e) => {
+                upload.abort().await;
+                return Err(e);
+            }
         }
-        let done = upload.finish().await?;
+        let done = finish_snapshot(upload, &name).await?;
         let secs = started.elapsed().as_secs_f64();
         info!(
             %generation, object = %name, bytes = done.raw_len, stored = done.stored,
@@ -581,7 +706,7 @@ impl Archiver {
             mb_per_s = format!("{:.1}", done.raw_len as f64 / 1e6 / secs.max(1e-6)),
             "snapshot durable"
         );
-        Ok(done.checksum)
+        Ok(Some(done.checksum))
     }
 
     /// The stream: read, frame whole commands, stamp them, hand them to the segmenter within
@@ -654,6 +779,8 @@ impl Archiver {
                     let mut c = pending.take().expect("guarded");
                     c.permit = Some(permit.expect("the budget is never closed"));
                     let _ = self.tx.send(Msg::Chunk(c));
+                    // Not reading while the chunk waited for budget is not silence of the master.
+                    conn.restart_read_clock();
                 }
                 r = conn.read_more("streaming"), if pending.is_none() => {
                     if let Err(e) = r {
@@ -677,6 +804,18 @@ impl Archiver {
                     if let Some(e) = error {
                         break Err(e.into());
                     }
+                    // A command that alone exceeds the budget would have to be held whole in
+                    // the read buffer: refuse it as soon as its size is known.
+                    let need = scanner.pending_len();
+                    if need > self.cfg.max_buffer as u64 {
+                        self.force_full_sync = true;
+                        break Err(ArchiveError::CommandTooLarge {
+                            addr: conn.addr().to_string(),
+                            offset: pos.offset,
+                            bytes: need,
+                            max_buffer: self.cfg.max_buffer,
+                        });
+                    }
                 }
             }
         };
@@ -687,6 +826,129 @@ impl Archiver {
         }
         result
     }
+}
+
+/// Logs why a session ended and that the archiver reconnects. Returns whether the store
+/// failed (then the archiver waits for it before asking the master for anything).
+fn log_session_error(e: &ArchiveError, retry_in_ms: u64) -> bool {
+    let error = e.to_string();
+    match e {
+        ArchiveError::SnapshotUpload {
+            object, received, ..
+        } => {
+            warn!(%error, %object, received, retry_in_ms,
+                "store error during the full sync: the snapshot cannot be completed, because the RDB bytes received so far are not kept and the master sends them only once; its upload is abandoned (nothing of it is visible) and a new full sync follows once the store answers");
+            true
+        }
+        ArchiveError::Store(_) => {
+            warn!(%error, retry_in_ms, "store error; reconnecting to the master once the store answers");
+            true
+        }
+        ArchiveError::CommandTooLarge { .. } => {
+            error!(%error, retry_in_ms,
+                "refusing the command: holding it would exceed the memory bound; the archive has a gap from here and a new generation starts with a full sync (raise --max-buffer above the largest command to archive such commands)");
+            false
+        }
+        _ => {
+            warn!(%error, retry_in_ms, "link to the master lost; reconnecting");
+            false
+        }
+    }
+}
+
+/// Waits until the store answers a listing (or shutdown is requested), with backoff.
+async fn wait_for_store(store: &Store, backoff: &mut ExponentialBackoff, shutdown: &mut Shutdown) {
+    loop {
+        if shutdown.requested() {
+            return;
+        }
+        let Err(e) = store.list().await else {
+            return;
+        };
+        let delay = backoff.next().unwrap_or(MAX_RETRY_DELAY);
+        warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
+            "the store does not answer; waiting for it before asking the master for a full sync");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait() => {}
+        }
+    }
+}
+
+/// Starts the upload of a snapshot, retrying store errors with backoff for up to `patience`:
+/// meanwhile the payload waits in the socket, so nothing is lost. A name that is taken is a
+/// conflict, returned at once. `Ok(None)`: shutdown was requested.
+async fn start_snapshot_upload(
+    store: &Store,
+    name: &ObjectName,
+    header: &SnapshotHeader,
+    patience: Duration,
+    shutdown: &mut Shutdown,
+) -> Result<Option<SnapshotUpload>, ArchiveError> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = retry_backoff();
+    let mut attempts = 0u32;
+    loop {
+        match store.snapshot_upload(name, header).await {
+            Ok(upload) => {
+                if attempts > 0 {
+                    info!(object = %name, attempts = attempts + 1, "snapshot upload started after retries");
+                }
+                return Ok(Some(upload));
+            }
+            Err(e @ StoreError::Conflict { .. }) => return Err(e.into()),
+            Err(e) => {
+                attempts += 1;
+                let delay = backoff.next().unwrap_or(MAX_RETRY_DELAY);
+                if started.elapsed() + delay > patience {
+                    warn!(object = %name, attempts, error = %e,
+                        "store error starting the snapshot upload; giving up on this full sync");
+                    return Err(e.into());
+                }
+                warn!(object = %name, attempt = attempts, retry_in_ms = delay.as_millis() as u64, error = %e,
+                    "store error starting the snapshot upload; the payload waits on the link, retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.wait() => return Ok(None),
+                }
+            }
+        }
+    }
+}
+
+/// Writes one piece of the RDB into the snapshot's upload. `Ok(false)`: shutdown was requested
+/// while the store held the piece back (backpressure).
+async fn put_piece(
+    upload: &mut SnapshotUpload,
+    name: &ObjectName,
+    piece: &[u8],
+    shutdown: &mut Shutdown,
+) -> Result<bool, ArchiveError> {
+    let received = upload.raw_len() + piece.len() as u64;
+    tokio::select! {
+        r = upload.write(piece) => r.map(|()| true).map_err(|source| ArchiveError::SnapshotUpload {
+            object: name.to_string(),
+            received,
+            source,
+        }),
+        _ = shutdown.wait() => Ok(false),
+    }
+}
+
+/// Completes the snapshot's upload: the object becomes visible, whole.
+async fn finish_snapshot(
+    upload: SnapshotUpload,
+    name: &ObjectName,
+) -> Result<crate::archive::store::SnapshotDone, ArchiveError> {
+    let received = upload.raw_len();
+    upload
+        .finish()
+        .await
+        .map_err(|source| ArchiveError::SnapshotUpload {
+            object: name.to_string(),
+            received,
+            source,
+        })
 }
 
 /// Takes the whole commands at the front of the link's buffer as one chunk, stamped now, and
@@ -968,6 +1230,263 @@ mod tests {
             .await
             .expect("the new generation's point is passed on")
             .unwrap();
+    }
+
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+    };
+
+    /// A store that fails on demand: the next `fail_starts` multipart uploads fail to start, and
+    /// while `fail_parts` is set every part fails.
+    #[derive(Debug, Default)]
+    struct Faulty {
+        inner: InMemory,
+        fail_starts: AtomicUsize,
+        starts: AtomicUsize,
+        fail_parts: Arc<AtomicBool>,
+    }
+
+    fn injected() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "faulty",
+            source: "injected failure".into(),
+        }
+    }
+
+    impl std::fmt::Display for Faulty {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Faulty({})", self.inner)
+        }
+    }
+
+    #[derive(Debug)]
+    struct FaultyUpload {
+        inner: Box<dyn MultipartUpload>,
+        fail_parts: Arc<AtomicBool>,
+    }
+
+    #[async_trait::async_trait]
+    impl MultipartUpload for FaultyUpload {
+        fn put_part(&mut self, data: PutPayload) -> UploadPart {
+            if self.fail_parts.load(Ordering::SeqCst) {
+                return Box::pin(async { Err(injected()) });
+            }
+            self.inner.put_part(data)
+        }
+        async fn complete(&mut self) -> object_store::Result<PutResult> {
+            self.inner.complete().await
+        }
+        async fn abort(&mut self) -> object_store::Result<()> {
+            self.inner.abort().await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Faulty {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.starts.fetch_add(1, Ordering::SeqCst);
+            let fail = self
+                .fail_starts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if fail {
+                return Err(injected());
+            }
+            let inner = self.inner.put_multipart_opts(location, opts).await?;
+            Ok(Box::new(FaultyUpload {
+                inner,
+                fail_parts: self.fail_parts.clone(),
+            }))
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn faulty_store() -> (Store, Arc<Faulty>) {
+        let faulty = Arc::new(Faulty::default());
+        let store = Store::with_backend(faulty.clone(), "memory://", &"a".parse().unwrap());
+        (store, faulty)
+    }
+
+    fn snapshot_name() -> (ObjectName, SnapshotHeader) {
+        let replid = crate::archive::names::test_replid('a');
+        let generation = GenerationId(1);
+        (
+            ObjectName::snapshot(generation, 100, 42, replid),
+            SnapshotHeader {
+                generation,
+                offset: 100,
+                time_ms: 42,
+                replid,
+            },
+        )
+    }
+
+    fn no_shutdown() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// A store error when a snapshot's upload starts is retried with backoff (the payload
+    /// waits on the link): the snapshot is stored, no new full sync is needed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_upload_start_is_retried_on_store_errors() {
+        let (store, faulty) = faulty_store();
+        faulty.fail_starts.store(3, Ordering::SeqCst);
+        let (name, header) = snapshot_name();
+        let (_keep, mut shutdown) = no_shutdown();
+        let mut upload = start_snapshot_upload(
+            &store,
+            &name,
+            &header,
+            Duration::from_secs(60),
+            &mut shutdown,
+        )
+        .await
+        .expect("retried until the store answers")
+        .expect("no shutdown");
+        assert_eq!(faulty.starts.load(Ordering::SeqCst), 4);
+        let rdb = b"REDIS0011\xff\0\0\0\0\0\0\0\0";
+        assert!(put_piece(&mut upload, &name, rdb, &mut shutdown)
+            .await
+            .unwrap());
+        finish_snapshot(upload, &name).await.unwrap();
+        let listing = store.list().await.unwrap();
+        assert_eq!(listing.objects.len(), 1);
+        assert_eq!(listing.objects[0].name, name);
+    }
+
+    /// A store that keeps failing longer than the link can wait gives a store error (not a
+    /// link error), naming the object.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_upload_start_gives_up_with_a_store_error() {
+        let (store, faulty) = faulty_store();
+        faulty.fail_starts.store(usize::MAX, Ordering::SeqCst);
+        let (name, header) = snapshot_name();
+        let (_keep, mut shutdown) = no_shutdown();
+        let r = start_snapshot_upload(
+            &store,
+            &name,
+            &header,
+            Duration::from_millis(500),
+            &mut shutdown,
+        )
+        .await;
+        match r {
+            Err(ArchiveError::Store(e)) => {
+                assert!(e.to_string().contains(&name.to_string()), "{e}")
+            }
+            Err(e) => panic!("expected a store error, got {e}"),
+            Ok(_) => panic!("expected a store error"),
+        }
+        assert!(faulty.starts.load(Ordering::SeqCst) >= 2, "not retried");
+    }
+
+    /// A part that fails once RDB bytes have gone into it cannot be sent again (the bytes are
+    /// not kept): the error is a store error of the snapshot, naming the object and how much
+    /// had arrived, and nothing becomes visible.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_snapshot_part_is_a_store_error_and_leaves_nothing() {
+        let (store, faulty) = faulty_store();
+        faulty.fail_parts.store(true, Ordering::SeqCst);
+        let (name, header) = snapshot_name();
+        let (_keep, mut shutdown) = no_shutdown();
+        let mut upload = start_snapshot_upload(
+            &store,
+            &name,
+            &header,
+            Duration::from_secs(5),
+            &mut shutdown,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        // Incompressible bytes, more than a part.
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let piece: Vec<u8> = (0..(1 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut written = 0u64;
+        let mut failed = None;
+        for _ in 0..12 {
+            match put_piece(&mut upload, &name, &piece, &mut shutdown).await {
+                Ok(true) => written += piece.len() as u64,
+                Ok(false) => unreachable!("no shutdown"),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = match failed {
+            Some(e) => e,
+            None => finish_snapshot(upload, &name).await.unwrap_err(),
+        };
+        match &e {
+            ArchiveError::SnapshotUpload {
+                object, received, ..
+            } => {
+                assert_eq!(object, &name.to_string());
+                assert!(*received >= written && *received > 0, "{e}");
+            }
+            other => panic!("expected a snapshot store error, got {other}"),
+        }
+        assert!(!e.is_fatal());
+        assert!(store.list().await.unwrap().objects.is_empty());
     }
 
     fn rdb(body: &[u8]) -> Vec<u8> {

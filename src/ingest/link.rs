@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -113,7 +115,12 @@ pub struct Connection {
     buf: BytesMut,
     addr: String,
     /// Reads that get nothing for this long fail (the master PINGs every 10 s by default).
+    /// Measured from the last byte received (or [`restart_read_clock`](Self::restart_read_clock)),
+    /// not from the start of each read: a read that is given up and started again (a `select!`
+    /// with other work) does not restart it.
     pub read_timeout: Duration,
+    /// When the last byte arrived, or when the caller last started waiting for one again.
+    last_data: Instant,
 }
 
 impl Connection {
@@ -137,6 +144,7 @@ impl Connection {
             buf: BytesMut::with_capacity(READ_CHUNK),
             addr,
             read_timeout: Duration::from_secs(60),
+            last_data: Instant::now(),
         })
     }
 
@@ -156,10 +164,18 @@ impl Connection {
         }
     }
 
-    /// Reads more bytes into the buffer. Returns how many; fails on EOF or timeout.
+    /// Starts the read timeout again from now: for a caller that has not been reading for a
+    /// while on purpose (backpressure from the store), so that time does not count as silence.
+    pub fn restart_read_clock(&mut self) {
+        self.last_data = Instant::now();
+    }
+
+    /// Reads more bytes into the buffer. Returns how many; fails on EOF, or when nothing has
+    /// arrived for `read_timeout` since the last byte.
     pub async fn read_more(&mut self, during: &'static str) -> Result<usize, LinkError> {
         self.buf.reserve(READ_CHUNK);
-        let n = tokio::time::timeout(self.read_timeout, self.stream.read_buf(&mut self.buf))
+        let deadline = self.last_data + self.read_timeout;
+        let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
             .await
             .map_err(|_| LinkError::Timeout {
                 addr: self.addr.clone(),
@@ -173,6 +189,7 @@ impl Connection {
                 during,
             });
         }
+        self.last_data = Instant::now();
         Ok(n)
     }
 
@@ -476,5 +493,30 @@ mod tests {
         assert_eq!(s.addr(), "[::1]:6379");
         let e = Source::parse("rediss://u:secret@h:1", None).unwrap_err();
         assert!(!e.contains("secret"), "{e}");
+    }
+
+    /// A read that a `select!` gives up and starts again (the archiver's ACK tick every second)
+    /// must not restart the read timeout: it counts from the last byte received.
+    #[tokio::test(start_paused = true)]
+    async fn read_timeout_counts_from_the_last_byte_not_from_each_read() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let source = Source::parse(&format!("redis://127.0.0.1:{port}"), None).unwrap();
+        let mut conn = Connection::connect(&source, Duration::from_secs(5))
+            .await
+            .unwrap();
+        // The peer is accepted and stays silent.
+        let (_peer, _) = listener.accept().await.unwrap();
+        conn.read_timeout = Duration::from_secs(5);
+        let mut restarts = 0;
+        let err = loop {
+            tokio::select! {
+                r = conn.read_more("streaming") => break r.unwrap_err(),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => restarts += 1,
+            }
+            assert!(restarts < 30, "the read timeout never fired");
+        };
+        assert!(matches!(err, LinkError::Timeout { secs: 5, .. }), "{err}");
+        assert!(restarts >= 4, "timed out after {restarts} ticks");
     }
 }

@@ -133,7 +133,8 @@ pub struct Segmenter {
 /// The uploader's end, held by a running segmenter.
 struct Uploads {
     tx: mpsc::Sender<Up>,
-    task: JoinHandle<Result<(), SegmentError>>,
+    /// The uploader task; taken (and awaited) once, by whoever first needs its result.
+    task: Option<JoinHandle<Result<(), SegmentError>>>,
 }
 
 impl Uploads {
@@ -141,10 +142,13 @@ impl Uploads {
         if self.tx.send(up).await.is_ok() {
             return Ok(());
         }
-        // The uploader stopped: it failed; report why.
-        match (&mut self.task).await {
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(())) | Err(_) => Err(SegmentError::UploaderGone),
+        // The uploader stopped: it failed; report why (once: a task is awaited only once).
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) | Err(_) => Err(SegmentError::UploaderGone),
+            },
+            None => Err(SegmentError::UploaderGone),
         }
     }
 }
@@ -178,11 +182,19 @@ impl Segmenter {
     pub async fn run(mut self) -> Result<(), SegmentError> {
         let (tx, rx) = mpsc::channel(1);
         let task = tokio::spawn(upload_loop(self.store.clone(), rx, self.durable.clone()));
-        let mut up = Uploads { tx, task };
+        let mut up = Uploads {
+            tx,
+            task: Some(task),
+        };
         let r = self.run_with(&mut up).await;
         let Uploads { tx, task } = up;
+        // Closing the channel lets the uploader finish what is queued and end.
         drop(tx);
-        let uploaded = task.await.unwrap_or(Err(SegmentError::UploaderGone));
+        let uploaded = match task {
+            Some(task) => task.await.unwrap_or(Err(SegmentError::UploaderGone)),
+            // Joined already by a failed send: its error is `r`.
+            None => Ok(()),
+        };
         r.and(uploaded)
     }
 
@@ -411,5 +423,69 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::names::test_replid;
+
+    fn chunk(bytes: &'static [u8], end: u64, ms: u64) -> Chunk {
+        Chunk {
+            bytes: Bytes::from_static(bytes),
+            end,
+            ms,
+            db_after: 0,
+            getack: true,
+            permit: None,
+        }
+    }
+
+    /// A segment name taken by other bytes (a second archiver on the same archive) is a
+    /// conflict the uploader cannot retry. The segmenter must return that error, not panic by
+    /// awaiting the finished uploader a second time.
+    #[tokio::test]
+    async fn upload_conflict_is_returned_not_a_join_handle_panic() {
+        let store = Store::open("memory://", &"a".parse().unwrap()).unwrap();
+        let replid = test_replid('a');
+        let cmd: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+        let len = cmd.len() as u64;
+        let taken = ObjectName::segment(GenerationId(1), (0, len), (7, 7), replid);
+        store
+            .put_new(&taken, Bytes::from_static(b"someone else's segment"))
+            .await
+            .unwrap();
+        let (segmenter, tx, _durable) = Segmenter::new(
+            store,
+            SegmenterConfig {
+                flush_interval: Duration::from_secs(60),
+                segment_max_bytes: 1 << 20,
+            },
+        );
+        tx.send(Msg::Start(Position {
+            generation: GenerationId(1),
+            replid,
+            offset: 0,
+            db: 0,
+            chain: 0,
+        }))
+        .unwrap();
+        // The chunk carries a GETACK, so it is sealed and sent to the uploader at once; the
+        // flush after it is sent to the uploader too, and finds it gone (failed).
+        tx.send(Msg::Chunk(chunk(cmd, len, 7))).unwrap();
+        let (reply, _answer) = oneshot::channel();
+        tx.send(Msg::Finish(reply)).unwrap();
+        drop(tx);
+        let task = tokio::spawn(segmenter.run());
+        let r = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the segmenter ends");
+        match r {
+            Ok(Err(SegmentError::Store(StoreError::Conflict { object }))) => {
+                assert_eq!(object, taken.to_string())
+            }
+            other => panic!("expected the conflict, got {other:?}"),
+        }
     }
 }

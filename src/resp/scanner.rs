@@ -91,6 +91,17 @@ impl CommandScanner {
         matches!(self.state, State::ArrayHeader) && self.pos == 0
     }
 
+    /// The least number of bytes, counted from the first unconsumed byte, that the command
+    /// being received needs before it is complete (0 between commands): what has been scanned
+    /// of it, plus the rest of the argument whose length is known. Lets a caller refuse a
+    /// command larger than it may hold before all of it has arrived.
+    pub fn pending_len(&self) -> u64 {
+        match self.state {
+            State::ArgData(len) => self.pos as u64 + len + 2,
+            _ => self.pos as u64,
+        }
+    }
+
     /// Scans `buf`, the bytes not yet consumed, whose first byte has replication offset `base`
     /// (0-based). On success the caller must drop `consumed` bytes from the front before the next
     /// call, and keep the rest.
@@ -290,6 +301,23 @@ mod tests {
             v.extend_from_slice(b"\r\n");
         }
         v
+    }
+
+    #[test]
+    fn pending_len_tells_the_size_of_a_command_before_it_arrives() {
+        let big = vec![b'x'; 40 << 20];
+        let whole = cmd(&[b"SET", b"k", &big]);
+        let mut sc = CommandScanner::new(0);
+        assert_eq!(sc.pending_len(), 0);
+        // Only the headers and the start of the value have arrived.
+        let head = &whole[..64];
+        let s = sc.scan(head, 0);
+        assert_eq!((s.consumed, s.error), (0, None));
+        assert_eq!(sc.pending_len(), whole.len() as u64);
+        // Complete: nothing pending.
+        let s = sc.scan(&whole, 0);
+        assert_eq!(s.consumed, whole.len());
+        assert_eq!(sc.pending_len(), 0);
     }
 
     fn sample() -> (Vec<u8>, Vec<usize>) {

@@ -592,3 +592,254 @@ fn stray_objects_are_not_resumed_and_the_last_generation_id_is_a_clear_error() {
     );
     assert!(!archive_dir.join("10000000000").exists());
 }
+
+/// Two archivers on one archive (same store, same `--name`, same master) write objects of the
+/// same names with other bytes (their chains differ): the one that finds an object taken must
+/// stop with the conflict, not with a panic that hides it.
+#[test]
+fn two_archivers_on_one_archive_end_with_the_conflict_not_a_panic() {
+    let r = RedisServer::start(&[]);
+    let a = Archive::local();
+    let p1 = archiver(&a, &plain_url(&r), &[]);
+    let p2 = archiver(&a, &plain_url(&r), &[]);
+    wait_until_msg(Duration::from_secs(60), "two online replicas", || {
+        let info = r.info("replication");
+        ["slave0", "slave1"]
+            .iter()
+            .all(|s| info.get(*s).is_some_and(|v| v.contains("state=online")))
+            || !p1.is_running()
+            || !p2.is_running()
+    });
+    // Each write is followed by WAIT, which makes both archivers seal and upload at once: the
+    // same offsets, usually the same millisecond, so the same object name.
+    let mut con = r.client();
+    for i in 0..1500 {
+        if !p1.is_running() || !p2.is_running() {
+            break;
+        }
+        exec(&mut con, &["SET", "k", &i.to_string()]);
+        let _ = wait_archived(&mut con, 200);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ended: Vec<&PitrProcess> = [&p1, &p2]
+        .into_iter()
+        .filter(|p| p.wait_timeout(Duration::from_secs(5)).is_some())
+        .collect();
+    assert!(
+        !ended.is_empty(),
+        "neither archiver met the other's objects\n{}\n{}",
+        p1.log_tail(30),
+        p2.log_tail(30)
+    );
+    for p in [&p1, &p2] {
+        assert!(!p.stderr().contains("panicked"), "{}", p.log());
+    }
+    for p in ended {
+        let st = p.try_wait().expect("ended");
+        assert!(!st.success(), "{}", p.log_tail(30));
+        assert!(
+            p.stderr().contains("already exists with other contents"),
+            "the conflict is not reported\n{}",
+            p.log_tail(30)
+        );
+    }
+}
+
+/// A master that stops answering (DEBUG SLEEP) while the archiver streams must be noticed
+/// within --read-timeout, although the archiver keeps sending ACKs every second; the archiver
+/// then reconnects and continues with a partial resync.
+#[test]
+fn read_timeout_fires_while_streaming() {
+    // The master's own PING every second keeps an idle but healthy link under the timeout.
+    let r = RedisServer::start(&[("repl-ping-replica-period", "1")]);
+    let a = Archive::local();
+    let p = a.archiver(&r, &["--flush-interval", "200ms", "--read-timeout", "3s"]);
+    wait_online(&r, Duration::from_secs(30));
+    let mut con = r.client();
+    exec(&mut con, &["SET", "before", "1"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    // Blocks the master (and this thread) for 6 s: nothing reaches the archiver.
+    exec(&mut con, &["DEBUG", "SLEEP", "6"]);
+    p.wait_for_log("no data from", Duration::from_secs(20));
+    p.wait_for_log("partial resync: continuing", Duration::from_secs(30));
+    wait_online(&r, Duration::from_secs(30));
+    exec(&mut con, &["SET", "after", "1"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&a, &r);
+    p.stop_gracefully(Duration::from_secs(30));
+    let ls = a.ls();
+    assert_eq!(ls["generations"].as_array().unwrap().len(), 1, "{ls:#}");
+    a.verify();
+}
+
+/// Repeated `CLIENT KILL TYPE replica` under steady writes, with the default 1 MB backlog:
+/// each reconnect must come fast (the backoff starts again once a session is established), so
+/// every one is a partial resync and every write is archived.
+#[test]
+fn replica_kills_under_writes_resync_partially_and_archive_every_write() {
+    let r = RedisServer::start(&[("repl-backlog-size", "1mb")]);
+    let a = Archive::local();
+    let p = archiver(&a, &plain_url(&r), &[]);
+    wait_online(&r, Duration::from_secs(30));
+    // About 400 KB of stream a second: the backlog holds 2 to 3 s of it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut wcon = r.client();
+    let s = stop.clone();
+    let value = "v".repeat(200);
+    let w = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !s.load(Ordering::Relaxed) {
+            let mut pipe = redis::pipe();
+            for _ in 0..20 {
+                pipe.cmd("SET")
+                    .arg(format!("w:{}", i % 5000))
+                    .arg(&value)
+                    .ignore();
+                i += 1;
+            }
+            pipe.query::<()>(&mut wcon)
+                .expect("the master takes the writes");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        i
+    });
+    let resyncs = |p: &PitrProcess| {
+        let log = p.stderr();
+        log.matches("partial resync").count() + log.matches("full resync").count()
+    };
+    for k in 0..8 {
+        std::thread::sleep(Duration::from_millis(300));
+        r.cmd(&["CLIENT", "KILL", "TYPE", "replica"]);
+        wait_until_msg(Duration::from_secs(60), "the archiver to reattach", || {
+            resyncs(&p) > k
+        });
+        wait_online(&r, Duration::from_secs(30));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let writes = w.join().unwrap();
+    assert!(writes > 2000, "the writer made too few writes: {writes}");
+    let mut con = r.client();
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    let g = caught_up(&a, &r);
+    p.stop_gracefully(Duration::from_secs(30));
+    let log = p.stderr();
+    assert!(!log.contains("full resync"), "{}", p.log_tail(60));
+    assert_eq!(
+        log.matches("partial resync: continuing").count(),
+        8,
+        "{}",
+        p.log_tail(60)
+    );
+    let ls = a.ls();
+    assert_eq!(ls["generations"].as_array().unwrap().len(), 1, "{ls:#}");
+    assert!(g["holes"].as_array().unwrap().is_empty(), "{ls:#}");
+    assert_eq!(g["last_offset"].as_u64().unwrap(), master_offset(&r));
+    a.verify();
+}
+
+/// SIGTERM while the snapshot streams into the store: the upload is aborted (nothing a reader
+/// would trust is left), the archiver says so and exits 0.
+#[test]
+fn sigterm_during_a_full_sync_abandons_the_snapshot_and_exits_0() {
+    let r = RedisServer::start(&[
+        ("repl-diskless-sync", "yes"),
+        ("repl-diskless-sync-delay", "0"),
+    ]);
+    r.cmd(&["DEBUG", "POPULATE", "20000", "key", "10"]);
+    // 1 ms per key: the full sync takes about 20 s.
+    r.cmd(&["CONFIG", "SET", "rdb-key-save-delay", "1000"]);
+    let a = Archive::local();
+    let p = archiver(&a, &plain_url(&r), &[]);
+    p.wait_for_log("full sync: new generation", Duration::from_secs(30));
+    // Some of the RDB has arrived and gone into the upload.
+    std::thread::sleep(Duration::from_millis(1500));
+    p.assert_running();
+    p.sigterm();
+    let st = p
+        .wait_timeout(Duration::from_secs(30))
+        .expect("the archiver exits after SIGTERM");
+    assert!(st.success(), "exit {st}\n{}", p.log_tail(40));
+    assert!(
+        p.stderr().contains("snapshot abandoned"),
+        "{}",
+        p.log_tail(40)
+    );
+    assert!(
+        !p.stderr().contains("snapshot durable"),
+        "{}",
+        p.log_tail(40)
+    );
+    let files = files_under(std::path::Path::new(a.store()));
+    assert!(files.is_empty(), "left in the store: {files:?}");
+    // An empty archive: `ls` exits 3 (not found) and lists no generation.
+    let out = run_pitr(&["ls", "--store", a.store(), "--json"], &[]);
+    let ls: Value = serde_json::from_slice(&out.stdout).expect("ls --json");
+    assert!(ls["generations"].as_array().unwrap().is_empty(), "{ls:#}");
+}
+
+/// The peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kb * 1024
+}
+
+/// A single command larger than --max-buffer (the master's replica output-buffer limit off)
+/// would have to be held whole. The archiver refuses it as soon as its size is known, says so,
+/// and starts a new generation with a full sync (whose snapshot holds the command's effect).
+/// Its peak RSS stays under 2 x --max-buffer (what the read buffer and the bytes not yet
+/// durable may hold) plus a fixed 16 MiB (runtime, zstd contexts; this test's snapshot is
+/// small, so its upload buffers are too): 32 MiB, less than the command alone.
+#[test]
+fn command_larger_than_max_buffer_is_refused_within_the_memory_bound() {
+    const MAX_BUFFER: u64 = 8 << 20;
+    const BOUND: u64 = 2 * MAX_BUFFER + (16 << 20);
+    let r = RedisServer::start(&[("client-output-buffer-limit", "replica 0 0 0")]);
+    let a = Archive::local();
+    let p = a.archiver(&r, &["--flush-interval", "200ms", "--max-buffer", "8MiB"]);
+    wait_online(&r, Duration::from_secs(30));
+    let mut con = r.client();
+    exec(&mut con, &["SET", "before", "1"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    let big = "x".repeat(40 << 20);
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query(&mut con)
+        .unwrap();
+    drop(big);
+    exec(&mut con, &["SET", "after", "1"]);
+    // Archived (once the archiver is back with its new generation).
+    wait_until_msg(
+        Duration::from_secs(120),
+        "the write after it archived",
+        || wait_archived(&mut con, 1000) == 1,
+    );
+    caught_up(&a, &r);
+    let hwm = peak_rss(p.pid());
+    eprintln!("archiver peak RSS: {} MiB", hwm >> 20);
+    assert!(
+        hwm < BOUND,
+        "peak RSS {} MiB, bound {} MiB\n{}",
+        hwm >> 20,
+        BOUND >> 20,
+        p.log_tail(30)
+    );
+    p.stop_gracefully(Duration::from_secs(30));
+    let log = p.stderr();
+    assert!(log.contains("refusing the command"), "{}", p.log_tail(30));
+    assert!(
+        log.contains("full sync after the refused command"),
+        "{}",
+        p.log_tail(30)
+    );
+    let ls = a.ls();
+    let gens = ls["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 2, "{ls:#}");
+    assert_eq!(ls["gaps"].as_array().unwrap().len(), 1, "{ls:#}");
+    a.verify();
+}
