@@ -31,10 +31,11 @@ impl fmt::Display for Target {
     }
 }
 
-/// The latest moment a time can name: jiff's latest timestamp (9999-12-30T22:00:00.999Z; the
-/// last day is kept free so that every offset has a civil time), in unix milliseconds.
+/// The latest moment a time can name, in unix milliseconds: 9999-12-30T22:00:00Z, the latest
+/// whole second jiff's timestamps hold (the last day is kept free so that every offset has a
+/// civil time).
 pub fn max_time_ms() -> u64 {
-    jiff::Timestamp::MAX.as_millisecond().unsigned_abs()
+    jiff::Timestamp::MAX.as_second().unsigned_abs() * 1000
 }
 
 /// RFC 3339 with milliseconds, UTC. Every value prints: one past [`max_time_ms`] (from a
@@ -191,6 +192,16 @@ pub enum PlanError {
         from: u64,
         to: u64,
     },
+    /// An object that starts inside what the objects before it already hold: two chains in
+    /// one generation (two archivers, say), not a missing range.
+    #[error("generation {generation}: object {object} starts at offset {start}, inside offsets the objects before it hold (up to {held}), which {target} needs: the generation holds more than one chain (run pitr verify)")]
+    Overlap {
+        target: String,
+        generation: GenerationId,
+        object: String,
+        start: u64,
+        held: u64,
+    },
 }
 
 fn points(p: &[Point]) -> String {
@@ -329,12 +340,21 @@ pub fn plan(catalog: &Catalog, target: Target) -> Result<Plan, PlanError> {
         if !needed {
             break;
         }
-        if o.name.start != expected {
+        if o.name.start > expected {
             return Err(PlanError::Hole {
                 target: label,
                 generation: g.id,
                 from: expected,
                 to: o.name.start,
+            });
+        }
+        if o.name.start < expected {
+            return Err(PlanError::Overlap {
+                target: label,
+                generation: g.id,
+                object: o.name.to_string(),
+                start: o.name.start,
+                held: expected,
             });
         }
         expected = o.name.end;
@@ -480,6 +500,36 @@ mod tests {
         ));
         // Before the hole it is fine.
         assert_eq!(plan(&c, Target::Time(1150)).unwrap().segments.len(), 1);
+        let e = plan(&c, Target::Latest).unwrap_err().to_string();
+        assert!(e.contains("missing offsets 50..60"), "{e}");
+    }
+
+    #[test]
+    fn overlapping_segments_are_not_reported_as_a_reversed_missing_range() {
+        // Two chains from offset 0: 0..50 then 0..70 (a second writer).
+        let c = Catalog::from_listing(&Listing {
+            objects: vec![
+                snap(1, 0, 1000),
+                seg(1, 0, 50, 1100, 1200),
+                seg(1, 0, 70, 1150, 1250),
+            ],
+            foreign: vec![],
+        });
+        let e = plan(&c, Target::Latest).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PlanError::Overlap {
+                    start: 0,
+                    held: 50,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = e.to_string();
+        assert!(!e.contains("missing offsets 50..0"), "{e}");
+        assert!(e.contains("more than one chain"), "{e}");
     }
 
     #[test]
@@ -583,7 +633,7 @@ mod tests {
             assert!(e.contains(bad), "the error names the value: {e}");
         }
         let latest = max_time_ms().to_string().parse::<Target>().unwrap();
-        assert_eq!(latest.to_string(), "9999-12-30T22:00:00.999Z");
+        assert_eq!(latest.to_string(), "9999-12-30T22:00:00.000Z");
         // Times from object names are not checked by the parser: they print too.
         assert!(fmt_ms(253402300800000).contains("253402300800000"));
         assert!(Target::Time(u64::MAX).to_string().contains(&u64::MAX.to_string()));

@@ -205,8 +205,9 @@ fn plan_code(e: &PlanError) -> u8 {
         | PlanError::Outside { .. }
         | PlanError::InGap { .. }
         | PlanError::NoSnapshot { .. } => EXIT_NOT_FOUND,
-        // Objects missing in the middle of a generation: the archive is damaged.
-        PlanError::Hole { .. } => EXIT_CORRUPT,
+        // Objects missing in the middle of a generation, or two chains in one: the archive
+        // is damaged.
+        PlanError::Hole { .. } | PlanError::Overlap { .. } => EXIT_CORRUPT,
     }
 }
 
@@ -391,6 +392,14 @@ mod tests {
             to: 20,
         };
         assert_eq!(code(hole), EXIT_CORRUPT);
+        let overlap = PlanError::Overlap {
+            target: "t".into(),
+            generation: GenerationId(1),
+            object: "o".into(),
+            start: 0,
+            held: 20,
+        };
+        assert_eq!(code(overlap), EXIT_CORRUPT);
     }
 
     #[test]

@@ -134,7 +134,12 @@ fn check_output_dir(dir: &Path, force: bool) -> Result<(), Usage> {
             }
             dir.to_path_buf()
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
             // The nearest existing ancestor is where the directory will be created.
             let mut a = dir;
             loop {
