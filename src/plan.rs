@@ -636,7 +636,9 @@ mod tests {
         assert_eq!(latest.to_string(), "9999-12-30T22:00:00.000Z");
         // Times from object names are not checked by the parser: they print too.
         assert!(fmt_ms(253402300800000).contains("253402300800000"));
-        assert!(Target::Time(u64::MAX).to_string().contains(&u64::MAX.to_string()));
+        assert!(Target::Time(u64::MAX)
+            .to_string()
+            .contains(&u64::MAX.to_string()));
         let p = Point {
             generation: GenerationId(1),
             offset: 0,

@@ -339,7 +339,10 @@ fn ls_and_verify_into_a_closed_pipe_exit_quietly() {
     let s = store.path().to_str().unwrap();
     let (first, code, err) = through_head(&["ls", "--store", s]);
     assert!(first.starts_with("archive \"default\" in "), "{first}");
-    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
     assert_eq!(code, 0, "{err}");
     let (first, code, err) = through_head(&["ls", "--store", s, "--json"]);
     assert_eq!(first.trim(), "{");
@@ -347,7 +350,10 @@ fn ls_and_verify_into_a_closed_pipe_exit_quietly() {
     // verify finds every (empty) object broken: its exit code says so, quietly.
     let (first, code, err) = through_head(&["verify", "--store", s]);
     assert!(first.starts_with("checked 1000 generations"), "{first}");
-    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
     assert_eq!(code, 4, "{err}");
 
     // The reader gone before pitr writes anything.
@@ -453,7 +459,10 @@ fn an_output_dir_that_is_a_file_is_a_usage_error() {
         &["--to", "latest", "--output-dir", file.to_str().unwrap()],
         2,
     );
-    assert!(err.contains("--output-dir") && err.contains("not a directory"), "{err}");
+    assert!(
+        err.contains("--output-dir") && err.contains("not a directory"),
+        "{err}"
+    );
     // Under a file.
     let under = file.join("data");
     let err = restore_fails(
@@ -520,7 +529,14 @@ fn an_unreachable_s3_store_exits_5_naming_the_error_once() {
     let runs: [&[&str]; 4] = [
         &["ls", "--store", "s3://bucket"],
         &["verify", "--store", "s3://bucket/prefix"],
-        &["restore", "--store", "s3://bucket", "--to", "latest", "--dry-run"],
+        &[
+            "restore",
+            "--store",
+            "s3://bucket",
+            "--to",
+            "latest",
+            "--dry-run",
+        ],
         &["archive", "--store", "s3://bucket", "--source", &source],
     ];
     for args in runs {

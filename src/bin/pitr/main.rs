@@ -422,9 +422,8 @@ mod tests {
         };
         assert_eq!(code(corrupt), EXIT_CORRUPT);
         assert_eq!(code(R::Target(target_io())), EXIT_UNREACHABLE);
-        let convert = R::Convert(redis_pitr::restore::keys::ConvertError::Sequence {
-            what: "x".into(),
-        });
+        let convert =
+            R::Convert(redis_pitr::restore::keys::ConvertError::Sequence { what: "x".into() });
         assert_eq!(code(convert), EXIT_FAILURE);
         let files = R::Files {
             path: "/d/base.rdb".into(),

@@ -29,7 +29,10 @@ impl<W: Write> Out<W> {
         if self.closed {
             return Ok(());
         }
-        let r = self.w.write_fmt(args).and_then(|()| self.w.write_all(b"\n"));
+        let r = self
+            .w
+            .write_fmt(args)
+            .and_then(|()| self.w.write_all(b"\n"));
         self.check(r)
     }
 

@@ -54,7 +54,7 @@ pub struct RestoreArgs {
     /// stays bounded for huge keys.
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     max_restore_bytes: u64,
-    // Flags of the live target (such as its timeouts) go here.
+    // --target-timeout (the live target's timeout) goes here.
 }
 
 /// A validated `pitr restore`.
@@ -72,28 +72,27 @@ impl RestoreArgs {
         let restore = if self.dry_run {
             None
         } else {
-            let destination = match (self.target, self.output_dir) {
-                (Some(url), None) => {
-                    let password = std::env::var("PITR_TARGET_PASSWORD")
-                        .ok()
-                        .filter(|p| !p.is_empty());
-                    // The message names the URL without its password.
-                    Source::parse(&url, password.clone())
-                        .map_err(|reason| Usage::new("--target", reason))?;
-                    Destination::Live { url, password }
-                }
-                (None, Some(dir)) => {
-                    check_output_dir(&dir, self.force)?;
-                    Destination::Files { dir }
-                }
-                _ => {
-                    return Err(Usage::new(
+            let destination =
+                match (self.target, self.output_dir) {
+                    (Some(url), None) => {
+                        let password = std::env::var("PITR_TARGET_PASSWORD")
+                            .ok()
+                            .filter(|p| !p.is_empty());
+                        // The message names the URL without its password.
+                        Source::parse(&url, password.clone())
+                            .map_err(|reason| Usage::new("--target", reason))?;
+                        Destination::Live { url, password }
+                    }
+                    (None, Some(dir)) => {
+                        check_output_dir(&dir, self.force)?;
+                        Destination::Files { dir }
+                    }
+                    _ => return Err(Usage::new(
                         "--target or --output-dir",
                         "restore needs --target <redis-url> or --output-dir <dir> (or --dry-run)",
                     )
-                    .into())
-                }
-            };
+                    .into()),
+                };
             Some(RestoreConfig {
                 store: store.clone(),
                 target: self.to,
@@ -104,7 +103,7 @@ impl RestoreArgs {
                 },
                 force: self.force,
                 max_restore_bytes: self.max_restore_bytes.min(1 << 30) as usize,
-                // The live target's flags are passed on here.
+                // --target-timeout is passed on here.
             })
         };
         Ok(RestoreCmd {
@@ -160,12 +159,8 @@ fn check_output_dir(dir: &Path, force: bool) -> Result<(), Usage> {
     };
     // Writable: what a restore does first there is create its staging directory.
     let probe = existing.join(format!(".pitr-write-check-{}", std::process::id()));
-    std::fs::create_dir(&probe).map_err(|e| {
-        bad(format!(
-            "cannot write in {}: {e}",
-            existing.display()
-        ))
-    })?;
+    std::fs::create_dir(&probe)
+        .map_err(|e| bad(format!("cannot write in {}: {e}", existing.display())))?;
     let _ = std::fs::remove_dir(&probe);
     Ok(())
 }
@@ -254,13 +249,13 @@ fn print_plan(out: &mut Out, to: &Target, plan: &Plan, json: bool) -> anyhow::Re
     Ok(())
 }
 
+const PROGRESS: &str = "restoring: {bytes} / {total_bytes} stored, ETA {eta}, {msg}";
+
 /// A progress line on stderr (only on a terminal): stored bytes read of the plan, an ETA,
 /// and the snapshot's raw bytes, keys and commands so far.
 fn progress_bar(p: &Arc<Progress>) -> (ProgressBar, tokio::task::JoinHandle<()>) {
-    let style = ProgressStyle::with_template(
-        "restoring: {bytes} / {total_bytes} stored, ETA {eta}, {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template(PROGRESS).unwrap_or_else(|_| ProgressStyle::default_bar());
     let bar = ProgressBar::new(0).with_style(style);
     let ticker = {
         let (bar, p) = (bar.clone(), p.clone());
@@ -279,4 +274,14 @@ fn progress_bar(p: &Arc<Progress>) -> (ProgressBar, tokio::task::JoinHandle<()>)
         })
     };
     (bar, ticker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_template_parses() {
+        assert!(ProgressStyle::with_template(PROGRESS).is_ok());
+    }
 }
