@@ -249,7 +249,8 @@ fn print_plan(out: &mut Out, to: &Target, plan: &Plan, json: bool) -> anyhow::Re
     Ok(())
 }
 
-const PROGRESS: &str = "restoring: {bytes} / {total_bytes} stored, ETA {eta}, {msg}";
+/// `wide_msg` is cut to the terminal's width, so that the line never wraps.
+const PROGRESS: &str = "restoring {bytes}/{total_bytes} stored, ETA {eta}: {wide_msg}";
 
 /// A progress line on stderr (only on a terminal): stored bytes read of the plan, an ETA,
 /// and the snapshot's raw bytes, keys and commands so far.
