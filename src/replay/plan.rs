@@ -31,16 +31,30 @@ impl fmt::Display for Target {
     }
 }
 
-/// RFC 3339 with milliseconds, UTC.
+/// The latest moment a time can name, in unix milliseconds: 9999-12-30T22:00:00Z, the latest
+/// whole second jiff's timestamps hold (the last day is kept free so that every offset has a
+/// civil time).
+pub fn max_time_ms() -> u64 {
+    jiff::Timestamp::MAX.as_second().unsigned_abs() * 1000
+}
+
+/// RFC 3339 with milliseconds, UTC. Every value prints: one past [`max_time_ms`] (from a
+/// damaged object name, say) is shown as plain milliseconds.
 pub fn fmt_ms(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
+    match i64::try_from(ms)
+        .ok()
+        .and_then(|m| jiff::Timestamp::from_millisecond(m).ok())
+    {
+        Some(t) => format!("{t:.3}"),
+        None => format!("{ms} ms after 1970 (past the year 9999)"),
+    }
 }
 
 impl FromStr for Target {
     type Err = String;
     /// `latest`, `offset:<N>`, unix milliseconds, or an RFC 3339 time with any offset
-    /// (`2026-11-24T10:15:30.250Z`, `2026-11-24T11:15:30+01:00`).
+    /// (`2026-11-24T10:15:30.250Z`, `2026-11-24T11:15:30+01:00`). Times must lie between 1970
+    /// and [`max_time_ms`].
     fn from_str(s: &str) -> Result<Target, String> {
         let t = s.trim();
         if t.eq_ignore_ascii_case("latest") {
@@ -52,81 +66,80 @@ impl FromStr for Target {
                 .map(Target::Offset)
                 .map_err(|_| format!("{s:?}: offset:<N> needs a whole number"));
         }
-        if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) {
-            return t
-                .parse()
-                .map(Target::Time)
-                .map_err(|_| format!("{s:?}: too large"));
+        let ms = if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse::<u64>().unwrap_or(u64::MAX)
+        } else {
+            parse_rfc3339(t).map_err(|why| format!("{s:?}: {why}"))?
+        };
+        if ms > max_time_ms() {
+            return Err(format!(
+                "{s:?}: too late: the latest time pitr handles is {} ({} ms)",
+                fmt_ms(max_time_ms()),
+                max_time_ms()
+            ));
         }
-        parse_rfc3339(t)
-            .map(Target::Time)
-            .ok_or_else(|| format!("{s:?}: expected an RFC 3339 time (2026-11-24T10:15:30.250Z), unix milliseconds, latest, or offset:<N>"))
+        Ok(Target::Time(ms))
     }
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fff…](Z|±HH:MM)` into unix milliseconds.
-pub fn parse_rfc3339(s: &str) -> Option<u64> {
+/// Parses an RFC 3339 time (`2026-11-24T10:15:30.250Z`, `2026-11-24T11:15:30+01:00`) into unix
+/// milliseconds. The date must exist and the offset must be one RFC 3339 allows (hours up to
+/// 23, minutes up to 59); the time must not be before 1970. On error, says what is wrong.
+pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
+    const EXPECTED: &str = "expected an RFC 3339 time (2026-11-24T10:15:30.250Z or \
+                            2026-11-24T11:15:30+01:00), unix milliseconds, latest, or offset:<N>";
+    // The parser below also takes ISO 8601 and RFC 9557 forms; keep to RFC 3339's shape: a
+    // full date, a time with seconds and an optional fraction, and an offset (Z or ±HH:MM).
     let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if !t.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        t.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
+    let shaped = b.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && matches!(b[10], b'T' | b't' | b' ')
+        && b[13] == b':'
+        && b[16] == b':';
+    if !shaped {
+        return Err(EXPECTED.into());
     }
     let mut i = 19;
-    let mut ms = 0i64;
-    if b.get(i) == Some(&b'.') {
+    if b[i] == b'.' {
         i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
+        let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(format!("no digits after the decimal point: {EXPECTED}"));
         }
-        let frac = &s[start..i];
-        if frac.is_empty() {
-            return None;
-        }
-        let mut digits: String = frac.chars().take(3).collect();
-        while digits.len() < 3 {
-            digits.push('0');
-        }
-        ms = digits.parse().ok()?;
+        i += digits;
     }
-    let offset_min = match &s[i..] {
-        "Z" | "z" => 0,
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
-            let oh: i64 = tz[1..3].parse().ok()?;
-            let om: i64 = tz[4..6].parse().ok()?;
-            let sign = if tz.starts_with('-') { -1 } else { 1 };
-            sign * (oh * 60 + om)
-        }
-        _ => return None,
+    let tz = &b[i..];
+    let numeric = |t: &[u8]| {
+        t.len() == 6
+            && matches!(t[0], b'+' | b'-')
+            && t[3] == b':'
+            && [1, 2, 4, 5].iter().all(|&k| t[k].is_ascii_digit())
     };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let secs = days * 86400 + h * 3600 + mi * 60 + sec - offset_min * 60;
-    let total = secs.checked_mul(1000)?.checked_add(ms)?;
-    u64::try_from(total).ok()
+    if !(tz.eq_ignore_ascii_case(b"z") || numeric(tz)) {
+        return Err(format!("the offset must be Z or ±HH:MM: {EXPECTED}"));
+    }
+    let pieces = jiff::fmt::temporal::Pieces::parse(s).map_err(|e| format!("{e}"))?;
+    let offset = match pieces.offset() {
+        Some(jiff::fmt::temporal::PiecesOffset::Zulu) => jiff::tz::Offset::UTC,
+        Some(jiff::fmt::temporal::PiecesOffset::Numeric(n)) => n.offset(),
+        _ => return Err(format!("no offset: {EXPECTED}")),
+    };
+    if offset.seconds().unsigned_abs() >= 24 * 3600 || offset.seconds() % 60 != 0 {
+        return Err(format!(
+            "offset {offset} is not a valid RFC 3339 offset (±HH:MM, hours 00 to 23)"
+        ));
+    }
+    let time = pieces
+        .time()
+        .ok_or_else(|| format!("no time of day: {EXPECTED}"))?;
+    let ts = pieces
+        .date()
+        .to_datetime(time)
+        .to_zoned(jiff::tz::TimeZone::fixed(offset))
+        .map_err(|e| format!("{e}"))?
+        .timestamp();
+    u64::try_from(ts.as_millisecond()).map_err(|_| "before 1970".to_string())
 }
 
 /// A point the archive can restore to.
@@ -178,6 +191,16 @@ pub enum PlanError {
         generation: GenerationId,
         from: u64,
         to: u64,
+    },
+    /// An object that starts inside what the objects before it already hold: two chains in
+    /// one generation (two archivers, say), not a missing range.
+    #[error("generation {generation}: object {object} starts at offset {start}, inside offsets the objects before it hold (up to {held}), which {target} needs: the generation holds more than one chain (run pitr verify)")]
+    Overlap {
+        target: String,
+        generation: GenerationId,
+        object: String,
+        start: u64,
+        held: u64,
     },
 }
 
@@ -317,12 +340,21 @@ pub fn plan(catalog: &Catalog, target: Target) -> Result<Plan, PlanError> {
         if !needed {
             break;
         }
-        if o.name.start != expected {
+        if o.name.start > expected {
             return Err(PlanError::Hole {
                 target: label,
                 generation: g.id,
                 from: expected,
                 to: o.name.start,
+            });
+        }
+        if o.name.start < expected {
+            return Err(PlanError::Overlap {
+                target: label,
+                generation: g.id,
+                object: o.name.to_string(),
+                start: o.name.start,
+                held: expected,
             });
         }
         expected = o.name.end;
@@ -468,6 +500,36 @@ mod tests {
         ));
         // Before the hole it is fine.
         assert_eq!(plan(&c, Target::Time(1150)).unwrap().segments.len(), 1);
+        let e = plan(&c, Target::Latest).unwrap_err().to_string();
+        assert!(e.contains("missing offsets 50..60"), "{e}");
+    }
+
+    #[test]
+    fn overlapping_segments_are_not_reported_as_a_reversed_missing_range() {
+        // Two chains from offset 0: 0..50 then 0..70 (a second writer).
+        let c = Catalog::from_listing(&Listing {
+            objects: vec![
+                snap(1, 0, 1000),
+                seg(1, 0, 50, 1100, 1200),
+                seg(1, 0, 70, 1150, 1250),
+            ],
+            foreign: vec![],
+        });
+        let e = plan(&c, Target::Latest).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PlanError::Overlap {
+                    start: 0,
+                    held: 50,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = e.to_string();
+        assert!(!e.contains("missing offsets 50..0"), "{e}");
+        assert!(e.contains("more than one chain"), "{e}");
     }
 
     #[test]
@@ -500,5 +562,88 @@ mod tests {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
         }
         assert_eq!(fmt_ms(1795515330250), "2026-11-24T10:15:30.250Z");
+        assert_eq!(fmt_ms(0), "1970-01-01T00:00:00.000Z");
+        // Lower-case separators and a space, as RFC 3339 allows; nanoseconds are cut to ms.
+        assert_eq!(
+            "2026-11-24t10:15:30.250999999z".parse::<Target>().unwrap(),
+            Target::Time(1795515330250)
+        );
+        assert_eq!(
+            "2026-11-24 05:15:30-05:00".parse::<Target>().unwrap(),
+            Target::Time(1795515330000)
+        );
+        assert_eq!(
+            " Latest ".parse::<Target>().unwrap(),
+            Target::Latest,
+            "trimmed, any case"
+        );
+    }
+
+    #[test]
+    fn a_date_that_does_not_exist_is_rejected_not_rolled_over() {
+        for bad in [
+            "2026-02-31T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-04-31T12:00:00Z",
+            "2026-00-10T00:00:00Z",
+            "2026-11-24T24:00:00Z",
+            "2026-11-24T10:61:00Z",
+        ] {
+            let e = bad.parse::<Target>().unwrap_err();
+            assert!(e.contains(bad), "the error names the value: {e}");
+        }
+        // 2028 is a leap year.
+        assert!("2028-02-29T00:00:00Z".parse::<Target>().is_ok());
+    }
+
+    #[test]
+    fn an_offset_outside_rfc3339_is_rejected() {
+        for bad in [
+            "2026-11-24T10:15:30+25:99",
+            "2026-11-24T10:15:30+24:00",
+            "2026-11-24T10:15:30-25:00",
+            "2026-11-24T10:15:30+01:60",
+            "2026-11-24T10:15:30+01",
+            "2026-11-24T10:15:30+0100",
+            "2026-11-24T10:15:30",
+            "2026-11-24T10:15:30Z[Europe/Paris]",
+        ] {
+            let e = bad.parse::<Target>().unwrap_err();
+            assert!(e.contains(bad), "the error names the value: {e}");
+        }
+        assert_eq!(
+            "2026-11-24T10:15:30.250-23:59".parse::<Target>().unwrap(),
+            Target::Time(1795515330250 + (23 * 60 + 59) * 60_000)
+        );
+    }
+
+    #[test]
+    fn a_time_past_year_9999_is_rejected_and_prints_safely() {
+        // One ms past the latest: unix ms and RFC 3339 alike.
+        let past = (max_time_ms() + 1).to_string();
+        for bad in [
+            past.as_str(),
+            "253402300800000",
+            "18446744073709551615",
+            "99999999999999999999999",
+            "9999-12-31T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            let e = bad.parse::<Target>().unwrap_err();
+            assert!(e.contains(bad), "the error names the value: {e}");
+        }
+        let latest = max_time_ms().to_string().parse::<Target>().unwrap();
+        assert_eq!(latest.to_string(), "9999-12-30T22:00:00.000Z");
+        // Times from object names are not checked by the parser: they print too.
+        assert!(fmt_ms(253402300800000).contains("253402300800000"));
+        assert!(Target::Time(u64::MAX)
+            .to_string()
+            .contains(&u64::MAX.to_string()));
+        let p = Point {
+            generation: GenerationId(1),
+            offset: 0,
+            time_ms: u64::MAX,
+        };
+        assert!(p.to_string().contains("offset 0"));
     }
 }

@@ -1,8 +1,11 @@
 //! `pitr restore --output-dir` against real servers: archive a master while writing, restore
 //! to chosen moments as files, start a stock redis-server on them with the printed command
-//! line, and compare what it holds. Also: the plan, the errors for moments outside the archive.
+//! line, and compare what it holds. Also: the plan, the errors for moments outside the archive,
+//! and how the `pitr` binary fails: exit codes, messages, a closed standard output.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::support::archiving::*;
@@ -292,4 +295,296 @@ fn readers_of_a_missing_store_path_do_not_create_it() {
     p.stop_gracefully(Duration::from_secs(30));
     assert!(store.is_dir());
     run_pitr_ok(&["verify", "--store", &path], &[]);
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The `pitr: error:` line of stderr (logs aside).
+fn error_line(out: &Output) -> String {
+    stderr_of(out)
+        .lines()
+        .find(|l| l.starts_with("pitr: error:"))
+        .unwrap_or_else(|| panic!("no error line in:\n{}", stderr_of(out)))
+        .to_string()
+}
+
+#[test]
+fn a_time_past_year_9999_is_a_usage_error_not_a_panic() {
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let archive = Archive::local();
+    archive.archive_while(&r, |con| exec(con, &["SET", "k", "v"]));
+    for to in [
+        "253402300800000",
+        "18446744073709551615",
+        "2026-02-31T00:00:00Z",
+        "2026-11-24T10:15:30+25:99",
+    ] {
+        let err = restore_fails(&archive, &["--to", to, "--dry-run"], 2);
+        assert!(!err.contains("panicked"), "{to}: {err}");
+        assert!(err.contains(to), "the error names the value: {err}");
+    }
+    // The latest time that can be named plans (and fails as outside the window, not a panic).
+    let err = restore_fails(&archive, &["--to", "253402207200000", "--dry-run"], 3);
+    assert!(err.contains("9999-12-30T22:00:00.000Z"), "{err}");
+}
+
+/// A store with `n` generations of one (empty, so broken) segment each: enough output from
+/// `ls` and `verify` to fill any pipe.
+fn many_generations(n: u64) -> tempfile::TempDir {
+    use redis_pitr::archive::names::{GenerationId, ObjectName};
+    let dir = temp_dir("pitr-many");
+    let arch = dir.path().join("default");
+    std::fs::create_dir_all(&arch).unwrap();
+    let replid = "a".repeat(40).parse().unwrap();
+    for g in 1..=n {
+        let t = 1_795_515_330_000 + g * 10_000;
+        let name = ObjectName::segment(GenerationId(g), (0, 100), (t, t + 1), replid);
+        let path = arch.join(name.to_string());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"").unwrap();
+    }
+    dir
+}
+
+/// `sh -c 'pitr <args> | head -1'`: the first line, pitr's exit code and stderr.
+fn through_head(args: &[&str]) -> (String, i32, String) {
+    let dir = temp_dir("pitr-head");
+    let (err, code) = (dir.path().join("stderr"), dir.path().join("code"));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"{ "$0" "$@" 2>"$ERR"; echo $? >"$CODE"; } | head -1"#)
+        .arg(pitr_bin())
+        .args(args)
+        .env("ERR", &err)
+        .env("CODE", &code)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let code = std::fs::read_to_string(&code).unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        code.trim().parse().unwrap(),
+        std::fs::read_to_string(&err).unwrap(),
+    )
+}
+
+#[test]
+fn ls_and_verify_into_a_closed_pipe_exit_quietly() {
+    let store = many_generations(1000);
+    let s = store.path().to_str().unwrap();
+    let (first, code, err) = through_head(&["ls", "--store", s]);
+    assert!(first.starts_with("archive \"default\" in "), "{first}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert_eq!(code, 0, "{err}");
+    let (first, code, err) = through_head(&["ls", "--store", s, "--json"]);
+    assert_eq!(first.trim(), "{");
+    assert_eq!(code, 0, "{err}");
+    // verify finds every (empty) object broken: its exit code says so, quietly.
+    let (first, code, err) = through_head(&["verify", "--store", s]);
+    assert!(first.starts_with("checked 1000 generations"), "{first}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert_eq!(code, 4, "{err}");
+
+    // The reader gone before pitr writes anything.
+    for cmd in ["ls", "verify"] {
+        let mut child = Command::new(pitr_bin())
+            .args([cmd, "--store", s])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(!err.contains("panicked"), "{cmd}: {err}");
+        assert_eq!(
+            status.code(),
+            Some(if cmd == "ls" { 0 } else { 4 }),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[test]
+fn verify_of_an_empty_archive_says_empty_not_sound() {
+    let dir = temp_dir("pitr-empty");
+    let store = dir.path().to_str().unwrap();
+    let out = run_pitr(&["verify", "--store", store], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(!stdout.contains("sound"), "{stdout}");
+    assert!(stdout.contains("empty"), "{stdout}");
+    assert!(error_line(&out).contains("empty"));
+    let out = run_pitr(&["verify", "--store", store, "--json"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+}
+
+/// Archives three segments (a write and a flush each), then one more.
+fn archive_of_segments(r: &RedisServer, archive: &Archive) {
+    let p = archive.archiver(r, &["--flush-interval", "100ms"]);
+    wait_online(r, Duration::from_secs(60));
+    let mut con = r.client();
+    for i in 0..4 {
+        exec(&mut con, &["SET", &format!("k{i}"), "v"]);
+        assert_eq!(wait_archived(&mut con, 5000), 1);
+    }
+    p.stop_gracefully(Duration::from_secs(30));
+}
+
+#[test]
+fn a_missing_middle_segment_is_corrupt_and_names_the_range_in_order() {
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let archive = Archive::local();
+    archive_of_segments(&r, &archive);
+    let mut segs: Vec<PathBuf> = walk(Path::new(archive.store()))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "segment"))
+        .collect();
+    // An object's name is `<generation>/<file name>`.
+    let name_of = |p: &Path| -> redis_pitr::archive::names::ObjectName {
+        let gen = p.parent().unwrap().file_name().unwrap().to_str().unwrap();
+        let file = p.file_name().unwrap().to_str().unwrap();
+        format!("{gen}/{file}").parse().unwrap()
+    };
+    segs.sort_by_key(|p| name_of(p).start);
+    assert!(segs.len() >= 3, "{segs:?}");
+    let middle = &segs[1];
+    let gone = name_of(middle);
+    std::fs::remove_file(middle).unwrap();
+    let dir = temp_dir("pitr-restore");
+    let out_dir = dir.path().join("data");
+    for dest in [
+        vec!["--dry-run"],
+        vec!["--output-dir", out_dir.to_str().unwrap()],
+    ] {
+        let mut args = vec!["--to", "latest"];
+        args.extend(dest);
+        let err = restore_fails(&archive, &args, 4);
+        let want = format!("missing offsets {}..{}", gone.start, gone.end);
+        assert!(err.contains(&want), "{want}: {err}");
+    }
+    assert!(walk(&out_dir).is_empty());
+}
+
+#[test]
+fn an_output_dir_that_is_a_file_is_a_usage_error() {
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let archive = Archive::local();
+    archive.archive_while(&r, |con| exec(con, &["SET", "k", "v"]));
+    let dir = temp_dir("pitr-restore");
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = restore_fails(
+        &archive,
+        &["--to", "latest", "--output-dir", file.to_str().unwrap()],
+        2,
+    );
+    assert!(
+        err.contains("--output-dir") && err.contains("not a directory"),
+        "{err}"
+    );
+    // Under a file.
+    let under = file.join("data");
+    let err = restore_fails(
+        &archive,
+        &["--to", "latest", "--output-dir", under.to_str().unwrap()],
+        2,
+    );
+    assert!(err.contains("not a directory"), "{err}");
+    // Not empty, without --force.
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("dump.rdb"), b"x").unwrap();
+    let err = restore_fails(
+        &archive,
+        &["--to", "latest", "--output-dir", full.to_str().unwrap()],
+        2,
+    );
+    assert!(err.contains("not empty"), "{err}");
+}
+
+#[test]
+fn a_restore_target_that_speaks_http_is_unreachable() {
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let archive = Archive::local();
+    archive.archive_while(&r, |con| exec(con, &["SET", "k", "v"]));
+    let listener = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Answers every connection as an HTTP server answers a request it cannot read. (The
+    // thread ends with the test process.)
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let mut buf = [0u8; 256];
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let target = format!("redis://127.0.0.1:{port}");
+    let err = restore_fails(&archive, &["--to", "latest", "--target", &target], 5);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}
+
+#[test]
+fn an_unreachable_s3_store_exits_5_naming_the_error_once() {
+    let r = RedisServer::start(&[]);
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let envs: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "pitr-test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "pitr-test-secret".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let source = plain_url(&r);
+    let runs: [&[&str]; 4] = [
+        &["ls", "--store", "s3://bucket"],
+        &["verify", "--store", "s3://bucket/prefix"],
+        &[
+            "restore",
+            "--store",
+            "s3://bucket",
+            "--to",
+            "latest",
+            "--dry-run",
+        ],
+        &["archive", "--store", "s3://bucket", "--source", &source],
+    ];
+    for args in runs {
+        let out = run_pitr_timeout(args, &envs, Duration::from_secs(120));
+        let line = error_line(&out);
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {}", stderr_of(&out));
+        assert!(line.contains("s3://bucket"), "{line}");
+        assert!(!line.contains("pitr-test-secret"), "{line}");
+        // The cause, once: not repeated by each error that wraps it.
+        let cause = "onnection refused";
+        assert_eq!(line.matches(cause).count(), 1, "{args:?}: {line}");
+    }
 }

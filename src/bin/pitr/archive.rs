@@ -1,0 +1,100 @@
+//! `pitr archive`: attach to a master as a replica and archive it until stopped.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver, Shutdown};
+use redis_pitr::net::Source;
+
+use crate::args::{parse_duration, parse_size, StoreArgs, Usage};
+
+#[derive(Args, Debug)]
+pub struct ArchiveArgs {
+    /// The master: redis://[user[:password]@]host:port. Prefer the password in
+    /// PITR_SOURCE_PASSWORD or REDISCLI_AUTH, which keeps it out of the process list.
+    #[arg(long, env = "PITR_SOURCE")]
+    source: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Longest time a received write waits before its segment is sealed and uploaded.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    flush_interval: Duration,
+    /// Seal a segment when it reaches this many raw bytes.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    segment_max_bytes: u64,
+    /// Bytes received but not yet durable, at most; beyond it the archiver stops reading from
+    /// the master (backpressure) until the store catches up.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    max_buffer: u64,
+    /// Port announced with REPLCONF listening-port. 0 keeps Sentinel and FAILOVER from ever
+    /// choosing the archiver as a master.
+    #[arg(long, default_value_t = 0)]
+    announce_port: u16,
+    /// Consider the master gone after this long without data (it PINGs every 10 s by default).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    read_timeout: Duration,
+}
+
+/// The password from the environment, if any: PITR_SOURCE_PASSWORD, then REDISCLI_AUTH.
+fn env_password() -> Option<String> {
+    ["PITR_SOURCE_PASSWORD", "REDISCLI_AUTH"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+impl ArchiveArgs {
+    /// The archiver's configuration, or the first unusable value.
+    pub fn config(self) -> anyhow::Result<ArchiveConfig> {
+        // The message names the URL without its password.
+        let source = Source::parse(&self.source, env_password())
+            .map_err(|reason| Usage::new("--source", reason))?;
+        if self.segment_max_bytes > (1 << 32) {
+            return Err(Usage::new("--segment-max-bytes", "at most 4GiB").into());
+        }
+        if self.max_buffer < self.segment_max_bytes.min(1 << 20) {
+            return Err(Usage::new("--max-buffer", "must be at least 1MiB").into());
+        }
+        let store = self.store.open()?;
+        Ok(ArchiveConfig {
+            source,
+            store,
+            flush_interval: self.flush_interval,
+            segment_max_bytes: self.segment_max_bytes as usize,
+            max_buffer: usize::try_from(self.max_buffer)
+                .map_err(|_| Usage::new("--max-buffer", "too large for this machine"))?,
+            announce_port: self.announce_port,
+            read_timeout: self.read_timeout,
+        })
+    }
+}
+
+/// Archives until SIGTERM or SIGINT (then flushes, uploads, ACKs and returns); a second signal
+/// exits at once with 130.
+pub async fn run(cfg: ArchiveConfig) -> anyhow::Result<()> {
+    tracing::info!(source = %cfg.source.addr(), store = %cfg.store.url(),
+        flush_interval_ms = cfg.flush_interval.as_millis() as u64, "pitr archive starting");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        for n in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if n == 0 {
+                tracing::info!("shutdown requested: flushing what was received");
+                let _ = tx.send(true);
+            } else {
+                tracing::warn!("second signal: exiting without waiting for the flush");
+                std::process::exit(130);
+            }
+        }
+    });
+    Archiver::run(cfg, Shutdown(rx)).await?;
+    Ok(())
+}

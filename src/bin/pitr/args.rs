@@ -1,0 +1,120 @@
+//! Argument types shared by the commands, their value parsers, and the usage error that a
+//! value which parses but cannot be used becomes.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::Args;
+
+use redis_pitr::archive::names::ArchiveName;
+use redis_pitr::archive::store::{Store, StoreError};
+
+/// A flag or value that cannot be used (exit 2). Found while the arguments are turned into a
+/// command's configuration, before any work starts.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {reason}")]
+pub struct Usage {
+    /// The flag, such as `--output-dir`.
+    pub flag: &'static str,
+    /// What is wrong, naming the value where it holds no secret.
+    pub reason: String,
+}
+
+impl Usage {
+    pub fn new(flag: &'static str, reason: impl Into<String>) -> Self {
+        Usage {
+            flag,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Where the archive lives: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix (credentials from the provider's standard environment variables),
+    /// or memory:// (tests only).
+    #[arg(long, env = "PITR_STORE", default_value = "./pitr-archive")]
+    pub store: String,
+    /// Archive name: keeps several masters apart in one store.
+    #[arg(long, env = "PITR_NAME", default_value = "default")]
+    pub name: ArchiveName,
+}
+
+impl StoreArgs {
+    /// Opens the store. Nothing is read yet: an unusable URL is a usage error; anything else
+    /// goes to the exit-code table as it is.
+    pub fn open(&self) -> anyhow::Result<Store> {
+        match Store::open(&self.store, &self.name) {
+            Ok(s) => Ok(s),
+            Err(StoreError::Config { reason, .. }) => {
+                Err(Usage::new("--store", format!("{:?}: {reason}", self.store)).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// `--json` and the store: what `ls` and `verify` take.
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Durations such as `1s`, `250ms`, `2m`: at least 1 ms.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{s:?}: must be at least 1ms"));
+    }
+    Ok(d)
+}
+
+/// The largest size any flag takes (1 PiB).
+const MAX_SIZE: u64 = 1 << 50;
+
+/// Sizes such as `64MiB`, `1GiB`, `100MB`, `1.5GB`, `4096` (bytes): from 1 byte to 1 PiB.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let n = t
+        .parse::<ByteSize>()
+        .map_err(|_| format!("{s:?}: expected a size like 64MiB, 100MB or 4096"))?
+        .as_u64();
+    if !(1..=MAX_SIZE).contains(&n) {
+        return Err(format!("{s:?}: out of range (1 byte to 1PiB)"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64 MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("8mib").unwrap(), 8 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1.5GB").unwrap(), 1_500_000_000);
+        assert_eq!(parse_size("100MB").unwrap(), 100_000_000);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("2PiB").is_err());
+        assert!(parse_size("99999999999EiB").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+    }
+}

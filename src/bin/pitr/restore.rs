@@ -1,0 +1,290 @@
+//! `pitr restore`: plan a moment from the listing, then rebuild it into a live server or as
+//! files, or only print the plan (`--dry-run`).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use redis_pitr::archive::store::Store;
+use redis_pitr::net::Source;
+use redis_pitr::replay::plan::{Plan, Target};
+use redis_pitr::replay::{self as restore, Destination, Progress, RestoreConfig};
+
+use crate::args::{parse_duration, parse_size, StoreArgs, Usage};
+use crate::output::{fmt_bytes, fmt_time, outln, Out};
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("dest").args(["target", "output_dir"])))]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The moment: an RFC 3339 time with any offset (2026-11-24T10:15:30.250Z), unix
+    /// milliseconds, `latest`, or `offset:<N>` (a replication offset).
+    #[arg(long)]
+    to: Target,
+    /// A live server to restore into: redis://[user[:password]@]host:port. Prefer the password
+    /// in PITR_TARGET_PASSWORD. It must hold no keys unless --force.
+    #[arg(long)]
+    target: Option<String>,
+    /// Write files a stock redis-server loads natively into this directory, and print the
+    /// command line that starts one on them.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Print the plan (objects, bytes) and touch nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report (or the plan) as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Flush a non-empty target first (FLUSHALL), or write into a non-empty directory.
+    #[arg(long)]
+    force: bool,
+    /// Restore only these databases (repeatable).
+    #[arg(long = "db", value_name = "N")]
+    dbs: Vec<u32>,
+    /// Restore only keys matching this glob (repeatable; Redis glob syntax).
+    #[arg(long = "match", value_name = "GLOB")]
+    patterns: Vec<String>,
+    /// Values larger than this are sent as batched commands instead of one RESTORE, so memory
+    /// stays bounded for huge keys.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    max_restore_bytes: u64,
+    /// Live target: how long connecting, and each wait for a reply, may take.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    target_timeout: Duration,
+}
+
+/// A validated `pitr restore`.
+pub struct RestoreCmd {
+    store: Store,
+    to: Target,
+    json: bool,
+    /// `None` for `--dry-run`.
+    restore: Option<RestoreConfig>,
+}
+
+impl RestoreArgs {
+    pub fn config(self) -> anyhow::Result<RestoreCmd> {
+        let store = self.store.open()?;
+        let restore = if self.dry_run {
+            None
+        } else {
+            let destination =
+                match (self.target, self.output_dir) {
+                    (Some(url), None) => {
+                        let password = std::env::var("PITR_TARGET_PASSWORD")
+                            .ok()
+                            .filter(|p| !p.is_empty());
+                        // The message names the URL without its password.
+                        Source::parse(&url, password.clone())
+                            .map_err(|reason| Usage::new("--target", reason))?;
+                        Destination::Live { url, password }
+                    }
+                    (None, Some(dir)) => {
+                        check_output_dir(&dir, self.force)?;
+                        Destination::Files { dir }
+                    }
+                    _ => return Err(Usage::new(
+                        "--target or --output-dir",
+                        "restore needs --target <redis-url> or --output-dir <dir> (or --dry-run)",
+                    )
+                    .into()),
+                };
+            Some(RestoreConfig {
+                store: store.clone(),
+                target: self.to,
+                destination,
+                filter: restore::filter::Filter {
+                    dbs: self.dbs,
+                    patterns: self.patterns.into_iter().map(String::into_bytes).collect(),
+                },
+                force: self.force,
+                max_restore_bytes: self.max_restore_bytes.min(1 << 30) as usize,
+                target_timeout: self.target_timeout,
+            })
+        };
+        Ok(RestoreCmd {
+            store,
+            to: self.to,
+            json: self.json,
+            restore,
+        })
+    }
+}
+
+/// `--output-dir` must be a directory, or not exist yet under a directory; writable; and
+/// empty unless `--force`. Checked before anything is read, so that a restore does not fail
+/// after the snapshot has been fetched. Writing the files can still fail later (disk full).
+fn check_output_dir(dir: &Path, force: bool) -> Result<(), Usage> {
+    let bad = |reason: String| Usage::new("--output-dir", format!("{}: {reason}", dir.display()));
+    let existing = match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(bad("exists and is not a directory".into())),
+        Ok(_) => {
+            let mut entries = std::fs::read_dir(dir).map_err(|e| bad(e.to_string()))?;
+            if !force && entries.next().is_some() {
+                return Err(bad(
+                    "not empty: restore into an empty or new directory, or pass --force to \
+                     replace what a restore writes there"
+                        .into(),
+                ));
+            }
+            dir.to_path_buf()
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            // The nearest existing ancestor is where the directory will be created.
+            let mut a = dir;
+            loop {
+                match a.parent() {
+                    Some(p) if p.as_os_str().is_empty() => break Path::new(".").to_path_buf(),
+                    Some(p) if p.exists() => {
+                        if !p.is_dir() {
+                            return Err(bad(format!("{} is not a directory", p.display())));
+                        }
+                        break p.to_path_buf();
+                    }
+                    Some(p) => a = p,
+                    None => break Path::new("/").to_path_buf(),
+                }
+            }
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    // Writable: what a restore does first there is create its staging directory.
+    let probe = existing.join(format!(".pitr-write-check-{}", std::process::id()));
+    std::fs::create_dir(&probe)
+        .map_err(|e| bad(format!("cannot write in {}: {e}", existing.display())))?;
+    let _ = std::fs::remove_dir(&probe);
+    Ok(())
+}
+
+pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
+    let plan = restore::make_plan(&cmd.store, cmd.to).await?;
+    let mut out = Out::stdout();
+    let Some(cfg) = cmd.restore else {
+        print_plan(&mut out, &cmd.to, &plan, cmd.json)?;
+        return Ok(out.flush()?);
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = (!cmd.json && std::io::stderr().is_terminal()).then(|| progress_bar(&progress));
+    let result = restore::restore(&cfg, &plan, progress).await;
+    if let Some((bar, ticker)) = bar {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let report = result?;
+    if cmd.json {
+        outln!(out, "{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        outln!(
+            out,
+            "restored generation {} to offset {} at {}: {} keys, {} commands, {:.2} s",
+            report.generation,
+            report.offset,
+            report.time,
+            report.keys,
+            report.commands,
+            report.seconds
+        );
+        if report.keys_skipped + report.commands_skipped + report.commands_mixed > 0 {
+            outln!(
+                out,
+                "  left out: {} keys, {} commands; applied whole though they touch unselected keys: {} commands",
+                report.keys_skipped,
+                report.commands_skipped,
+                report.commands_mixed
+            );
+        }
+        if report.transaction_left_out {
+            outln!(
+                out,
+                "  a transaction still open at the cut was left out (it completed later)"
+            );
+        }
+        if let Some(f) = &report.files {
+            outln!(
+                out,
+                "  wrote {} ({}) in {}",
+                f.files.join(", "),
+                f.layout,
+                f.dir
+            );
+            outln!(out, "  start a server on it with:");
+            outln!(out, "    {}", f.command_line);
+        }
+    }
+    Ok(out.flush()?)
+}
+
+fn print_plan(out: &mut Out, to: &Target, plan: &Plan, json: bool) -> anyhow::Result<()> {
+    if json {
+        outln!(out, "{}", serde_json::to_string_pretty(plan)?);
+        return Ok(());
+    }
+    outln!(
+        out,
+        "restore {to} from generation {}: snapshot at offset {} ({}), {} segments, {} to read",
+        plan.generation,
+        plan.snapshot.offset,
+        fmt_time(plan.snapshot.first_ms),
+        plan.segments.len(),
+        fmt_bytes(plan.bytes)
+    );
+    outln!(
+        out,
+        "  {}  {}",
+        plan.snapshot.name,
+        fmt_bytes(plan.snapshot.bytes)
+    );
+    for s in &plan.segments {
+        outln!(out, "  {}  {}", s.name, fmt_bytes(s.bytes));
+    }
+    Ok(())
+}
+
+/// `wide_msg` is cut to the terminal's width, so that the line never wraps.
+const PROGRESS: &str = "restoring {bytes}/{total_bytes} stored, ETA {eta}: {wide_msg}";
+
+/// A progress line on stderr (only on a terminal): stored bytes read of the plan, an ETA,
+/// and the snapshot's raw bytes, keys and commands so far.
+fn progress_bar(p: &Arc<Progress>) -> (ProgressBar, tokio::task::JoinHandle<()>) {
+    let style =
+        ProgressStyle::with_template(PROGRESS).unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bar = ProgressBar::new(0).with_style(style);
+    let ticker = {
+        let (bar, p) = (bar.clone(), p.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_length(p.total.load(Relaxed));
+                bar.set_position(p.bytes.load(Relaxed));
+                bar.set_message(format!(
+                    "snapshot {} read, {} keys, {} commands",
+                    fmt_bytes(p.snapshot_raw.load(Relaxed)),
+                    p.keys.load(Relaxed),
+                    p.commands.load(Relaxed)
+                ));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    (bar, ticker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_template_parses() {
+        assert!(ProgressStyle::with_template(PROGRESS).is_ok());
+    }
+}
