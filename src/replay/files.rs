@@ -627,6 +627,36 @@ mod tests {
         assert_eq!(names(), ["dump.rdb", "notes.txt"]);
     }
 
+    /// A failed restore leaves nothing in the directory: abort removes the staging files,
+    /// and so does dropping the writer (on a thread of its own).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abort_and_drop_remove_the_staging_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let rdb = Bytes::from(empty_rdb(Magic::Redis, 10));
+        let entries = || std::fs::read_dir(d).unwrap().count();
+        let mut w = FilesWriter::create(d, Magic::Redis, 10, &Filter::default(), false, 1 << 20)
+            .await
+            .unwrap();
+        w.snapshot(&rdb, &[]).await.unwrap();
+        assert_eq!(entries(), 1, "the staging directory");
+        Sink::abort(w).await;
+        assert_eq!(entries(), 0);
+
+        let mut w = FilesWriter::create(d, Magic::Redis, 10, &Filter::default(), false, 1 << 20)
+            .await
+            .unwrap();
+        w.snapshot(&rdb, &[]).await.unwrap();
+        drop(w);
+        for _ in 0..500 {
+            if entries() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("staging files left after the writer was dropped");
+    }
+
     #[test]
     fn empty_rdbs_parse() {
         for (m, v) in [(Magic::Redis, 10), (Magic::Redis, 3), (Magic::Valkey, 80)] {

@@ -856,4 +856,198 @@ mod tests {
         );
     }
 
+    mod executor {
+        use std::sync::Mutex;
+
+        use super::super::*;
+        use crate::archive::format::{SegmentHeader, TimeMark};
+        use crate::archive::names::{test_replid, ArchiveName, GenerationId, ObjectName};
+        use crate::maintain::verify::test_objects;
+
+        /// What a sink was handed.
+        #[derive(Debug, Default)]
+        struct Log {
+            header: Option<RdbHeader>,
+            raw: Vec<u8>,
+            snapshot_done: Option<u64>,
+            commands: Vec<String>,
+            finished: bool,
+            aborted: bool,
+        }
+
+        /// A destination that records what it is handed; it refuses the command `refuse`.
+        struct Recorder {
+            log: Arc<Mutex<Log>>,
+            refuse: Option<&'static str>,
+        }
+
+        impl Opener for Recorder {
+            type Sink = Recorder;
+
+            fn needs(&self) -> SnapshotNeeds {
+                SnapshotNeeds {
+                    events: true,
+                    max_raw_value: 0,
+                }
+            }
+
+            async fn open(self, header: RdbHeader) -> Result<Recorder, RestoreError> {
+                self.log.lock().unwrap().header = Some(header);
+                Ok(self)
+            }
+        }
+
+        impl Sink for Recorder {
+            fn values_by_restore(&self) -> bool {
+                false
+            }
+
+            async fn snapshot(
+                &mut self,
+                raw: &Bytes,
+                _events: &mut [Event],
+            ) -> Result<(), RestoreError> {
+                self.log.lock().unwrap().raw.extend_from_slice(raw);
+                Ok(())
+            }
+
+            async fn snapshot_done(
+                &mut self,
+                keys: u64,
+                _report: &mut Report,
+            ) -> Result<(), RestoreError> {
+                self.log.lock().unwrap().snapshot_done = Some(keys);
+                Ok(())
+            }
+
+            async fn command(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
+                let text: Vec<String> = cmd
+                    .args()
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                if Some(text[0].as_str()) == self.refuse {
+                    return Err(RestoreError::Files {
+                        path: "recorder".into(),
+                        what: format!("refused {}", text[0]),
+                    });
+                }
+                self.log.lock().unwrap().commands.push(text.join(" "));
+                Ok(())
+            }
+
+            async fn finish(self, _report: &mut Report) -> Result<(), RestoreError> {
+                self.log.lock().unwrap().finished = true;
+                Ok(())
+            }
+
+            async fn abort(self) {
+                self.log.lock().unwrap().aborted = true;
+            }
+        }
+
+        /// An archive of the test snapshot and one segment with `SET k v`, a PING (which a
+        /// restore leaves out) and `DEL k`: its store, the plan of everything, and the
+        /// segment's end offset.
+        async fn archive() -> (Store, Plan, u64) {
+            let n: ArchiveName = "a".parse().unwrap();
+            let store = Store::open("memory://", &n).unwrap();
+            let (_, chain) = test_objects::snapshot(&store, 1, 0, 1000).await;
+            let raw: &[u8] = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n";
+            let end = raw.len() as u64;
+            let h = SegmentHeader {
+                generation: GenerationId(1),
+                start: 0,
+                end,
+                first_ms: 1100,
+                last_ms: 1100,
+                db_start: 0,
+                db_end: 0,
+                replid: test_replid('a'),
+                prev_chain: chain,
+                index: vec![TimeMark { end, ms: 1100 }],
+            };
+            let (obj, _) = format::encode_segment(&h, raw).unwrap();
+            let name = ObjectName::segment(h.generation, (0, end), (1100, 1100), h.replid);
+            store.put_new(&name, obj.into()).await.unwrap();
+            let plan = make_plan(&store, Target::Latest).await.unwrap();
+            (store, plan, end)
+        }
+
+        fn config(store: Store) -> RestoreConfig {
+            RestoreConfig {
+                store,
+                target: Target::Latest,
+                destination: Destination::Files {
+                    dir: "unused".into(),
+                },
+                filter: Filter::default(),
+                force: false,
+                max_restore_bytes: 1 << 20,
+                target_timeout: live::DEFAULT_TIMEOUT,
+            }
+        }
+
+        /// The executor hands any sink the snapshot's bytes, then the commands up to the cut,
+        /// then finishes it; the report and the progress counters say what it did.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_sink_gets_the_snapshot_then_the_commands() {
+            let (store, plan, end) = archive().await;
+            let log = Arc::new(Mutex::new(Log::default()));
+            let progress = Arc::new(Progress::default());
+            let opener = Recorder {
+                log: log.clone(),
+                refuse: None,
+            };
+            let report = run(&config(store), &plan, progress.clone(), opener)
+                .await
+                .unwrap();
+            let log = log.lock().unwrap();
+            assert_eq!(
+                log.header,
+                Some(RdbHeader {
+                    magic: rdb::Magic::Redis,
+                    version: 11
+                })
+            );
+            assert_eq!(log.raw, test_objects::rdb());
+            assert_eq!(log.snapshot_done, Some(0));
+            assert_eq!(log.commands, ["SELECT 0", "SET k v", "DEL k"]);
+            assert!(log.finished && !log.aborted);
+            assert_eq!(
+                (report.commands, report.commands_internal, report.keys),
+                (2, 1, 0)
+            );
+            assert_eq!(report.offset, end);
+            assert_eq!(progress.commands.load(Ordering::Relaxed), 2);
+            assert_eq!(
+                progress.snapshot_raw.load(Ordering::Relaxed),
+                test_objects::rdb().len() as u64
+            );
+            assert_eq!(progress.bytes.load(Ordering::Relaxed), plan.bytes);
+            assert_eq!(report.bytes_read, plan.bytes);
+        }
+
+        /// A sink's error ends the restore with that error, and the sink is aborted, not
+        /// finished.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_failing_sink_is_aborted() {
+            let (store, plan, _) = archive().await;
+            let log = Arc::new(Mutex::new(Log::default()));
+            let opener = Recorder {
+                log: log.clone(),
+                refuse: Some("DEL"),
+            };
+            let err = run(&config(store), &plan, Arc::default(), opener)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, RestoreError::Files { what, .. } if what == "refused DEL"),
+                "{err}"
+            );
+            let log = log.lock().unwrap();
+            assert_eq!(log.commands, ["SELECT 0", "SET k v"]);
+            assert!(log.aborted && !log.finished);
+        }
+    }
 }
