@@ -142,8 +142,15 @@ impl FilesWriter {
         tokio::fs::create_dir_all(&staging)
             .await
             .map_err(|e| ferr(&staging, e))?;
-        match FilesWriter::open(dir, staging.clone(), magic, version, filter, max_restore_bytes)
-            .await
+        match FilesWriter::open(
+            dir,
+            staging.clone(),
+            magic,
+            version,
+            filter,
+            max_restore_bytes,
+        )
+        .await
         {
             Ok(w) => Ok(w),
             Err(e) => {
@@ -470,9 +477,7 @@ impl Drop for FilesWriter {
                 let _ = std::fs::remove_dir_all(&staging);
             });
         if let Err(e) = removal {
-            tracing::warn!(
-                "cannot start a thread to remove the restore's staging files: {e}"
-            );
+            tracing::warn!("cannot start a thread to remove the restore's staging files: {e}");
         }
     }
 }
@@ -487,7 +492,11 @@ impl Sink for FilesWriter {
         FilesWriter::snapshot(self, raw, events).await
     }
 
-    async fn snapshot_done(&mut self, _keys: u64, _report: &mut Report) -> Result<(), RestoreError> {
+    async fn snapshot_done(
+        &mut self,
+        _keys: u64,
+        _report: &mut Report,
+    ) -> Result<(), RestoreError> {
         FilesWriter::snapshot_done(self).await
     }
 

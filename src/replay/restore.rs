@@ -280,7 +280,7 @@ impl Executor<'_> {
             ..
         } = snapshot;
         let (side_tx, side_task) = match side {
-            Some((tx, task)) => (Some(tx), Some(task)),
+            Some(SideParse { tx, task }) => (Some(tx), Some(task)),
             None => (None, None),
         };
         let mut side_stopped = false;
@@ -516,8 +516,9 @@ impl SegmentFetcher {
                     let bytes = store.get(&s.object).await?;
                     let stored = bytes.len() as u64;
                     progress.bytes.fetch_add(stored, Ordering::Relaxed);
-                    let decoded =
-                        joined(tokio::task::spawn_blocking(move || format::decode_segment(&bytes)).await);
+                    let decoded = joined(
+                        tokio::task::spawn_blocking(move || format::decode_segment(&bytes)).await,
+                    );
                     decoded
                         .map(|seg| (s.name.clone(), seg, stored))
                         .map_err(|e| RestoreError::Corrupt {
@@ -574,10 +575,13 @@ struct SnapshotReader {
     values_by_restore: Option<oneshot::Sender<bool>>,
     batches: mpsc::Receiver<Batch>,
     task: JoinHandle<Result<SnapshotOk, RestoreError>>,
-    side: Option<(
-        mpsc::Sender<Bytes>,
-        JoinHandle<Result<rdb::Summary, RdbError>>,
-    )>,
+    side: Option<SideParse>,
+}
+
+/// The parse beside a copy of the snapshot: its bytes in, its summary (or error) out.
+struct SideParse {
+    tx: mpsc::Sender<Bytes>,
+    task: JoinHandle<Result<rdb::Summary, RdbError>>,
 }
 
 impl SnapshotReader {
@@ -602,7 +606,7 @@ impl SnapshotReader {
                 }
                 parser.finish()
             });
-            (stx, task)
+            SideParse { tx: stx, task }
         });
         let mut state = ReaderState {
             parser: needs.events.then(|| rdb::Parser::new(parser_cfg)),
@@ -707,7 +711,6 @@ impl ReaderState {
             .map_err(|_| ReadStop::Stopped)
     }
 }
-
 
 /// Redis 6 and older replicate relative TTLs (`EXPIRE k 10`, `SET k v PX 500`): turn them into
 /// absolute ones from the command's arrival time, so a restore does not extend them. The
