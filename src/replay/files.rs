@@ -10,6 +10,9 @@
 //!
 //! Everything is written in a staging directory inside the output directory, fsync'd, and
 //! moved into place only when complete, so a failed restore leaves nothing a server would load.
+//!
+//! [`FilesOpener`] and [`FilesWriter`] are this destination's [`Opener`] and [`Sink`]. All file
+//! work goes through `tokio::fs` or the base RDB's own writer thread, never a runtime thread.
 
 use std::path::{Path, PathBuf};
 
@@ -20,8 +23,47 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 
 use super::filter::Filter;
 use super::keys::{ConvertConfig, KeyConverter};
+use super::restore::Report;
+use super::sink::{Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
 use super::RestoreError;
 use crate::rdb::{self, Event, Magic};
+
+/// An output directory to restore into, before the snapshot's header is known.
+#[derive(Clone, Debug)]
+pub struct FilesOpener {
+    pub dir: PathBuf,
+    pub filter: Filter,
+    /// Write into a non-empty directory.
+    pub force: bool,
+    /// A selective restore: values larger than this go as batched commands, not one RESTORE.
+    pub max_restore_bytes: usize,
+}
+
+impl Opener for FilesOpener {
+    type Sink = FilesWriter;
+
+    /// The whole snapshot is copied as it is: its events are not needed. A selective restore
+    /// writes the selected keys as commands, `RESTORE` where a value fits.
+    fn needs(&self) -> SnapshotNeeds {
+        let all = self.filter.is_all();
+        SnapshotNeeds {
+            events: !all,
+            max_raw_value: if all { 0 } else { self.max_restore_bytes },
+        }
+    }
+
+    async fn open(self, header: RdbHeader) -> Result<FilesWriter, RestoreError> {
+        FilesWriter::create(
+            &self.dir,
+            header.magic,
+            header.version,
+            &self.filter,
+            self.force,
+            self.max_restore_bytes,
+        )
+        .await
+    }
+}
 
 /// What was written, and how to start a server on it.
 #[derive(Clone, Debug, Serialize)]
@@ -47,6 +89,8 @@ pub struct FilesWriter {
     valkey: bool,
     /// Snapshot bytes seen so far (the aux fields that name the server come first).
     seen: u64,
+    /// The staging directory is gone (moved into place, or removed after a failure).
+    cleaned: bool,
 }
 
 /// Every this many bytes of the base RDB, its data is pushed to disk in the background, so
@@ -98,6 +142,33 @@ impl FilesWriter {
         tokio::fs::create_dir_all(&staging)
             .await
             .map_err(|e| ferr(&staging, e))?;
+        match FilesWriter::open(
+            dir,
+            staging.clone(),
+            magic,
+            version,
+            filter,
+            max_restore_bytes,
+        )
+        .await
+        {
+            Ok(w) => Ok(w),
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&staging).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The writer on a staging directory just made.
+    async fn open(
+        dir: &Path,
+        staging: PathBuf,
+        magic: Magic,
+        version: u32,
+        filter: &Filter,
+        max_restore_bytes: usize,
+    ) -> Result<FilesWriter, RestoreError> {
         let open = |name: &str| {
             let p = staging.join(name);
             async move {
@@ -120,15 +191,16 @@ impl FilesWriter {
         });
         Ok(FilesWriter {
             dir: dir.to_path_buf(),
-            staging: staging.clone(),
+            base: BaseWriter::create(&staging.join(BASE)).await?,
+            aof: open(INCR).await?,
+            staging,
             magic,
             version,
-            base: BaseWriter::create(&staging.join(BASE))?,
-            aof: open(INCR).await?,
             conv,
             scratch: Vec::with_capacity(64 << 10),
             valkey: magic == Magic::Valkey,
             seen: 0,
+            cleaned: false,
         })
     }
 
@@ -185,6 +257,15 @@ impl FilesWriter {
     /// Writes everything out and moves it into place. `has_commands`: whether any command
     /// after the snapshot was replayed (otherwise a plain `dump.rdb` is enough).
     pub async fn finish(mut self, has_commands: bool) -> Result<Written, RestoreError> {
+        let written = self.write_out(has_commands).await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_dir_all(&self.staging).await;
+        }
+        self.cleaned = true;
+        written
+    }
+
+    async fn write_out(&mut self, has_commands: bool) -> Result<Written, RestoreError> {
         let base_path = self.staging.join(BASE);
         let incr_path = self.staging.join(INCR);
         // Both files are synced at once: the disk flushes them together.
@@ -295,8 +376,12 @@ struct BaseWriter {
 }
 
 impl BaseWriter {
-    fn create(path: &Path) -> Result<BaseWriter, RestoreError> {
-        let mut file = std::fs::File::create(path).map_err(|e| ferr(path, e))?;
+    async fn create(path: &Path) -> Result<BaseWriter, RestoreError> {
+        let mut file = File::create(path)
+            .await
+            .map_err(|e| ferr(path, e))?
+            .into_std()
+            .await;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
         let thread = std::thread::Builder::new()
             .name("restore-base-writer".into())
@@ -360,10 +445,75 @@ impl BaseWriter {
     }
 }
 
+impl FilesWriter {
+    /// Removes the staging directory, after the base writer has stopped.
+    pub async fn abort(mut self) {
+        self.base.tx = None;
+        if let Some(thread) = self.base.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        let _ = tokio::fs::remove_dir_all(&self.staging).await;
+        self.cleaned = true;
+    }
+}
+
 impl Drop for FilesWriter {
-    /// A restore that fails or is abandoned leaves no staging files behind.
+    /// A restore abandoned without [`FilesWriter::abort`] (its future dropped) leaves no
+    /// staging files behind either: they are removed by a thread of its own, since this may
+    /// run on a runtime thread.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.staging);
+        if self.cleaned {
+            return;
+        }
+        let staging = std::mem::take(&mut self.staging);
+        let base = self.base.thread.take();
+        self.base.tx = None;
+        let removal = std::thread::Builder::new()
+            .name("restore-cleanup".into())
+            .spawn(move || {
+                if let Some(thread) = base {
+                    let _ = thread.join();
+                }
+                let _ = std::fs::remove_dir_all(&staging);
+            });
+        if let Err(e) = removal {
+            tracing::warn!("cannot start a thread to remove the restore's staging files: {e}");
+        }
+    }
+}
+
+impl Sink for FilesWriter {
+    /// A selective restore writes `RESTORE` commands for the values that fit.
+    fn values_by_restore(&self) -> bool {
+        self.conv.is_some()
+    }
+
+    async fn snapshot(&mut self, raw: &Bytes, events: &mut [Event]) -> Result<(), RestoreError> {
+        FilesWriter::snapshot(self, raw, events).await
+    }
+
+    async fn snapshot_done(
+        &mut self,
+        _keys: u64,
+        _report: &mut Report,
+    ) -> Result<(), RestoreError> {
+        FilesWriter::snapshot_done(self).await
+    }
+
+    async fn command(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
+        match cmd {
+            Outgoing::Archived { raw, .. } => self.command_encoded(raw).await,
+            Outgoing::Args(args) => FilesWriter::command(self, args).await,
+        }
+    }
+
+    async fn finish(self, report: &mut Report) -> Result<(), RestoreError> {
+        report.files = Some(FilesWriter::finish(self, report.commands > 0).await?);
+        Ok(())
+    }
+
+    async fn abort(self) {
+        FilesWriter::abort(self).await
     }
 }
 
@@ -484,6 +634,36 @@ mod tests {
         std::fs::write(d.join("notes.txt"), b"mine").unwrap();
         assert_eq!(write(false).await.layout, "rdb");
         assert_eq!(names(), ["dump.rdb", "notes.txt"]);
+    }
+
+    /// A failed restore leaves nothing in the directory: abort removes the staging files,
+    /// and so does dropping the writer (on a thread of its own).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abort_and_drop_remove_the_staging_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let rdb = Bytes::from(empty_rdb(Magic::Redis, 10));
+        let entries = || std::fs::read_dir(d).unwrap().count();
+        let mut w = FilesWriter::create(d, Magic::Redis, 10, &Filter::default(), false, 1 << 20)
+            .await
+            .unwrap();
+        w.snapshot(&rdb, &[]).await.unwrap();
+        assert_eq!(entries(), 1, "the staging directory");
+        Sink::abort(w).await;
+        assert_eq!(entries(), 0);
+
+        let mut w = FilesWriter::create(d, Magic::Redis, 10, &Filter::default(), false, 1 << 20)
+            .await
+            .unwrap();
+        w.snapshot(&rdb, &[]).await.unwrap();
+        drop(w);
+        for _ in 0..500 {
+            if entries() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("staging files left after the writer was dropped");
     }
 
     #[test]

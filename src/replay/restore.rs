@@ -1,32 +1,45 @@
 //! `pitr restore`: rebuilds the master's state at a chosen moment. Plans from a listing
-//! ([`crate::replay::plan`]), streams the snapshot through the RDB parser, then the archived commands
-//! up to the cut ([`crate::replay::cut`]), into one of two destinations:
+//! ([`crate::replay::plan`]); then the executor streams the snapshot through the RDB parser and
+//! the archived commands up to the cut ([`crate::replay::cut`]), selected by [`filter`], into a
+//! destination behind the [`Sink`] trait, without knowing which one it is:
 //!
-//! - a live Redis ([`live`]): keys by `RESTORE` (the RDB value bytes as a DUMP payload) when
-//!   the target accepts the payload's version, otherwise as ordinary commands ([`keys`]); then
-//!   the commands, pipelined;
+//! - a live Redis ([`live_sink`]): keys by `RESTORE` (the RDB value bytes as a DUMP payload)
+//!   when the target accepts the payload's version, otherwise as ordinary commands ([`keys`]);
+//!   then the commands, pipelined;
 //! - files that a stock redis-server loads natively ([`files`]): `dump.rdb`, or the snapshot as
 //!   the base of an AOF with the commands after it.
 //!
-//! Selective restore ([`filter`]) keeps a subset of databases and keys.
+//! Fetching, decompressing and parsing overlap with writing: the snapshot is read and parsed
+//! on a blocking thread and handed over in bounded batches; segments are fetched and decoded
+//! one ahead. Nothing here blocks a runtime thread.
+//!
+//! [`filter`]: crate::replay::filter
+//! [`keys`]: crate::replay::keys
+//! [`live_sink`]: crate::replay::live_sink
+//! [`files`]: crate::replay::files
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::archive::catalog::Catalog;
 use crate::archive::format;
+use crate::archive::names::ObjectName;
 use crate::archive::store::{Store, StoreError};
-use crate::rdb::{self, Event, ParserConfig};
+use crate::maintain::verify::SnapshotOk;
+use crate::rdb::{self, Event, ParserConfig, RdbError};
 use crate::replay::cut::{self, Command, Cutter, Limit};
+use crate::replay::files::{self, FilesOpener};
 use crate::replay::filter::{Filter, Verdict};
+use crate::replay::live_sink::{ExpiryShift, LiveOpener};
 use crate::replay::plan::{self, Plan, PlanError, Target};
-use crate::replay::{files, keys, live};
+use crate::replay::sink::{Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
+use crate::replay::{keys, live};
 
 /// Where the restored state goes.
 #[derive(Clone, Debug)]
@@ -143,32 +156,49 @@ pub async fn make_plan(store: &Store, target: Target) -> Result<Plan, RestoreErr
     Ok(plan::plan(&catalog, target)?)
 }
 
-/// What the snapshot phase hands to a destination: raw RDB bytes and their events, in order.
-struct SnapshotBatch {
-    raw: Bytes,
-    events: Vec<Event>,
-    /// The RDB's magic and version, on the first batch.
-    header: Option<(rdb::Magic, u32)>,
-}
-
-/// A destination of the restore.
-enum Sink {
-    Live(Box<live::LiveTarget>, keys::KeyConverter),
-    Files(Box<files::FilesWriter>),
-}
-
-/// Runs a restore according to `plan`.
+/// Runs a restore according to `plan`, into the destination `cfg` names.
 pub async fn restore(
     cfg: &RestoreConfig,
     plan: &Plan,
     progress: Arc<Progress>,
 ) -> Result<Report, RestoreError> {
+    match &cfg.destination {
+        Destination::Live { url, password } => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let opener = LiveOpener {
+                url: url.clone(),
+                password: password.clone(),
+                timeout: cfg.target_timeout,
+                force: cfg.force,
+                max_restore_bytes: cfg.max_restore_bytes,
+                shift: ExpiryShift::new(now_ms),
+            };
+            run(cfg, plan, progress, opener).await
+        }
+        Destination::Files { dir } => {
+            let opener = FilesOpener {
+                dir: dir.clone(),
+                filter: cfg.filter.clone(),
+                force: cfg.force,
+                max_restore_bytes: cfg.max_restore_bytes,
+            };
+            run(cfg, plan, progress, opener).await
+        }
+    }
+}
+
+/// Runs a restore according to `plan` into the destination `opener` opens (once the snapshot's
+/// RDB header is read). Of `cfg` it uses the store and the filter; the destination's own
+/// settings are the opener's.
+pub async fn run<O: Opener>(
+    cfg: &RestoreConfig,
+    plan: &Plan,
+    progress: Arc<Progress>,
+    opener: O,
+) -> Result<Report, RestoreError> {
     let started = Instant::now();
-    let shift = ExpiryShift::new(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    );
     progress.total.store(plan.bytes, Ordering::Relaxed);
     let mut report = Report {
         generation: plan.generation.to_string(),
@@ -176,39 +206,330 @@ pub async fn restore(
         time_ms: plan.snapshot.first_ms,
         ..Default::default()
     };
+    let (snapshot_done_tx, snapshot_done) = oneshot::channel();
+    let segments = SegmentFetcher::start(&cfg.store, plan, progress.clone(), snapshot_done);
+    let mut snapshot = SnapshotReader::start(&cfg.store, plan, opener.needs());
+    // The RDB version decides RESTORE and the file layout: the destination opens once it is
+    // known, and the parser then learns whether values go by RESTORE.
+    let Ok(header) = (&mut snapshot.header).await else {
+        return Err(snapshot.ended_without_header(plan).await);
+    };
+    let mut sink = opener.open(header).await?;
+    if let Some(tx) = snapshot.values_by_restore.take() {
+        let _ = tx.send(sink.values_by_restore());
+    }
+    let exec = Executor {
+        filter: &cfg.filter,
+        plan,
+        progress: &progress,
+        report: &mut report,
+    };
+    let fed = exec
+        .feed(&mut sink, header, snapshot, segments, snapshot_done_tx)
+        .await;
+    match fed {
+        Ok(()) => sink.finish(&mut report).await?,
+        Err(e) => {
+            sink.abort().await;
+            return Err(e);
+        }
+    }
+    report.time = plan::fmt_ms(report.time_ms);
+    report.bytes_read += plan.snapshot.bytes;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
 
-    // Segments are fetched and decoded ahead: the first one while the snapshot is copied (so
-    // at most one segment more is held then), each next one while the one before is replayed.
-    type Fetched = (String, format::Segment, u64);
-    let (seg_tx, mut seg_rx) = mpsc::channel::<Result<Fetched, RestoreError>>(1);
-    let (snapshot_done_tx, snapshot_done) = tokio::sync::oneshot::channel::<()>();
-    let fetcher = {
-        let store = cfg.store.clone();
+/// The executor's state while it feeds one sink.
+struct Executor<'a> {
+    filter: &'a Filter,
+    plan: &'a Plan,
+    progress: &'a Progress,
+    report: &'a mut Report,
+}
+
+impl Executor<'_> {
+    /// The snapshot, then the commands up to the cut, into `sink`.
+    async fn feed<S: Sink>(
+        mut self,
+        sink: &mut S,
+        header: RdbHeader,
+        snapshot: SnapshotReader,
+        segments: SegmentFetcher,
+        snapshot_done: oneshot::Sender<()>,
+    ) -> Result<(), RestoreError> {
+        let checksum = self.snapshot(sink, snapshot).await?;
+        self.progress
+            .bytes
+            .fetch_add(self.plan.snapshot.bytes, Ordering::Relaxed);
+        sink.snapshot_done(self.report.keys, self.report).await?;
+        let _ = snapshot_done.send(());
+        self.commands(sink, header, checksum, segments).await
+    }
+
+    /// Streams the snapshot's batches into `sink`; returns the snapshot's chain checksum.
+    async fn snapshot<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        snapshot: SnapshotReader,
+    ) -> Result<u64, RestoreError> {
+        let SnapshotReader {
+            mut batches,
+            task,
+            side,
+            ..
+        } = snapshot;
+        let (side_tx, side_task) = match side {
+            Some(SideParse { tx, task }) => (Some(tx), Some(task)),
+            None => (None, None),
+        };
+        let mut side_stopped = false;
+        let mut skipping = false;
+        let mut kept: Vec<Event> = Vec::new();
+        while let Some(batch) = batches.recv().await {
+            self.progress
+                .snapshot_raw
+                .fetch_add(batch.raw.len() as u64, Ordering::Relaxed);
+            if let Some(tx) = &side_tx {
+                if tx.send(batch.raw.clone()).await.is_err() {
+                    // The side parse stopped on an error: its result says which.
+                    side_stopped = true;
+                    break;
+                }
+            }
+            // Selective restore: drop the events of unselected keys.
+            kept.clear();
+            for ev in batch.events {
+                match &ev {
+                    Event::KeyStart { db, key, .. } => {
+                        skipping = !self.filter.key_selected(*db as u32, key);
+                        if skipping {
+                            self.report.keys_skipped += 1;
+                        } else {
+                            self.report.keys += 1;
+                            self.progress.keys.fetch_add(1, Ordering::Relaxed);
+                            kept.push(ev);
+                        }
+                    }
+                    Event::KeyEnd { .. } => {
+                        if !skipping {
+                            kept.push(ev);
+                        }
+                        skipping = false;
+                    }
+                    _ if skipping => {}
+                    _ => kept.push(ev),
+                }
+            }
+            sink.snapshot(&batch.raw, &mut kept).await?;
+        }
+        // The reader stops at its next batch if it has not finished.
+        drop(batches);
+        drop(side_tx);
+        let side = match side_task {
+            Some(t) => Some(joined(t.await).map_err(|e| self.rdb_corrupt(e))),
+            None => None,
+        };
+        let read = joined(task.await);
+        // When the side parse failed first, the reader may only have stopped because of it.
+        let snap = match (side_stopped, side) {
+            (true, Some(Err(e))) => return Err(e),
+            (_, side) => {
+                let snap = read?;
+                if let Some(summary) = side.transpose()? {
+                    self.report.keys = summary.keys;
+                    self.progress.keys.store(summary.keys, Ordering::Relaxed);
+                }
+                snap
+            }
+        };
+        Ok(snap.checksum)
+    }
+
+    /// The commands after the snapshot, up to the cut. `chain`: the snapshot's checksum, which
+    /// the first segment links to.
+    async fn commands<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        header: RdbHeader,
+        mut chain: u64,
+        mut segments: SegmentFetcher,
+    ) -> Result<(), RestoreError> {
+        let plan = self.plan;
+        let mut cutter = Cutter::new(
+            Limit {
+                time_ms: plan.cut_time_ms,
+                offset: plan.cut_offset,
+            },
+            plan.snapshot.offset,
+            plan.snapshot.first_ms,
+        );
+        let relative_ttls = header.magic == rdb::Magic::Redis && header.version < 10;
+        let mut released = Vec::new();
+        let mut first = true;
+        while let Some(got) = segments.rx.recv().await {
+            if cutter.is_done() {
+                break;
+            }
+            let (name, seg, stored) = got?;
+            self.report.bytes_read += stored;
+            if seg.header.prev_chain != chain {
+                return Err(RestoreError::Corrupt {
+                    object: name,
+                    offset: format::PREAMBLE_LEN as u64,
+                    what: format!(
+                        "chain broken: links to {:016x}, the object before has checksum {chain:016x}",
+                        seg.header.prev_chain
+                    ),
+                });
+            }
+            chain = seg.checksum;
+            if first {
+                first = false;
+                let select = [
+                    Bytes::from_static(b"SELECT"),
+                    Bytes::from(seg.header.db_start.to_string()),
+                ];
+                sink.command(Outgoing::Args(&select)).await?;
+            }
+            for c in cut::Commands::new(&seg) {
+                let c = c.map_err(|e| RestoreError::Corrupt {
+                    object: name.clone(),
+                    offset: e.offset,
+                    what: e.what,
+                })?;
+                cutter.push(c, &mut released);
+                if !released.is_empty() {
+                    self.apply(sink, &mut released, relative_ttls).await?;
+                }
+                if cutter.is_done() {
+                    break;
+                }
+            }
+        }
+        drop(segments);
+        cutter.finish();
+        self.apply(sink, &mut released, relative_ttls).await?;
+        self.report.offset = cutter.reached_offset;
+        self.report.time_ms = cutter.reached_ms;
+        self.report.transaction_left_out = cutter.dropped_open_transaction;
+        Ok(())
+    }
+
+    /// Filters the released commands, makes relative TTLs absolute, and hands them over.
+    async fn apply<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        released: &mut Vec<Command>,
+        relative_ttls: bool,
+    ) -> Result<(), RestoreError> {
+        for c in released.drain(..) {
+            if c.name_is("ping")
+                || c.name_is("replconf")
+                || c.name_is("publish")
+                || c.name_is("spublish")
+            {
+                self.report.commands_internal += 1;
+                continue;
+            }
+            match self.filter.command(c.db, &c.args) {
+                Verdict::Drop => {
+                    self.report.commands_skipped += 1;
+                    continue;
+                }
+                Verdict::Mixed => self.report.commands_mixed += 1,
+                Verdict::Keep => {}
+            }
+            // Handed over as archived unless a TTL has to be rewritten.
+            match relative_ttls.then(|| absolute_ttl(&c)).flatten() {
+                Some(cmds) => {
+                    for args in &cmds {
+                        sink.command(Outgoing::Args(args)).await?;
+                    }
+                }
+                None => {
+                    sink.command(Outgoing::Archived {
+                        args: &c.args,
+                        raw: &c.raw,
+                    })
+                    .await?
+                }
+            }
+            self.report.commands += 1;
+            self.progress.commands.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// An error of the RDB inside the snapshot.
+    fn rdb_corrupt(&self, e: RdbError) -> RestoreError {
+        RestoreError::Corrupt {
+            object: self.plan.snapshot.name.clone(),
+            offset: e.offset().unwrap_or(0),
+            what: ReadStop::Rdb(e).to_string(),
+        }
+    }
+}
+
+/// The value of a task of this restore; a panic in the task goes on here.
+fn joined<T>(r: Result<T, JoinError>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// A task that is stopped when its handle is dropped (the restore returned early).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A segment fetched and decoded: its name, content and stored size.
+type Fetched = (String, format::Segment, u64);
+
+/// Fetches and decodes the plan's segments ahead of the replay: the first one while the
+/// snapshot is copied (so at most one segment more is held then), each next one while the one
+/// before is replayed.
+struct SegmentFetcher {
+    rx: mpsc::Receiver<Result<Fetched, RestoreError>>,
+    _task: AbortOnDrop<()>,
+}
+
+impl SegmentFetcher {
+    fn start(
+        store: &Store,
+        plan: &Plan,
+        progress: Arc<Progress>,
+        snapshot_done: oneshot::Receiver<()>,
+    ) -> SegmentFetcher {
+        let (tx, rx) = mpsc::channel(1);
+        let store = store.clone();
         let segments = plan.segments.clone();
-        let progress = progress.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut snapshot_done = Some(snapshot_done);
             for s in segments {
                 let got = async {
                     let bytes = store.get(&s.object).await?;
-                    progress
-                        .bytes
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    let name = s.name.clone();
                     let stored = bytes.len() as u64;
-                    tokio::task::spawn_blocking(move || format::decode_segment(&bytes))
-                        .await
-                        .expect("segment decoder panicked")
+                    progress.bytes.fetch_add(stored, Ordering::Relaxed);
+                    let decoded = joined(
+                        tokio::task::spawn_blocking(move || format::decode_segment(&bytes)).await,
+                    );
+                    decoded
                         .map(|seg| (s.name.clone(), seg, stored))
                         .map_err(|e| RestoreError::Corrupt {
-                            object: name,
+                            object: s.name.clone(),
                             offset: e.at,
                             what: e.what,
                         })
                 }
                 .await;
                 let stop = got.is_err();
-                if seg_tx.send(got).await.is_err() || stop {
+                if tx.send(got).await.is_err() || stop {
                     return;
                 }
                 if let Some(done) = snapshot_done.take() {
@@ -217,824 +538,178 @@ pub async fn restore(
                     }
                 }
             }
-        })
-    };
-
-    // The snapshot, parsed on a blocking thread, handed over in bounded batches.
-    let (tx, mut rx) = mpsc::channel::<Result<SnapshotBatch, String>>(4);
-    let parser_cfg = ParserConfig {
-        max_raw_value: match &cfg.destination {
-            Destination::Files { .. } if cfg.filter.is_all() => 0,
-            _ => cfg.max_restore_bytes,
-        },
-        ..ParserConfig::default()
-    };
-    let snapshot_name = plan.snapshot.object;
-    let store = cfg.store.clone();
-    // Copying the snapshot into files needs no events: there the RDB is parsed (to check it
-    // and count its keys) on a thread of its own, beside decompression and writing.
-    let side_parse = matches!(cfg.destination, Destination::Files { .. }) && cfg.filter.is_all();
-    let (side_tx, side) = if side_parse {
-        let (stx, srx) = std::sync::mpsc::sync_channel::<Bytes>(8);
-        let handle = std::thread::spawn(move || {
-            let mut parser = rdb::Parser::new(parser_cfg);
-            // It only counts and checks keys: large LZF strings need not be decompressed.
-            parser.set_lzf_strings(rdb::LzfStrings::Skip);
-            let mut events = Vec::new();
-            for raw in srx {
-                events.clear();
-                parser.feed_bytes(raw, &mut events)?;
-            }
-            parser.finish()
         });
-        (Some(stx), Some(handle))
-    } else {
-        (None, None)
-    };
-    // Before parsing, the reader hands over the RDB header alone and waits to learn whether
-    // values go by RESTORE: large LZF strings then go as their raw bytes, never decompressed.
-    let (mode_tx, mode_rx) = std::sync::mpsc::channel::<bool>();
-    let mut mode_tx = Some(mode_tx);
-    let reader = tokio::spawn(async move {
-        let mut parser = rdb::Parser::new(parser_cfg);
-        let tx2 = tx.clone();
-        let mut header_seen = false;
-        let r = crate::maintain::verify::read_snapshot(&store, snapshot_name, move |raw| {
-            if let (false, false, Some(raw)) = (side_parse, header_seen, &raw) {
-                header_seen = true;
-                let (magic, version) =
-                    rdb_header(raw).ok_or_else(|| "the RDB inside: no RDB header".to_string())?;
-                tx2.blocking_send(Ok(SnapshotBatch {
-                    raw: Bytes::new(),
-                    events: Vec::new(),
-                    header: Some((magic, version)),
-                }))
-                .map_err(|_| "restore stopped".to_string())?;
-                let by_restore = mode_rx.recv().map_err(|_| "restore stopped".to_string())?;
-                if by_restore {
-                    parser.set_lzf_strings(rdb::LzfStrings::SkipWhenCaptured);
+        SegmentFetcher {
+            rx,
+            _task: AbortOnDrop(task),
+        }
+    }
+}
+
+/// Why the snapshot reader stopped handing over bytes. The snapshot reading API carries the
+/// reason as text; it becomes [`RestoreError::Corrupt`] naming the snapshot and the byte.
+#[derive(Debug, thiserror::Error)]
+enum ReadStop {
+    #[error("the RDB inside: {0}")]
+    Rdb(#[from] RdbError),
+    #[error("the RDB inside: no RDB header")]
+    NoHeader,
+    #[error("restore stopped")]
+    Stopped,
+}
+
+/// Raw RDB bytes of the snapshot and their events, in order.
+struct Batch {
+    raw: Bytes,
+    events: Vec<Event>,
+}
+
+/// The snapshot, read, checked and parsed on a blocking thread, handed over in bounded
+/// batches. When the sink needs no events, the RDB is parsed on a thread of its own beside the
+/// copy, only to check it and count its keys (`side`).
+struct SnapshotReader {
+    /// The RDB header, as soon as the first bytes are read.
+    header: oneshot::Receiver<RdbHeader>,
+    /// Before parsing on, the reader waits to learn whether values go by RESTORE: large LZF
+    /// strings then go as their raw bytes, never decompressed.
+    values_by_restore: Option<oneshot::Sender<bool>>,
+    batches: mpsc::Receiver<Batch>,
+    task: JoinHandle<Result<SnapshotOk, RestoreError>>,
+    side: Option<SideParse>,
+}
+
+/// The parse beside a copy of the snapshot: its bytes in, its summary (or error) out.
+struct SideParse {
+    tx: mpsc::Sender<Bytes>,
+    task: JoinHandle<Result<rdb::Summary, RdbError>>,
+}
+
+impl SnapshotReader {
+    fn start(store: &Store, plan: &Plan, needs: SnapshotNeeds) -> SnapshotReader {
+        let parser_cfg = ParserConfig {
+            max_raw_value: needs.max_raw_value,
+            ..ParserConfig::default()
+        };
+        let (header_tx, header) = oneshot::channel();
+        let (mode_tx, mode_rx) = oneshot::channel();
+        let (tx, batches) = mpsc::channel(4);
+        let side = (!needs.events).then(|| {
+            let (stx, mut srx) = mpsc::channel::<Bytes>(8);
+            let task = tokio::task::spawn_blocking(move || {
+                let mut parser = rdb::Parser::new(parser_cfg);
+                // It only counts and checks keys: large LZF strings need not be decompressed.
+                parser.set_lzf_strings(rdb::LzfStrings::Skip);
+                let mut events = Vec::new();
+                while let Some(raw) = srx.blocking_recv() {
+                    events.clear();
+                    parser.feed_bytes(raw, &mut events)?;
                 }
-            }
-            let mut events = Vec::new();
-            let mut header = None;
-            let raw = match raw {
-                Some(raw) if side_parse => {
-                    if !header_seen {
-                        // The layout only needs the magic and version.
-                        header_seen = true;
-                        let mv = rdb_header(&raw)
-                            .ok_or_else(|| "the RDB inside: no RDB header".to_string())?;
-                        header = Some(mv);
-                    }
-                    raw
-                }
-                None if side_parse => Bytes::new(),
-                Some(raw) => {
-                    // A batch per piece: an LZF string expands up to 88 times in the events.
-                    let mut at = 0;
-                    while raw.len() - at > rdb::FEED_PIECE {
-                        let piece = raw.slice(at..at + rdb::FEED_PIECE);
-                        at += rdb::FEED_PIECE;
-                        parser
-                            .feed_bytes(piece.clone(), &mut events)
-                            .map_err(|e| format!("the RDB inside: {e}"))?;
-                        tx2.blocking_send(Ok(SnapshotBatch {
-                            raw: piece,
-                            events: std::mem::take(&mut events),
-                            header: None,
-                        }))
-                        .map_err(|_| "restore stopped".to_string())?;
-                    }
-                    let raw = raw.slice(at..);
-                    parser
-                        .feed_bytes(raw.clone(), &mut events)
-                        .map_err(|e| format!("the RDB inside: {e}"))?;
-                    raw
-                }
-                None => {
-                    parser
-                        .finish()
-                        .map_err(|e| format!("the RDB inside: {e}"))?;
-                    Bytes::new()
-                }
-            };
-            tx2.blocking_send(Ok(SnapshotBatch {
-                raw,
-                events,
-                header,
-            }))
-            .map_err(|_| "restore stopped".to_string())
-        })
-        .await;
-        match r {
-            Ok(Ok(ok)) => Ok(ok),
-            Ok(Err(p)) => {
-                let _ = tx.send(Err(p.to_string())).await;
-                Err(RestoreError::Corrupt {
+                parser.finish()
+            });
+            SideParse { tx: stx, task }
+        });
+        let mut state = ReaderState {
+            parser: needs.events.then(|| rdb::Parser::new(parser_cfg)),
+            header_tx: Some(header_tx),
+            mode_rx: needs.events.then_some(mode_rx),
+            tx,
+        };
+        let store = store.clone();
+        let name: ObjectName = plan.snapshot.object;
+        let task = tokio::spawn(async move {
+            let read = crate::maintain::verify::read_snapshot(&store, name, move |raw| {
+                state.on_raw(raw).map_err(|e| e.to_string())
+            })
+            .await;
+            match read {
+                Ok(Ok(ok)) => Ok(ok),
+                Ok(Err(p)) => Err(RestoreError::Corrupt {
                     object: p.object,
                     offset: p.offset,
                     what: p.what,
-                })
+                }),
+                Err(e) => Err(RestoreError::Store(e)),
             }
-            Err(e) => Err(RestoreError::Store(e)),
+        });
+        SnapshotReader {
+            header,
+            values_by_restore: Some(mode_tx),
+            batches,
+            task,
+            side,
         }
-    });
+    }
 
-    // The first batch carries the header: the RDB version decides RESTORE and file layout.
-    let mut sink: Option<Sink> = None;
-    let mut version = 0u32;
-    let mut magic = rdb::Magic::Redis;
-    let mut skipping = false;
-    let mut kept: Vec<Event> = Vec::new();
-    while let Some(batch) = rx.recv().await {
-        let Ok(batch) = batch else {
-            break;
-        };
-        progress
-            .snapshot_raw
-            .fetch_add(batch.raw.len() as u64, Ordering::Relaxed);
-        if let Some(stx) = &side_tx {
-            if !batch.raw.is_empty() && stx.send(batch.raw.clone()).is_err() {
-                // The side parser stopped on an error: its result says which.
-                break;
-            }
-        }
-        if let Some((m, v)) = batch.header {
-            magic = m;
-            version = v;
-        }
-        if sink.is_none() {
-            let (opened, restore) = open_sink(cfg, magic, version).await?;
-            if let Some(t) = mode_tx.take() {
-                let _ = t.send(restore);
-            }
-            sink = Some(opened);
-        }
-        let sink = sink.as_mut().expect("opened");
-        // Selective restore: drop the events of unselected keys.
-        kept.clear();
-        for ev in batch.events {
-            match &ev {
-                Event::KeyStart { db, key, .. } => {
-                    skipping = !cfg.filter.key_selected(*db as u32, key);
-                    if skipping {
-                        report.keys_skipped += 1;
-                    } else {
-                        report.keys += 1;
-                        progress.keys.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if !skipping {
-                        kept.push(ev);
-                    }
-                }
-                Event::KeyEnd { .. } => {
-                    if !skipping {
-                        kept.push(ev);
-                    }
-                    skipping = false;
-                }
-                _ if skipping => {}
-                _ => kept.push(ev),
-            }
-        }
-        match sink {
-            Sink::Live(target, conv) => {
-                let mut cmds = Vec::new();
-                for ev in kept.iter_mut() {
-                    let (ms, field) = match ev {
-                        Event::KeyStart {
-                            expire_ms: Some(ms),
-                            ..
-                        } => (ms, false),
-                        Event::HashField {
-                            expire_ms: Some(ms),
-                            ..
-                        } => (ms, true),
-                        _ => continue,
-                    };
-                    match shift.map(*ms) {
-                        Moved::To(sent) => {
-                            *ms = sent;
-                            report.ttls_shifted = true;
-                            report.field_ttls_shifted |= field;
-                        }
-                        Moved::InReserved => report.expiries_in_reserved_range += 1,
-                        Moved::Same => {}
-                    }
-                }
-                for ev in &kept {
-                    conv.push(ev, &mut cmds)?;
-                    for c in cmds.drain(..) {
-                        target.send(&c).await?;
-                    }
-                }
-            }
-            Sink::Files(w) => w.snapshot(&batch.raw, &kept).await?,
-        }
-    }
-    drop(side_tx);
-    let snap = reader.await.expect("snapshot reader task")?;
-    if let Some(h) = side {
-        let summary = tokio::task::spawn_blocking(move || h.join())
-            .await
-            .expect("joining the parser")
-            .expect("the RDB parser panicked")
-            .map_err(|e| RestoreError::Corrupt {
-                object: plan.snapshot.name.clone(),
-                offset: e.offset().unwrap_or(0),
-                what: format!("the RDB inside: {e}"),
-            })?;
-        report.keys = summary.keys;
-        progress.keys.store(summary.keys, Ordering::Relaxed);
-    }
-    progress
-        .bytes
-        .fetch_add(plan.snapshot.bytes, Ordering::Relaxed);
-    let mut sink = match sink {
-        Some(s) => s,
-        None => {
-            return Err(RestoreError::Corrupt {
+    /// The reader ended before it read a header: its error, or an empty snapshot.
+    async fn ended_without_header(self, plan: &Plan) -> RestoreError {
+        drop(self.batches);
+        match joined(self.task.await) {
+            Err(e) => e,
+            Ok(_) => RestoreError::Corrupt {
                 object: plan.snapshot.name.clone(),
                 offset: 0,
                 what: "empty snapshot".into(),
-            })
-        }
-    };
-    if let Sink::Live(target, conv) = &mut sink {
-        target.sync().await?;
-        target.snapshot_applied(report.keys);
-        let st = conv.stats();
-        report.keys_by_restore = st.keys_by_restore;
-        report.keys_by_commands = st.keys_by_commands;
-    }
-    if let Sink::Files(w) = &mut sink {
-        w.snapshot_done().await?;
-    }
-
-    let _ = snapshot_done_tx.send(());
-    // The commands after the snapshot, up to the cut.
-    let mut cutter = Cutter::new(
-        Limit {
-            time_ms: plan.cut_time_ms,
-            offset: plan.cut_offset,
-        },
-        plan.snapshot.offset,
-        plan.snapshot.first_ms,
-    );
-    let relative_ttls = magic == rdb::Magic::Redis && version < 10;
-    let mut chain = snap.checksum;
-    let mut released = Vec::new();
-    let mut first = true;
-    while let Some(got) = seg_rx.recv().await {
-        if cutter.is_done() {
-            break;
-        }
-        let (name, seg, stored) = got?;
-        report.bytes_read += stored;
-        if seg.header.prev_chain != chain {
-            return Err(RestoreError::Corrupt {
-                object: name,
-                offset: format::PREAMBLE_LEN as u64,
-                what: format!(
-                    "chain broken: links to {:016x}, the object before has checksum {chain:016x}",
-                    seg.header.prev_chain
-                ),
-            });
-        }
-        chain = seg.checksum;
-        if first {
-            first = false;
-            let select = vec![
-                Bytes::from_static(b"SELECT"),
-                Bytes::from(seg.header.db_start.to_string()),
-            ];
-            match &mut sink {
-                Sink::Live(t, _) => t.send(&select).await?,
-                Sink::Files(w) => w.command(&select).await?,
-            }
-        }
-        for c in cut::Commands::new(&seg) {
-            let c = c.map_err(|e| RestoreError::Corrupt {
-                object: name.clone(),
-                offset: e.offset,
-                what: e.what,
-            })?;
-            cutter.push(c, &mut released);
-            if !released.is_empty() {
-                apply(
-                    cfg,
-                    &mut sink,
-                    &mut released,
-                    relative_ttls,
-                    &shift,
-                    &mut report,
-                    &progress,
-                )
-                .await?;
-            }
-            if cutter.is_done() {
-                break;
-            }
-        }
-    }
-    fetcher.abort();
-    cutter.finish();
-    apply(
-        cfg,
-        &mut sink,
-        &mut released,
-        relative_ttls,
-        &shift,
-        &mut report,
-        &progress,
-    )
-    .await?;
-    report.offset = cutter.reached_offset;
-    report.time_ms = cutter.reached_ms;
-    report.transaction_left_out = cutter.dropped_open_transaction;
-    match sink {
-        Sink::Live(mut target, _) => {
-            target.sync().await?;
-            if report.ttls_shifted {
-                report.expiries_moved_back = target
-                    .unshift_ttls(
-                        RESERVED_FROM_MS..shift.reserved_end(),
-                        shift.floor,
-                        report.field_ttls_shifted,
-                    )
-                    .await?;
-            }
-            if report.expiries_in_reserved_range > 0 {
-                tracing::warn!(
-                    count = report.expiries_in_reserved_range,
-                    "{} expiries lie where a live restore keeps the expiries it moves ({} to {} ms since the epoch) and may have been moved wrongly: restore to files (--output-dir) for those",
-                    report.expiries_in_reserved_range,
-                    RESERVED_FROM_MS,
-                    shift.reserved_end()
-                );
-            }
-        }
-        Sink::Files(w) => report.files = Some(w.finish(report.commands > 0).await?),
-    }
-    report.time = plan::fmt_ms(report.time_ms);
-    report.bytes_read += plan.snapshot.bytes;
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
-}
-
-/// Opens the destination; also says whether values go by RESTORE.
-async fn open_sink(
-    cfg: &RestoreConfig,
-    magic: rdb::Magic,
-    version: u32,
-) -> Result<(Sink, bool), RestoreError> {
-    match &cfg.destination {
-        Destination::Live { url, password } => {
-            let mut target =
-                live::LiveTarget::connect_with_timeout(url, password.clone(), cfg.target_timeout)
-                    .await?;
-            let n = target.key_count().await?;
-            if n > 0 {
-                if !cfg.force {
-                    return Err(RestoreError::TargetNotEmpty { keys: n });
-                }
-                target.flush_all().await?;
-            }
-            let accepts = target.rdb_version().await?;
-            let restore_version = payload_version(magic, version, accepts);
-            let conv = keys::KeyConverter::new(keys::ConvertConfig {
-                restore_version,
-                max_restore_bytes: cfg.max_restore_bytes,
-                max_batch_bytes: 1 << 20,
-                // Every expiry is moved ahead during the replay, field TTLs included, and
-                // those inside a payload cannot be.
-                field_ttls_by_restore: false,
-                // Redis 7.0+ (RDB 10) and every Valkey.
-                stream_entries_added: accepts >= 10,
-            });
-            Ok((
-                Sink::Live(Box::new(target), conv),
-                restore_version.is_some(),
-            ))
-        }
-        Destination::Files { dir } => Ok((
-            Sink::Files(Box::new(
-                files::FilesWriter::create(
-                    dir,
-                    magic,
-                    version,
-                    &cfg.filter,
-                    cfg.force,
-                    cfg.max_restore_bytes,
-                )
-                .await?,
-            )),
-            !cfg.filter.is_all(),
-        )),
-    }
-}
-
-/// The magic and version at the start of an RDB.
-fn rdb_header(raw: &[u8]) -> Option<(rdb::Magic, u32)> {
-    let h = raw.get(..9)?;
-    let (magic, digits) = if h.starts_with(b"REDIS") {
-        (rdb::Magic::Redis, &h[5..])
-    } else if h.starts_with(b"VALKEY") {
-        (rdb::Magic::Valkey, &h[6..])
-    } else {
-        return None;
-    };
-    let v = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some((magic, v))
-}
-
-/// The RESTORE payload version for values of an RDB `(magic, version)` on a target that accepts
-/// payloads up to `accepts`; `None` when the target cannot take them (commands instead).
-pub fn payload_version(magic: rdb::Magic, version: u32, accepts: u16) -> Option<u16> {
-    let v = u16::try_from(version).ok()?;
-    // Valkey 9's RDB 80 and Redis' 12+ are different families: only the same family, and only
-    // versions the target knows.
-    let valkey_family = |x: u16| x >= 80;
-    if magic == rdb::Magic::Valkey && !valkey_family(accepts) {
-        return None;
-    }
-    if valkey_family(accepts) && (12..80).contains(&v) {
-        return None;
-    }
-    (v <= accepts).then_some(v)
-}
-
-/// Filters, translates and sends the released commands.
-#[allow(clippy::too_many_arguments)]
-async fn apply(
-    cfg: &RestoreConfig,
-    sink: &mut Sink,
-    released: &mut Vec<Command>,
-    relative_ttls: bool,
-    shift: &ExpiryShift,
-    report: &mut Report,
-    progress: &Progress,
-) -> Result<(), RestoreError> {
-    for c in released.drain(..) {
-        if c.name_is("ping")
-            || c.name_is("replconf")
-            || c.name_is("publish")
-            || c.name_is("spublish")
-        {
-            report.commands_internal += 1;
-            continue;
-        }
-        match cfg.filter.command(c.db, &c.args) {
-            Verdict::Drop => {
-                report.commands_skipped += 1;
-                continue;
-            }
-            Verdict::Mixed => report.commands_mixed += 1,
-            Verdict::Keep => {}
-        }
-        // Sent as received unless a TTL has to be rewritten.
-        let rewritten = if relative_ttls {
-            absolute_ttl(&c)
-        } else {
-            None
-        };
-        match (&mut *sink, rewritten) {
-            (Sink::Live(t, _), rewritten) => {
-                let one;
-                let cmds: &[Vec<Bytes>] = match &rewritten {
-                    Some(r) => r,
-                    None => {
-                        one = [c.args.clone()];
-                        &one
-                    }
-                };
-                for args in cmds {
-                    let mut args = Cow::Borrowed(args);
-                    if let Some(a) = stream_trim_for_client(&args) {
-                        args = Cow::Owned(a);
-                    }
-                    let shifted = shift_ttl(&args, shift);
-                    report.ttls_shifted |= shifted.moved;
-                    report.field_ttls_shifted |= shifted.moved && shifted.field;
-                    report.expiries_in_reserved_range += u64::from(shifted.reserved);
-                    match shifted.args {
-                        Some(a) => t.send(&a).await?,
-                        None if rewritten.is_some() || matches!(args, Cow::Owned(_)) => {
-                            t.send(&args).await?
-                        }
-                        None => t.send_encoded(&c.args, &c.raw).await?,
-                    }
-                }
-            }
-            (Sink::Files(w), Some(cmds)) => {
-                for args in &cmds {
-                    w.command(args).await?;
-                }
-            }
-            (Sink::Files(w), None) => w.command_encoded(&c.raw).await?,
-        }
-        report.commands += 1;
-        progress.commands.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(())
-}
-
-/// Where a live replay puts the expiries it moves, in ms since the epoch: 2^45 + 2^44 (in the
-/// year 3642), below the largest hash field expiry Redis 7.4 accepts (2^46 - 1, t_hash.c's
-/// `HFE_MAX_ABS_TIME_MSEC`), and small enough for the Lua numbers (doubles) of the script that
-/// moves them back to hold exactly. See [`ExpiryShift`].
-pub const RESERVED_FROM_MS: i64 = (1 << 45) + (1 << 44);
-const DAY_MS: i64 = 24 * 3600 * 1000;
-/// Expiries this far before the restore's start keep their exact time through the move (a
-/// target whose clock is behind the restorer's may not have reached them yet); older ones are
-/// all moved to the start of the reserved range, and so moved back to this far in the past.
-const KEPT_PAST_MS: i64 = 366 * DAY_MS;
-/// Expiries this far or further after the restore's start cannot pass while it runs: they are
-/// sent as they are, never moved.
-const HORIZON_MS: i64 = 10 * 366 * DAY_MS;
-
-/// How a live replay keeps the target from expiring keys and hash fields itself.
-///
-/// A replica never expires keys on its own: it applies the master's DEL when the master expired
-/// them, and so must a replay, or a key whose TTL passed between a write and the restore would
-/// be re-created by the writes that followed it on the master. So every expiry that could pass
-/// before the restore completes (earlier than [`HORIZON_MS`] after its start) is moved into a
-/// reserved range [`RESERVED_FROM_MS`, `reserved_end()`), keeping its offset from `floor`, and
-/// moved back exactly once the replay is complete ([`live::LiveTarget::unshift_ttls`]). Later
-/// expiries are sent as they are, so nothing is ever moved near a server's limit (Redis refuses
-/// field TTLs past 2^46 - 1 ms, and key TTLs past i64::MAX), and every time is computed in
-/// integers. An expiry sent as it is that happens to lie in the reserved range would be moved
-/// "back" too: such times are counted ([`Report::expiries_in_reserved_range`]) and warned about.
-/// (Loading files needs none of this: a server does not expire keys while it loads.)
-///
-/// The move does not keep the order of times, so `GT`/`LT` conditions of `PEXPIREAT` (which a
-/// master propagates only when they held) are dropped, and those of `HPEXPIREAT` (which Valkey
-/// propagates for every field named, also those whose condition failed) are evaluated on the
-/// target by a script that compares the real times.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExpiryShift {
-    /// Expiries before this are moved to [`RESERVED_FROM_MS`] (they have passed: moved back,
-    /// they delete their key or field, as on the master).
-    pub floor: i64,
-    /// Expiries at or after this are not moved.
-    pub horizon: i64,
-}
-
-/// What [`ExpiryShift::map`] does with one expiry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Moved {
-    /// Sent as it is.
-    Same,
-    /// Sent as it is, but it lies in the reserved range.
-    InReserved,
-    /// Sent as this time instead.
-    To(i64),
-}
-
-impl ExpiryShift {
-    /// The move for a restore that starts at `now_ms` (the restorer's clock).
-    pub fn new(now_ms: i64) -> ExpiryShift {
-        ExpiryShift {
-            floor: now_ms.saturating_sub(KEPT_PAST_MS),
-            horizon: now_ms.saturating_add(HORIZON_MS),
-        }
-    }
-
-    /// The end (exclusive) of the reserved range.
-    pub fn reserved_end(&self) -> i64 {
-        RESERVED_FROM_MS.saturating_add(self.horizon.saturating_sub(self.floor))
-    }
-
-    /// The time to send for the absolute expiry `at` (ms).
-    pub fn map(&self, at: i64) -> Moved {
-        if at < self.horizon {
-            Moved::To(RESERVED_FROM_MS + (at.max(self.floor) - self.floor))
-        } else if at >= RESERVED_FROM_MS && at < self.reserved_end() {
-            Moved::InReserved
-        } else {
-            Moved::Same
-        }
-    }
-
-    /// The real time of a time found on the target (what the script that moves times back
-    /// computes).
-    pub fn unmap(&self, sent: i64) -> i64 {
-        if sent >= RESERVED_FROM_MS && sent < self.reserved_end() {
-            sent - RESERVED_FROM_MS + self.floor
-        } else {
-            sent
-        }
-    }
-}
-
-/// What [`shift_ttl`] did to one command.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Shifted {
-    /// The command to send instead; `None`: send it as it is.
-    pub args: Option<Vec<Bytes>>,
-    /// An expiry was moved into the reserved range (it must be moved back at the end).
-    pub moved: bool,
-    /// The expiry is a hash field's.
-    pub field: bool,
-    /// An expiry sent as it is lies in the reserved range.
-    pub reserved: bool,
-}
-
-/// Sets hash field TTLs with `GT`/`LT` as the master did: compares the real new time with each
-/// field's real current time (times in the reserved range are moved back first), and sets the
-/// time to send on the fields where the condition holds. KEYS[1]: the hash; ARGV: reserved
-/// range start and end, floor, `GT` or `LT`, the real time, the time to send, the fields.
-const FIELD_CONDITION_SCRIPT: &str = r#"
-local lo, hi, floor = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local cond, new = ARGV[4], tonumber(ARGV[5])
-local n = 0
-for i = 7, #ARGV do
-  local t = redis.call('HPEXPIRETIME', KEYS[1], 'FIELDS', 1, ARGV[i])[1]
-  if t >= lo and t < hi then t = t - lo + floor end
-  local ok
-  if cond == 'GT' then ok = t >= 0 and new > t else ok = t == -1 or (t >= 0 and new < t) end
-  if ok then
-    redis.call('HPEXPIREAT', KEYS[1], ARGV[6], 'FIELDS', 1, ARGV[i])
-    n = n + 1
-  end
-end
-return n
-"#;
-
-/// For a live target: the command that sets the same expiry as `args` with the expiry moved
-/// as `shift` says (see [`ExpiryShift`]): key TTLs (`PEXPIREAT`, `EXPIREAT`, `SET … PXAT|EXAT`,
-/// `GETEX`, `RESTORE … ABSTTL`) and hash field TTLs (`HPEXPIREAT`, `HEXPIREAT`, `HSETEX`,
-/// `HGETEX`). Seconds become milliseconds when the time is moved.
-pub fn shift_ttl(args: &[Bytes], shift: &ExpiryShift) -> Shifted {
-    let num = |a: &Bytes| {
-        std::str::from_utf8(a)
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-    };
-    let Some(name) = args.first().map(|a| a.to_ascii_lowercase()) else {
-        return Shifted::default();
-    };
-    let hash = name.first() == Some(&b'h');
-    // The time at `args[at]` (seconds when `secs`), moved: the command with `args[name_at]`
-    // renamed to `new_name` (milliseconds) when it is.
-    let moved = |name_at: usize, new_name: &'static [u8], at: usize, secs: bool| -> Shifted {
-        let Some(ms) = num(&args[at]).and_then(|v| v.checked_mul(if secs { 1000 } else { 1 }))
-        else {
-            return Shifted::default();
-        };
-        match shift.map(ms) {
-            Moved::Same => Shifted::default(),
-            Moved::InReserved => Shifted {
-                reserved: true,
-                ..Shifted::default()
             },
-            Moved::To(sent) => {
-                let mut out = args.to_vec();
-                out[name_at] = Bytes::from_static(new_name);
-                out[at] = Bytes::from(sent.to_string());
-                Shifted {
-                    args: Some(out),
-                    moved: true,
-                    field: hash,
-                    reserved: false,
-                }
-            }
         }
-    };
-    match name.as_slice() {
-        // `PEXPIREAT key ms [NX|XX|GT|LT]...`: a master propagates it only when its condition
-        // held, so GT/LT (which the move can invert) are dropped.
-        b"pexpireat" | b"expireat" if args.len() >= 3 => {
-            let mut r = moved(0, b"PEXPIREAT", 2, name == b"expireat");
-            let base = r.args.take().unwrap_or_else(|| args.to_vec());
-            let kept: Vec<Bytes> = base
-                .iter()
-                .enumerate()
-                .filter(|(i, a)| {
-                    *i < 3 || !(a.eq_ignore_ascii_case(b"gt") || a.eq_ignore_ascii_case(b"lt"))
-                })
-                .map(|(_, a)| a.clone())
-                .collect();
-            if r.moved || kept.len() != args.len() {
-                r.args = Some(kept);
-            }
-            r
-        }
-        // `HPEXPIREAT key ms [NX|XX|GT|LT] FIELDS n f...` (Redis 7.4+, Valkey 9+).
-        b"hpexpireat" | b"hexpireat" if args.len() >= 3 => {
-            let secs = name == b"hexpireat";
-            let mut r = moved(0, b"HPEXPIREAT", 2, secs);
-            let cond = args
-                .get(3)
-                .filter(|a| a.eq_ignore_ascii_case(b"gt") || a.eq_ignore_ascii_case(b"lt"));
-            let (Some(cond), Some(real)) = (
-                cond,
-                num(&args[2]).and_then(|v| v.checked_mul(if secs { 1000 } else { 1 })),
-            ) else {
-                return r;
-            };
-            // FIELDS n f...: the fields start at index 6.
-            let sent = r
-                .args
-                .as_ref()
-                .map_or_else(|| Bytes::from(real.to_string()), |a| a[2].clone());
-            let mut eval = vec![
-                Bytes::from_static(b"EVAL"),
-                Bytes::from_static(FIELD_CONDITION_SCRIPT.as_bytes()),
-                Bytes::from_static(b"1"),
-                args[1].clone(),
-                Bytes::from(RESERVED_FROM_MS.to_string()),
-                Bytes::from(shift.reserved_end().to_string()),
-                Bytes::from(shift.floor.to_string()),
-                Bytes::from(cond.to_ascii_uppercase()),
-                Bytes::from(real.to_string()),
-                sent,
-            ];
-            eval.extend(args.iter().skip(6).cloned());
-            r.args = Some(eval);
-            r.field = true;
-            r
-        }
-        // `SET key value [opts]`, `GETEX key [opts]`; `HSETEX key [opts] FIELDS n f v ...`,
-        // `HGETEX key [opts] FIELDS n f ...`, whose options end at FIELDS.
-        b"set" | b"getex" | b"hsetex" | b"hgetex" => {
-            let from = if name == b"set" { 3 } else { 2 };
-            let last = args.len().saturating_sub(1);
-            for (i, a) in args.iter().enumerate().take(last).skip(from) {
-                let opt = a.to_ascii_lowercase();
-                if hash && opt == b"fields" {
-                    return Shifted::default();
-                }
-                if opt == b"pxat" || opt == b"exat" {
-                    return moved(i, b"PXAT", i + 1, opt == b"exat");
-                }
-            }
-            Shifted::default()
-        }
-        b"restore" | b"restore-asking" if args.len() >= 4 => {
-            let abs = args
-                .iter()
-                .skip(4)
-                .any(|a| a.eq_ignore_ascii_case(b"absttl"));
-            if !abs || num(&args[2]).is_none_or(|v| v <= 0) {
-                return Shifted::default();
-            }
-            let mut r = moved(0, b"RESTORE", 2, false);
-            // Keep the command's own name.
-            if let Some(a) = &mut r.args {
-                a[0] = args[0].clone();
-            }
-            r
-        }
-        _ => Shifted::default(),
     }
 }
 
-/// For a live target: `XADD`/`XTRIM` with an exact trim and `LIMIT` without it, or `None` to
-/// send the command as it is.
-///
-/// A master propagates an approximate trim (`MAXLEN ~ 10 LIMIT 5`) as an exact one with the
-/// stream's resulting length or first id (`MAXLEN = 7 LIMIT 5`, t_stream.c's
-/// `streamRewriteTrimArgument`). Replicas and AOF loading accept that and ignore the `LIMIT`
-/// (`mustObeyClient`: the limit is set to 0, no limit), but an ordinary client is refused
-/// ("LIMIT cannot be used without the special ~ option"). An exact trim from a client has no
-/// limit either, so dropping `LIMIT n` trims exactly what the replica trims.
-pub fn stream_trim_for_client(args: &[Bytes]) -> Option<Vec<Bytes>> {
-    let name = args.first()?.to_ascii_lowercase();
-    let xadd = match name.as_slice() {
-        b"xadd" => true,
-        b"xtrim" => false,
-        _ => return None,
-    };
-    let mut approx = false;
-    let mut limit = None;
-    // The option parser of t_stream.c's streamParseAddOrTrimArgsOrReply.
-    let mut i = 2;
-    while i < args.len() {
-        let more = args.len() - 1 - i;
-        let opt = args[i].to_ascii_lowercase();
-        if xadd && opt == b"*" {
-            break;
-        } else if (opt == b"maxlen" || opt == b"minid") && more > 0 {
-            if more >= 2 && (args[i + 1].as_ref() == b"~" || args[i + 1].as_ref() == b"=") {
-                approx = args[i + 1].as_ref() == b"~";
-                i += 1;
+/// The reader's side of [`SnapshotReader`], on its blocking thread.
+struct ReaderState {
+    /// `None` when the sink needs no events (the side parse checks the RDB).
+    parser: Option<rdb::Parser>,
+    header_tx: Option<oneshot::Sender<RdbHeader>>,
+    mode_rx: Option<oneshot::Receiver<bool>>,
+    tx: mpsc::Sender<Batch>,
+}
+
+impl ReaderState {
+    /// The next raw bytes of the RDB, or `None` at its end.
+    fn on_raw(&mut self, raw: Option<Bytes>) -> Result<(), ReadStop> {
+        let Some(raw) = raw else {
+            if let Some(parser) = &mut self.parser {
+                parser.finish()?;
             }
-            i += 2;
-        } else if opt == b"limit" && more > 0 {
-            limit = Some(i);
-            i += 2;
-        } else if xadd && opt == b"nomkstream" {
-            i += 1;
-        } else {
-            // XADD: the id; XTRIM: nothing else may follow.
-            break;
+            return Ok(());
+        };
+        if let Some(header_tx) = self.header_tx.take() {
+            let header = RdbHeader::parse(&raw).ok_or(ReadStop::NoHeader)?;
+            header_tx.send(header).map_err(|_| ReadStop::Stopped)?;
+            if let (Some(parser), Some(mode)) = (&mut self.parser, self.mode_rx.take()) {
+                if mode.blocking_recv().map_err(|_| ReadStop::Stopped)? {
+                    parser.set_lzf_strings(rdb::LzfStrings::SkipWhenCaptured);
+                }
+            }
         }
+        let Some(parser) = &mut self.parser else {
+            return self
+                .tx
+                .blocking_send(Batch {
+                    raw,
+                    events: Vec::new(),
+                })
+                .map_err(|_| ReadStop::Stopped);
+        };
+        // A batch per piece: an LZF string expands up to 88 times in the events.
+        let mut at = 0;
+        let mut events = Vec::new();
+        while raw.len() - at > rdb::FEED_PIECE {
+            let piece = raw.slice(at..at + rdb::FEED_PIECE);
+            at += rdb::FEED_PIECE;
+            parser.feed_bytes(piece.clone(), &mut events)?;
+            self.tx
+                .blocking_send(Batch {
+                    raw: piece,
+                    events: std::mem::take(&mut events),
+                })
+                .map_err(|_| ReadStop::Stopped)?;
+        }
+        let raw = raw.slice(at..);
+        parser.feed_bytes(raw.clone(), &mut events)?;
+        self.tx
+            .blocking_send(Batch { raw, events })
+            .map_err(|_| ReadStop::Stopped)
     }
-    let at = limit.filter(|_| !approx)?;
-    let mut out = args.to_vec();
-    out.drain(at..at + 2);
-    Some(out)
 }
 
 /// Redis 6 and older replicate relative TTLs (`EXPIRE k 10`, `SET k v PX 500`): turn them into
@@ -1184,255 +859,198 @@ mod tests {
         );
     }
 
-    #[test]
-    fn expiries_that_may_pass_during_the_replay_are_moved() {
-        let now = 1_700_000_000_000i64;
-        let sh = ExpiryShift::new(now);
-        let near = now + 5000;
-        let m = |at: i64| (RESERVED_FROM_MS + at - sh.floor).to_string();
-        let args = |a: &[&str]| -> Vec<Bytes> {
-            a.iter()
-                .map(|x| Bytes::copy_from_slice(x.as_bytes()))
-                .collect()
-        };
-        let t = |a: &[&str]| {
-            let a = args(a);
-            text(shift_ttl(&a, &sh).args.unwrap_or(a))
-        };
-        let (n, ns) = (near.to_string(), (near / 1000).to_string());
-        assert_eq!(t(&["PEXPIREAT", "k", &n]), ["PEXPIREAT", "k", &m(near)]);
-        assert_eq!(
-            t(&["EXPIREAT", "k", &ns]),
-            ["PEXPIREAT", "k", &m(near / 1000 * 1000)]
-        );
-        assert_eq!(
-            t(&["SET", "k", "v", "PXAT", &n]),
-            ["SET", "k", "v", "PXAT", &m(near)]
-        );
-        assert_eq!(
-            t(&["set", "k", "v", "exat", &ns, "GET"]),
-            ["set", "k", "v", "PXAT", &m(near / 1000 * 1000), "GET"]
-        );
-        assert_eq!(
-            t(&["RESTORE", "k", &n, "payload", "ABSTTL"]),
-            ["RESTORE", "k", &m(near), "payload", "ABSTTL"]
-        );
-        assert_eq!(
-            t(&["RESTORE", "k", "0", "payload", "ABSTTL"]),
-            ["RESTORE", "k", "0", "payload", "ABSTTL"]
-        );
-        assert_eq!(t(&["SET", "pxat", "v"]), ["SET", "pxat", "v"]);
-        assert_eq!(
-            t(&["HPEXPIREAT", "h", &n, "FIELDS", "1", "f"]),
-            ["HPEXPIREAT", "h", &m(near), "FIELDS", "1", "f"]
-        );
-        assert_eq!(
-            t(&["hexpireat", "h", &ns, "NX", "FIELDS", "1", "f"]),
-            [
-                "HPEXPIREAT",
-                "h",
-                &m(near / 1000 * 1000),
-                "NX",
-                "FIELDS",
-                "1",
-                "f"
-            ]
-        );
-        assert_eq!(
-            t(&["hsetex", "h", "FNX", "PXAT", &n, "FIELDS", "1", "f", "v"]),
-            [
-                "hsetex",
-                "h",
-                "FNX",
-                "PXAT",
-                &m(near),
-                "FIELDS",
-                "1",
-                "f",
-                "v"
-            ]
-        );
-        assert_eq!(
-            t(&["HGETEX", "h", "EXAT", &ns, "FIELDS", "1", "f"]),
-            [
-                "HGETEX",
-                "h",
-                "PXAT",
-                &m(near / 1000 * 1000),
-                "FIELDS",
-                "1",
-                "f"
-            ]
-        );
-        // Option names after FIELDS are field names and values.
-        assert_eq!(
-            t(&["HSETEX", "pxat", "KEEPTTL", "FIELDS", "1", "PXAT", "7"]),
-            ["HSETEX", "pxat", "KEEPTTL", "FIELDS", "1", "PXAT", "7"]
-        );
-        assert_eq!(t(&["HSET", "k", "PXAT", "1"]), ["HSET", "k", "PXAT", "1"]);
-        // Moved back, each time is the real one again; times long past are moved back to the
-        // floor (they delete their key), never into the reserved range.
-        for at in [sh.floor, now - 1, now, near, sh.horizon - 1] {
-            assert_eq!(sh.map(at), Moved::To(m(at).parse().unwrap()));
-            assert_eq!(sh.unmap(m(at).parse().unwrap()), at);
+    mod executor {
+        use std::sync::Mutex;
+
+        use super::super::*;
+        use crate::archive::format::{SegmentHeader, TimeMark};
+        use crate::archive::names::{test_replid, ArchiveName, GenerationId, ObjectName};
+        use crate::maintain::verify::test_objects;
+
+        /// What a sink was handed.
+        #[derive(Debug, Default)]
+        struct Log {
+            header: Option<RdbHeader>,
+            raw: Vec<u8>,
+            snapshot_done: Option<u64>,
+            commands: Vec<String>,
+            finished: bool,
+            aborted: bool,
         }
-        assert_eq!(sh.map(1), Moved::To(RESERVED_FROM_MS));
-        assert_eq!(sh.map(i64::MIN), Moved::To(RESERVED_FROM_MS));
-        assert!(sh.reserved_end() < (1 << 46) - 1 && sh.reserved_end() < 1 << 53);
-        // A shifted command says so; a field's too.
-        let r = shift_ttl(&args(&["PEXPIREAT", "k", &n]), &sh);
-        assert!(r.moved && !r.field && !r.reserved);
-        let r = shift_ttl(&args(&["HPEXPIREAT", "h", &n, "FIELDS", "1", "f"]), &sh);
-        assert!(r.moved && r.field);
-    }
 
-    /// The values the Redis test suite found changed by the old 100-year shift: far expiries
-    /// are sent exactly as they are, and never near a server's limit.
-    #[test]
-    fn expiries_near_the_limits_are_sent_exactly() {
-        let sh = ExpiryShift::new(1_700_000_000_000);
-        for a in [
-            &["PEXPIREAT", "a", "9007199254740993"][..],
-            &["PEXPIREAT", "b", "9223372036854775807"],
-            &["HPEXPIREAT", "h", "70368744176664", "FIELDS", "1", "f"],
-            &["SET", "k", "v", "PXAT", "9223372036854775807"],
-            &["EXPIREAT", "k", "9223372036854775"],
-        ] {
-            let args: Vec<Bytes> = a
-                .iter()
-                .map(|x| Bytes::copy_from_slice(x.as_bytes()))
-                .collect();
-            assert_eq!(shift_ttl(&args, &sh), Shifted::default(), "{a:?}");
+        /// A destination that records what it is handed; it refuses the command `refuse`.
+        struct Recorder {
+            log: Arc<Mutex<Log>>,
+            refuse: Option<&'static str>,
         }
-        // Inside the reserved range: sent as it is, and counted.
-        let args: Vec<Bytes> = ["PEXPIREAT", "k", &(RESERVED_FROM_MS + 7).to_string()]
-            .iter()
-            .map(|x| Bytes::copy_from_slice(x.as_bytes()))
-            .collect();
-        let r = shift_ttl(&args, &sh);
-        assert!(r.reserved && r.args.is_none() && !r.moved);
-    }
 
-    #[test]
-    fn expiry_conditions_survive_the_move() {
-        let sh = ExpiryShift::new(1_700_000_000_000);
-        let args = |a: &[&str]| -> Vec<Bytes> {
-            a.iter()
-                .map(|x| Bytes::copy_from_slice(x.as_bytes()))
-                .collect()
-        };
-        // Keys: GT/LT dropped (a master propagates the command only when its condition held).
-        let r = shift_ttl(&args(&["PEXPIREAT", "k", "9000000000000000", "GT"]), &sh);
-        assert_eq!(
-            text(r.args.unwrap()),
-            ["PEXPIREAT", "k", "9000000000000000"]
-        );
-        let r = shift_ttl(&args(&["PEXPIREAT", "k", "1700000001000", "XX", "lt"]), &sh);
-        assert_eq!(
-            text(r.args.unwrap()),
-            [
-                "PEXPIREAT",
-                "k",
-                &(RESERVED_FROM_MS + 366 * DAY_MS + 1000).to_string(),
-                "XX"
-            ]
-        );
-        // Fields: a script that compares the real times.
-        let r = shift_ttl(
-            &args(&[
-                "HPEXPIREAT",
-                "h",
-                "1700000001000",
-                "gt",
-                "FIELDS",
-                "2",
-                "f",
-                "g",
-            ]),
-            &sh,
-        );
-        let a = text(r.args.unwrap());
-        assert_eq!(a[0], "EVAL");
-        assert_eq!(a[2..4], ["1", "h"]);
-        assert_eq!(
-            a[4..],
-            [
-                RESERVED_FROM_MS.to_string(),
-                sh.reserved_end().to_string(),
-                sh.floor.to_string(),
-                "GT".to_string(),
-                "1700000001000".to_string(),
-                (RESERVED_FROM_MS + 366 * DAY_MS + 1000).to_string(),
-                "f".to_string(),
-                "g".to_string()
-            ]
-        );
-        assert!(r.moved && r.field);
-    }
+        impl Opener for Recorder {
+            type Sink = Recorder;
 
-    #[test]
-    fn exact_stream_trims_lose_their_limit() {
-        let t = |a: &[&str]| -> Option<Vec<String>> {
-            let args: Vec<Bytes> = a
-                .iter()
-                .map(|x| Bytes::copy_from_slice(x.as_bytes()))
-                .collect();
-            stream_trim_for_client(&args).map(text)
-        };
-        assert_eq!(
-            t(&["XADD", "s", "MAXLEN", "=", "7", "LIMIT", "5", "1-1", "f", "v"]).unwrap(),
-            ["XADD", "s", "MAXLEN", "=", "7", "1-1", "f", "v"]
-        );
-        assert_eq!(
-            t(&["xtrim", "s", "maxlen", "=", "0", "limit", "100"]).unwrap(),
-            ["xtrim", "s", "maxlen", "=", "0"]
-        );
-        assert_eq!(
-            t(&[
-                "XADD",
-                "s",
-                "NOMKSTREAM",
-                "MINID",
-                "=",
-                "5-0",
-                "LIMIT",
-                "5",
-                "6-0",
-                "a",
-                "b"
-            ])
-            .unwrap(),
-            [
-                "XADD",
-                "s",
-                "NOMKSTREAM",
-                "MINID",
-                "=",
-                "5-0",
-                "6-0",
-                "a",
-                "b"
-            ]
-        );
-        // Fields named LIMIT, approximate trims, and no trim at all stay as they are.
-        assert_eq!(t(&["XADD", "s", "1-1", "LIMIT", "5"]), None);
-        assert_eq!(
-            t(&["XADD", "s", "MAXLEN", "~", "7", "LIMIT", "5", "*", "f", "v"]),
-            None
-        );
-        assert_eq!(t(&["XADD", "s", "MAXLEN", "7", "1-1", "f", "v"]), None);
-        assert_eq!(t(&["SET", "LIMIT", "5"]), None);
-    }
+            fn needs(&self) -> SnapshotNeeds {
+                SnapshotNeeds {
+                    events: true,
+                    max_raw_value: 0,
+                }
+            }
 
-    #[test]
-    fn payload_versions() {
-        use rdb::Magic::*;
-        assert_eq!(payload_version(Redis, 10, 10), Some(10));
-        assert_eq!(payload_version(Redis, 11, 10), None);
-        assert_eq!(payload_version(Redis, 9, 12), Some(9));
-        assert_eq!(payload_version(Redis, 12, 80), None);
-        assert_eq!(payload_version(Redis, 11, 80), Some(11));
-        assert_eq!(payload_version(Valkey, 80, 12), None);
-        assert_eq!(payload_version(Valkey, 80, 80), Some(80));
+            async fn open(self, header: RdbHeader) -> Result<Recorder, RestoreError> {
+                self.log.lock().unwrap().header = Some(header);
+                Ok(self)
+            }
+        }
+
+        impl Sink for Recorder {
+            fn values_by_restore(&self) -> bool {
+                false
+            }
+
+            async fn snapshot(
+                &mut self,
+                raw: &Bytes,
+                _events: &mut [Event],
+            ) -> Result<(), RestoreError> {
+                self.log.lock().unwrap().raw.extend_from_slice(raw);
+                Ok(())
+            }
+
+            async fn snapshot_done(
+                &mut self,
+                keys: u64,
+                _report: &mut Report,
+            ) -> Result<(), RestoreError> {
+                self.log.lock().unwrap().snapshot_done = Some(keys);
+                Ok(())
+            }
+
+            async fn command(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
+                let text: Vec<String> = cmd
+                    .args()
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                if Some(text[0].as_str()) == self.refuse {
+                    return Err(RestoreError::Files {
+                        path: "recorder".into(),
+                        what: format!("refused {}", text[0]),
+                    });
+                }
+                self.log.lock().unwrap().commands.push(text.join(" "));
+                Ok(())
+            }
+
+            async fn finish(self, _report: &mut Report) -> Result<(), RestoreError> {
+                self.log.lock().unwrap().finished = true;
+                Ok(())
+            }
+
+            async fn abort(self) {
+                self.log.lock().unwrap().aborted = true;
+            }
+        }
+
+        /// An archive of the test snapshot and one segment with `SET k v`, a PING (which a
+        /// restore leaves out) and `DEL k`: its store, the plan of everything, and the
+        /// segment's end offset.
+        async fn archive() -> (Store, Plan, u64) {
+            let n: ArchiveName = "a".parse().unwrap();
+            let store = Store::open("memory://", &n).unwrap();
+            let (_, chain) = test_objects::snapshot(&store, 1, 0, 1000).await;
+            let raw: &[u8] = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n";
+            let end = raw.len() as u64;
+            let h = SegmentHeader {
+                generation: GenerationId(1),
+                start: 0,
+                end,
+                first_ms: 1100,
+                last_ms: 1100,
+                db_start: 0,
+                db_end: 0,
+                replid: test_replid('a'),
+                prev_chain: chain,
+                index: vec![TimeMark { end, ms: 1100 }],
+            };
+            let (obj, _) = format::encode_segment(&h, raw).unwrap();
+            let name = ObjectName::segment(h.generation, (0, end), (1100, 1100), h.replid);
+            store.put_new(&name, obj.into()).await.unwrap();
+            let plan = make_plan(&store, Target::Latest).await.unwrap();
+            (store, plan, end)
+        }
+
+        fn config(store: Store) -> RestoreConfig {
+            RestoreConfig {
+                store,
+                target: Target::Latest,
+                destination: Destination::Files {
+                    dir: "unused".into(),
+                },
+                filter: Filter::default(),
+                force: false,
+                max_restore_bytes: 1 << 20,
+                target_timeout: live::DEFAULT_TIMEOUT,
+            }
+        }
+
+        /// The executor hands any sink the snapshot's bytes, then the commands up to the cut,
+        /// then finishes it; the report and the progress counters say what it did.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_sink_gets_the_snapshot_then_the_commands() {
+            let (store, plan, end) = archive().await;
+            let log = Arc::new(Mutex::new(Log::default()));
+            let progress = Arc::new(Progress::default());
+            let opener = Recorder {
+                log: log.clone(),
+                refuse: None,
+            };
+            let report = run(&config(store), &plan, progress.clone(), opener)
+                .await
+                .unwrap();
+            let log = log.lock().unwrap();
+            assert_eq!(
+                log.header,
+                Some(RdbHeader {
+                    magic: rdb::Magic::Redis,
+                    version: 11
+                })
+            );
+            assert_eq!(log.raw, test_objects::rdb());
+            assert_eq!(log.snapshot_done, Some(0));
+            assert_eq!(log.commands, ["SELECT 0", "SET k v", "DEL k"]);
+            assert!(log.finished && !log.aborted);
+            assert_eq!(
+                (report.commands, report.commands_internal, report.keys),
+                (2, 1, 0)
+            );
+            assert_eq!(report.offset, end);
+            assert_eq!(progress.commands.load(Ordering::Relaxed), 2);
+            assert_eq!(
+                progress.snapshot_raw.load(Ordering::Relaxed),
+                test_objects::rdb().len() as u64
+            );
+            assert_eq!(progress.bytes.load(Ordering::Relaxed), plan.bytes);
+            assert_eq!(report.bytes_read, plan.bytes);
+        }
+
+        /// A sink's error ends the restore with that error, and the sink is aborted, not
+        /// finished.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_failing_sink_is_aborted() {
+            let (store, plan, _) = archive().await;
+            let log = Arc::new(Mutex::new(Log::default()));
+            let opener = Recorder {
+                log: log.clone(),
+                refuse: Some("DEL"),
+            };
+            let err = run(&config(store), &plan, Arc::default(), opener)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, RestoreError::Files { what, .. } if what == "refused DEL"),
+                "{err}"
+            );
+            let log = log.lock().unwrap();
+            assert_eq!(log.commands, ["SELECT 0", "SET k v"]);
+            assert!(log.aborted && !log.finished);
+        }
     }
 }
