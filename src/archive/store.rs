@@ -17,8 +17,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    GetResultPayload, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode,
-    PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+    GetResultPayload, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload, WriteMultipart,
 };
 use xxhash_rust::xxh3::Xxh3;
 
@@ -540,18 +540,16 @@ fn open_backend(
     let parsed = url::Url::parse(url).map_err(|e| cfg(format!("not a valid URL: {e}")))?;
     let (scheme, prefix) = match ObjectStoreScheme::parse(&parsed) {
         Ok(p) => p,
-        Err(_) => {
-            return Err(match parsed.scheme() {
-                "s3" | "s3a" | "gs" | "az" | "adl" | "azure" | "abfs" | "abfss"
-                    if parsed.host_str().is_none_or(str::is_empty) =>
-                {
-                    cfg("no bucket or container in the URL".into())
-                }
-                other => cfg(format!(
-                    "unknown scheme {other:?} (use a path, file://, s3://, gs://, az:// or memory://)"
-                )),
-            })
-        }
+        Err(_) => return Err(match parsed.scheme() {
+            "s3" | "s3a" | "gs" | "az" | "adl" | "azure" | "abfs" | "abfss"
+                if parsed.host_str().is_none_or(str::is_empty) =>
+            {
+                cfg("no bucket or container in the URL".into())
+            }
+            other => cfg(format!(
+                "unknown scheme {other:?} (use a path, file://, s3://, gs://, az:// or memory://)"
+            )),
+        }),
     };
     let built = |r: object_store::Result<Arc<dyn ObjectStore>>| r.map_err(|e| cfg(e.to_string()));
     let store: Arc<dyn ObjectStore> = match scheme {
@@ -653,8 +651,8 @@ fn open_local(
         // Not created here (readers must not create it): rooted at `/` under the
         // directory's path, so that the archiver's first write creates it. No cleanup
         // of empty directories, which could climb above the store.
-        let prefix = Path::from_absolute_path(&path)
-            .map_err(|e| cfg(format!("{}: {e}", path.display())))?;
+        let prefix =
+            Path::from_absolute_path(&path).map_err(|e| cfg(format!("{}: {e}", path.display())))?;
         Arc::new(PrefixStore::new(
             object_store::local::LocalFileSystem::new().with_fsync(true),
             prefix,

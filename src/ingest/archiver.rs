@@ -855,7 +855,11 @@ fn log_session_error(e: &ArchiveError, retry_in_ms: u64) -> bool {
 }
 
 /// Waits until the store answers a listing (or shutdown is requested), with backoff.
-async fn wait_for_store(store: &Store, backoff: &mut ExponentialBackoff, shutdown: &CancellationToken) {
+async fn wait_for_store(
+    store: &Store,
+    backoff: &mut ExponentialBackoff,
+    shutdown: &CancellationToken,
+) {
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -1382,21 +1386,14 @@ mod tests {
         faulty.fail_starts.store(3, Ordering::SeqCst);
         let (name, header) = snapshot_name();
         let shutdown = no_shutdown();
-        let mut upload = start_snapshot_upload(
-            &store,
-            &name,
-            &header,
-            Duration::from_secs(60),
-            &shutdown,
-        )
-        .await
-        .expect("retried until the store answers")
-        .expect("no shutdown");
+        let mut upload =
+            start_snapshot_upload(&store, &name, &header, Duration::from_secs(60), &shutdown)
+                .await
+                .expect("retried until the store answers")
+                .expect("no shutdown");
         assert_eq!(faulty.starts.load(Ordering::SeqCst), 4);
         let rdb = b"REDIS0011\xff\0\0\0\0\0\0\0\0";
-        assert!(put_piece(&mut upload, &name, rdb, &shutdown)
-            .await
-            .unwrap());
+        assert!(put_piece(&mut upload, &name, rdb, &shutdown).await.unwrap());
         finish_snapshot(upload, &name).await.unwrap();
         let listing = store.list().await.unwrap();
         assert_eq!(listing.objects.len(), 1);
@@ -1438,16 +1435,11 @@ mod tests {
         faulty.fail_parts.store(true, Ordering::SeqCst);
         let (name, header) = snapshot_name();
         let shutdown = no_shutdown();
-        let mut upload = start_snapshot_upload(
-            &store,
-            &name,
-            &header,
-            Duration::from_secs(5),
-            &shutdown,
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let mut upload =
+            start_snapshot_upload(&store, &name, &header, Duration::from_secs(5), &shutdown)
+                .await
+                .unwrap()
+                .unwrap();
         // Incompressible bytes, more than a part.
         let mut x = 0x9e3779b97f4a7c15u64;
         let piece: Vec<u8> = (0..(1 << 20))

@@ -464,8 +464,8 @@ mod tests {
         for _ in 0..rng.gen_range(0..3) {
             if a.len() >= 2 {
                 let at = rng.gen_range(0..a.len() - 1);
-                let insert: &[u8] = [&b"\r\n"[..], b"\r\n*3\r\n", b"$5\r\n", b"\n", b"\r"]
-                    [rng.gen_range(0..5)];
+                let insert: &[u8] =
+                    [&b"\r\n"[..], b"\r\n*3\r\n", b"$5\r\n", b"\n", b"\r"][rng.gen_range(0..5)];
                 let end = (at + insert.len()).min(a.len());
                 a[at..end].copy_from_slice(&insert[..end - at]);
             }
@@ -479,7 +479,12 @@ mod tests {
     /// second argument as soon as it has arrived).
     fn random_command(rng: &mut impl rand::Rng) -> Vec<Vec<u8>> {
         match rng.gen_range(0..24) {
-            0 | 1 => return vec![b"SELECT".to_vec(), rng.gen_range(0..16u32).to_string().into()],
+            0 | 1 => {
+                return vec![
+                    b"SELECT".to_vec(),
+                    rng.gen_range(0..16u32).to_string().into(),
+                ]
+            }
             2 => return vec![b"select".to_vec(), random_arg(rng)],
             _ => {}
         }
@@ -525,7 +530,9 @@ mod tests {
                 }
             }
             getack |= args[0].eq_ignore_ascii_case(b"replconf")
-                && args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
+                && args
+                    .get(1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
             at += n;
             commands += 1;
         }
@@ -587,7 +594,10 @@ mod tests {
                 base += s.consumed as u64;
                 total_commands += commands;
             }
-            assert!(pending.is_empty() && base == wire.len() as u64, "case {case}");
+            assert!(
+                pending.is_empty() && base == wire.len() as u64,
+                "case {case}"
+            );
         }
         assert!(total_commands > 10_000, "{total_commands}");
     }

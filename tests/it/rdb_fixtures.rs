@@ -135,11 +135,7 @@ fn fixture_digests_are_reproduced_from_their_own_json() {
     for (name, _, json) in fixtures() {
         let Some(json) = json else { continue };
         let v = serde_json::json!({"functions": json["functions"], "keys": json["keys"]});
-        assert_eq!(
-            digest_of(&v),
-            json["digest"].as_str().unwrap(),
-            "{name}"
-        );
+        assert_eq!(digest_of(&v), json["digest"].as_str().unwrap(), "{name}");
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::Args;
 
 use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
-use tokio_util::sync::CancellationToken;
 use redis_pitr::net::Source;
+use tokio_util::sync::CancellationToken;
 
 use crate::args::{parse_duration, parse_size, StoreArgs, Usage};
 
