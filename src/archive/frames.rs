@@ -11,7 +11,6 @@
 
 use std::io::{self, BufRead, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use zstd::stream::raw::{Decoder, Encoder, InBuffer, Operation, OutBuffer};
@@ -224,9 +223,10 @@ fn parallel(
 ) -> Result<u64, BodyError> {
     // A frame is handed straight to an idle worker (no queue of compressed frames), and at
     // most `workers` frames wait behind the one being consumed, each with at most a frame of
-    // pieces: for incompressible data about 2 × (workers + 1) × FRAME_RAW in all.
-    let (job_tx, job_rx) = sync_channel::<Job>(0);
-    let job_rx = Arc::new(Mutex::new(job_rx));
+    // pieces: for incompressible data about 2 × (workers + 1) × FRAME_RAW in all. The job
+    // channel has no capacity and every worker receives from it: a send completes only when a
+    // worker takes the frame.
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(0);
     let (order_tx, order_rx) = sync_channel::<Pieces>(workers);
     std::thread::scope(|s| {
         for _ in 0..workers {
@@ -234,11 +234,8 @@ fn parallel(
             s.spawn(move || {
                 // One decoder per worker, reset for each frame (also after an error).
                 let mut dec: Option<Decoder<'static>> = None;
-                loop {
-                    let job = job_rx.lock().map(|rx| rx.recv());
-                    let Ok(Ok((at, frame, tx))) = job else {
-                        return;
-                    };
+                // Ends when the splitter is done (or stopped) and drops the sender.
+                for (at, frame, tx) in job_rx.iter() {
                     let d = match dec.take().map(|mut d| d.reinit().map(|_| d)) {
                         Some(Ok(d)) => Ok(d),
                         _ => new_decoder(at),
@@ -274,7 +271,11 @@ fn parallel(
 /// Reads the body, splits whole frames off for the workers, and queues their pieces'
 /// receivers in order. A frame too large to split (or a body that is not whole frames) goes
 /// to one in-order decoder for the rest of the body, which also names any error.
-fn split(body: &mut (dyn Read + Send), job_tx: SyncSender<Job>, order_tx: SyncSender<Pieces>) {
+fn split(
+    body: &mut (dyn Read + Send),
+    job_tx: crossbeam_channel::Sender<Job>,
+    order_tx: SyncSender<Pieces>,
+) {
     let mut held = BytesMut::new();
     let mut at = 0u64;
     let mut eof = false;

@@ -13,10 +13,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{
-    GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
-    PutPayload, WriteMultipart,
+    GetResultPayload, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload, WriteMultipart,
 };
 use xxhash_rust::xxh3::Xxh3;
 
@@ -517,97 +519,170 @@ fn request_retries() -> object_store::RetryConfig {
 }
 
 /// The backend for `url`, and the directory when it is a local store.
+///
+/// A plain path is a local directory. A URL goes through object_store's own parsing
+/// ([`ObjectStoreScheme`], and each builder's `with_url`): bucket or container, account and
+/// prefix come from it, and the environment variables of the provider (`AWS_*`, `GOOGLE_*`,
+/// `AZURE_*`, read as `from_env` reads them) are passed as options, as `parse_url_opts` does.
+/// The builders are called here rather than through `parse_url_opts` only because it cannot
+/// set the request retries ([`request_retries`]).
 fn open_backend(
     url: &str,
 ) -> Result<(Arc<dyn ObjectStore>, Option<std::path::PathBuf>), StoreError> {
+    let shown = redact_store_url(url);
     let cfg = |reason: String| StoreError::Config {
-        url: url.to_string(),
+        url: shown.clone(),
         reason,
     };
-    if url == "memory://" || url == "memory:" {
-        return Ok((Arc::new(object_store::memory::InMemory::new()), None));
+    if !url.contains("://") && url != "memory:" {
+        return open_local(url, &cfg);
     }
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) => (s, r),
-        None => ("file", url),
+    let parsed = url::Url::parse(url).map_err(|e| cfg(format!("not a valid URL: {e}")))?;
+    let (scheme, prefix) = match ObjectStoreScheme::parse(&parsed) {
+        Ok(p) => p,
+        Err(_) => return Err(match parsed.scheme() {
+            "s3" | "s3a" | "gs" | "az" | "adl" | "azure" | "abfs" | "abfss"
+                if parsed.host_str().is_none_or(str::is_empty) =>
+            {
+                cfg("no bucket or container in the URL".into())
+            }
+            other => cfg(format!(
+                "unknown scheme {other:?} (use a path, file://, s3://, gs://, az:// or memory://)"
+            )),
+        }),
     };
-    let split_bucket = |rest: &str| -> Result<(String, String), StoreError> {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(cfg("no bucket or container in the URL".into()));
+    let built = |r: object_store::Result<Arc<dyn ObjectStore>>| r.map_err(|e| cfg(e.to_string()));
+    let store: Arc<dyn ObjectStore> = match scheme {
+        ObjectStoreScheme::Memory => return Ok((Arc::new(InMemory::new()), None)),
+        ObjectStoreScheme::Local => {
+            let path = parsed
+                .to_file_path()
+                .map_err(|()| cfg("not a local path (use file:///absolute/path)".into()))?;
+            return open_local(&path.to_string_lossy(), &cfg);
         }
-        Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
-    };
-    let with_prefix = |store: Arc<dyn ObjectStore>, prefix: String| -> Arc<dyn ObjectStore> {
-        if prefix.is_empty() {
-            store
-        } else {
-            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+        ObjectStoreScheme::AmazonS3 => built(
+            env_options("AWS_", &[])
+                .fold(
+                    object_store::aws::AmazonS3Builder::new().with_url(url),
+                    |b, (k, v)| match k.parse() {
+                        Ok(k) => b.with_config(k, v),
+                        Err(_) => b,
+                    },
+                )
+                .with_retry(request_retries())
+                .build()
+                .map(|s| Arc::new(s) as _),
+        )?,
+        ObjectStoreScheme::GoogleCloudStorage => built(
+            env_options("GOOGLE_", &[("SERVICE_ACCOUNT", "google_service_account")])
+                .fold(
+                    object_store::gcp::GoogleCloudStorageBuilder::new().with_url(url),
+                    |b, (k, v)| match k.parse() {
+                        Ok(k) => b.with_config(k, v),
+                        Err(_) => b,
+                    },
+                )
+                .with_retry(request_retries())
+                .build()
+                .map(|s| Arc::new(s) as _),
+        )?,
+        ObjectStoreScheme::MicrosoftAzure => built(
+            env_options("AZURE_", &[("IDENTITY_ENDPOINT", "azure_msi_endpoint")])
+                .fold(
+                    object_store::azure::MicrosoftAzureBuilder::new().with_url(url),
+                    |b, (k, v)| match k.parse() {
+                        Ok(k) => b.with_config(k, v),
+                        Err(_) => b,
+                    },
+                )
+                .with_retry(request_retries())
+                .build()
+                .map(|s| Arc::new(s) as _),
+        )?,
+        other => {
+            return Err(cfg(format!(
+                "{other:?} stores are not supported (use a path, file://, s3://, gs://, az:// or memory://)"
+            )))
         }
     };
-    match scheme {
-        "file" => {
-            let dir = if url.starts_with("file://") {
-                rest.to_string()
+    if prefix.as_ref().is_empty() {
+        Ok((store, None))
+    } else {
+        Ok((Arc::new(PrefixStore::new(store, prefix)), None))
+    }
+}
+
+/// The options a provider's builder reads from the environment in its `from_env`: every
+/// variable starting with `prefix`, by its lower-case name, and the few it reads under other
+/// names (`extra`: variable, option).
+fn env_options(
+    prefix: &'static str,
+    extra: &'static [(&'static str, &'static str)],
+) -> impl Iterator<Item = (String, String)> {
+    let own = std::env::vars_os().filter_map(move |(k, v)| {
+        let (k, v) = (k.into_string().ok()?, v.into_string().ok()?);
+        k.starts_with(prefix).then(|| (k.to_ascii_lowercase(), v))
+    });
+    let other = extra
+        .iter()
+        .filter_map(|(var, key)| Some((key.to_string(), std::env::var(var).ok()?)));
+    own.chain(other)
+}
+
+/// A local directory store at `dir` (a path, relative or absolute).
+fn open_local(
+    dir: &str,
+    cfg: &dyn Fn(String) -> StoreError,
+) -> Result<(Arc<dyn ObjectStore>, Option<std::path::PathBuf>), StoreError> {
+    if dir.is_empty() {
+        return Err(cfg("empty path".into()));
+    }
+    let path = std::path::absolute(dir).map_err(|e| cfg(format!("{dir}: {e}")))?;
+    let fs: Arc<dyn ObjectStore> = if path.is_dir() {
+        Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(&path)
+                .map_err(|e| cfg(e.to_string()))?
+                .with_automatic_cleanup(true)
+                .with_fsync(true),
+        )
+    } else if path.exists() {
+        return Err(cfg(format!("{} is not a directory", path.display())));
+    } else {
+        // Not created here (readers must not create it): rooted at `/` under the
+        // directory's path, so that the archiver's first write creates it. No cleanup
+        // of empty directories, which could climb above the store.
+        let prefix =
+            Path::from_absolute_path(&path).map_err(|e| cfg(format!("{}: {e}", path.display())))?;
+        Arc::new(PrefixStore::new(
+            object_store::local::LocalFileSystem::new().with_fsync(true),
+            prefix,
+        ))
+    };
+    Ok((fs, Some(path)))
+}
+
+/// A store URL for messages: without a password or query string (where a provider's URL may
+/// carry a key or a signature). A user name stays: an Azure `abfs://` URL names its container
+/// there.
+pub fn redact_store_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if url.contains("://") => {
+            let hidden = u.password().is_some() || u.query().is_some();
+            let _ = u.set_password(None);
+            u.set_query(None);
+            if hidden {
+                format!("{u} (credentials hidden)")
             } else {
                 url.to_string()
-            };
-            if dir.is_empty() {
-                return Err(cfg("empty path".into()));
             }
-            let path = std::path::absolute(&dir).map_err(|e| cfg(format!("{dir}: {e}")))?;
-            let fs: Arc<dyn ObjectStore> = if path.is_dir() {
-                Arc::new(
-                    object_store::local::LocalFileSystem::new_with_prefix(&path)
-                        .map_err(|e| cfg(e.to_string()))?
-                        .with_automatic_cleanup(true)
-                        .with_fsync(true),
-                )
-            } else if path.exists() {
-                return Err(cfg(format!("{} is not a directory", path.display())));
-            } else {
-                // Not created here (readers must not create it): rooted at `/` under the
-                // directory's path, so that the archiver's first write creates it. No cleanup
-                // of empty directories, which could climb above the store.
-                let prefix = Path::from_absolute_path(&path)
-                    .map_err(|e| cfg(format!("{}: {e}", path.display())))?;
-                Arc::new(object_store::prefix::PrefixStore::new(
-                    object_store::local::LocalFileSystem::new().with_fsync(true),
-                    prefix,
-                ))
-            };
-            Ok((fs, Some(path)))
         }
-        "s3" | "s3a" => {
-            let (bucket, prefix) = split_bucket(rest)?;
-            let s3 = object_store::aws::AmazonS3Builder::from_env()
-                .with_retry(request_retries())
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| cfg(e.to_string()))?;
-            Ok((with_prefix(Arc::new(s3), prefix), None))
-        }
-        "gs" => {
-            let (bucket, prefix) = split_bucket(rest)?;
-            let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_retry(request_retries())
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| cfg(e.to_string()))?;
-            Ok((with_prefix(Arc::new(gcs), prefix), None))
-        }
-        "az" | "azure" | "abfs" => {
-            let (container, prefix) = split_bucket(rest)?;
-            let az = object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_retry(request_retries())
-                .with_container_name(container)
-                .build()
-                .map_err(|e| cfg(e.to_string()))?;
-            Ok((with_prefix(Arc::new(az), prefix), None))
-        }
-        other => Err(cfg(format!(
-            "unknown scheme {other:?} (use a path, file://, s3://, gs://, az:// or memory://)"
-        ))),
+        _ => match url.split_once('@') {
+            Some((scheme_user, rest)) => match scheme_user.split_once("://") {
+                Some((scheme, _)) => format!("{scheme}://…@{rest}"),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        },
     }
 }
 
@@ -874,5 +949,58 @@ mod tests {
         assert!(e.contains("ftp"), "{e}");
         let e = Store::open("s3:///prefix", &n).unwrap_err().to_string();
         assert!(e.contains("bucket"), "{e}");
+        // Errors never show a password or a query string.
+        let e = Store::open("ftp://user:s3cret@x/y?sig=s3cret", &n)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ftp") && !e.contains("s3cret"), "{e}");
+        let e = Store::open("http://user:s3cret@x/y", &n)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn store_urls_are_redacted_for_messages() {
+        assert_eq!(redact_store_url("s3://bucket/p"), "s3://bucket/p");
+        assert_eq!(redact_store_url("./dir"), "./dir");
+        let shown = redact_store_url("s3://key:s3cret@bucket/p?sig=s3cret");
+        assert!(shown.starts_with("s3://key@bucket/p"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn cloud_urls_and_local_forms_open() {
+        let n: ArchiveName = "a".parse().unwrap();
+        // Building a cloud store reaches no server; the prefix comes from the URL.
+        for url in [
+            "s3://bucket",
+            "s3://bucket/some/prefix/",
+            "gs://bucket/p",
+            "abfs://container@account.dfs.core.windows.net/p",
+        ] {
+            let store = Store::open(url, &n).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(store.url(), url);
+            assert!(store.local_dir.is_none());
+        }
+        for url in ["memory://", "memory:"] {
+            let store = Store::open(url, &n).unwrap();
+            assert!(store.list().await.unwrap().objects.is_empty());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let abs = dir.path().join("archive");
+        for url in [
+            abs.display().to_string(),
+            format!("file://{}", abs.display()),
+        ] {
+            let store = Store::open(&url, &n).unwrap();
+            assert_eq!(store.local_dir.as_deref(), Some(abs.as_path()), "{url}");
+        }
+        let store = Store::open("./some-archive-dir", &n).unwrap();
+        assert_eq!(
+            store.local_dir,
+            Some(std::env::current_dir().unwrap().join("some-archive-dir"))
+        );
+        assert!(Store::open("", &n).is_err());
     }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use bytes::Buf;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::archive::catalog::Catalog;
@@ -276,17 +278,19 @@ pub async fn check_base(
 /// the base snapshot of its generation was seen in the store (by [`check_base`]), after the
 /// segmenter published it. Checks after each published point and at least every
 /// [`BASE_CHECK_INTERVAL`]. Returns the guarded point and a watch that names a generation whose
-/// base is gone (once per generation).
+/// base is gone (once per generation). The checking task runs on `tasks`; it ends when the
+/// durable point's sender or every guarded receiver is gone.
 fn guard_base(
     store: Store,
     mut durable: watch::Receiver<Durable>,
+    tasks: &TaskTracker,
 ) -> (
     watch::Receiver<Durable>,
     watch::Receiver<Option<GenerationId>>,
 ) {
     let (guarded_tx, guarded) = watch::channel(*durable.borrow());
     let (lost_tx, lost) = watch::channel(None);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut base: Option<ObjectName> = None;
         let mut failing = false;
         let mut tick = tokio::time::interval(BASE_CHECK_INTERVAL);
@@ -342,23 +346,6 @@ async fn base_lost(lost: &mut watch::Receiver<Option<GenerationId>>) -> Generati
     }
 }
 
-/// A shutdown request: a watch that turns true.
-#[derive(Clone)]
-pub struct Shutdown(pub watch::Receiver<bool>);
-
-impl Shutdown {
-    pub fn requested(&self) -> bool {
-        *self.0.borrow()
-    }
-    pub async fn wait(&mut self) {
-        while !*self.0.borrow_and_update() {
-            if self.0.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-}
-
 enum SessionEnd {
     Shutdown,
 }
@@ -401,7 +388,7 @@ pub struct Archiver {
 impl Archiver {
     /// Runs until shutdown is requested (then flushes, ACKs and returns `Ok`) or an error that
     /// retrying cannot fix.
-    pub async fn run(cfg: ArchiveConfig, mut shutdown: Shutdown) -> Result<(), ArchiveError> {
+    pub async fn run(cfg: ArchiveConfig, shutdown: CancellationToken) -> Result<(), ArchiveError> {
         let (pos, next_generation) = resume_point(&cfg.store).await?;
         match &pos {
             Some(p) => info!(
@@ -417,8 +404,10 @@ impl Archiver {
                 segment_max_bytes: cfg.segment_max_bytes,
             },
         );
-        let (durable, mut lost) = guard_base(cfg.store.clone(), durable);
-        let mut seg_task = tokio::spawn(segmenter.run());
+        // Every task the archiver starts, so that it returns only once they have all ended.
+        let tasks = TaskTracker::new();
+        let (durable, mut lost) = guard_base(cfg.store.clone(), durable, &tasks);
+        let mut seg_task = tasks.spawn(segmenter.run());
         if let Some(p) = pos {
             let _ = tx.send(Msg::Start(p));
         }
@@ -437,12 +426,12 @@ impl Archiver {
         // Whether `seg_task` has been awaited to its end already (a task is awaited once).
         let mut segmenter_ended = false;
         let result = loop {
-            if shutdown.requested() {
+            if shutdown.is_cancelled() {
                 break Ok(());
             }
             me.established = false;
             let outcome = tokio::select! {
-                r = me.session(&mut shutdown) => r,
+                r = me.session(&shutdown) => r,
                 g = base_lost(&mut lost) => {
                     // Never continue a generation without a base: a full sync starts the next.
                     me.pos = None;
@@ -469,17 +458,21 @@ impl Archiver {
                     let store_failed = log_session_error(&e, retry_in_ms);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.wait() => {}
+                        _ = shutdown.cancelled() => {}
                     }
                     if store_failed {
                         // No new full sync (a fork on the master) while the store is down.
-                        wait_for_store(&me.cfg.store, &mut backoff, &mut shutdown).await;
+                        wait_for_store(&me.cfg.store, &mut backoff, &shutdown).await;
                     }
                 }
             }
         };
         if segmenter_ended {
             // The segmenter is gone and `result` says why; nothing is left to flush.
+            drop(me);
+            drop(lost);
+            tasks.close();
+            tasks.wait().await;
             return result;
         }
         // Flush what was received. A session that ended by shutdown has done this already;
@@ -491,15 +484,20 @@ impl Archiver {
             }
         }
         drop(me);
-        match seg_task.await {
+        drop(lost);
+        let result = match seg_task.await {
             Ok(Err(e)) if result.is_ok() => Err(e.into()),
             _ => result,
-        }
+        };
+        // The segmenter has ended, so the base guard's input is closed and it ends too.
+        tasks.close();
+        tasks.wait().await;
+        result
     }
 
     /// One connection: handshake, PSYNC, the snapshot if any, then the stream until the link
     /// fails or shutdown is requested.
-    async fn session(&mut self, shutdown: &mut Shutdown) -> Result<SessionEnd, ArchiveError> {
+    async fn session(&mut self, shutdown: &CancellationToken) -> Result<SessionEnd, ArchiveError> {
         let source = self.cfg.source.clone();
         let read_timeout = self.cfg.read_timeout;
         let announce_port = self.cfg.announce_port;
@@ -516,7 +514,7 @@ impl Archiver {
         };
         let (mut conn, reply) = tokio::select! {
             r = attach => r?,
-            _ = shutdown.wait() => return Ok(SessionEnd::Shutdown),
+            _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
         };
         let mut floor = None;
         match reply {
@@ -589,7 +587,7 @@ impl Archiver {
         replid: crate::archive::names::ReplId,
         offset: u64,
         time_ms: u64,
-        shutdown: &mut Shutdown,
+        shutdown: &CancellationToken,
     ) -> Result<Option<u64>, ArchiveError> {
         let abandoned = |received: u64| {
             info!(%generation, offset, received,
@@ -597,7 +595,7 @@ impl Archiver {
         };
         let payload = tokio::select! {
             r = conn.payload_header() => r?,
-            _ = shutdown.wait() => {
+            _ = shutdown.cancelled() => {
                 abandoned(0);
                 return Ok(None);
             }
@@ -635,7 +633,7 @@ impl Archiver {
                         if conn.buffer().is_empty() {
                             tokio::select! {
                                 r = conn.read_more("receiving the snapshot") => { r?; }
-                                _ = shutdown.wait() => return Ok(false),
+                                _ = shutdown.cancelled() => return Ok(false),
                             }
                         }
                         let take = (conn.buffer().len() as u64).min(left) as usize;
@@ -670,7 +668,7 @@ impl Archiver {
                             }
                             tokio::select! {
                                 r = conn.read_more("receiving the snapshot") => { r?; }
-                                _ = shutdown.wait() => return Ok(false),
+                                _ = shutdown.cancelled() => return Ok(false),
                             }
                         }
                     }
@@ -716,7 +714,7 @@ impl Archiver {
         &mut self,
         conn: &mut Connection,
         floor: Option<u64>,
-        shutdown: &mut Shutdown,
+        shutdown: &CancellationToken,
     ) -> Result<SessionEnd, ArchiveError> {
         let mut pos = self.pos.expect("a position after PSYNC");
         let generation = pos.generation;
@@ -743,7 +741,7 @@ impl Archiver {
             }
             tokio::select! {
                 biased;
-                _ = shutdown.wait() => {
+                _ = shutdown.cancelled() => {
                     let (reply, done) = oneshot::channel();
                     if let Some(c) = pending.take() {
                         let _ = self.tx.send(Msg::Chunk(c));
@@ -857,9 +855,13 @@ fn log_session_error(e: &ArchiveError, retry_in_ms: u64) -> bool {
 }
 
 /// Waits until the store answers a listing (or shutdown is requested), with backoff.
-async fn wait_for_store(store: &Store, backoff: &mut ExponentialBackoff, shutdown: &mut Shutdown) {
+async fn wait_for_store(
+    store: &Store,
+    backoff: &mut ExponentialBackoff,
+    shutdown: &CancellationToken,
+) {
     loop {
-        if shutdown.requested() {
+        if shutdown.is_cancelled() {
             return;
         }
         let Err(e) = store.list().await else {
@@ -870,7 +872,7 @@ async fn wait_for_store(store: &Store, backoff: &mut ExponentialBackoff, shutdow
             "the store does not answer; waiting for it before asking the master for a full sync");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait() => {}
+            _ = shutdown.cancelled() => {}
         }
     }
 }
@@ -883,7 +885,7 @@ async fn start_snapshot_upload(
     name: &ObjectName,
     header: &SnapshotHeader,
     patience: Duration,
-    shutdown: &mut Shutdown,
+    shutdown: &CancellationToken,
 ) -> Result<Option<SnapshotUpload>, ArchiveError> {
     let started = tokio::time::Instant::now();
     let mut backoff = retry_backoff();
@@ -909,7 +911,7 @@ async fn start_snapshot_upload(
                     "store error starting the snapshot upload; the payload waits on the link, retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.wait() => return Ok(None),
+                    _ = shutdown.cancelled() => return Ok(None),
                 }
             }
         }
@@ -922,7 +924,7 @@ async fn put_piece(
     upload: &mut SnapshotUpload,
     name: &ObjectName,
     piece: &[u8],
-    shutdown: &mut Shutdown,
+    shutdown: &CancellationToken,
 ) -> Result<bool, ArchiveError> {
     let received = upload.raw_len() + piece.len() as u64;
     tokio::select! {
@@ -931,7 +933,7 @@ async fn put_piece(
             received,
             source,
         }),
-        _ = shutdown.wait() => Ok(false),
+        _ = shutdown.cancelled() => Ok(false),
     }
 }
 
@@ -1190,7 +1192,8 @@ mod tests {
         let (snap, c) = snapshot(&store, 1, 0, 1000).await;
         let (_, c) = segment(&store, 1, 0, 1, 1100, c).await;
         let (tx, rx) = watch::channel(Durable::default());
-        let (mut guarded, mut lost) = guard_base(store.clone(), rx);
+        let tasks = TaskTracker::new();
+        let (mut guarded, mut lost) = guard_base(store.clone(), rx, &tasks);
         let d1 = Durable {
             generation: GenerationId(1),
             offset: 14,
@@ -1371,9 +1374,8 @@ mod tests {
         )
     }
 
-    fn no_shutdown() -> (watch::Sender<bool>, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Shutdown(rx))
+    fn no_shutdown() -> CancellationToken {
+        CancellationToken::new()
     }
 
     /// A store error when a snapshot's upload starts is retried with backoff (the payload
@@ -1383,22 +1385,15 @@ mod tests {
         let (store, faulty) = faulty_store();
         faulty.fail_starts.store(3, Ordering::SeqCst);
         let (name, header) = snapshot_name();
-        let (_keep, mut shutdown) = no_shutdown();
-        let mut upload = start_snapshot_upload(
-            &store,
-            &name,
-            &header,
-            Duration::from_secs(60),
-            &mut shutdown,
-        )
-        .await
-        .expect("retried until the store answers")
-        .expect("no shutdown");
+        let shutdown = no_shutdown();
+        let mut upload =
+            start_snapshot_upload(&store, &name, &header, Duration::from_secs(60), &shutdown)
+                .await
+                .expect("retried until the store answers")
+                .expect("no shutdown");
         assert_eq!(faulty.starts.load(Ordering::SeqCst), 4);
         let rdb = b"REDIS0011\xff\0\0\0\0\0\0\0\0";
-        assert!(put_piece(&mut upload, &name, rdb, &mut shutdown)
-            .await
-            .unwrap());
+        assert!(put_piece(&mut upload, &name, rdb, &shutdown).await.unwrap());
         finish_snapshot(upload, &name).await.unwrap();
         let listing = store.list().await.unwrap();
         assert_eq!(listing.objects.len(), 1);
@@ -1412,13 +1407,13 @@ mod tests {
         let (store, faulty) = faulty_store();
         faulty.fail_starts.store(usize::MAX, Ordering::SeqCst);
         let (name, header) = snapshot_name();
-        let (_keep, mut shutdown) = no_shutdown();
+        let shutdown = no_shutdown();
         let r = start_snapshot_upload(
             &store,
             &name,
             &header,
             Duration::from_millis(500),
-            &mut shutdown,
+            &shutdown,
         )
         .await;
         match r {
@@ -1439,17 +1434,12 @@ mod tests {
         let (store, faulty) = faulty_store();
         faulty.fail_parts.store(true, Ordering::SeqCst);
         let (name, header) = snapshot_name();
-        let (_keep, mut shutdown) = no_shutdown();
-        let mut upload = start_snapshot_upload(
-            &store,
-            &name,
-            &header,
-            Duration::from_secs(5),
-            &mut shutdown,
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let shutdown = no_shutdown();
+        let mut upload =
+            start_snapshot_upload(&store, &name, &header, Duration::from_secs(5), &shutdown)
+                .await
+                .unwrap()
+                .unwrap();
         // Incompressible bytes, more than a part.
         let mut x = 0x9e3779b97f4a7c15u64;
         let piece: Vec<u8> = (0..(1 << 20))
@@ -1463,7 +1453,7 @@ mod tests {
         let mut written = 0u64;
         let mut failed = None;
         for _ in 0..12 {
-            match put_piece(&mut upload, &name, &piece, &mut shutdown).await {
+            match put_piece(&mut upload, &name, &piece, &shutdown).await {
                 Ok(true) => written += piece.len() as u64,
                 Ok(false) => unreachable!("no shutdown"),
                 Err(e) => {

@@ -1,7 +1,8 @@
-//! The replica link: one TCP connection to the master, owned here and nowhere else. Does the
+//! The replica link: one connection to the master, owned here and nowhere else. Does the
 //! handshake a real replica does (PING, AUTH, REPLCONF, PSYNC), frames the full-sync payload
 //! (`$<len>` and diskless `$EOF:<mark>`), hands out the bytes that follow, and writes
-//! `REPLCONF ACK`, the only thing ever sent after PSYNC. Knows nothing of storage.
+//! `REPLCONF ACK`, the only thing ever sent after PSYNC. Knows nothing of storage, nor of the
+//! transport: it works over any [`ServerStream`] that `net` dials.
 
 use std::time::Duration;
 
@@ -9,10 +10,9 @@ use tokio::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::archive::names::ReplId;
-use crate::net::{dial, Source};
+use crate::net::{BoxedStream, ServerStream, Source};
 
 /// Longest reply line accepted during the handshake.
 const MAX_LINE: usize = 4096;
@@ -109,9 +109,11 @@ pub fn eof_step(buf: &[u8], mark: &[u8; 40]) -> EofStep {
     }
 }
 
-/// The connection to the master: the socket and its read buffer.
-pub struct Connection {
-    stream: TcpStream,
+/// The connection to the master: the stream and its read buffer. Generic over the stream so
+/// that any transport (or an in-memory pipe in tests) carries the same handshake and loops;
+/// [`Connection::connect`] gives one over whatever `net` dials.
+pub struct Connection<S = BoxedStream> {
+    stream: S,
     buf: BytesMut,
     addr: String,
     /// Reads that get nothing for this long fail (the master PINGs every 10 s by default).
@@ -124,9 +126,10 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Dials `source` (see [`crate::net::connect`]) within `timeout`.
     pub async fn connect(source: &Source, timeout: Duration) -> Result<Connection, LinkError> {
         let addr = source.addr();
-        let stream = dial(&source.host, source.port, timeout)
+        let stream = crate::net::connect(source, timeout)
             .await
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::TimedOut => LinkError::Timeout {
@@ -139,13 +142,20 @@ impl Connection {
                     source: e,
                 },
             })?;
-        Ok(Connection {
+        Ok(Connection::over(stream, addr))
+    }
+}
+
+impl<S: ServerStream> Connection<S> {
+    /// A link over an established `stream` to `addr` (the name used in errors).
+    pub fn over(stream: S, addr: String) -> Connection<S> {
+        Connection {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
             addr,
             read_timeout: Duration::from_secs(60),
             last_data: Instant::now(),
-        })
+        }
     }
 
     pub fn addr(&self) -> &str {
@@ -493,6 +503,46 @@ mod tests {
         assert_eq!(s.addr(), "[::1]:6379");
         let e = Source::parse("rediss://u:secret@h:1", None).unwrap_err();
         assert!(!e.contains("secret"), "{e}");
+    }
+
+    /// The link over an in-memory pipe instead of TCP: the same handshake, PSYNC, payload
+    /// framing and ACK, whatever carries the bytes.
+    #[tokio::test]
+    async fn the_link_runs_over_any_stream() {
+        let (ours, mut master) = tokio::io::duplex(64 << 10);
+        let replid = "0123456789abcdef0123456789abcdef01234567";
+        // Every reply at once: the link reads one line per command and keeps the rest.
+        let replies = format!(
+            "+PONG\r\n+OK\r\n+OK\r\n+OK\r\n-ERR unknown option\r\n\n+FULLRESYNC {replid} 7\r\n$5\r\nHELLO*1\r\n$4\r\nPING\r\n"
+        );
+        master.write_all(replies.as_bytes()).await.unwrap();
+        let mut conn = Connection::over(ours, "pipe".into());
+        let source = Source::parse("redis://pipe", None).unwrap();
+        conn.handshake(&source, 0).await.unwrap();
+        let reply = conn.psync(None).await.unwrap();
+        assert_eq!(
+            reply,
+            Psync::FullResync {
+                replid: replid.parse().unwrap(),
+                offset: 7
+            }
+        );
+        assert_eq!(conn.payload_header().await.unwrap(), Payload::Len(5));
+        while conn.buffer().len() < 19 {
+            conn.read_more("test").await.unwrap();
+        }
+        assert_eq!(&conn.buffer()[..], b"HELLO*1\r\n$4\r\nPING\r\n");
+        conn.ack(12).await.unwrap();
+        drop(conn);
+        let mut sent = Vec::new();
+        master.read_to_end(&mut sent).await.unwrap();
+        let sent = String::from_utf8(sent).unwrap();
+        assert!(sent.starts_with("*1\r\n$4\r\nPING\r\n"), "{sent}");
+        assert!(
+            sent.contains("$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n"),
+            "{sent}"
+        );
+        assert!(sent.ends_with("$3\r\nACK\r\n$2\r\n12\r\n"), "{sent}");
     }
 
     /// A read that a `select!` gives up and starts again (the archiver's ACK tick every second)

@@ -7,4 +7,4 @@ pub mod archiver;
 pub mod link;
 pub mod segment;
 
-pub use archiver::{ArchiveConfig, ArchiveError, Archiver, Shutdown};
+pub use archiver::{ArchiveConfig, ArchiveError, Archiver};

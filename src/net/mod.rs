@@ -5,6 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Where and as whom to connect. The password is never printed.
@@ -80,6 +81,22 @@ fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// A connected byte stream to a server, whatever carries it: TCP today, TLS would be another.
+/// The replica link reads and writes through this alone, so a new transport is a new dialer
+/// here, not a change to its loops.
+pub trait ServerStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + ?Sized> ServerStream for T {}
+
+/// A stream from [`connect`]: the transport is chosen at run time, the link does not know it.
+pub type BoxedStream = Box<dyn ServerStream>;
+
+/// Connects to `source` by the transport it asks for (plain TCP, [`dial`], is the only one
+/// today) within `timeout`. Errors as [`dial`]'s.
+pub async fn connect(source: &Source, timeout: Duration) -> std::io::Result<BoxedStream> {
+    Ok(Box::new(dial(&source.host, source.port, timeout).await?))
 }
 
 /// A TCP connection to `host:port` within `timeout` (then an error of kind `TimedOut`), with

@@ -450,4 +450,155 @@ mod tests {
         assert!(s.consumed < all.len() - 1);
         assert!(!sc.at_boundary() || s.consumed == all.len() - 1);
     }
+
+    /// A random argument: empty, short or a few hundred bytes, any byte values, often with
+    /// CRLF (and header-like bytes) inside, which only the length may frame.
+    fn random_arg(rng: &mut impl rand::Rng) -> Vec<u8> {
+        let len = match rng.gen_range(0..10) {
+            0 => 0,
+            1..=6 => rng.gen_range(1..16),
+            7 | 8 => rng.gen_range(16..128),
+            _ => rng.gen_range(128..700),
+        };
+        let mut a: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        for _ in 0..rng.gen_range(0..3) {
+            if a.len() >= 2 {
+                let at = rng.gen_range(0..a.len() - 1);
+                let insert: &[u8] =
+                    [&b"\r\n"[..], b"\r\n*3\r\n", b"$5\r\n", b"\n", b"\r"][rng.gen_range(0..5)];
+                let end = (at + insert.len()).min(a.len());
+                a[at..end].copy_from_slice(&insert[..end - at]);
+            }
+        }
+        a
+    }
+
+    /// A random command: a few the scanner reacts to (SELECT, REPLCONF GETACK, MULTI, EXEC,
+    /// PING), the rest random names with 0 to 40 random arguments. SELECT comes with its one
+    /// argument only, as a master replicates it (the scanner takes the database from the
+    /// second argument as soon as it has arrived).
+    fn random_command(rng: &mut impl rand::Rng) -> Vec<Vec<u8>> {
+        match rng.gen_range(0..24) {
+            0 | 1 => {
+                return vec![
+                    b"SELECT".to_vec(),
+                    rng.gen_range(0..16u32).to_string().into(),
+                ]
+            }
+            2 => return vec![b"select".to_vec(), random_arg(rng)],
+            _ => {}
+        }
+        let mut args: Vec<Vec<u8>> = match rng.gen_range(0..11) {
+            0 => vec![b"RePlCoNf".to_vec()],
+            1 => vec![b"replconf".to_vec(), b"GETACK".to_vec(), b"*".to_vec()],
+            2 => vec![b"MULTI".to_vec()],
+            3 => vec![b"EXEC".to_vec()],
+            4 => vec![b"PING".to_vec()],
+            _ => vec![random_arg(rng)],
+        };
+        let more = match rng.gen_range(0..8) {
+            0 => rng.gen_range(10..41),
+            _ => rng.gen_range(0..5),
+        };
+        args.extend((0..more).map(|_| random_arg(rng)));
+        args
+    }
+
+    /// What redis-protocol's RESP2 decoder finds at the front of `buf`: the whole commands'
+    /// bytes and count, the database the last SELECT among them chose, and whether one was
+    /// `REPLCONF GETACK`.
+    fn oracle(buf: &[u8], mut db: u32) -> (usize, u64, u32, bool) {
+        use redis_protocol::resp2::decode::decode;
+        use redis_protocol::resp2::types::OwnedFrame;
+        let (mut at, mut commands, mut getack) = (0, 0, false);
+        while let Some((frame, n)) = decode(&buf[at..]).expect("the oracle decodes its own") {
+            let OwnedFrame::Array(args) = frame else {
+                panic!("not an array: {frame:?}");
+            };
+            let args: Vec<&[u8]> = args
+                .iter()
+                .map(|a| match a {
+                    OwnedFrame::BulkString(b) => &b[..],
+                    other => panic!("not a bulk string: {other:?}"),
+                })
+                .collect();
+            if let [name, arg] = &args[..] {
+                let digits = !arg.is_empty() && arg.iter().all(u8::is_ascii_digit);
+                let number = std::str::from_utf8(arg).ok().and_then(|d| d.parse().ok());
+                if name.eq_ignore_ascii_case(b"select") && digits {
+                    db = number.unwrap_or(db);
+                }
+            }
+            getack |= args[0].eq_ignore_ascii_case(b"replconf")
+                && args
+                    .get(1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
+            at += n;
+            commands += 1;
+        }
+        (at, commands, db, getack)
+    }
+
+    /// The scanner against redis-protocol as an oracle: random commands encoded by its RESP2
+    /// encoder, concatenated, fed in pieces split at random points; after every piece the
+    /// scanner consumes exactly the whole commands the decoder finds in the same bytes.
+    #[test]
+    fn agrees_with_redis_protocol_on_random_commands_split_anywhere() {
+        use bytes::BytesMut;
+        use rand::{Rng, SeedableRng};
+        use redis_protocol::resp2::encode::extend_encode;
+        use redis_protocol::resp2::types::BytesFrame;
+
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x7e59_0002);
+        let mut total_commands = 0u64;
+        for case in 0..3000 {
+            let mut wire = BytesMut::new();
+            for _ in 0..rng.gen_range(1..10) {
+                let frame = BytesFrame::Array(
+                    random_command(&mut rng)
+                        .into_iter()
+                        .map(|a| BytesFrame::BulkString(a.into()))
+                        .collect(),
+                );
+                extend_encode(&mut wire, &frame, false).expect("encodes");
+            }
+            let mut cuts: Vec<usize> = (0..rng.gen_range(0..8))
+                .map(|_| rng.gen_range(0..=wire.len()))
+                .collect();
+            if rng.gen_bool(0.1) {
+                // Byte at a time, now and then.
+                cuts = (0..wire.len()).collect();
+            }
+            cuts.push(wire.len());
+            cuts.sort_unstable();
+            let start_db = rng.gen_range(0..4);
+            let mut sc = CommandScanner::new(start_db);
+            let (mut pending, mut base, mut from, mut db) = (Vec::new(), 0u64, 0, start_db);
+            for cut in cuts {
+                pending.extend_from_slice(&wire[from..cut]);
+                from = cut;
+                let s = sc.scan(&pending, base);
+                assert_eq!(s.error, None, "case {case}");
+                let (consumed, commands, want_db, getack) = oracle(&pending, db);
+                assert_eq!(
+                    (s.consumed, s.commands, s.getack),
+                    (consumed, commands, getack),
+                    "case {case}, at offset {base}"
+                );
+                db = want_db;
+                assert_eq!(sc.db(), db, "case {case}, at offset {base}");
+                if consumed == pending.len() {
+                    assert!(sc.at_boundary(), "case {case}");
+                }
+                pending.drain(..s.consumed);
+                base += s.consumed as u64;
+                total_commands += commands;
+            }
+            assert!(
+                pending.is_empty() && base == wire.len() as u64,
+                "case {case}"
+            );
+        }
+        assert!(total_commands > 10_000, "{total_commands}");
+    }
 }

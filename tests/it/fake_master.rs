@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use redis_pitr::archive::catalog::Catalog;
 use redis_pitr::archive::names::ObjectKind;
 use redis_pitr::archive::store::Store;
-use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver, Shutdown};
+use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
 use redis_pitr::net::Source;
 use redis_pitr::resp::scanner::CommandScanner;
 
@@ -143,7 +143,7 @@ fn fullresync(offset: u64) -> String {
 
 struct Running {
     store: Store,
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<Result<(), redis_pitr::ingest::archiver::ArchiveError>>,
     _dir: tempfile::TempDir,
 }
@@ -161,8 +161,8 @@ fn start_archiver(port: u16) -> Running {
         announce_port: 0,
         read_timeout: Duration::from_secs(5),
     };
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(Archiver::run(cfg, Shutdown(rx)));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(Archiver::run(cfg, stop.clone()));
     Running {
         store,
         stop,
@@ -185,7 +185,7 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 /// Stops the archiver; returns the catalog and the store (whose directory lives as long as
 /// the returned guard).
 async fn stop(r: Running) -> (Catalog, Store, tempfile::TempDir) {
-    r.stop.send(true).unwrap();
+    r.stop.cancel();
     let res = tokio::time::timeout(Duration::from_secs(10), r.task)
         .await
         .expect("archiver stops on request")

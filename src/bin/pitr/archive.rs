@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver, Shutdown};
+use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
 use redis_pitr::net::Source;
+use tokio_util::sync::CancellationToken;
 
 use crate::args::{parse_duration, parse_size, StoreArgs, Usage};
 
@@ -74,7 +75,8 @@ impl ArchiveArgs {
 pub async fn run(cfg: ArchiveConfig) -> anyhow::Result<()> {
     tracing::info!(source = %cfg.source.addr(), store = %cfg.store.url(),
         flush_interval_ms = cfg.flush_interval.as_millis() as u64, "pitr archive starting");
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let request = shutdown.clone();
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -88,13 +90,13 @@ pub async fn run(cfg: ArchiveConfig) -> anyhow::Result<()> {
             }
             if n == 0 {
                 tracing::info!("shutdown requested: flushing what was received");
-                let _ = tx.send(true);
+                request.cancel();
             } else {
                 tracing::warn!("second signal: exiting without waiting for the flush");
                 std::process::exit(130);
             }
         }
     });
-    Archiver::run(cfg, Shutdown(rx)).await?;
+    Archiver::run(cfg, shutdown).await?;
     Ok(())
 }
