@@ -12,7 +12,7 @@
 //! - `lzf`: LZF decompression.
 //! - `containers`: listpack, ziplist, intset, zipmap and stream-node decoders.
 //! - `parser`: the [`Parser`] state machine (opcodes, every value type, CRC64 trailer).
-//! - [`logical`]: the logical content of an RDB as the fixtures' JSON, and its digest.
+//! - [`logical`]: the logical content of an RDB as the fixtures' JSON, and its canonical JSON.
 //!
 //! This module also has [`crc64`] (CRC-64/Jones as Redis uses it), [`dump_payload`] (a
 //! `DUMP`/`RESTORE` payload from a value's raw bytes) and [`check`] (stream a whole RDB from a
