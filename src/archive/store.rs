@@ -540,16 +540,18 @@ fn open_backend(
     let parsed = url::Url::parse(url).map_err(|e| cfg(format!("not a valid URL: {e}")))?;
     let (scheme, prefix) = match ObjectStoreScheme::parse(&parsed) {
         Ok(p) => p,
-        Err(_) => return Err(match parsed.scheme() {
-            "s3" | "s3a" | "gs" | "az" | "adl" | "azure" | "abfs" | "abfss"
-                if parsed.host_str().is_none_or(str::is_empty) =>
-            {
-                cfg("no bucket or container in the URL".into())
-            }
-            other => cfg(format!(
+        Err(_) => {
+            return Err(match parsed.scheme() {
+                "s3" | "s3a" | "gs" | "az" | "adl" | "azure" | "abfs" | "abfss"
+                    if parsed.host_str().is_none_or(str::is_empty) =>
+                {
+                    cfg("no bucket or container in the URL".into())
+                }
+                other => cfg(format!(
                 "unknown scheme {other:?} (use a path, file://, s3://, gs://, az:// or memory://)"
             )),
-        }),
+            })
+        }
     };
     let built = |r: object_store::Result<Arc<dyn ObjectStore>>| r.map_err(|e| cfg(e.to_string()));
     let store: Arc<dyn ObjectStore> = match scheme {
