@@ -73,6 +73,19 @@ pub struct SegmentHeader {
     pub index: Vec<TimeMark>,
 }
 
+impl SegmentHeader {
+    /// Whether this header says what `name` says (generation, offsets, times, replication id):
+    /// an object whose header disagrees with its name is not trusted.
+    pub fn matches(&self, name: &crate::archive::names::ObjectName) -> bool {
+        self.generation == name.generation
+            && self.start == name.start
+            && self.end == name.end
+            && self.first_ms == name.first_ms
+            && self.last_ms == name.last_ms
+            && self.replid == name.replid
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotHeader {
     pub generation: GenerationId,

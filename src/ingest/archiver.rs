@@ -183,13 +183,7 @@ async fn resumable(
             Err(e) => return corrupt(format!("decoding failed: {e}")),
         };
         let h = &seg.header;
-        if h.generation != name.generation
-            || h.start != name.start
-            || h.end != name.end
-            || h.first_ms != name.first_ms
-            || h.last_ms != name.last_ms
-            || h.replid != name.replid
-        {
+        if !h.matches(&name) {
             return corrupt("its header disagrees with its name".into());
         }
         Ok(Ok(Position {

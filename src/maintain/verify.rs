@@ -144,13 +144,7 @@ pub fn check_segment(
     let seg = tokio::task::block_in_place(|| format::decode_segment(bytes))
         .map_err(|e| problem(e.at, e.what))?;
     let h = &seg.header;
-    if h.generation != name.generation
-        || h.start != name.start
-        || h.end != name.end
-        || h.first_ms != name.first_ms
-        || h.last_ms != name.last_ms
-        || h.replid != name.replid
-    {
+    if !h.matches(name) {
         return Err(problem(
             format::PREAMBLE_LEN as u64,
             format!(
