@@ -563,40 +563,25 @@ fn open_backend(
             return open_local(&path.to_string_lossy(), &cfg);
         }
         ObjectStoreScheme::AmazonS3 => built(
-            env_options("AWS_", &[])
-                .fold(
-                    object_store::aws::AmazonS3Builder::new().with_url(url),
-                    |b, (k, v)| match k.parse() {
-                        Ok(k) => b.with_config(k, v),
-                        Err(_) => b,
-                    },
-                )
+            with_options(object_store::aws::AmazonS3Builder::new().with_url(url), env_options("AWS_", &[]), |b, k, v| {
+                b.with_config(k, v)
+            })
                 .with_retry(request_retries())
                 .build()
                 .map(|s| Arc::new(s) as _),
         )?,
         ObjectStoreScheme::GoogleCloudStorage => built(
-            env_options("GOOGLE_", &[("SERVICE_ACCOUNT", "google_service_account")])
-                .fold(
-                    object_store::gcp::GoogleCloudStorageBuilder::new().with_url(url),
-                    |b, (k, v)| match k.parse() {
-                        Ok(k) => b.with_config(k, v),
-                        Err(_) => b,
-                    },
-                )
+            with_options(object_store::gcp::GoogleCloudStorageBuilder::new().with_url(url), env_options("GOOGLE_", &[("SERVICE_ACCOUNT", "google_service_account")]), |b, k, v| {
+                b.with_config(k, v)
+            })
                 .with_retry(request_retries())
                 .build()
                 .map(|s| Arc::new(s) as _),
         )?,
         ObjectStoreScheme::MicrosoftAzure => built(
-            env_options("AZURE_", &[("IDENTITY_ENDPOINT", "azure_msi_endpoint")])
-                .fold(
-                    object_store::azure::MicrosoftAzureBuilder::new().with_url(url),
-                    |b, (k, v)| match k.parse() {
-                        Ok(k) => b.with_config(k, v),
-                        Err(_) => b,
-                    },
-                )
+            with_options(object_store::azure::MicrosoftAzureBuilder::new().with_url(url), env_options("AZURE_", &[("IDENTITY_ENDPOINT", "azure_msi_endpoint")]), |b, k, v| {
+                b.with_config(k, v)
+            })
                 .with_retry(request_retries())
                 .build()
                 .map(|s| Arc::new(s) as _),
@@ -617,6 +602,19 @@ fn open_backend(
 /// The options a provider's builder reads from the environment in its `from_env`: every
 /// variable starting with `prefix`, by its lower-case name, and the few it reads under other
 /// names (`extra`: variable, option).
+/// `builder` with every option whose name parses as one of its configuration keys (`K`); the
+/// others are left to the builders of other providers.
+fn with_options<B, K: std::str::FromStr>(
+    builder: B,
+    options: impl Iterator<Item = (String, String)>,
+    set: impl Fn(B, K, String) -> B,
+) -> B {
+    options.fold(builder, |b, (k, v)| match k.parse() {
+        Ok(k) => set(b, k, v),
+        Err(_) => b,
+    })
+}
+
 fn env_options(
     prefix: &'static str,
     extra: &'static [(&'static str, &'static str)],
