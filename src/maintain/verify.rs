@@ -365,6 +365,8 @@ struct StreamRead {
 impl Read for StreamRead {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
+            // The spent piece's buffer is freed before the next one is read, not after.
+            self.cur = bytes::Bytes::new();
             match self.handle.block_on(self.stream.next()) {
                 None => return Ok(0),
                 Some(Ok(b)) => self.cur = b,

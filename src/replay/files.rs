@@ -97,10 +97,12 @@ pub struct FilesWriter {
 /// that the final fsync finds little left and the disk works while decompression goes on.
 const SYNC_EVERY: u64 = 64 << 20;
 
-fn ferr(path: &Path, what: impl std::fmt::Display) -> RestoreError {
-    RestoreError::Files {
-        path: path.display().to_string(),
-        what: what.to_string(),
+/// A file operation of the restore failed: `op` says what it was doing ("create", "write"...).
+fn fio(path: &Path, op: &'static str, source: std::io::Error) -> RestoreError {
+    RestoreError::FileIo {
+        path: path.to_path_buf(),
+        op,
+        source,
     }
 }
 
@@ -123,25 +125,26 @@ impl FilesWriter {
     ) -> Result<FilesWriter, RestoreError> {
         tokio::fs::create_dir_all(dir)
             .await
-            .map_err(|e| ferr(dir, format!("cannot create: {e}")))?;
-        let mut entries = tokio::fs::read_dir(dir).await.map_err(|e| ferr(dir, e))?;
+            .map_err(|e| fio(dir, "create", e))?;
+        let mut entries = tokio::fs::read_dir(dir)
+            .await
+            .map_err(|e| fio(dir, "list", e))?;
         if entries
             .next_entry()
             .await
-            .map_err(|e| ferr(dir, e))?
+            .map_err(|e| fio(dir, "list", e))?
             .is_some()
             && !force
         {
-            return Err(ferr(
-                dir,
-                "not empty: restore into an empty or new directory, or pass --force to replace what a restore writes there",
-            ));
+            return Err(RestoreError::OutputNotEmpty {
+                dir: dir.to_path_buf(),
+            });
         }
         let staging = dir.join(format!(".pitr-restore-{}", std::process::id()));
         let _ = tokio::fs::remove_dir_all(&staging).await;
         tokio::fs::create_dir_all(&staging)
             .await
-            .map_err(|e| ferr(&staging, e))?;
+            .map_err(|e| fio(&staging, "create", e))?;
         match FilesWriter::open(
             dir,
             staging.clone(),
@@ -175,7 +178,7 @@ impl FilesWriter {
                 File::create(&p)
                     .await
                     .map(|f| BufWriter::with_capacity(WRITE_PIECE, f))
-                    .map_err(|e| ferr(&p, e))
+                    .map_err(|e| fio(&p, "create", e))
             }
         };
         let conv = (!filter.is_all()).then(|| {
@@ -242,7 +245,7 @@ impl FilesWriter {
         self.aof
             .write_all(encoded)
             .await
-            .map_err(|e| ferr(&self.staging.join(INCR), e))
+            .map_err(|e| fio(&self.staging.join(INCR), "write", e))
     }
 
     pub async fn command(&mut self, args: &[Bytes]) -> Result<(), RestoreError> {
@@ -251,7 +254,7 @@ impl FilesWriter {
         self.aof
             .write_all(&self.scratch)
             .await
-            .map_err(|e| ferr(&self.staging.join(INCR), e))
+            .map_err(|e| fio(&self.staging.join(INCR), "write", e))
     }
 
     /// Writes everything out and moves it into place. `has_commands`: whether any command
@@ -275,7 +278,7 @@ impl FilesWriter {
             aof.get_mut().sync_all().await
         });
         base?;
-        incr.map_err(|e| ferr(&incr_path, e))?;
+        incr.map_err(|e| fio(&incr_path, "write and sync", e))?;
         let dir = self.dir.clone();
         let server = if self.valkey {
             "valkey-server"
@@ -299,7 +302,7 @@ impl FilesWriter {
             let aofdir = self.staging.join("appendonlydir");
             tokio::fs::create_dir_all(&aofdir)
                 .await
-                .map_err(|e| ferr(&aofdir, e))?;
+                .map_err(|e| fio(&aofdir, "create", e))?;
             let base_name = "appendonly.aof.1.base.rdb";
             let incr_name = "appendonly.aof.1.incr.aof";
             rename(&base_path, &aofdir.join(base_name)).await?;
@@ -312,7 +315,7 @@ impl FilesWriter {
             if tokio::fs::metadata(&dest).await.is_ok() {
                 tokio::fs::remove_dir_all(&dest)
                     .await
-                    .map_err(|e| ferr(&dest, e))?;
+                    .map_err(|e| fio(&dest, "remove", e))?;
             }
             remove_stale(&dir, "appendonlydir").await?;
             rename(&aofdir, &dest).await?;
@@ -334,14 +337,16 @@ impl FilesWriter {
                 .append(true)
                 .open(&base_path)
                 .await
-                .map_err(|e| ferr(&base_path, e))?;
+                .map_err(|e| fio(&base_path, "open", e))?;
             let mut incr = File::open(&incr_path)
                 .await
-                .map_err(|e| ferr(&incr_path, e))?;
+                .map_err(|e| fio(&incr_path, "open", e))?;
             tokio::io::copy(&mut incr, &mut base)
                 .await
-                .map_err(|e| ferr(&base_path, e))?;
-            base.sync_all().await.map_err(|e| ferr(&base_path, e))?;
+                .map_err(|e| fio(&base_path, "append the commands to", e))?;
+            base.sync_all()
+                .await
+                .map_err(|e| fio(&base_path, "sync", e))?;
             remove_stale(&dir, "appendonly.aof").await?;
             rename(&base_path, &dir.join("appendonly.aof")).await?;
             (
@@ -379,10 +384,10 @@ impl BaseWriter {
     async fn create(path: &Path) -> Result<BaseWriter, RestoreError> {
         let mut file = File::create(path)
             .await
-            .map_err(|e| ferr(path, e))?
+            .map_err(|e| fio(path, "create", e))?
             .into_std()
             .await;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(super::restore::PIECES_QUEUED);
         let thread = std::thread::Builder::new()
             .name("restore-base-writer".into())
             .spawn(move || {
@@ -403,7 +408,7 @@ impl BaseWriter {
                 }
                 Ok(file)
             })
-            .map_err(|e| ferr(path, format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| fio(path, "start the writer thread for", e))?;
         Ok(BaseWriter {
             path: path.to_path_buf(),
             tx: Some(tx),
@@ -420,9 +425,11 @@ impl BaseWriter {
             Ok(())
         } else {
             // The thread stopped on a write error: finish() reports it.
-            self.finish()
-                .await
-                .and(Err(ferr(&self.path, "the writer stopped")))
+            self.finish().await.and(Err(fio(
+                &self.path,
+                "write",
+                std::io::Error::other("the writer thread stopped"),
+            )))
         }
     }
 
@@ -436,12 +443,18 @@ impl BaseWriter {
         tokio::task::spawn_blocking(move || {
             let file = thread
                 .join()
-                .map_err(|_| ferr(&path, "the writer thread panicked"))?
-                .map_err(|e| ferr(&path, e))?;
-            file.sync_all().map_err(|e| ferr(&path, e))
+                .map_err(|_| {
+                    fio(
+                        &path,
+                        "write",
+                        std::io::Error::other("the writer thread panicked"),
+                    )
+                })?
+                .map_err(|e| fio(&path, "write", e))?;
+            file.sync_all().map_err(|e| fio(&path, "sync", e))
         })
         .await
-        .map_err(|e| ferr(&self.path, e))?
+        .map_err(|e| fio(&self.path, "sync", std::io::Error::other(e)))?
     }
 }
 
@@ -534,12 +547,7 @@ async fn remove_stale(dir: &Path, keep: &str) -> Result<(), RestoreError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => Err(e),
         };
-        removed.map_err(|e| {
-            ferr(
-                &path,
-                format!("cannot remove what an earlier restore left: {e}"),
-            )
-        })?;
+        removed.map_err(|e| fio(&path, "remove what an earlier restore left", e))?;
     }
     Ok(())
 }
@@ -547,13 +555,15 @@ async fn remove_stale(dir: &Path, keep: &str) -> Result<(), RestoreError> {
 async fn rename(from: &Path, to: &Path) -> Result<(), RestoreError> {
     tokio::fs::rename(from, to)
         .await
-        .map_err(|e| ferr(to, format!("cannot move {} here: {e}", from.display())))
+        .map_err(|e| fio(to, "move the restored file into place", e))
 }
 
 async fn write_synced(path: &Path, data: &[u8]) -> Result<(), RestoreError> {
-    let mut f = File::create(path).await.map_err(|e| ferr(path, e))?;
-    f.write_all(data).await.map_err(|e| ferr(path, e))?;
-    f.sync_all().await.map_err(|e| ferr(path, e))
+    let mut f = File::create(path)
+        .await
+        .map_err(|e| fio(path, "create", e))?;
+    f.write_all(data).await.map_err(|e| fio(path, "write", e))?;
+    f.sync_all().await.map_err(|e| fio(path, "sync", e))
 }
 
 fn shell_quote(p: &Path) -> String {

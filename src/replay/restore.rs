@@ -31,7 +31,7 @@ use crate::archive::catalog::Catalog;
 use crate::archive::format;
 use crate::archive::names::ObjectName;
 use crate::archive::store::{Store, StoreError};
-use crate::maintain::verify::SnapshotOk;
+use crate::maintain::verify::{Problem, SnapshotOk};
 use crate::rdb::{self, Event, ParserConfig, RdbError};
 use crate::replay::cut::{self, Command, Cutter, Limit};
 use crate::replay::files::{self, FilesOpener};
@@ -40,6 +40,7 @@ use crate::replay::live_sink::{ExpiryShift, LiveOpener};
 use crate::replay::plan::{self, Plan, PlanError, Target};
 use crate::replay::sink::{Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
 use crate::replay::{keys, live};
+use crate::resp::scanner::StreamError;
 
 /// Where the restored state goes.
 #[derive(Clone, Debug)]
@@ -88,18 +89,55 @@ pub enum RestoreError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("object {object} is corrupt at byte {offset}: {what}")]
-    Corrupt {
+    /// The snapshot failed its checks (preamble, header, frames, trailer, checksums).
+    #[error("object {}", .0)]
+    Snapshot(Problem),
+    /// The snapshot's own bytes are sound, but the RDB inside them is not.
+    #[error("object {object}: the RDB inside is corrupt at byte {}: {source}", .source.offset().unwrap_or(0))]
+    Rdb {
         object: String,
-        offset: u64,
-        what: String,
+        #[source]
+        source: RdbError,
+    },
+    /// The snapshot holds no RDB at all.
+    #[error("object {object}: empty snapshot")]
+    EmptySnapshot { object: String },
+    /// A segment failed its checks.
+    #[error("object {object} is corrupt {source}")]
+    Segment {
+        object: String,
+        #[source]
+        source: format::FormatError,
+    },
+    /// A segment whose content is not well-formed commands.
+    #[error("object {object}: {source}")]
+    Commands {
+        object: String,
+        #[source]
+        source: StreamError,
+    },
+    /// A segment that does not follow the object before it.
+    #[error("object {object} is corrupt: chain broken: links to {links_to:016x}, the object before has checksum {expected:016x}")]
+    Chain {
+        object: String,
+        links_to: u64,
+        expected: u64,
     },
     #[error(transparent)]
     Target(#[from] live::TargetError),
     #[error(transparent)]
     Convert(#[from] keys::ConvertError),
-    #[error("{path}: {what}")]
-    Files { path: String, what: String },
+    /// Writing the output directory failed.
+    #[error("{}: cannot {op}: {source}", .path.display())]
+    FileIo {
+        path: std::path::PathBuf,
+        /// What was being done: "create", "write", "sync", "move into place", ...
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not empty: restore into an empty or new directory, or pass --force to replace what a restore writes there", .dir.display())]
+    OutputNotEmpty { dir: std::path::PathBuf },
     #[error("the target holds {keys} keys: restore only into an empty server, or pass --force to flush it first")]
     TargetNotEmpty { keys: u64 },
 }
@@ -374,13 +412,10 @@ impl Executor<'_> {
             let (name, seg, stored) = got?;
             self.report.bytes_read += stored;
             if seg.header.prev_chain != chain {
-                return Err(RestoreError::Corrupt {
+                return Err(RestoreError::Chain {
                     object: name,
-                    offset: format::PREAMBLE_LEN as u64,
-                    what: format!(
-                        "chain broken: links to {:016x}, the object before has checksum {chain:016x}",
-                        seg.header.prev_chain
-                    ),
+                    links_to: seg.header.prev_chain,
+                    expected: chain,
                 });
             }
             chain = seg.checksum;
@@ -393,10 +428,9 @@ impl Executor<'_> {
                 sink.command(Outgoing::Args(&select)).await?;
             }
             for c in cut::Commands::new(&seg) {
-                let c = c.map_err(|e| RestoreError::Corrupt {
+                let c = c.map_err(|source| RestoreError::Commands {
                     object: name.clone(),
-                    offset: e.offset,
-                    what: e.what,
+                    source,
                 })?;
                 cutter.push(c, &mut released);
                 if !released.is_empty() {
@@ -463,10 +497,9 @@ impl Executor<'_> {
 
     /// An error of the RDB inside the snapshot.
     fn rdb_corrupt(&self, e: RdbError) -> RestoreError {
-        RestoreError::Corrupt {
+        RestoreError::Rdb {
             object: self.plan.snapshot.name.clone(),
-            offset: e.offset().unwrap_or(0),
-            what: ReadStop::Rdb(e).to_string(),
+            source: e,
         }
     }
 }
@@ -521,10 +554,9 @@ impl SegmentFetcher {
                     );
                     decoded
                         .map(|seg| (s.name.clone(), seg, stored))
-                        .map_err(|e| RestoreError::Corrupt {
+                        .map_err(|source| RestoreError::Segment {
                             object: s.name.clone(),
-                            offset: e.at,
-                            what: e.what,
+                            source,
                         })
                 }
                 .await;
@@ -546,8 +578,8 @@ impl SegmentFetcher {
     }
 }
 
-/// Why the snapshot reader stopped handing over bytes. The snapshot reading API carries the
-/// reason as text; it becomes [`RestoreError::Corrupt`] naming the snapshot and the byte.
+/// Why the snapshot reader stopped handing over bytes: an RDB error becomes
+/// [`RestoreError::Rdb`], anything else a [`RestoreError::Snapshot`] problem naming the byte.
 #[derive(Debug, thiserror::Error)]
 enum ReadStop {
     #[error("the RDB inside: {0}")]
@@ -557,6 +589,14 @@ enum ReadStop {
     #[error("restore stopped")]
     Stopped,
 }
+
+/// Snapshot batches waiting between the reader and the executor.
+const BATCHES_QUEUED: usize = 2;
+
+/// Raw pieces of the snapshot ([`crate::archive::frames::RAW_PIECE`] each) that may wait in
+/// front of each stage that takes them on a thread of its own (the side parse, the base RDB's
+/// writer). Two keep every stage busy; each one more is a MiB of peak memory per stage.
+pub(crate) const PIECES_QUEUED: usize = 2;
 
 /// Raw RDB bytes of the snapshot and their events, in order.
 struct Batch {
@@ -592,17 +632,22 @@ impl SnapshotReader {
         };
         let (header_tx, header) = oneshot::channel();
         let (mode_tx, mode_rx) = oneshot::channel();
-        let (tx, batches) = mpsc::channel(4);
+        let (tx, batches) = mpsc::channel(BATCHES_QUEUED);
         let side = (!needs.events).then(|| {
-            let (stx, mut srx) = mpsc::channel::<Bytes>(8);
+            let (stx, mut srx) = mpsc::channel::<Bytes>(PIECES_QUEUED);
             let task = tokio::task::spawn_blocking(move || {
                 let mut parser = rdb::Parser::new(parser_cfg);
                 // It only counts and checks keys: large LZF strings need not be decompressed.
                 parser.set_lzf_strings(rdb::LzfStrings::Skip);
+                // Fed a small slice at a time: the events of a whole piece (a few per key,
+                // thousands of keys per MiB) would take megabytes, only to be dropped.
                 let mut events = Vec::new();
                 while let Some(raw) = srx.blocking_recv() {
-                    events.clear();
-                    parser.feed_bytes(raw, &mut events)?;
+                    for at in (0..raw.len()).step_by(rdb::FEED_PIECE) {
+                        events.clear();
+                        let end = (at + rdb::FEED_PIECE).min(raw.len());
+                        parser.feed_bytes(raw.slice(at..end), &mut events)?;
+                    }
                 }
                 parser.finish()
             });
@@ -617,18 +662,28 @@ impl SnapshotReader {
         let store = store.clone();
         let name: ObjectName = plan.snapshot.object;
         let task = tokio::spawn(async move {
+            // The reading API carries the reason as text; an RDB error is kept as it is.
+            let rdb_error = Arc::new(std::sync::Mutex::new(None));
+            let slot = rdb_error.clone();
             let read = crate::maintain::verify::read_snapshot(&store, name, move |raw| {
-                state.on_raw(raw).map_err(|e| e.to_string())
+                state.on_raw(raw).map_err(|e| {
+                    let text = e.to_string();
+                    if let ReadStop::Rdb(e) = e {
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    }
+                    text
+                })
             })
             .await;
-            match read {
-                Ok(Ok(ok)) => Ok(ok),
-                Ok(Err(p)) => Err(RestoreError::Corrupt {
+            let rdb_error = rdb_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+            match (read, rdb_error) {
+                (Ok(Ok(ok)), _) => Ok(ok),
+                (Ok(Err(p)), Some(source)) => Err(RestoreError::Rdb {
                     object: p.object,
-                    offset: p.offset,
-                    what: p.what,
+                    source,
                 }),
-                Err(e) => Err(RestoreError::Store(e)),
+                (Ok(Err(p)), None) => Err(RestoreError::Snapshot(p)),
+                (Err(e), _) => Err(RestoreError::Store(e)),
             }
         });
         SnapshotReader {
@@ -645,10 +700,8 @@ impl SnapshotReader {
         drop(self.batches);
         match joined(self.task.await) {
             Err(e) => e,
-            Ok(_) => RestoreError::Corrupt {
+            Ok(_) => RestoreError::EmptySnapshot {
                 object: plan.snapshot.name.clone(),
-                offset: 0,
-                what: "empty snapshot".into(),
             },
         }
     }
@@ -930,9 +983,10 @@ mod tests {
                     .map(|a| String::from_utf8_lossy(a).into_owned())
                     .collect();
                 if Some(text[0].as_str()) == self.refuse {
-                    return Err(RestoreError::Files {
+                    return Err(RestoreError::FileIo {
                         path: "recorder".into(),
-                        what: format!("refused {}", text[0]),
+                        op: "write",
+                        source: std::io::Error::other(format!("refused {}", text[0])),
                     });
                 }
                 self.log.lock().unwrap().commands.push(text.join(" "));
@@ -953,10 +1007,25 @@ mod tests {
         /// restore leaves out) and `DEL k`: its store, the plan of everything, and the
         /// segment's end offset.
         async fn archive() -> (Store, Plan, u64) {
+            let raw: &[u8] = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n";
+            archive_of(&test_objects::rdb(), raw, 0).await
+        }
+
+        /// An archive of a snapshot holding `rdb` and one segment holding `raw`, whose link to
+        /// the snapshot is off by `bad_link`.
+        async fn archive_of(rdb: &[u8], raw: &[u8], bad_link: u64) -> (Store, Plan, u64) {
             let n: ArchiveName = "a".parse().unwrap();
             let store = Store::open("memory://", &n).unwrap();
-            let (_, chain) = test_objects::snapshot(&store, 1, 0, 1000).await;
-            let raw: &[u8] = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n";
+            let sh = format::SnapshotHeader {
+                generation: GenerationId(1),
+                offset: 0,
+                time_ms: 1000,
+                replid: test_replid('a'),
+            };
+            let snap = ObjectName::snapshot(sh.generation, 0, 1000, sh.replid);
+            let mut up = store.snapshot_upload(&snap, &sh).await.unwrap();
+            up.write(rdb).await.unwrap();
+            let chain = up.finish().await.unwrap().checksum ^ bad_link;
             let end = raw.len() as u64;
             let h = SegmentHeader {
                 generation: GenerationId(1),
@@ -1045,12 +1114,62 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(
-                matches!(&err, RestoreError::Files { what, .. } if what == "refused DEL"),
+                matches!(&err, RestoreError::FileIo { source, .. } if source.to_string() == "refused DEL"),
                 "{err}"
             );
             let log = log.lock().unwrap();
             assert_eq!(log.commands, ["SELECT 0", "SET k v"]);
             assert!(log.aborted && !log.finished);
+        }
+
+        async fn restore_err(rdb: &[u8], raw: &[u8], bad_link: u64) -> RestoreError {
+            let (store, plan, _) = archive_of(rdb, raw, bad_link).await;
+            let opener = Recorder {
+                log: Arc::default(),
+                refuse: None,
+            };
+            run(&config(store), &plan, Arc::default(), opener)
+                .await
+                .unwrap_err()
+        }
+
+        /// Each way an archive can be bad is its own error, naming the object; the RDB's and
+        /// the stream's own errors are kept as they are.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn corrupt_objects_are_typed_errors_naming_the_object() {
+            let ping: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+            let good = test_objects::rdb();
+            // An unknown value type (0x42) where a key should start.
+            let mut bad_rdb = b"REDIS0011".to_vec();
+            bad_rdb.extend_from_slice(b"\x42\x01k");
+            match restore_err(&bad_rdb, ping, 0).await {
+                RestoreError::Rdb { object, source } => {
+                    assert!(object.ends_with(".snapshot"), "{object}");
+                    assert_eq!(source.offset(), Some(9), "{source}");
+                }
+                other => panic!("expected an RDB error, got {other}"),
+            }
+            match restore_err(&good, ping, 1).await {
+                RestoreError::Chain {
+                    object,
+                    links_to,
+                    expected,
+                } => {
+                    assert!(!object.ends_with(".snapshot"), "{object}");
+                    assert_eq!(links_to ^ expected, 1);
+                }
+                other => panic!("expected a broken chain, got {other}"),
+            }
+            match restore_err(&good, b"*1\r\n$4\r\nPINGxx", 0).await {
+                // Where "PING" should be followed by CRLF.
+                RestoreError::Commands { source, .. } => assert_eq!(source.offset, 12),
+                other => panic!("expected a malformed command, got {other}"),
+            }
+            // A snapshot without a single RDB byte: the RDB is cut short at its first byte.
+            match restore_err(b"", ping, 0).await {
+                RestoreError::Rdb { source, .. } => assert_eq!(source.offset(), Some(0)),
+                other => panic!("expected a truncated RDB, got {other}"),
+            }
         }
     }
 }

@@ -218,13 +218,20 @@ fn restore_code(e: &RestoreError) -> u8 {
     match e {
         RestoreError::Plan(p) => plan_code(p),
         RestoreError::Store(s) => store_code(s),
-        RestoreError::Corrupt { .. } => EXIT_CORRUPT,
+        // An object of the archive that fails its checks, or whose RDB or commands are bad.
+        RestoreError::Snapshot(_)
+        | RestoreError::Rdb { .. }
+        | RestoreError::EmptySnapshot { .. }
+        | RestoreError::Segment { .. }
+        | RestoreError::Commands { .. }
+        | RestoreError::Chain { .. } => EXIT_CORRUPT,
         RestoreError::Target(t) => target_code(t),
         // A value the target cannot take (a module type, …).
         RestoreError::Convert(_) => EXIT_FAILURE,
         // Writing the files failed after the directory was checked (disk full, …).
-        RestoreError::Files { .. } => EXIT_FAILURE,
-        RestoreError::TargetNotEmpty { .. } => EXIT_USAGE,
+        RestoreError::FileIo { .. } => EXIT_FAILURE,
+        // Checked before the restore starts; here only if the directory filled up meanwhile.
+        RestoreError::OutputNotEmpty { .. } | RestoreError::TargetNotEmpty { .. } => EXIT_USAGE,
     }
 }
 
@@ -421,21 +428,57 @@ mod tests {
         assert_eq!(code(R::Plan(hole)), EXIT_CORRUPT);
         // The wrapped store error decides, not the wrapper.
         assert_eq!(code(R::Store(unreachable())), EXIT_UNREACHABLE);
-        let corrupt = R::Corrupt {
-            object: "o".into(),
-            offset: 3,
-            what: "chain broken".into(),
-        };
-        assert_eq!(code(corrupt), EXIT_CORRUPT);
+        let object = || "o".to_string();
+        let corrupt = [
+            R::Snapshot(redis_pitr::maintain::verify::Problem {
+                object: object(),
+                offset: 3,
+                what: "trailer ends early".into(),
+            }),
+            R::Rdb {
+                object: object(),
+                source: redis_pitr::rdb::RdbError::TrailingBytes { offset: 9 },
+            },
+            R::EmptySnapshot { object: object() },
+            R::Segment {
+                object: object(),
+                source: redis_pitr::archive::format::FormatError {
+                    at: 4,
+                    what: "bad checksum".into(),
+                },
+            },
+            R::Commands {
+                object: object(),
+                source: redis_pitr::resp::scanner::StreamError {
+                    offset: 100,
+                    what: "bad number".into(),
+                },
+            },
+            R::Chain {
+                object: object(),
+                links_to: 1,
+                expected: 2,
+            },
+        ];
+        for e in corrupt {
+            assert!(e.to_string().contains("object o"), "{e}");
+            assert_eq!(code(e), EXIT_CORRUPT);
+        }
         assert_eq!(code(R::Target(target_io())), EXIT_UNREACHABLE);
         let convert =
             R::Convert(redis_pitr::replay::keys::ConvertError::Sequence { what: "x".into() });
         assert_eq!(code(convert), EXIT_FAILURE);
-        let files = R::Files {
+        let files = R::FileIo {
             path: "/d/base.rdb".into(),
-            what: "No space left on device".into(),
+            op: "write",
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
         };
+        assert!(
+            files.to_string().starts_with("/d/base.rdb: cannot write: "),
+            "{files}"
+        );
         assert_eq!(code(files), EXIT_FAILURE);
+        assert_eq!(code(R::OutputNotEmpty { dir: "/d".into() }), EXIT_USAGE);
         assert_eq!(code(R::TargetNotEmpty { keys: 3 }), EXIT_USAGE);
     }
 
