@@ -9,7 +9,8 @@
 //!
 //! One directory per part of the pipeline (see `docs/architecture.md`):
 //!
-//! - [`resp`]: the RESP scanner that finds whole commands in the replication stream (pure).
+//! - [`resp`]: the RESP scanner that finds whole commands in the replication stream, and the
+//!   table of what the replicated commands are (pure).
 //! - [`rdb`]: the streaming RDB parser (pure).
 //! - [`net`]: reaching a server: connection settings and dialing, shared by both halves.
 //! - [`ingest`]: the archiving half: replica link, segmenter, the archiver role.

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use crate::archive::format::Segment;
+use crate::resp::commands::{self, CommandInfo, Kind, Tx};
 use crate::resp::scanner::{parse_u64, StreamError};
 
 /// One replicated command, with where and when it arrived.
@@ -22,10 +23,9 @@ pub struct Command {
 }
 
 impl Command {
-    pub fn name_is(&self, name: &str) -> bool {
-        self.args
-            .first()
-            .is_some_and(|a| a.eq_ignore_ascii_case(name.as_bytes()))
+    /// What the command table knows about it.
+    pub fn info(&self) -> &'static CommandInfo {
+        commands::info(&self.args)
     }
 
     /// The RESP encoding (what the master sent).
@@ -92,8 +92,8 @@ impl Iterator for Commands<'_> {
         self.at += len;
         let end = h.start + self.at as u64;
         let ms = h.time_at(end).unwrap_or(h.last_ms);
-        if args[0].eq_ignore_ascii_case(b"select") {
-            if let Some(d) = args.get(1).and_then(|a| parse_u64(a)) {
+        if let Kind::Select { db } = commands::info(&args).kind {
+            if let Some(d) = args.get(db).and_then(|a| parse_u64(a)) {
                 self.db = d as u32;
             }
         }
@@ -202,8 +202,9 @@ impl Cutter {
             self.finish();
             return;
         }
-        if !self.held.is_empty() || c.name_is("multi") {
-            let exec = c.name_is("exec");
+        let kind = c.info().kind;
+        if !self.held.is_empty() || kind == Kind::Transaction(Tx::Multi) {
+            let exec = kind == Kind::Transaction(Tx::Exec);
             self.held.push(c);
             if exec {
                 self.release_held(out);

@@ -1,7 +1,11 @@
 //! Selective restore: `--db` and `--match` pick a subset of keys. Keys of the snapshot are
 //! kept or dropped one by one; a replicated command is kept when every key it touches is
 //! selected, dropped when none is, and applied whole (and counted) when it touches both.
-//! Pure: glob matching as Redis' `stringmatchlen` does it, and the key positions of commands.
+//! Pure: glob matching as Redis' `stringmatchlen` does it; which command touches what comes
+//! from the command table ([`crate::resp::commands`]).
+
+use crate::resp::commands::{self, Databases, Kind};
+use crate::resp::scanner::parse_u64;
 
 /// What a command touches, for the filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,17 +40,18 @@ impl Filter {
 
     /// The verdict for a replicated command running in `db`.
     pub fn command(&self, db: u32, args: &[impl AsRef<[u8]>]) -> Verdict {
-        if self.is_all() {
+        if self.is_all() || args.is_empty() {
             return Verdict::Keep;
         }
-        let Some(name) = args.first().map(|a| a.as_ref().to_ascii_lowercase()) else {
-            return Verdict::Keep;
-        };
-        match name.as_slice() {
+        let info = commands::info(args);
+        let number = |i: usize| args.get(i).and_then(|a| parse_u64(a.as_ref()));
+        match info.kind {
             // Connection state and transactions: always kept (empty transactions are harmless).
-            b"select" | b"multi" | b"exec" | b"ping" | b"replconf" => return Verdict::Keep,
-            // Whole-database commands.
-            b"flushall" => {
+            // So are the replication link's own commands, and server-wide scripts.
+            Kind::Select { .. } | Kind::Transaction(_) | Kind::Internal | Kind::Scripts => {
+                return Verdict::Keep
+            }
+            Kind::Databases(Databases::All) => {
                 return if self.dbs.is_empty() {
                     if self.patterns.is_empty() {
                         Verdict::Keep
@@ -57,7 +62,7 @@ impl Filter {
                     Verdict::Mixed
                 }
             }
-            b"flushdb" => {
+            Kind::Databases(Databases::Selected) => {
                 return if !self.db_selected(db) {
                     Verdict::Drop
                 } else if self.patterns.is_empty() {
@@ -66,14 +71,8 @@ impl Filter {
                     Verdict::Mixed
                 }
             }
-            b"swapdb" => {
-                let a = args
-                    .get(1)
-                    .and_then(|a| crate::resp::scanner::parse_u64(a.as_ref()));
-                let b = args
-                    .get(2)
-                    .and_then(|a| crate::resp::scanner::parse_u64(a.as_ref()));
-                return match (a, b) {
+            Kind::Databases(Databases::Swap { a, b }) => {
+                return match (number(a), number(b)) {
                     (Some(a), Some(b)) => {
                         match (self.db_selected(a as u32), self.db_selected(b as u32)) {
                             (true, true) if self.patterns.is_empty() => Verdict::Keep,
@@ -84,11 +83,9 @@ impl Filter {
                     _ => Verdict::Mixed,
                 };
             }
-            b"function" | b"script" | b"publish" | b"spublish" => return Verdict::Keep,
-            _ => {}
+            Kind::Write => {}
         }
-        let keys = command_keys(&name, args);
-        let Some(keys) = keys else {
+        let Some(keys) = info.keys.of(args) else {
             // Unknown shape: apply it whole, and count it.
             return Verdict::Mixed;
         };
@@ -101,21 +98,10 @@ impl Filter {
             }
         }
         // Cross-database moves touch another database too.
-        if name == b"move" || name == b"copy" {
-            let other = if name == b"move" {
-                args.get(2)
-                    .and_then(|a| crate::resp::scanner::parse_u64(a.as_ref()))
-            } else {
-                args.iter()
-                    .position(|a| a.as_ref().eq_ignore_ascii_case(b"db"))
-                    .and_then(|i| args.get(i + 1))
-                    .and_then(|a| crate::resp::scanner::parse_u64(a.as_ref()))
-            };
-            if let Some(o) = other {
-                total += 1;
-                if self.db_selected(o as u32) && selected > 0 {
-                    selected += 1;
-                }
+        if let Some(o) = info.other_db.and_then(|o| o.db(args)) {
+            total += 1;
+            if self.db_selected(o as u32) && selected > 0 {
+                selected += 1;
             }
         }
         match selected {
@@ -124,56 +110,6 @@ impl Filter {
             _ => Verdict::Mixed,
         }
     }
-}
-
-/// The keys a write command touches, by its name (lower case). `None` for a shape this table
-/// does not know.
-fn command_keys<'a, A: AsRef<[u8]>>(name: &[u8], args: &'a [A]) -> Option<Vec<&'a [u8]>> {
-    let a = |i: usize| args.get(i).map(|x| x.as_ref());
-    let from = |i: usize| args.iter().skip(i).map(|x| x.as_ref()).collect::<Vec<_>>();
-    let num = |i: usize| {
-        a(i).and_then(crate::resp::scanner::parse_u64)
-            .map(|n| n as usize)
-    };
-    Some(match name {
-        // Every argument is a key.
-        b"del" | b"unlink" | b"touch" | b"exists" | b"watch" => from(1),
-        // Alternating key value.
-        b"mset" | b"msetnx" => args.iter().skip(1).step_by(2).map(|x| x.as_ref()).collect(),
-        // Two keys.
-        b"rename" | b"renamenx" | b"smove" | b"lmove" | b"rpoplpush" | b"blmove"
-        | b"brpoplpush" | b"copy" | b"geosearchstore" | b"zrangestore" => {
-            vec![a(1)?, a(2)?]
-        }
-        // Destination, then all keys.
-        b"sinterstore" | b"sunionstore" | b"sdiffstore" | b"pfmerge" => from(1),
-        b"bitop" => from(2),
-        // Destination, numkeys, keys.
-        b"zunionstore" | b"zinterstore" | b"zdiffstore" => {
-            let n = num(2)?;
-            let mut v = vec![a(1)?];
-            v.extend(args.iter().skip(3).take(n).map(|x| x.as_ref()));
-            v
-        }
-        // numkeys first.
-        b"lmpop" | b"zmpop" | b"blmpop" | b"bzmpop" | b"sintercard" | b"zintercard" => {
-            let base = if name.starts_with(b"b") { 2 } else { 1 };
-            let n = num(base)?;
-            args.iter()
-                .skip(base + 1)
-                .take(n)
-                .map(|x| x.as_ref())
-                .collect()
-        }
-        b"eval" | b"evalsha" | b"eval_ro" | b"evalsha_ro" | b"fcall" | b"fcall_ro" => {
-            let n = num(2)?;
-            args.iter().skip(3).take(n).map(|x| x.as_ref()).collect()
-        }
-        // Subcommand, then the key.
-        b"xgroup" | b"object" => vec![a(2)?],
-        // Everything else that replicates: the key is the first argument.
-        _ => vec![a(1)?],
-    })
 }
 
 /// Redis' glob: `*`, `?`, `[abc]`, `[^abc]`, `[a-z]`, and `\x` to escape.

@@ -18,6 +18,7 @@ use super::live::LiveTarget;
 use super::restore::{Report, RestoreError};
 use super::sink::{Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
 use crate::rdb::{self, Event};
+use crate::resp::commands::{self, AbsoluteTtl, StreamTrim, Unit};
 
 /// A live server to restore into, before the snapshot's header is known.
 #[derive(Clone, Debug)]
@@ -348,15 +349,14 @@ pub fn shift_ttl(args: &[Bytes], shift: &ExpiryShift) -> Shifted {
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
     };
-    let Some(name) = args.first().map(|a| a.to_ascii_lowercase()) else {
+    let Some(ttl) = commands::info(args).absolute_ttl else {
         return Shifted::default();
     };
-    let hash = name.first() == Some(&b'h');
-    // The time at `args[at]` (seconds when `secs`), moved: the command with `args[name_at]`
-    // renamed to `new_name` (milliseconds) when it is.
-    let moved = |name_at: usize, new_name: &'static [u8], at: usize, secs: bool| -> Shifted {
-        let Some(ms) = num(&args[at]).and_then(|v| v.checked_mul(if secs { 1000 } else { 1 }))
-        else {
+    let field = ttl.is_field();
+    // The time at `args[at]` (in `unit`), moved: the command with `args[name_at]` renamed to
+    // `new_name` (milliseconds) when it is.
+    let moved = |name_at: usize, new_name: &'static [u8], at: usize, unit: Unit| -> Shifted {
+        let Some(ms) = num(&args[at]).and_then(|v| v.checked_mul(unit.ms())) else {
             return Shifted::default();
         };
         match shift.map(ms) {
@@ -372,23 +372,23 @@ pub fn shift_ttl(args: &[Bytes], shift: &ExpiryShift) -> Shifted {
                 Shifted {
                     args: Some(out),
                     moved: true,
-                    field: hash,
+                    field,
                     reserved: false,
                 }
             }
         }
     };
-    match name.as_slice() {
+    match ttl {
         // `PEXPIREAT key ms [NX|XX|GT|LT]...`: a master propagates it only when its condition
         // held, so GT/LT (which the move can invert) are dropped.
-        b"pexpireat" | b"expireat" if args.len() >= 3 => {
-            let mut r = moved(0, b"PEXPIREAT", 2, name == b"expireat");
+        AbsoluteTtl::Key { at, unit } if args.len() > at => {
+            let mut r = moved(0, b"PEXPIREAT", at, unit);
             let base = r.args.take().unwrap_or_else(|| args.to_vec());
             let kept: Vec<Bytes> = base
                 .iter()
                 .enumerate()
                 .filter(|(i, a)| {
-                    *i < 3 || !(a.eq_ignore_ascii_case(b"gt") || a.eq_ignore_ascii_case(b"lt"))
+                    *i <= at || !(a.eq_ignore_ascii_case(b"gt") || a.eq_ignore_ascii_case(b"lt"))
                 })
                 .map(|(_, a)| a.clone())
                 .collect();
@@ -398,23 +398,20 @@ pub fn shift_ttl(args: &[Bytes], shift: &ExpiryShift) -> Shifted {
             r
         }
         // `HPEXPIREAT key ms [NX|XX|GT|LT] FIELDS n f...` (Redis 7.4+, Valkey 9+).
-        b"hpexpireat" | b"hexpireat" if args.len() >= 3 => {
-            let secs = name == b"hexpireat";
-            let mut r = moved(0, b"HPEXPIREAT", 2, secs);
+        AbsoluteTtl::Fields { at, unit } if args.len() > at => {
+            let mut r = moved(0, b"HPEXPIREAT", at, unit);
             let cond = args
-                .get(3)
+                .get(at + 1)
                 .filter(|a| a.eq_ignore_ascii_case(b"gt") || a.eq_ignore_ascii_case(b"lt"));
-            let (Some(cond), Some(real)) = (
-                cond,
-                num(&args[2]).and_then(|v| v.checked_mul(if secs { 1000 } else { 1 })),
-            ) else {
+            let (Some(cond), Some(real)) =
+                (cond, num(&args[at]).and_then(|v| v.checked_mul(unit.ms())))
+            else {
                 return r;
             };
-            // FIELDS n f...: the fields start at index 6.
             let sent = r
                 .args
                 .as_ref()
-                .map_or_else(|| Bytes::from(real.to_string()), |a| a[2].clone());
+                .map_or_else(|| Bytes::from(real.to_string()), |a| a[at].clone());
             let mut eval = vec![
                 Bytes::from_static(b"EVAL"),
                 Bytes::from_static(FIELD_CONDITION_SCRIPT.as_bytes()),
@@ -427,36 +424,28 @@ pub fn shift_ttl(args: &[Bytes], shift: &ExpiryShift) -> Shifted {
                 Bytes::from(real.to_string()),
                 sent,
             ];
-            eval.extend(args.iter().skip(6).cloned());
+            eval.extend(
+                args.iter()
+                    .skip(at + AbsoluteTtl::FIELDS_AFTER_TIME)
+                    .cloned(),
+            );
             r.args = Some(eval);
             r.field = true;
             r
         }
         // `SET key value [opts]`, `GETEX key [opts]`; `HSETEX key [opts] FIELDS n f v ...`,
         // `HGETEX key [opts] FIELDS n f ...`, whose options end at FIELDS.
-        b"set" | b"getex" | b"hsetex" | b"hgetex" => {
-            let from = if name == b"set" { 3 } else { 2 };
-            let last = args.len().saturating_sub(1);
-            for (i, a) in args.iter().enumerate().take(last).skip(from) {
-                let opt = a.to_ascii_lowercase();
-                if hash && opt == b"fields" {
-                    return Shifted::default();
-                }
-                if opt == b"pxat" || opt == b"exat" {
-                    return moved(i, b"PXAT", i + 1, opt == b"exat");
-                }
+        AbsoluteTtl::Option { from, fields } => {
+            match AbsoluteTtl::find_option(from, fields, args) {
+                Some((i, unit)) => moved(i, b"PXAT", i + 1, unit),
+                None => Shifted::default(),
             }
-            Shifted::default()
         }
-        b"restore" | b"restore-asking" if args.len() >= 4 => {
-            let abs = args
-                .iter()
-                .skip(4)
-                .any(|a| a.eq_ignore_ascii_case(b"absttl"));
-            if !abs || num(&args[2]).is_none_or(|v| v <= 0) {
+        AbsoluteTtl::Restore(rt) if rt.complete(args) => {
+            if !rt.absolute(args) || num(&args[rt.at]).is_none_or(|v| v <= 0) {
                 return Shifted::default();
             }
-            let mut r = moved(0, b"RESTORE", 2, false);
+            let mut r = moved(0, b"RESTORE", rt.at, Unit::Milliseconds);
             // Keep the command's own name.
             if let Some(a) = &mut r.args {
                 a[0] = args[0].clone();
@@ -477,16 +466,14 @@ pub fn shift_ttl(args: &[Bytes], shift: &ExpiryShift) -> Shifted {
 /// ("LIMIT cannot be used without the special ~ option"). An exact trim from a client has no
 /// limit either, so dropping `LIMIT n` trims exactly what the replica trims.
 pub fn stream_trim_for_client(args: &[Bytes]) -> Option<Vec<Bytes>> {
-    let name = args.first()?.to_ascii_lowercase();
-    let xadd = match name.as_slice() {
-        b"xadd" => true,
-        b"xtrim" => false,
-        _ => return None,
+    let xadd = match commands::info(args).stream_trim? {
+        StreamTrim::Xadd => true,
+        StreamTrim::Xtrim => false,
     };
     let mut approx = false;
     let mut limit = None;
     // The option parser of t_stream.c's streamParseAddOrTrimArgsOrReply.
-    let mut i = 2;
+    let mut i = StreamTrim::OPTIONS_FROM;
     while i < args.len() {
         let more = args.len() - 1 - i;
         let opt = args[i].to_ascii_lowercase();

@@ -40,6 +40,7 @@ use crate::replay::live_sink::{ExpiryShift, LiveOpener};
 use crate::replay::plan::{self, Plan, PlanError, Target};
 use crate::replay::sink::{Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
 use crate::replay::{keys, live};
+use crate::resp::commands::{Kind, RelativeTtl};
 use crate::resp::scanner::StreamError;
 
 /// Where the restored state goes.
@@ -458,11 +459,7 @@ impl Executor<'_> {
         relative_ttls: bool,
     ) -> Result<(), RestoreError> {
         for c in released.drain(..) {
-            if c.name_is("ping")
-                || c.name_is("replconf")
-                || c.name_is("publish")
-                || c.name_is("spublish")
-            {
+            if c.info().kind == Kind::Internal {
                 self.report.commands_internal += 1;
                 continue;
             }
@@ -772,7 +769,6 @@ impl ReaderState {
 /// then `PEXPIREAT k <ms>`. A replicated `SET NX` always succeeded on the master, so on a
 /// faithful replay the expiry that follows it applies to the value it set.
 pub fn absolute_ttl(c: &Command) -> Option<Vec<Vec<Bytes>>> {
-    let name = c.args[0].to_ascii_lowercase();
     let num = |i: usize| {
         c.args
             .get(i)
@@ -782,62 +778,38 @@ pub fn absolute_ttl(c: &Command) -> Option<Vec<Vec<Bytes>>> {
     let at = |ms: i64| Bytes::from((c.ms as i64).saturating_add(ms).to_string());
     let b = Bytes::from_static;
     let pexpireat = |ms: i64| vec![b(b"PEXPIREAT"), c.args[1].clone(), at(ms)];
-    match name.as_slice() {
-        b"expire" | b"pexpire" => {
-            let n = num(2)?;
-            let ms = if name == b"expire" {
-                n.saturating_mul(1000)
-            } else {
-                n
-            };
+    match c.info().relative_ttl? {
+        RelativeTtl::Arg { at: ttl, unit } => {
+            let ms = num(ttl)?.saturating_mul(unit.ms());
             let mut v = pexpireat(ms);
             // NX/XX/GT/LT (7.0+) never come from a server that sends relative TTLs, but keep
             // whatever follows.
-            v.extend(c.args.iter().skip(3).cloned());
+            v.extend(c.args.iter().skip(ttl + 1).cloned());
             Some(vec![v])
         }
-        b"setex" | b"psetex" if c.args.len() == 4 => {
-            let n = num(2)?;
-            let ms = if name == b"setex" {
-                n.saturating_mul(1000)
-            } else {
-                n
-            };
+        RelativeTtl::SetEx { at: ttl, unit } if c.args.len() == ttl + 2 => {
+            let ms = num(ttl)?.saturating_mul(unit.ms());
             Some(vec![
-                vec![b(b"SET"), c.args[1].clone(), c.args[3].clone()],
+                vec![b(b"SET"), c.args[1].clone(), c.args[ttl + 1].clone()],
                 pexpireat(ms),
             ])
         }
-        b"set" => {
-            for i in 3..c.args.len().saturating_sub(1) {
-                let unit = c.args[i].to_ascii_lowercase();
-                if unit == b"ex" || unit == b"px" {
-                    let n = num(i + 1)?;
-                    let ms = if unit == b"ex" {
-                        n.saturating_mul(1000)
-                    } else {
-                        n
-                    };
-                    let mut set = c.args.clone();
-                    set.drain(i..i + 2);
-                    return Some(vec![set, pexpireat(ms)]);
-                }
-            }
-            None
+        RelativeTtl::Option { from } => {
+            let (i, unit) = RelativeTtl::find_option(from, &c.args)?;
+            let ms = num(i + 1)?.saturating_mul(unit.ms());
+            let mut set = c.args.clone();
+            set.drain(i..i + 2);
+            Some(vec![set, pexpireat(ms)])
         }
         // `RESTORE key ttl payload` without ABSTTL: the TTL is relative (ABSTTL: 5.0+).
-        b"restore" if c.args.len() >= 4 => {
-            let abs = c
-                .args
-                .iter()
-                .skip(4)
-                .any(|a| a.eq_ignore_ascii_case(b"absttl"));
-            let n = num(2)?;
+        RelativeTtl::Restore(r) if r.complete(&c.args) => {
+            let abs = r.absolute(&c.args);
+            let n = num(r.at)?;
             if abs || n <= 0 {
                 return None;
             }
             let mut v = c.args.clone();
-            v[2] = at(n);
+            v[r.at] = at(n);
             v.push(b(b"ABSTTL"));
             Some(vec![v])
         }
