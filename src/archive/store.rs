@@ -8,18 +8,35 @@
 //! the object already there (a retried put whose first attempt had landed) is accepted only if
 //! the stored bytes are the same. Snapshots are streamed with a multipart upload, which makes
 //! no object visible until it is complete.
+//!
+//! A snapshot cannot be asked for twice without a new full sync of the master, so a failed part
+//! is sent again rather than the snapshot abandoned. Each part keeps its bytes until the store
+//! acknowledges it, and at most [`PARTS_IN_FLIGHT`] parts are in flight, so memory stays near
+//! `PART_SIZE * (PARTS_IN_FLIGHT + 1)` with retries or without. Sending a part again needs its
+//! own part index, which object_store's `MultipartUpload` does not give (each call takes the
+//! next index, and a failed one makes completion fail): cloud stores and memory are written
+//! through [`MultipartStore`] instead, with explicit indices; a part is retried with backoff
+//! for a bounded patience, then the upload is aborted with the store's error. A local
+//! directory has no `MultipartStore`: its parts go through object_store's upload to a staging
+//! file `<object>#<n>` and are sent once, because a local write that failed (a full disk, a
+//! permission) rarely succeeds a moment later. An aborted or failed upload leaves no object and
+//! no staging file.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::memory::InMemory;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    GetResultPayload, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutMultipartOptions,
-    PutOptions, PutPayload, WriteMultipart,
+    GetResultPayload, MultipartId, MultipartUpload, ObjectStore, ObjectStoreExt, ObjectStoreScheme,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload,
 };
+use tokio::task::JoinSet;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::archive::format::{self, Kind, SnapshotHeader};
@@ -28,8 +45,8 @@ use crate::archive::names::{ArchiveName, GenerationId, ObjectKind, ObjectName};
 
 /// Part size of snapshot multipart uploads.
 pub const PART_SIZE: usize = 8 << 20;
-/// Parts of one snapshot in flight at once.
-const PARTS_IN_FLIGHT: usize = 2;
+/// Parts of one snapshot in flight at once (each held in memory until acknowledged).
+pub const PARTS_IN_FLIGHT: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +70,17 @@ pub enum StoreError {
     /// The base snapshot of the generation being written is gone (the store was emptied).
     #[error("the snapshot of generation {generation} is gone from the store: the generation has no base; starting a new one")]
     BaseLost { generation: String },
+    /// A part of a snapshot upload that the store kept failing: sent `attempts` times, the
+    /// last failure is the source. The upload is abandoned.
+    #[error("put part {part} of {object} ({attempts} attempts): {source}")]
+    Part {
+        object: String,
+        /// Numbered from 1, as S3 numbers parts.
+        part: usize,
+        attempts: u32,
+        #[source]
+        source: object_store::Error,
+    },
     /// A local store directory that does not exist: only `pitr archive` creates one.
     #[error("no archive at {path}: the directory does not exist")]
     NoArchive { path: String },
@@ -90,6 +118,9 @@ pub struct Listing {
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
+    /// The same objects through explicit part indices, for snapshot uploads whose failed parts
+    /// can be sent again: cloud stores and memory (a local directory has none).
+    parts: Option<PartStore>,
     prefix: Path,
     url: String,
     /// The directory of a local store (file paths and `file://`).
@@ -105,20 +136,41 @@ impl Store {
     /// [`StoreError::NoArchive`] from [`list`](Store::list), and the archiver creates it with
     /// [`create_root`](Store::create_root).
     pub fn open(url: &str, name: &ArchiveName) -> Result<Store, StoreError> {
-        let (inner, local_dir) = open_backend(url)?;
-        let mut store = Store::with_backend(inner, url, name);
-        store.local_dir = local_dir;
+        let backend = open_backend(url)?;
+        let mut store = Store::with_backend(backend.objects, url, name);
+        store.parts = backend.parts;
+        store.local_dir = backend.local_dir;
         Ok(store)
     }
 
     /// A store over an existing backend (tests compose `object_store` wrappers this way).
+    /// Snapshot uploads go through its `put_multipart_opts`, as to a local directory: a failed
+    /// part is not sent again.
     pub fn with_backend(inner: Arc<dyn ObjectStore>, url: &str, name: &ArchiveName) -> Store {
         Store {
             inner,
+            parts: None,
             prefix: Path::from(name.as_str()),
             url: url.to_string(),
             local_dir: None,
         }
+    }
+
+    /// A store over an existing backend and its multipart interface, both addressing the same
+    /// objects (one `AmazonS3`, or a wrapper implementing both traits): snapshot uploads send
+    /// a failed part again, as on a cloud store.
+    pub fn with_multipart_backend(
+        inner: Arc<dyn ObjectStore>,
+        parts: Arc<dyn MultipartStore>,
+        url: &str,
+        name: &ArchiveName,
+    ) -> Store {
+        let mut store = Store::with_backend(inner, url, name);
+        store.parts = Some(PartStore {
+            store: parts,
+            root: Path::default(),
+        });
+        store
     }
 
     /// Creates the directory of a local store (what only the archiver does); nothing to do
@@ -366,42 +418,66 @@ impl Store {
     }
 
     /// Starts a snapshot upload. Fails if an object of that name already exists.
+    ///
+    /// On a store with explicit part indices (S3, GCS, Azure, memory), a part the store fails
+    /// is sent again with backoff until `part_patience` has passed since its first failure; a
+    /// local directory sends each part once (see the module documentation).
     pub async fn snapshot_upload(
         &self,
         name: &ObjectName,
         header: &SnapshotHeader,
+        part_patience: Duration,
     ) -> Result<SnapshotUpload, StoreError> {
         let path = self.path(name);
+        let object = name.to_string();
         match self.inner.head(&path).await {
-            Ok(_) => {
-                return Err(StoreError::Conflict {
-                    object: name.to_string(),
-                })
-            }
+            Ok(_) => return Err(StoreError::Conflict { object }),
             Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.backend_err("head", &name.to_string(), e)),
+            Err(e) => return Err(self.backend_err("head", &object, e)),
         }
-        let upload = self
-            .inner
-            .put_multipart_opts(&path, PutMultipartOptions::default())
-            .await
-            .map_err(|e| self.backend_err("put", &name.to_string(), e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let pre = format::preamble(Kind::Snapshot, &header.encode());
-        let mut object_hash = Xxh3::new();
-        object_hash.update(&pre);
-        writer.write(&pre);
+        // Before the upload starts, so that a failure here leaves no upload behind.
         let encoder = FrameEncoder::new(format::ZSTD_LEVEL).map_err(|e| StoreError::Config {
             url: self.url.clone(),
             reason: format!("zstd: {e}"),
         })?;
+        let target = match &self.parts {
+            Some(parts) => {
+                let path = parts.full_path(&path);
+                let id = parts
+                    .store
+                    .create_multipart(&path)
+                    .await
+                    .map_err(|e| self.backend_err("put", &object, e))?;
+                Target::Indexed {
+                    store: parts.store.clone(),
+                    path,
+                    id,
+                }
+            }
+            None => Target::Upload(
+                self.inner
+                    .put_multipart_opts(&path, PutMultipartOptions::default())
+                    .await
+                    .map_err(|e| self.backend_err("put", &object, e))?,
+            ),
+        };
+        let pre = format::preamble(Kind::Snapshot, &header.encode());
+        let mut object_hash = Xxh3::new();
+        object_hash.update(&pre);
+        let mut out = Vec::with_capacity(OUT_CAPACITY);
+        out.extend_from_slice(&pre);
         Ok(SnapshotUpload {
             store: self.clone(),
             name: *name,
-            object: name.to_string(),
-            writer,
+            parts: Parts {
+                object: format!("{}/{}", self.url.trim_end_matches('/'), object),
+                target,
+                patience: part_patience,
+                running: JoinSet::new(),
+                sent: Vec::new(),
+            },
             encoder,
-            out: Vec::with_capacity(PART_SIZE + (1 << 20)),
+            out,
             raw_hash: Xxh3::new(),
             object_hash,
             raw_len: 0,
@@ -410,17 +486,20 @@ impl Store {
     }
 }
 
+/// Capacity of the buffer of compressed bytes not yet cut into a part: a part and the output
+/// of one more piece, mostly.
+const OUT_CAPACITY: usize = PART_SIZE + (1 << 20);
+
 /// A snapshot being streamed into the store: raw RDB bytes in, compressed parts out. Nothing is
 /// visible to a reader until [`finish`](SnapshotUpload::finish) completes the upload.
 pub struct SnapshotUpload {
     store: Store,
     name: ObjectName,
-    object: String,
-    writer: WriteMultipart,
+    parts: Parts,
     /// Frames of [`crate::archive::frames::FRAME_RAW`] raw bytes, so that readers can decompress
     /// several at once.
     encoder: FrameEncoder,
-    /// Compressed bytes not yet handed to the upload.
+    /// Compressed bytes not yet cut into a part (already fed to `object_hash`).
     out: Vec<u8>,
     raw_hash: Xxh3,
     object_hash: Xxh3,
@@ -438,9 +517,12 @@ pub struct SnapshotDone {
 
 impl SnapshotUpload {
     /// Compresses and queues `data`; waits while too many parts are in flight (backpressure).
+    /// A write cut short (its future dropped) leaves the upload fit only for
+    /// [`abort`](SnapshotUpload::abort).
     pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
         self.raw_hash.update(data);
         self.raw_len += data.len() as u64;
+        let before = self.out.len();
         let (encoder, out) = (&mut self.encoder, &mut self.out);
         tokio::task::block_in_place(|| encoder.write(data, out)).map_err(|e| {
             StoreError::Config {
@@ -448,23 +530,29 @@ impl SnapshotUpload {
                 reason: format!("zstd: {e}"),
             }
         })?;
-        if self.out.len() >= PART_SIZE {
-            let out = std::mem::replace(&mut self.out, Vec::with_capacity(PART_SIZE + (1 << 20)));
-            self.emit(out).await?;
+        self.compressed(before);
+        while self.out.len() >= PART_SIZE {
+            self.parts.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+            let part = self.cut(PART_SIZE);
+            self.parts.send(part);
         }
         Ok(())
     }
 
-    async fn emit(&mut self, out: Vec<u8>) -> Result<(), StoreError> {
-        self.object_hash.update(&out);
-        self.stored += out.len() as u64;
-        self.writer
-            .wait_for_capacity(PARTS_IN_FLIGHT)
-            .await
-            .map_err(|e| self.store.backend_err("put", &self.object, e))?;
-        // Hands the buffer over without a copy.
-        self.writer.put(Bytes::from(out));
-        Ok(())
+    /// Counts and hashes the compressed bytes appended to `out` after `before`.
+    fn compressed(&mut self, before: usize) {
+        let new = &self.out[before..];
+        self.object_hash.update(new);
+        self.stored += new.len() as u64;
+    }
+
+    /// The first `n` bytes of `out`, as a part (without a copy; the rest moves to a new
+    /// buffer).
+    fn cut(&mut self, n: usize) -> Bytes {
+        let mut rest = Vec::with_capacity(OUT_CAPACITY.max(self.out.len() - n));
+        rest.extend_from_slice(&self.out[n..]);
+        self.out.truncate(n);
+        Bytes::from(std::mem::replace(&mut self.out, rest))
     }
 
     /// Raw bytes written so far.
@@ -472,40 +560,262 @@ impl SnapshotUpload {
         self.raw_len
     }
 
-    /// Completes the upload: the snapshot becomes visible, whole.
+    /// Completes the upload: the snapshot becomes visible, whole. On an error the upload is
+    /// aborted: nothing becomes visible, and a local store keeps no staging file.
     pub async fn finish(mut self) -> Result<SnapshotDone, StoreError> {
+        match self.complete().await {
+            Ok(checksum) => Ok(SnapshotDone {
+                raw_len: self.raw_len,
+                stored: self.stored,
+                checksum,
+            }),
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the body, appends the trailer, sends the last parts and completes the upload.
+    /// Returns the object's checksum.
+    async fn complete(&mut self) -> Result<u64, StoreError> {
+        let before = self.out.len();
         let (encoder, out) = (&mut self.encoder, &mut self.out);
         encoder.finish(out).map_err(|e| StoreError::Config {
             url: self.store.url.clone(),
             reason: format!("zstd: {e}"),
         })?;
-        let rest = std::mem::take(&mut self.out);
-        self.emit(rest).await?;
+        self.compressed(before);
         let (t, checksum) =
             format::trailer(self.raw_len, self.raw_hash.digest(), &mut self.object_hash);
-        self.writer.write(&t);
+        self.out.extend_from_slice(&t);
         self.stored += t.len() as u64;
-        let object = self.object.clone();
-        let store = self.store.clone();
-        if let Err(e) = self.writer.finish().await {
-            // A failed completion can leave the staging file of a local store behind.
-            store.remove_staging_of(&self.name).await;
-            return Err(store.backend_err("put", &object, e));
+        // Every part but the last is PART_SIZE bytes (some stores require equal parts); the
+        // last holds at least the trailer.
+        while !self.out.is_empty() {
+            self.parts.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+            let part = self.cut(self.out.len().min(PART_SIZE));
+            self.parts.send(part);
         }
-        Ok(SnapshotDone {
-            raw_len: self.raw_len,
-            stored: self.stored,
-            checksum,
-        })
+        self.parts.complete().await?;
+        Ok(checksum)
     }
 
     /// Abandons the upload; nothing becomes visible, and a local store keeps no staging file.
-    pub async fn abort(self) {
-        if let Err(e) = self.writer.abort().await {
-            tracing::warn!(object = %self.object, error = %e, "aborting a snapshot upload failed; the backend may keep its parts until its own cleanup");
-        }
+    pub async fn abort(mut self) {
+        self.parts.abort().await;
         self.store.remove_staging_of(&self.name).await;
     }
+}
+
+/// Where the parts of a snapshot go.
+enum Target {
+    /// A store with explicit part indices: a part can be sent again under its own index.
+    Indexed {
+        store: Arc<dyn MultipartStore>,
+        path: Path,
+        id: MultipartId,
+    },
+    /// object_store's own upload (a local directory's staging file): each part is sent once,
+    /// each call taking the next index.
+    Upload(Box<dyn MultipartUpload>),
+}
+
+/// The parts of one snapshot upload: those in flight, each holding its bytes until the store
+/// acknowledges it, and the ids of those acknowledged.
+struct Parts {
+    /// The object, as errors and logs name it (the store's URL and the object name).
+    object: String,
+    target: Target,
+    /// How long a part may keep failing before the upload gives up (an indexed target only).
+    patience: Duration,
+    running: JoinSet<Result<(usize, Option<PartId>), StoreError>>,
+    /// One entry per part sent: its id once acknowledged (an indexed target only).
+    sent: Vec<Option<PartId>>,
+}
+
+impl Parts {
+    /// Sends part number `sent.len()` in the background.
+    fn send(&mut self, data: Bytes) {
+        let idx = self.sent.len();
+        self.sent.push(None);
+        match &mut self.target {
+            Target::Indexed { store, path, id } => {
+                let retry = PartRetry {
+                    store: store.clone(),
+                    path: path.clone(),
+                    id: id.clone(),
+                    object: self.object.clone(),
+                    patience: self.patience,
+                };
+                self.running.spawn(retry.put(idx, data));
+            }
+            Target::Upload(upload) => {
+                let part = upload.put_part(PutPayload::from(data));
+                let object = self.object.clone();
+                self.running.spawn(async move {
+                    part.await
+                        .map(|()| (idx, None))
+                        .map_err(|source| StoreError::Backend {
+                            op: "put",
+                            object,
+                            source,
+                        })
+                });
+            }
+        }
+    }
+
+    /// Waits until fewer than `max` parts are in flight. Cancel-safe: a part whose result was
+    /// taken is recorded before the wait can be cut short again.
+    async fn wait_for_capacity(&mut self, max: usize) -> Result<(), StoreError> {
+        while !self.running.is_empty() && self.running.len() >= max {
+            self.join_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the result of one part in flight.
+    async fn join_one(&mut self) -> Result<(), StoreError> {
+        match self.running.join_next().await {
+            None => Ok(()),
+            Some(Ok(Ok((idx, part)))) => {
+                if let Some(slot) = self.sent.get_mut(idx) {
+                    *slot = part;
+                }
+                Ok(())
+            }
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(StoreError::Backend {
+                op: "put",
+                object: self.object.clone(),
+                source: object_store::Error::JoinError { source: e },
+            }),
+        }
+    }
+
+    /// Waits for every part, then completes the upload: the object appears, whole.
+    async fn complete(&mut self) -> Result<(), StoreError> {
+        while !self.running.is_empty() {
+            self.join_one().await?;
+        }
+        let backend = |source| StoreError::Backend {
+            op: "complete",
+            object: self.object.clone(),
+            source,
+        };
+        match &mut self.target {
+            Target::Indexed { store, path, id } => {
+                let parts: Option<Vec<PartId>> = self.sent.iter().cloned().collect();
+                let Some(parts) = parts else {
+                    return Err(backend(object_store::Error::Generic {
+                        store: "snapshot upload",
+                        source: "a part was never acknowledged".into(),
+                    }));
+                };
+                store
+                    .complete_multipart(path, id, parts)
+                    .await
+                    .map(|_| ())
+                    .map_err(backend)
+            }
+            Target::Upload(upload) => upload.complete().await.map(|_| ()).map_err(backend),
+        }
+    }
+
+    /// Stops the parts in flight and aborts the upload.
+    async fn abort(&mut self) {
+        self.running.shutdown().await;
+        let r = match &mut self.target {
+            Target::Indexed { store, path, id } => store.abort_multipart(path, id).await,
+            Target::Upload(upload) => upload.abort().await,
+        };
+        if let Err(e) = r {
+            tracing::warn!(object = %self.object, error = %e, "aborting a snapshot upload failed; the backend may keep its parts until its own cleanup");
+        }
+    }
+}
+
+/// Sends one part of an indexed upload, again after a failure.
+struct PartRetry {
+    store: Arc<dyn MultipartStore>,
+    path: Path,
+    id: MultipartId,
+    object: String,
+    patience: Duration,
+}
+
+/// The longest wait between two attempts at one part.
+const MAX_PART_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+impl PartRetry {
+    /// Sends part `idx` until the store acknowledges it. A failure is tried again with backoff
+    /// (each attempt a cheap clone of `data`) until `patience` has passed since the first
+    /// failure; a failure that waiting cannot fix (the upload or the credentials are gone) is
+    /// returned at once. Sending a part again under its index replaces what an earlier attempt
+    /// may have stored.
+    async fn put(self, idx: usize, data: Bytes) -> Result<(usize, Option<PartId>), StoreError> {
+        // As the archiver's retries of the master and the store: 100 ms doubling to 5 s, with
+        // jitter so that the parts in flight do not retry in step.
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(MAX_PART_RETRY_DELAY)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut failing_since = None;
+        let mut attempts = 0u32;
+        // Numbered from 1 in messages, as S3 numbers parts.
+        let part = idx + 1;
+        loop {
+            attempts += 1;
+            let payload = PutPayload::from(data.clone());
+            let e = match self
+                .store
+                .put_part(&self.path, &self.id, idx, payload)
+                .await
+            {
+                Ok(id) => {
+                    if attempts > 1 {
+                        tracing::info!(object = %self.object, part, attempts, "snapshot part stored after retries");
+                    }
+                    return Ok((idx, Some(id)));
+                }
+                Err(e) => e,
+            };
+            let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+            let delay = backoff.next().unwrap_or(MAX_PART_RETRY_DELAY);
+            if !is_transient(&e) || since.elapsed() + delay > self.patience {
+                return Err(StoreError::Part {
+                    object: self.object,
+                    part,
+                    attempts,
+                    source: e,
+                });
+            }
+            tracing::warn!(
+                object = %self.object, part, attempt = attempts,
+                retry_in_ms = delay.as_millis() as u64, error = %e,
+                "store error uploading a part of the snapshot; sending that part again"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Whether a failed request may succeed when sent again: not when the upload is gone or the
+/// store refuses the credentials.
+fn is_transient(e: &object_store::Error) -> bool {
+    !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::InvalidPath { .. }
+    )
 }
 
 /// Retries inside one request are short: the archiver's own loop retries forever and logs
@@ -518,6 +828,44 @@ fn request_retries() -> object_store::RetryConfig {
     }
 }
 
+/// The multipart interface of a store, addressing the objects that [`Store`]'s `inner` does:
+/// `root` is the prefix of the store URL, which `inner` adds itself (a [`PrefixStore`]; there
+/// is no such wrapper for a [`MultipartStore`]).
+#[derive(Clone)]
+struct PartStore {
+    store: Arc<dyn MultipartStore>,
+    root: Path,
+}
+
+impl PartStore {
+    fn full_path(&self, path: &Path) -> Path {
+        self.root.parts().chain(path.parts()).collect()
+    }
+}
+
+impl std::fmt::Debug for PartStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`open_backend`] opens.
+struct Backend {
+    objects: Arc<dyn ObjectStore>,
+    /// Cloud stores and memory.
+    parts: Option<PartStore>,
+    /// A local store's directory.
+    local_dir: Option<std::path::PathBuf>,
+}
+
+/// One client of a cloud store (or memory), as both interfaces.
+fn both<S: ObjectStore + MultipartStore>(s: S) -> (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) {
+    let s = Arc::new(s);
+    (s.clone(), s)
+}
+
 /// The backend for `url`, and the directory when it is a local store.
 ///
 /// A plain path is a local directory. A URL goes through object_store's own parsing
@@ -526,16 +874,21 @@ fn request_retries() -> object_store::RetryConfig {
 /// `AZURE_*`, read as `from_env` reads them) are passed as options, as `parse_url_opts` does.
 /// The builders are called here rather than through `parse_url_opts` only because it cannot
 /// set the request retries ([`request_retries`]).
-fn open_backend(
-    url: &str,
-) -> Result<(Arc<dyn ObjectStore>, Option<std::path::PathBuf>), StoreError> {
+fn open_backend(url: &str) -> Result<Backend, StoreError> {
     let shown = redact_store_url(url);
     let cfg = |reason: String| StoreError::Config {
         url: shown.clone(),
         reason,
     };
+    let local = |dir: &str| {
+        open_local(dir, &cfg).map(|(objects, dir)| Backend {
+            objects,
+            parts: None,
+            local_dir: Some(dir),
+        })
+    };
     if !url.contains("://") && url != "memory:" {
-        return open_local(url, &cfg);
+        return local(url);
     }
     let parsed = url::Url::parse(url).map_err(|e| cfg(format!("not a valid URL: {e}")))?;
     let (scheme, prefix) = match ObjectStoreScheme::parse(&parsed) {
@@ -553,14 +906,26 @@ fn open_backend(
             })
         }
     };
-    let built = |r: object_store::Result<Arc<dyn ObjectStore>>| r.map_err(|e| cfg(e.to_string()));
-    let store: Arc<dyn ObjectStore> = match scheme {
-        ObjectStoreScheme::Memory => return Ok((Arc::new(InMemory::new()), None)),
+    let built = |r: object_store::Result<(Arc<dyn ObjectStore>, Arc<dyn MultipartStore>)>| {
+        r.map_err(|e| cfg(e.to_string()))
+    };
+    let (store, parts) = match scheme {
+        ObjectStoreScheme::Memory => {
+            let (objects, parts) = both(InMemory::new());
+            return Ok(Backend {
+                objects,
+                parts: Some(PartStore {
+                    store: parts,
+                    root: Path::default(),
+                }),
+                local_dir: None,
+            });
+        }
         ObjectStoreScheme::Local => {
             let path = parsed
                 .to_file_path()
                 .map_err(|()| cfg("not a local path (use file:///absolute/path)".into()))?;
-            return open_local(&path.to_string_lossy(), &cfg);
+            return local(&path.to_string_lossy());
         }
         ObjectStoreScheme::AmazonS3 => built(
             with_options(object_store::aws::AmazonS3Builder::new().with_url(url), env_options("AWS_", &[]), |b, k, v| {
@@ -568,7 +933,7 @@ fn open_backend(
             })
                 .with_retry(request_retries())
                 .build()
-                .map(|s| Arc::new(s) as _),
+                .map(both),
         )?,
         ObjectStoreScheme::GoogleCloudStorage => built(
             with_options(object_store::gcp::GoogleCloudStorageBuilder::new().with_url(url), env_options("GOOGLE_", &[("SERVICE_ACCOUNT", "google_service_account")]), |b, k, v| {
@@ -576,7 +941,7 @@ fn open_backend(
             })
                 .with_retry(request_retries())
                 .build()
-                .map(|s| Arc::new(s) as _),
+                .map(both),
         )?,
         ObjectStoreScheme::MicrosoftAzure => built(
             with_options(object_store::azure::MicrosoftAzureBuilder::new().with_url(url), env_options("AZURE_", &[("IDENTITY_ENDPOINT", "azure_msi_endpoint")]), |b, k, v| {
@@ -584,7 +949,7 @@ fn open_backend(
             })
                 .with_retry(request_retries())
                 .build()
-                .map(|s| Arc::new(s) as _),
+                .map(both),
         )?,
         other => {
             return Err(cfg(format!(
@@ -592,11 +957,19 @@ fn open_backend(
             )))
         }
     };
-    if prefix.as_ref().is_empty() {
-        Ok((store, None))
+    let objects: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+        store
     } else {
-        Ok((Arc::new(PrefixStore::new(store, prefix)), None))
-    }
+        Arc::new(PrefixStore::new(store, prefix.clone()))
+    };
+    Ok(Backend {
+        objects,
+        parts: Some(PartStore {
+            store: parts,
+            root: prefix,
+        }),
+        local_dir: None,
+    })
 }
 
 /// The options a provider's builder reads from the environment in its `from_env`: every
@@ -633,7 +1006,7 @@ fn env_options(
 fn open_local(
     dir: &str,
     cfg: &dyn Fn(String) -> StoreError,
-) -> Result<(Arc<dyn ObjectStore>, Option<std::path::PathBuf>), StoreError> {
+) -> Result<(Arc<dyn ObjectStore>, std::path::PathBuf), StoreError> {
     if dir.is_empty() {
         return Err(cfg("empty path".into()));
     }
@@ -658,7 +1031,7 @@ fn open_local(
             prefix,
         ))
     };
-    Ok((fs, Some(path)))
+    Ok((fs, path))
 }
 
 /// A store URL for messages: without a password or query string (where a provider's URL may
@@ -919,7 +1292,10 @@ mod tests {
         };
         let staging = |n: u32| dir.path().join("a").join(format!("{}#{n}", snap));
         // An aborted upload leaves nothing.
-        let mut up = store.snapshot_upload(&snap, &h).await.unwrap();
+        let mut up = store
+            .snapshot_upload(&snap, &h, Duration::ZERO)
+            .await
+            .unwrap();
         up.write(&[7u8; 1000]).await.unwrap();
         assert!(staging(1).exists(), "no staging file where expected");
         up.abort().await;
@@ -973,15 +1349,26 @@ mod tests {
     async fn cloud_urls_and_local_forms_open() {
         let n: ArchiveName = "a".parse().unwrap();
         // Building a cloud store reaches no server; the prefix comes from the URL.
-        for url in [
-            "s3://bucket",
-            "s3://bucket/some/prefix/",
-            "gs://bucket/p",
-            "abfs://container@account.dfs.core.windows.net/p",
+        for (url, root) in [
+            ("s3://bucket", ""),
+            ("s3://bucket/some/prefix/", "some/prefix/"),
+            ("gs://bucket/p", "p/"),
+            ("abfs://container@account.dfs.core.windows.net/p", "p/"),
         ] {
             let store = Store::open(url, &n).unwrap_or_else(|e| panic!("{url}: {e}"));
             assert_eq!(store.url(), url);
             assert!(store.local_dir.is_none());
+            // Snapshot parts address the objects the store does, under the URL's prefix.
+            let parts = store
+                .parts
+                .as_ref()
+                .expect("a cloud store has indexed parts");
+            let full = parts.full_path(&store.path(&name(0, 10)));
+            assert_eq!(
+                full.to_string(),
+                format!("{root}a/{}", name(0, 10)),
+                "{url}"
+            );
         }
         for url in ["memory://", "memory:"] {
             let store = Store::open(url, &n).unwrap();
@@ -995,6 +1382,7 @@ mod tests {
         ] {
             let store = Store::open(&url, &n).unwrap();
             assert_eq!(store.local_dir.as_deref(), Some(abs.as_path()), "{url}");
+            assert!(store.parts.is_none(), "{url}");
         }
         let store = Store::open("./some-archive-dir", &n).unwrap();
         assert_eq!(

@@ -54,8 +54,9 @@ pub enum ArchiveError {
     Archive(String),
     #[error("{addr} answered +CONTINUE to a request for a full sync")]
     UnexpectedContinue { addr: String },
-    /// The store failed while the RDB streamed into it. The bytes already received are gone
-    /// (they are never held), so this snapshot cannot be completed.
+    /// The store failed while the RDB streamed into it, past the retries of a failed part (or
+    /// at once on a local directory). The parts already stored are aborted and the master
+    /// sends an RDB only once, so this snapshot cannot be completed.
     #[error("the snapshot upload of {object} failed after {received} bytes of the RDB had arrived: {source}")]
     SnapshotUpload {
         object: String,
@@ -829,7 +830,7 @@ fn log_session_error(e: &ArchiveError, retry_in_ms: u64) -> bool {
             object, received, ..
         } => {
             warn!(%error, %object, received, retry_in_ms,
-                "store error during the full sync: the snapshot cannot be completed, because the RDB bytes received so far are not kept and the master sends them only once; its upload is abandoned (nothing of it is visible) and a new full sync follows once the store answers");
+                "store error during the full sync, past the retries of the failed part: the snapshot cannot be completed, because the master sends its RDB only once; its upload is abandoned (nothing of it is visible) and a new full sync follows once the store answers");
             true
         }
         ArchiveError::Store(_) => {
@@ -874,6 +875,10 @@ async fn wait_for_store(
 /// Starts the upload of a snapshot, retrying store errors with backoff for up to `patience`:
 /// meanwhile the payload waits in the socket, so nothing is lost. A name that is taken is a
 /// conflict, returned at once. `Ok(None)`: shutdown was requested.
+///
+/// A part of the upload that fails later is sent again for up to `patience` too (by the
+/// upload itself): meanwhile the master's bytes queue in the socket and in the master's output
+/// buffer for the archiver, which the master bounds (`client-output-buffer-limit replica`).
 async fn start_snapshot_upload(
     store: &Store,
     name: &ObjectName,
@@ -885,7 +890,7 @@ async fn start_snapshot_upload(
     let mut backoff = retry_backoff();
     let mut attempts = 0u32;
     loop {
-        match store.snapshot_upload(name, header).await {
+        match store.snapshot_upload(name, header, patience).await {
             Ok(upload) => {
                 if attempts > 0 {
                     info!(object = %name, attempts = attempts + 1, "snapshot upload started after retries");
@@ -1230,23 +1235,45 @@ mod tests {
     }
 
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
     use futures::stream::BoxStream;
     use object_store::memory::InMemory;
+    use object_store::multipart::{MultipartStore, PartId};
     use object_store::path::Path;
     use object_store::{
-        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-        PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartId, MultipartUpload, ObjectMeta,
+        ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
     };
 
-    /// A store that fails on demand: the next `fail_starts` multipart uploads fail to start, and
-    /// while `fail_parts` is set every part fails.
+    use crate::archive::store::PART_SIZE;
+
+    /// A store that fails on demand, through both its upload interfaces: the next
+    /// `fail_starts` multipart uploads fail to start; while `fail_parts` is set every part
+    /// fails; the `put_part` calls numbered in `fail_part_calls` (from 1) fail; while
+    /// `fail_complete` is set completions fail.
     #[derive(Debug, Default)]
     struct Faulty {
         inner: InMemory,
         fail_starts: AtomicUsize,
         starts: AtomicUsize,
         fail_parts: Arc<AtomicBool>,
+        fail_part_calls: Mutex<Vec<usize>>,
+        fail_complete: AtomicBool,
+        /// Every `put_part` call of the indexed interface: the part index, and whether it
+        /// failed.
+        part_calls: Mutex<Vec<(usize, bool)>>,
+        aborts: AtomicUsize,
+    }
+
+    impl Faulty {
+        /// Counts an upload start; whether it is to fail.
+        fn start_fails(&self) -> bool {
+            self.starts.fetch_add(1, Ordering::SeqCst);
+            self.fail_starts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        }
     }
 
     fn injected() -> object_store::Error {
@@ -1299,12 +1326,7 @@ mod tests {
             location: &Path,
             opts: PutMultipartOptions,
         ) -> object_store::Result<Box<dyn MultipartUpload>> {
-            self.starts.fetch_add(1, Ordering::SeqCst);
-            let fail = self
-                .fail_starts
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            if fail {
+            if self.start_fails() {
                 return Err(injected());
             }
             let inner = self.inner.put_multipart_opts(location, opts).await?;
@@ -1348,10 +1370,99 @@ mod tests {
         }
     }
 
+    #[async_trait::async_trait]
+    impl MultipartStore for Faulty {
+        async fn create_multipart(&self, path: &Path) -> object_store::Result<MultipartId> {
+            if self.start_fails() {
+                return Err(injected());
+            }
+            MultipartStore::create_multipart(&self.inner, path).await
+        }
+        async fn put_part(
+            &self,
+            path: &Path,
+            id: &MultipartId,
+            part_idx: usize,
+            data: PutPayload,
+        ) -> object_store::Result<PartId> {
+            let fail = {
+                let mut calls = self.part_calls.lock().unwrap();
+                let n = calls.len() + 1;
+                let fail = self.fail_parts.load(Ordering::SeqCst)
+                    || self.fail_part_calls.lock().unwrap().contains(&n);
+                calls.push((part_idx, fail));
+                fail
+            };
+            if fail {
+                return Err(injected());
+            }
+            MultipartStore::put_part(&self.inner, path, id, part_idx, data).await
+        }
+        async fn complete_multipart(
+            &self,
+            path: &Path,
+            id: &MultipartId,
+            parts: Vec<PartId>,
+        ) -> object_store::Result<PutResult> {
+            if self.fail_complete.load(Ordering::SeqCst) {
+                return Err(injected());
+            }
+            self.inner.complete_multipart(path, id, parts).await
+        }
+        async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> object_store::Result<()> {
+            self.aborts.fetch_add(1, Ordering::SeqCst);
+            self.inner.abort_multipart(path, id).await
+        }
+    }
+
+    /// A faulty store as a cloud store is used: snapshot parts through explicit indices.
     fn faulty_store() -> (Store, Arc<Faulty>) {
+        let faulty = Arc::new(Faulty::default());
+        let store = Store::with_multipart_backend(
+            faulty.clone(),
+            faulty.clone(),
+            "memory://",
+            &"a".parse().unwrap(),
+        );
+        (store, faulty)
+    }
+
+    /// A faulty store as a local directory is used: snapshot parts through object_store's
+    /// upload, each sent once.
+    fn faulty_upload_store() -> (Store, Arc<Faulty>) {
         let faulty = Arc::new(Faulty::default());
         let store = Store::with_backend(faulty.clone(), "memory://", &"a".parse().unwrap());
         (store, faulty)
+    }
+
+    /// `len` incompressible bytes.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = 0x9e3779b97f4a7c15u64 ^ seed;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// The raw bytes of a stored snapshot, read back and checked as `pitr verify` does.
+    async fn read_back(store: &Store, name: ObjectName) -> Vec<u8> {
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let sink = raw.clone();
+        crate::maintain::verify::read_snapshot(store, name, move |piece| {
+            if let Some(p) = piece {
+                sink.lock().unwrap().extend_from_slice(&p);
+            }
+            Ok(())
+        })
+        .await
+        .expect("the snapshot reads")
+        .expect("the snapshot checks");
+        let raw = std::mem::take(&mut *raw.lock().unwrap());
+        raw
     }
 
     fn snapshot_name() -> (ObjectName, SnapshotHeader) {
@@ -1420,12 +1531,12 @@ mod tests {
         assert!(faulty.starts.load(Ordering::SeqCst) >= 2, "not retried");
     }
 
-    /// A part that fails once RDB bytes have gone into it cannot be sent again (the bytes are
-    /// not kept): the error is a store error of the snapshot, naming the object and how much
-    /// had arrived, and nothing becomes visible.
+    /// A part that fails through object_store's upload (a local directory's way) is not sent
+    /// again: the error is a store error of the snapshot, naming the object and how much had
+    /// arrived, and nothing becomes visible.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failed_snapshot_part_is_a_store_error_and_leaves_nothing() {
-        let (store, faulty) = faulty_store();
+        let (store, faulty) = faulty_upload_store();
         faulty.fail_parts.store(true, Ordering::SeqCst);
         let (name, header) = snapshot_name();
         let shutdown = no_shutdown();
@@ -1435,15 +1546,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
         // Incompressible bytes, more than a part.
-        let mut x = 0x9e3779b97f4a7c15u64;
-        let piece: Vec<u8> = (0..(1 << 20))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let piece = noise(1 << 20, 0);
         let mut written = 0u64;
         let mut failed = None;
         for _ in 0..12 {
@@ -1470,6 +1573,125 @@ mod tests {
             other => panic!("expected a snapshot store error, got {other}"),
         }
         assert!(!e.is_fatal());
+        assert!(store.list().await.unwrap().objects.is_empty());
+    }
+
+    /// A part that fails is sent again under its own index, while later parts go on: the
+    /// snapshot completes and reads back byte for byte, with no new full sync.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_snapshot_part_is_sent_again_and_the_snapshot_completes() {
+        let (store, faulty) = faulty_store();
+        *faulty.fail_part_calls.lock().unwrap() = vec![2, 3];
+        let (name, header) = snapshot_name();
+        let shutdown = no_shutdown();
+        let mut upload =
+            start_snapshot_upload(&store, &name, &header, Duration::from_secs(60), &shutdown)
+                .await
+                .unwrap()
+                .unwrap();
+        // Incompressible: three whole parts and a last one.
+        let raw = noise(3 * PART_SIZE + 12345, 1);
+        for piece in raw.chunks(1 << 20) {
+            assert!(put_piece(&mut upload, &name, piece, &shutdown)
+                .await
+                .expect("failed parts are sent again"));
+        }
+        let done = finish_snapshot(upload, &name).await.unwrap();
+        assert_eq!(done.raw_len, raw.len() as u64);
+        let calls = faulty.part_calls.lock().unwrap().clone();
+        let parts = done.stored.div_ceil(PART_SIZE as u64) as usize;
+        assert_eq!(parts, 4);
+        assert_eq!(calls.len(), parts + 2, "{calls:?}");
+        // Every index stored once, each failed one sent again under the same index.
+        let mut stored: Vec<usize> = calls.iter().filter(|c| !c.1).map(|c| c.0).collect();
+        stored.sort_unstable();
+        assert_eq!(stored, (0..parts).collect::<Vec<_>>());
+        for (i, (idx, failed)) in calls.iter().enumerate() {
+            if *failed {
+                assert!(calls[i + 1..].contains(&(*idx, false)), "{calls:?}");
+            }
+        }
+        assert_eq!(faulty.aborts.load(Ordering::SeqCst), 0);
+        assert_eq!(read_back(&store, name).await, raw);
+        assert_eq!(store.list().await.unwrap().objects.len(), 1);
+    }
+
+    /// A part that keeps failing longer than the patience: the upload gives up with a store
+    /// error naming the object and the part, aborts, and nothing becomes visible.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_part_failing_past_the_patience_gives_up_and_leaves_nothing() {
+        let (store, faulty) = faulty_store();
+        faulty.fail_parts.store(true, Ordering::SeqCst);
+        let (name, header) = snapshot_name();
+        let shutdown = no_shutdown();
+        let patience = Duration::from_millis(800);
+        let mut upload = start_snapshot_upload(&store, &name, &header, patience, &shutdown)
+            .await
+            .unwrap()
+            .unwrap();
+        let started = Instant::now();
+        let piece = noise(1 << 20, 2);
+        let mut failed = None;
+        for _ in 0..4 * PART_SIZE / piece.len() {
+            if let Err(e) = put_piece(&mut upload, &name, &piece, &shutdown).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = match failed {
+            Some(e) => {
+                // As the archiver does with a failed snapshot.
+                upload.abort().await;
+                e
+            }
+            None => finish_snapshot(upload, &name).await.unwrap_err(),
+        };
+        match &e {
+            ArchiveError::SnapshotUpload {
+                object,
+                source:
+                    StoreError::Part {
+                        object: part_object,
+                        part,
+                        attempts,
+                        ..
+                    },
+                ..
+            } => {
+                assert_eq!(object, &name.to_string());
+                assert!(part_object.ends_with(&name.to_string()), "{e}");
+                assert!(*part >= 1 && *attempts >= 2, "{e}");
+            }
+            other => panic!("expected a snapshot part error, got {other}"),
+        }
+        assert!(e.to_string().contains("injected failure"), "{e}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "not retried"
+        );
+        assert!(!e.is_fatal());
+        assert_eq!(faulty.aborts.load(Ordering::SeqCst), 1);
+        assert!(store.list().await.unwrap().objects.is_empty());
+        assert!(!store.exists(&name).await.unwrap());
+    }
+
+    /// A completion that fails aborts the upload: nothing becomes visible.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_snapshot_completion_aborts_and_leaves_nothing() {
+        let (store, faulty) = faulty_store();
+        faulty.fail_complete.store(true, Ordering::SeqCst);
+        let (name, header) = snapshot_name();
+        let shutdown = no_shutdown();
+        let mut upload =
+            start_snapshot_upload(&store, &name, &header, Duration::from_secs(5), &shutdown)
+                .await
+                .unwrap()
+                .unwrap();
+        let rdb = b"REDIS0011\xff\0\0\0\0\0\0\0\0";
+        assert!(put_piece(&mut upload, &name, rdb, &shutdown).await.unwrap());
+        let e = finish_snapshot(upload, &name).await.unwrap_err();
+        assert!(e.to_string().contains("complete"), "{e}");
+        assert_eq!(faulty.aborts.load(Ordering::SeqCst), 1);
         assert!(store.list().await.unwrap().objects.is_empty());
     }
 

@@ -414,7 +414,10 @@ pub(crate) mod test_objects {
             replid: test_replid('a'),
         };
         let name = ObjectName::snapshot(h.generation, offset, ms, h.replid);
-        let mut up = store.snapshot_upload(&name, &h).await.unwrap();
+        let mut up = store
+            .snapshot_upload(&name, &h, std::time::Duration::ZERO)
+            .await
+            .unwrap();
         up.write(&rdb()).await.unwrap();
         (name, up.finish().await.unwrap().checksum)
     }
@@ -571,7 +574,10 @@ mod tests {
         let store = store();
         let (name, h) = snapshot_name();
         let raw = raw_data(2 * crate::archive::frames::FRAME_RAW + 12345);
-        let mut up = store.snapshot_upload(&name, &h).await.unwrap();
+        let mut up = store
+            .snapshot_upload(&name, &h, std::time::Duration::ZERO)
+            .await
+            .unwrap();
         for piece in raw.chunks(100_000) {
             up.write(piece).await.unwrap();
         }

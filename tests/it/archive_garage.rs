@@ -1,5 +1,6 @@
 //! `pitr archive` into a real S3-compatible server (Garage): the whole flow, a restart that
-//! resumes from S3, and Garage stopped for 20 s in the middle of writes.
+//! resumes from S3, Garage stopped for 20 s in the middle of writes, and Garage stopped while
+//! a snapshot streams in.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -141,4 +142,64 @@ fn garage_down_for_20s_during_writes_loses_nothing() {
     );
     p.stop_gracefully(Duration::from_secs(30));
     a.verify();
+}
+
+/// Garage stopped for a few seconds while a full sync's snapshot streams into it: the parts
+/// that fail meanwhile are sent again, and the snapshot completes without a second full sync.
+#[test]
+fn garage_down_during_a_full_sync_keeps_the_snapshot() {
+    use rand::{RngCore, SeedableRng};
+    let g = Garage::start();
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    // About 48 MiB that does not compress: six parts of 8 MiB.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut con = r.client();
+    for batch in 0..48 {
+        let mut pipe = redis::pipe();
+        for i in 0..1024 {
+            let mut value = vec![0u8; 1024];
+            rng.fill_bytes(&mut value);
+            pipe.cmd("SET")
+                .arg(format!("k{batch}:{i}"))
+                .arg(value)
+                .ignore();
+        }
+        let _: () = pipe.query(&mut con).unwrap();
+    }
+    // The RDB streams for about 10 s (200 us per key), long enough to stop Garage inside it.
+    r.cmd(&["CONFIG", "SET", "rdb-key-save-delay", "200"]);
+    let a = archive(&g, "fullsync-outage");
+    let p = a.archiver(&r, FLUSH);
+    p.wait_for_log("full sync: new generation", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(1500));
+    g.stop();
+    std::thread::sleep(Duration::from_secs(4));
+    p.assert_running();
+    g.start_again();
+    wait_online(&r, Duration::from_secs(120));
+    r.cmd(&["CONFIG", "SET", "rdb-key-save-delay", "0"]);
+    let l = {
+        a.caught_up(&r, Duration::from_secs(60));
+        a.ls()
+    };
+    assert_eq!(l["generations"].as_array().unwrap().len(), 1, "{l:#}");
+    let log = p.log();
+    assert!(
+        log.contains("sending that part again"),
+        "no part was sent again during the outage\n{}",
+        p.log_tail(60)
+    );
+    assert!(
+        !log.contains("store error during the full sync"),
+        "the snapshot was abandoned\n{}",
+        p.log_tail(60)
+    );
+    assert_eq!(
+        r.info("stats")["sync_full"],
+        "1",
+        "the master made more than one full sync"
+    );
+    p.stop_gracefully(Duration::from_secs(30));
+    let v = a.verify();
+    assert_eq!(v["snapshots"], 1);
 }

@@ -193,6 +193,8 @@ fn store_code(e: &StoreError) -> u8 {
         StoreError::Backend { .. } if e.is_not_found() => EXIT_NOT_FOUND,
         // Cannot connect, timed out, refused the credentials.
         StoreError::Backend { .. } => EXIT_UNREACHABLE,
+        // A snapshot part the store kept failing.
+        StoreError::Part { .. } => EXIT_UNREACHABLE,
         // Another archiver writes to the same archive.
         StoreError::Conflict { .. } => EXIT_FAILURE,
         StoreError::Corrupt { .. } => EXIT_CORRUPT,
