@@ -995,7 +995,10 @@ mod tests {
                 replid: test_replid('a'),
             };
             let snap = ObjectName::snapshot(sh.generation, 0, 1000, sh.replid);
-            let mut up = store.snapshot_upload(&snap, &sh).await.unwrap();
+            let mut up = store
+                .snapshot_upload(&snap, &sh, std::time::Duration::ZERO)
+                .await
+                .unwrap();
             up.write(rdb).await.unwrap();
             let chain = up.finish().await.unwrap().checksum ^ bad_link;
             let end = raw.len() as u64;
