@@ -393,7 +393,9 @@ fn segment_header(len: usize) -> SegmentHeader {
         db_start: 0,
         db_end: 0,
         replid: REPLID.parse().expect("replid"),
-        prev_chain: 0,
+        link: redis_pitr::archive::format::Link::PrevObject(0),
+        level: 0,
+        frames: Vec::new(),
         index: vec![TimeMark {
             end: len as u64,
             ms: 2,

@@ -1,13 +1,16 @@
 //! The archive's object format (written down in `docs/format.md`): a self-describing header,
 //! a zstd body, and a trailer with the raw length, a hash of the raw bytes and a checksum of the
-//! whole object. Segments also carry the checksum of the object before them (the chain), so a
-//! missing, reordered or altered object is detected.
+//! whole object. Segments also say how they chain to what came before, so a missing,
+//! reordered or altered object is detected: in version 1 by the checksum of the object before
+//! them, in version 2 by the stream sums at their start and end ([`stream_seed`], [`Link`]).
 //!
 //! ```text
 //! preamble  magic(8) "PITRSEG\0" | "PITRSNP\0", version u16, flags u16, header_len u32
 //! header    header_len bytes of little-endian fields (below)
-//! body      the raw bytes as zstd: one frame (segments), or frames of
-//!           `frames::FRAME_RAW` raw bytes each (snapshots; see [`crate::archive::frames`])
+//! check     (version 2) xxh3-64 of the preamble and header
+//! body      the raw bytes as zstd: one frame (version 1 segments), or frames of
+//!           `frames::FRAME_RAW` raw bytes each (snapshots; see [`crate::archive::frames`]),
+//!           or the frames a version 2 segment's header lists
 //! trailer   raw_len u64, raw_hash u64 (xxh3-64 of the raw bytes),
 //!           checksum u64 (xxh3-64 of every object byte before this field), magic "PITREND\0"
 //! ```
@@ -22,14 +25,19 @@ use crate::archive::names::{GenerationId, ReplId};
 pub const SEGMENT_MAGIC: &[u8; 8] = b"PITRSEG\0";
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"PITRSNP\0";
 pub const TRAILER_MAGIC: &[u8; 8] = b"PITREND\0";
+/// The format version this release writes.
 pub const FORMAT_VERSION: u16 = 1;
+/// The format versions this release reads.
+pub const READS_VERSIONS: std::ops::RangeInclusive<u16> = 1..=2;
+/// The length of a version 2 header check.
+pub const HEADER_CHECK_LEN: usize = 8;
 pub const PREAMBLE_LEN: usize = 16;
 pub const TRAILER_LEN: usize = 32;
 /// zstd level used for segments and snapshots.
 pub const ZSTD_LEVEL: i32 = 3;
 /// Largest raw segment accepted when reading (a writer seals far below this).
 pub const MAX_SEGMENT_RAW: u64 = 4 << 30;
-const SEGMENT_FIXED: usize = 8 * 5 + 4 * 2 + 40 + 8 + 4;
+const SEGMENT_FIXED_V2: usize = 8 * 5 + 4 * 2 + 40 + 4 + 8 * 2 + 4 + 4;
 const SNAPSHOT_FIXED: usize = 8 * 3 + 40;
 
 /// A problem with an object's bytes, with the byte offset inside the object.
@@ -65,12 +73,48 @@ pub struct SegmentHeader {
     pub db_start: u32,
     pub db_end: u32,
     pub replid: ReplId,
-    /// The checksum of the object before this one in the generation (its snapshot, or the
-    /// previous segment).
-    pub prev_chain: u64,
+    /// How the segment chains to what came before; also says its format version.
+    pub link: Link,
+    /// Version 2: the level (0 = as archived, 1.. = compacted); 0 in version 1.
+    pub level: u8,
+    /// Version 2: the body's zstd frames, in order; empty in version 1 (one frame).
+    pub frames: Vec<FrameEntry>,
     /// One mark per read of the socket (coalesced per millisecond), in offset order; the last
     /// mark's `end` is the segment's `end`.
     pub index: Vec<TimeMark>,
+}
+
+/// How a segment chains to the stream before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Version 1: the checksum of the object before this one in the generation (its snapshot,
+    /// or the previous segment).
+    PrevObject(u64),
+    /// Version 2: the stream sums at the segment's start and end: `end` is
+    /// `crc64(start, raw)`, and `start` is the end of whatever came before (or the
+    /// generation's [`stream_seed`]).
+    Stream { start: u64, end: u64 },
+}
+
+/// One zstd frame of a version 2 segment's body: the offset just past its last raw byte, and
+/// its compressed length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameEntry {
+    pub raw_end: u64,
+    pub stored: u64,
+}
+
+/// The stream sum of generation `g` at its first offset: the seed every version 2 chain
+/// starts from, so that a segment of another generation never chains into this one.
+pub fn stream_seed(g: GenerationId) -> u64 {
+    let mut seed = b"PITR stream\0".to_vec();
+    seed.extend_from_slice(&g.0.to_le_bytes());
+    crate::rdb::crc64(0, &seed)
+}
+
+/// The stream sum after `raw`, continuing from `sum`.
+pub fn stream_sum(sum: u64, raw: &[u8]) -> u64 {
+    crate::rdb::crc64(sum, raw)
 }
 
 impl SegmentHeader {
@@ -83,6 +127,8 @@ impl SegmentHeader {
             && self.first_ms == name.first_ms
             && self.last_ms == name.last_ms
             && self.replid == name.replid
+            && self.version() == name.version
+            && self.level == name.level
     }
 }
 
@@ -92,6 +138,29 @@ pub struct SnapshotHeader {
     pub offset: u64,
     pub time_ms: u64,
     pub replid: ReplId,
+    /// Version 2: how it was taken; `None` in version 1 (always the generation's base).
+    pub taken: Option<Taken>,
+}
+
+/// How a version 2 snapshot was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Taken {
+    /// By the archiving link when its generation began.
+    Base,
+    /// Later, on a link of its own, at any offset of the generation.
+    Scheduled,
+}
+
+impl SnapshotHeader {
+    /// The format version the header is written in.
+    pub fn version(&self) -> u16 {
+        if self.taken.is_some() {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,22 +176,68 @@ pub enum Kind {
     Snapshot,
 }
 
-/// The preamble and header of an object.
-pub fn preamble(kind: Kind, header: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(PREAMBLE_LEN + header.len());
+/// The preamble and header of an object in format `version`, and in version 2 the header
+/// check after them: everything before the body.
+pub fn preamble(kind: Kind, version: u16, header: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PREAMBLE_LEN + header.len() + HEADER_CHECK_LEN);
     out.extend_from_slice(match kind {
         Kind::Segment => SEGMENT_MAGIC,
         Kind::Snapshot => SNAPSHOT_MAGIC,
     });
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(header);
+    if version >= 2 {
+        let check = xxh3_64(&out);
+        out.extend_from_slice(&check.to_le_bytes());
+    }
     out
 }
 
-/// Reads the preamble: the kind and the header's byte range. `Ok(None)` if `buf` is too short.
-pub fn parse_preamble(buf: &[u8]) -> Result<Option<(Kind, std::ops::Range<usize>)>, FormatError> {
+/// What a preamble says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preamble {
+    pub kind: Kind,
+    pub version: u16,
+    /// The header's bytes in the object.
+    pub header: std::ops::Range<usize>,
+}
+
+impl Preamble {
+    /// Where the body starts: after the header, and in version 2 its check.
+    pub fn body_start(&self) -> usize {
+        self.header.end
+            + if self.version >= 2 {
+                HEADER_CHECK_LEN
+            } else {
+                0
+            }
+    }
+
+    /// Checks a version 2 header check: `head` holds the object's bytes up to the body.
+    pub fn check_header(&self, head: &[u8]) -> Result<(), FormatError> {
+        if self.version < 2 {
+            return Ok(());
+        }
+        let at = self.header.end;
+        let Some(stored) = head.get(at..at + HEADER_CHECK_LEN) else {
+            return Err(ferr(at, "header check cut short"));
+        };
+        let stored = u64::from_le_bytes(stored.try_into().expect("8 bytes"));
+        let actual = xxh3_64(&head[..at]);
+        if stored != actual {
+            return Err(ferr(
+                at,
+                format!("header check mismatch: stored {stored:016x}, computed {actual:016x}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads the preamble. `Ok(None)` if `buf` is too short.
+pub fn parse_preamble(buf: &[u8]) -> Result<Option<Preamble>, FormatError> {
     if buf.len() < PREAMBLE_LEN {
         return Ok(None);
     }
@@ -137,14 +252,21 @@ pub fn parse_preamble(buf: &[u8]) -> Result<Option<(Kind, std::ops::Range<usize>
         }
     };
     let version = u16::from_le_bytes([buf[8], buf[9]]);
-    if version != FORMAT_VERSION {
-        return Err(ferr(8, format!("unsupported format version {version}")));
+    if !READS_VERSIONS.contains(&version) {
+        return Err(ferr(
+            8,
+            format!("format version {version}, which this release cannot read (it reads 1 and 2)"),
+        ));
     }
     let len = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes")) as usize;
     if len > 64 << 20 {
         return Err(ferr(12, format!("header of {len} bytes")));
     }
-    Ok(Some((kind, PREAMBLE_LEN..PREAMBLE_LEN + len)))
+    Ok(Some(Preamble {
+        kind,
+        version,
+        header: PREAMBLE_LEN..PREAMBLE_LEN + len,
+    }))
 }
 
 /// Builds the trailer for an object whose bytes so far were fed to `object_hash`.
@@ -219,8 +341,17 @@ impl<'a> Reader<'a> {
 }
 
 impl SegmentHeader {
+    /// The format version the header is written in.
+    pub fn version(&self) -> u16 {
+        match self.link {
+            Link::PrevObject(_) => 1,
+            Link::Stream { .. } => 2,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut h = Vec::with_capacity(SEGMENT_FIXED + 16 * self.index.len());
+        let mut h =
+            Vec::with_capacity(SEGMENT_FIXED_V2 + 16 * (self.index.len() + self.frames.len()));
         for v in [
             self.generation.0,
             self.start,
@@ -233,7 +364,19 @@ impl SegmentHeader {
         h.extend_from_slice(&self.db_start.to_le_bytes());
         h.extend_from_slice(&self.db_end.to_le_bytes());
         h.extend_from_slice(self.replid.as_bytes());
-        h.extend_from_slice(&self.prev_chain.to_le_bytes());
+        match self.link {
+            Link::PrevObject(prev) => h.extend_from_slice(&prev.to_le_bytes()),
+            Link::Stream { start, end } => {
+                h.extend_from_slice(&u32::from(self.level).to_le_bytes());
+                h.extend_from_slice(&start.to_le_bytes());
+                h.extend_from_slice(&end.to_le_bytes());
+                h.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
+                for f in &self.frames {
+                    h.extend_from_slice(&f.raw_end.to_le_bytes());
+                    h.extend_from_slice(&f.stored.to_le_bytes());
+                }
+            }
+        }
         h.extend_from_slice(&(self.index.len() as u32).to_le_bytes());
         for m in &self.index {
             h.extend_from_slice(&m.end.to_le_bytes());
@@ -242,14 +385,42 @@ impl SegmentHeader {
         h
     }
 
-    /// Decodes a header found at byte `base` of its object, and checks it is consistent.
-    pub fn decode(buf: &[u8], base: usize) -> Result<SegmentHeader, FormatError> {
+    /// Decodes a header of format `version` found at byte `base` of its object, and checks
+    /// it is consistent.
+    pub fn decode(buf: &[u8], base: usize, version: u16) -> Result<SegmentHeader, FormatError> {
         let mut r = Reader { buf, pos: 0, base };
         let generation = GenerationId(r.u64()?);
         let (start, end, first_ms, last_ms) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
         let (db_start, db_end) = (r.u32()?, r.u32()?);
         let replid = r.replid()?;
-        let prev_chain = r.u64()?;
+        let (link, level, frames) = if version >= 2 {
+            let at = base + r.pos;
+            let level = r.u32()?;
+            if level > u32::from(crate::archive::names::MAX_LEVEL) {
+                return Err(ferr(at, format!("level {level}")));
+            }
+            let link = Link::Stream {
+                start: r.u64()?,
+                end: r.u64()?,
+            };
+            let count = r.u32()? as usize;
+            if count > (buf.len() - r.pos) / 16 {
+                return Err(ferr(
+                    base + r.pos - 4,
+                    format!("frame table of {count} frames"),
+                ));
+            }
+            let mut frames = Vec::with_capacity(count);
+            for _ in 0..count {
+                frames.push(FrameEntry {
+                    raw_end: r.u64()?,
+                    stored: r.u64()?,
+                });
+            }
+            (link, level as u8, frames)
+        } else {
+            (Link::PrevObject(r.u64()?), 0, Vec::new())
+        };
         let count = r.u32()? as usize;
         if count > (buf.len() - r.pos) / 16 {
             return Err(ferr(
@@ -273,7 +444,9 @@ impl SegmentHeader {
             db_start,
             db_end,
             replid,
-            prev_chain,
+            link,
+            level,
+            frames,
             index,
         };
         h.check().map_err(|what| ferr(base, what))?;
@@ -303,6 +476,24 @@ impl SegmentHeader {
             }
             prev = *m;
         }
+        if self.version() >= 2 {
+            let mut prev = self.start;
+            for f in &self.frames {
+                if f.raw_end <= prev || f.stored == 0 {
+                    return Err(format!(
+                        "frame table not increasing at offset {}",
+                        f.raw_end
+                    ));
+                }
+                prev = f.raw_end;
+            }
+            if prev != self.end {
+                return Err(format!(
+                    "frame table ends at offset {prev}, the segment at {}",
+                    self.end
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -315,21 +506,42 @@ impl SegmentHeader {
 
 impl SnapshotHeader {
     pub fn encode(&self) -> Vec<u8> {
-        let mut h = Vec::with_capacity(SNAPSHOT_FIXED);
+        let mut h = Vec::with_capacity(SNAPSHOT_FIXED + 4);
         for v in [self.generation.0, self.offset, self.time_ms] {
             h.extend_from_slice(&v.to_le_bytes());
         }
         h.extend_from_slice(self.replid.as_bytes());
+        if let Some(taken) = self.taken {
+            let t: u32 = match taken {
+                Taken::Base => 0,
+                Taken::Scheduled => 1,
+            };
+            h.extend_from_slice(&t.to_le_bytes());
+        }
         h
     }
 
-    pub fn decode(buf: &[u8], base: usize) -> Result<SnapshotHeader, FormatError> {
+    /// Decodes a header of format `version` found at byte `base` of its object.
+    pub fn decode(buf: &[u8], base: usize, version: u16) -> Result<SnapshotHeader, FormatError> {
         let mut r = Reader { buf, pos: 0, base };
+        let (generation, offset, time_ms) = (GenerationId(r.u64()?), r.u64()?, r.u64()?);
+        let replid = r.replid()?;
+        let taken = if version >= 2 {
+            let at = base + r.pos;
+            Some(match r.u32()? {
+                0 => Taken::Base,
+                1 => Taken::Scheduled,
+                t => return Err(ferr(at, format!("unknown snapshot kind {t}"))),
+            })
+        } else {
+            None
+        };
         Ok(SnapshotHeader {
-            generation: GenerationId(r.u64()?),
-            offset: r.u64()?,
-            time_ms: r.u64()?,
-            replid: r.replid()?,
+            generation,
+            offset,
+            time_ms,
+            replid,
+            taken,
         })
     }
 }
@@ -340,12 +552,30 @@ pub struct SegmentBody {
     encoder: zstd::stream::write::Encoder<'static, Vec<u8>>,
     raw_hash: Xxh3,
     raw_len: u64,
+    /// Version 2: the stream sum so far.
+    sum: Option<u64>,
 }
 
 impl SegmentBody {
+    /// A version 1 body.
     pub fn new() -> Result<SegmentBody, FormatError> {
+        Self::with_sum(None)
+    }
+
+    /// A version 2 body whose stream sum at its start is `sum_start`; its frame carries its
+    /// content checksum.
+    pub fn new_v2(sum_start: u64) -> Result<SegmentBody, FormatError> {
+        Self::with_sum(Some(sum_start))
+    }
+
+    fn with_sum(sum: Option<u64>) -> Result<SegmentBody, FormatError> {
         let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)
             .map_err(|e| ferr(0, format!("zstd: {e}")))?;
+        if sum.is_some() {
+            encoder
+                .include_checksum(true)
+                .map_err(|e| ferr(0, format!("zstd: {e}")))?;
+        }
         // One zstd worker thread: compression runs beside the segmenter (which hashes and
         // frames) instead of inside it. The frame is the same single frame either way.
         encoder
@@ -355,6 +585,7 @@ impl SegmentBody {
             encoder,
             raw_hash: Xxh3::new(),
             raw_len: 0,
+            sum,
         })
     }
 
@@ -363,6 +594,9 @@ impl SegmentBody {
         use std::io::Write;
         self.raw_hash.update(data);
         self.raw_len += data.len() as u64;
+        if let Some(sum) = &mut self.sum {
+            *sum = stream_sum(*sum, data);
+        }
         self.encoder
             .write_all(data)
             .map_err(|e| ferr(0, format!("zstd: {e}")))
@@ -372,15 +606,42 @@ impl SegmentBody {
         self.raw_len
     }
 
-    /// Seals the segment. Returns the object bytes and its checksum (the next link of the
-    /// chain). `header` must describe exactly the bytes written.
+    /// Version 2: the stream sum after the bytes written so far.
+    pub fn stream_sum(&self) -> Option<u64> {
+        self.sum
+    }
+
+    /// Seals the segment. Returns the object bytes and its checksum (in version 1 the next
+    /// link of the chain). `header` must describe exactly the bytes written; in version 2 its
+    /// frame table is filled in here (one frame).
     pub fn seal(self, header: &SegmentHeader) -> Result<(Vec<u8>, u64), FormatError> {
         debug_assert_eq!(self.raw_len, header.end - header.start);
         let body = self
             .encoder
             .finish()
             .map_err(|e| ferr(0, format!("zstd: {e}")))?;
-        let mut out = preamble(Kind::Segment, &header.encode());
+        let encoded = match header.link {
+            Link::PrevObject(_) => header.encode(),
+            Link::Stream { .. } => {
+                debug_assert_eq!(
+                    header.link,
+                    Link::Stream {
+                        start: match header.link {
+                            Link::Stream { start, .. } => start,
+                            _ => 0,
+                        },
+                        end: self.sum.unwrap_or_default(),
+                    }
+                );
+                let mut h = header.clone();
+                h.frames = vec![FrameEntry {
+                    raw_end: header.end,
+                    stored: body.len() as u64,
+                }];
+                h.encode()
+            }
+        };
+        let mut out = preamble(Kind::Segment, header.version(), &encoded);
         out.reserve(body.len() + TRAILER_LEN);
         out.extend_from_slice(&body);
         let mut hash = Xxh3::new();
@@ -391,11 +652,66 @@ impl SegmentBody {
     }
 }
 
-/// Encodes a whole segment at once. Returns the object bytes and its checksum.
+/// Encodes a whole segment at once, in the version its header says (in version 2, the
+/// header's end sum must be the stream sum after `raw`). Returns the object bytes and its
+/// checksum.
 pub fn encode_segment(header: &SegmentHeader, raw: &[u8]) -> Result<(Vec<u8>, u64), FormatError> {
-    let mut body = SegmentBody::new()?;
+    let mut body = match header.link {
+        Link::PrevObject(_) => SegmentBody::new()?,
+        Link::Stream { start, .. } => SegmentBody::new_v2(start)?,
+    };
     body.write(raw)?;
     body.seal(header)
+}
+
+/// Where a chain stands after an object: what the next segment must link to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainPoint {
+    /// Version 1: the checksum of the object before.
+    Object(u64),
+    /// Version 2: the stream sum at the next segment's start.
+    Stream(u64),
+    /// Not known (a version 2 scheduled snapshot, which sits inside the stream): the next
+    /// segment's own start sum is taken as it is.
+    Any,
+}
+
+impl ChainPoint {
+    /// After a snapshot with `header` and object checksum `checksum`.
+    pub fn after_snapshot(header: &SnapshotHeader, checksum: u64) -> ChainPoint {
+        match header.taken {
+            None => ChainPoint::Object(checksum),
+            Some(Taken::Base) => ChainPoint::Stream(stream_seed(header.generation)),
+            Some(Taken::Scheduled) => ChainPoint::Any,
+        }
+    }
+
+    /// After a segment with `header` and object checksum `checksum`.
+    pub fn after_segment(header: &SegmentHeader, checksum: u64) -> ChainPoint {
+        match header.link {
+            Link::PrevObject(_) => ChainPoint::Object(checksum),
+            Link::Stream { end, .. } => ChainPoint::Stream(end),
+        }
+    }
+
+    /// Whether a segment with `header` follows; if not, what it links to and what was
+    /// expected.
+    pub fn admits(&self, header: &SegmentHeader) -> Result<(), (u64, u64)> {
+        match (*self, header.link) {
+            (ChainPoint::Any, _) => Ok(()),
+            (ChainPoint::Object(want), Link::PrevObject(got))
+            | (ChainPoint::Stream(want), Link::Stream { start: got, .. }) => {
+                if want == got {
+                    Ok(())
+                } else {
+                    Err((got, want))
+                }
+            }
+            // A version change inside a chain: never written, so never followed.
+            (ChainPoint::Object(want), Link::Stream { start: got, .. })
+            | (ChainPoint::Stream(want), Link::PrevObject(got)) => Err((got, want)),
+        }
+    }
 }
 
 /// A decoded and fully checked segment.
@@ -409,20 +725,36 @@ pub struct Segment {
 /// Decodes a whole segment object and checks everything it can check alone: magic, version,
 /// header consistency, checksum, raw length and raw hash.
 pub fn decode_segment(obj: &[u8]) -> Result<Segment, FormatError> {
-    let Some((kind, hr)) = parse_preamble(obj)? else {
+    let Some(pre) = parse_preamble(obj)? else {
         return Err(ferr(obj.len(), "object shorter than its preamble"));
     };
-    if kind != Kind::Segment {
+    if pre.kind != Kind::Segment {
         return Err(ferr(0, "a snapshot where a segment was expected"));
     }
-    if obj.len() < hr.end + TRAILER_LEN {
+    let hr = pre.header.clone();
+    let body_start = pre.body_start();
+    if obj.len() < body_start + TRAILER_LEN {
         return Err(ferr(obj.len(), "object ends before its trailer"));
     }
     let tstart = obj.len() - TRAILER_LEN;
     let mut hash = Xxh3::new();
     hash.update(&obj[..tstart]);
     let trailer = check_trailer(&obj[tstart..], tstart as u64, &mut hash)?;
-    let header = SegmentHeader::decode(&obj[hr.clone()], hr.start)?;
+    pre.check_header(obj)?;
+    let header = SegmentHeader::decode(&obj[hr.clone()], hr.start, pre.version)?;
+    let body = &obj[body_start..tstart];
+    if header.version() >= 2 {
+        let stored: u64 = header.frames.iter().map(|f| f.stored).sum();
+        if stored != body.len() as u64 {
+            return Err(ferr(
+                body_start,
+                format!(
+                    "frame table says {stored} stored bytes, the body holds {}",
+                    body.len()
+                ),
+            ));
+        }
+    }
     if trailer.raw_len != header.end - header.start {
         return Err(ferr(
             tstart,
@@ -435,11 +767,11 @@ pub fn decode_segment(obj: &[u8]) -> Result<Segment, FormatError> {
             ),
         ));
     }
-    let raw = zstd::bulk::decompress(&obj[hr.end..tstart], trailer.raw_len as usize)
-        .map_err(|e| ferr(hr.end, format!("zstd body: {e}")))?;
+    let raw = zstd::bulk::decompress(body, trailer.raw_len as usize)
+        .map_err(|e| ferr(body_start, format!("zstd body: {e}")))?;
     if raw.len() as u64 != trailer.raw_len {
         return Err(ferr(
-            hr.end,
+            body_start,
             format!(
                 "body holds {} bytes, trailer says {}",
                 raw.len(),
@@ -450,12 +782,21 @@ pub fn decode_segment(obj: &[u8]) -> Result<Segment, FormatError> {
     let h = xxh3_64(&raw);
     if h != trailer.raw_hash {
         return Err(ferr(
-            hr.end,
+            body_start,
             format!(
                 "raw hash mismatch: stored {:016x}, computed {h:016x}",
                 trailer.raw_hash
             ),
         ));
+    }
+    if let Link::Stream { start, end } = header.link {
+        let sum = stream_sum(start, &raw);
+        if sum != end {
+            return Err(ferr(
+                hr.start,
+                format!("stream sum after the raw bytes is {sum:016x}, the header says {end:016x}"),
+            ));
+        }
     }
     Ok(Segment {
         header,
@@ -467,6 +808,7 @@ pub fn decode_segment(obj: &[u8]) -> Result<Segment, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::names::test_replid;
 
     fn header(raw: &[u8]) -> SegmentHeader {
         SegmentHeader {
@@ -478,7 +820,9 @@ mod tests {
             db_start: 0,
             db_end: 3,
             replid: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
-            prev_chain: 77,
+            link: crate::archive::format::Link::PrevObject(77),
+            level: 0,
+            frames: Vec::new(),
             index: vec![
                 TimeMark { end: 1004, ms: 5 },
                 TimeMark {
@@ -528,6 +872,146 @@ mod tests {
         assert!(e.what.contains("time index"), "{e}");
     }
 
+    /// The test header in version 2, chained from `sum_start`, at `level`.
+    fn header_v2(raw: &[u8], sum_start: u64, level: u8) -> SegmentHeader {
+        SegmentHeader {
+            link: Link::Stream {
+                start: sum_start,
+                end: stream_sum(sum_start, raw),
+            },
+            level,
+            ..header(raw)
+        }
+    }
+
+    #[test]
+    fn version_2_segment_round_trips_with_its_frame_table() {
+        let raw = b"*1\r\n$4\r\nPING\r\n".repeat(10);
+        let h = header_v2(&raw, 1234, 2);
+        let (obj, checksum) = encode_segment(&h, &raw).unwrap();
+        assert_eq!(&obj[8..10], &2u16.to_le_bytes());
+        let seg = decode_segment(&obj).unwrap();
+        assert_eq!(seg.raw, raw);
+        assert_eq!(seg.checksum, checksum);
+        assert_eq!(seg.header.version(), 2);
+        assert_eq!(seg.header.level, 2);
+        assert_eq!(seg.header.link, h.link);
+        assert_eq!(seg.header.frames.len(), 1);
+        assert_eq!(seg.header.frames[0].raw_end, h.end);
+        assert_eq!(
+            SegmentHeader {
+                frames: Vec::new(),
+                ..seg.header
+            },
+            h
+        );
+    }
+
+    #[test]
+    fn version_2_every_flipped_byte_and_truncation_is_detected() {
+        let raw = b"*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n".repeat(3);
+        let (obj, _) = encode_segment(&header_v2(&raw, 7, 0), &raw).unwrap();
+        for i in 0..obj.len() {
+            let mut bad = obj.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_segment(&bad).is_err(), "flip at {i} not detected");
+        }
+        for n in 0..obj.len() {
+            assert!(decode_segment(&obj[..n]).is_err(), "truncation at {n}");
+        }
+    }
+
+    #[test]
+    fn a_stream_sum_that_does_not_follow_from_the_bytes_is_refused() {
+        let raw = b"*1\r\n$4\r\nPING\r\n".to_vec();
+        let mut h = header_v2(&raw, 7, 0);
+        h.link = Link::Stream { start: 7, end: 8 };
+        let (obj, _) = encode_segment(&h, &raw).unwrap();
+        let e = decode_segment(&obj).unwrap_err();
+        assert!(e.what.contains("stream sum"), "{e}");
+    }
+
+    /// Sums continue across any split of the stream: one object replacing a run of objects
+    /// chains exactly as the run did.
+    #[test]
+    fn the_chain_is_over_the_stream_not_over_objects() {
+        let g = GenerationId(5);
+        let seed = stream_seed(g);
+        assert_ne!(seed, stream_seed(GenerationId(6)));
+        let a = b"*1\r\n$4\r\nPING\r\n".to_vec();
+        let b = b"*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n".to_vec();
+        let ha = header_v2(&a, seed, 0);
+        let Link::Stream { end: after_a, .. } = ha.link else {
+            unreachable!()
+        };
+        let hb = header_v2(&b, after_a, 0);
+        let whole = [a.clone(), b.clone()].concat();
+        let hab = header_v2(&whole, seed, 1);
+        assert_eq!(
+            hab.link,
+            Link::Stream {
+                start: seed,
+                end: match hb.link {
+                    Link::Stream { end, .. } => end,
+                    _ => unreachable!(),
+                },
+            }
+        );
+        let base = SnapshotHeader {
+            generation: g,
+            offset: 0,
+            time_ms: 1,
+            replid: test_replid('a'),
+            taken: Some(Taken::Base),
+        };
+        let start = ChainPoint::after_snapshot(&base, 99);
+        assert_eq!(start.admits(&ha), Ok(()));
+        assert_eq!(start.admits(&hab), Ok(()));
+        assert!(start.admits(&hb).is_err());
+        assert_eq!(ChainPoint::after_segment(&ha, 0).admits(&hb), Ok(()));
+        // A scheduled snapshot sits inside the stream: the next segment starts the check.
+        let scheduled = SnapshotHeader {
+            taken: Some(Taken::Scheduled),
+            ..base
+        };
+        assert_eq!(
+            ChainPoint::after_snapshot(&scheduled, 99).admits(&hb),
+            Ok(())
+        );
+        // Versions never mix inside a chain.
+        assert!(ChainPoint::Object(0).admits(&ha).is_err());
+    }
+
+    #[test]
+    fn version_2_snapshot_header_round_trips_behind_its_check() {
+        for taken in [Taken::Base, Taken::Scheduled] {
+            let h = SnapshotHeader {
+                generation: GenerationId(4),
+                offset: 99,
+                time_ms: 123,
+                replid: test_replid('c'),
+                taken: Some(taken),
+            };
+            let p = preamble(Kind::Snapshot, h.version(), &h.encode());
+            let pre = parse_preamble(&p).unwrap().unwrap();
+            assert_eq!(pre.version, 2);
+            assert_eq!(pre.body_start(), p.len());
+            pre.check_header(&p).unwrap();
+            let r = pre.header.clone();
+            assert_eq!(
+                SnapshotHeader::decode(&p[r.clone()], r.start, 2).unwrap(),
+                h
+            );
+            let mut bad = p.clone();
+            bad[20] ^= 1;
+            assert!(pre.check_header(&bad).is_err());
+        }
+        let mut p = preamble(Kind::Snapshot, 2, b"");
+        p[8] = 3;
+        let e = parse_preamble(&p).unwrap_err();
+        assert!(e.what.contains("version 3"), "{e}");
+    }
+
     #[test]
     fn snapshot_header_round_trips() {
         let h = SnapshotHeader {
@@ -535,11 +1019,16 @@ mod tests {
             offset: 99,
             time_ms: 123,
             replid: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
+            taken: None,
         };
-        let p = preamble(Kind::Snapshot, &h.encode());
-        let (kind, r) = parse_preamble(&p).unwrap().unwrap();
-        assert_eq!(kind, Kind::Snapshot);
-        assert_eq!(SnapshotHeader::decode(&p[r.clone()], r.start).unwrap(), h);
+        let p = preamble(Kind::Snapshot, 1, &h.encode());
+        let pre = parse_preamble(&p).unwrap().unwrap();
+        let r = pre.header.clone();
+        assert_eq!((pre.kind, pre.version), (Kind::Snapshot, 1));
+        assert_eq!(
+            SnapshotHeader::decode(&p[r.clone()], r.start, 1).unwrap(),
+            h
+        );
         assert!(parse_preamble(&p[..10]).unwrap().is_none());
         assert!(parse_preamble(b"NOTMAGICxxxxxxxxxxxx").is_err());
     }

@@ -2,15 +2,24 @@
 //! objects. Every name has a `Display` and a `FromStr` that round-trip, so that a listing of the
 //! store alone is enough to plan a restore (see `docs/format.md`).
 //!
-//! Object names, relative to the archive's `<name>/` prefix:
+//! Object names, relative to the archive's `<name>/` prefix. Format version 2:
+//!
+//! ```text
+//! <gen:010>/snapshots/<offset:020>-<time_ms:013>-<replid>.snapshot
+//! <gen:010>/L<k>/<partition>/<start:020>-<end:020>-<first_ms:013>-<last_ms:013>-<replid>.segment
+//! ```
+//!
+//! where the partition is `first_ms` in UTC, truncated by level ([`partition`]). Version 1
+//! (read only):
 //!
 //! ```text
 //! <gen:010>/<start:020>-<end:020>-<first_ms:013>-<last_ms:013>-<replid>.segment
 //! <gen:010>/<offset:020>-<offset:020>-<time_ms:013>-<time_ms:013>-<replid>.snapshot
 //! ```
 //!
-//! A snapshot is named like an empty range at its offset, so within a generation plain byte
-//! order of the names is offset order, with the snapshot before the segment that follows it.
+//! In version 1 a snapshot is named like an empty range at its offset, so within a generation
+//! plain byte order of the names is offset order, with the snapshot before the segment that
+//! follows it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -152,6 +161,30 @@ pub struct ObjectName {
     pub first_ms: u64,
     pub last_ms: u64,
     pub replid: ReplId,
+    /// The format version the name is written in (1 or 2); the object's bytes are in the same.
+    pub version: u16,
+    /// The level of a version 2 segment (0 = as archived, 1.. = compacted); 0 otherwise.
+    pub level: u8,
+}
+
+/// The highest level a name can carry.
+pub const MAX_LEVEL: u8 = 9;
+
+/// The partition of a version 2 segment of `level` whose first byte arrived at `first_ms`:
+/// that time in UTC truncated to the hour at level 0, the day at level 1, the month at level
+/// 2 and the year above, so that each partition holds a listing page or a few of objects at
+/// the default levels. Times past year 9999 are written as 9999.
+pub fn partition(level: u8, first_ms: u64) -> String {
+    let t = jiff::Timestamp::from_millisecond(first_ms.min(i64::MAX as u64) as i64)
+        .unwrap_or(jiff::Timestamp::MAX);
+    let d = t.to_zoned(jiff::tz::TimeZone::UTC);
+    let (y, m, day, h) = (d.year(), d.month(), d.day(), d.hour());
+    match level {
+        0 => format!("{y:04}-{m:02}-{day:02}T{h:02}"),
+        1 => format!("{y:04}-{m:02}-{day:02}"),
+        2 => format!("{y:04}-{m:02}"),
+        _ => format!("{y:04}"),
+    }
 }
 
 impl ObjectName {
@@ -169,6 +202,8 @@ impl ObjectName {
             first_ms,
             last_ms,
             replid,
+            version: 1,
+            level: 0,
         }
     }
 
@@ -181,27 +216,66 @@ impl ObjectName {
             first_ms: time_ms,
             last_ms: time_ms,
             replid,
+            version: 1,
+            level: 0,
+        }
+    }
+
+    /// The same object named in format version 2, at `level` (ignored for a snapshot).
+    pub fn v2(self, level: u8) -> Self {
+        ObjectName {
+            version: 2,
+            level: match self.kind {
+                ObjectKind::Snapshot => 0,
+                ObjectKind::Segment => level.min(MAX_LEVEL),
+            },
+            ..self
         }
     }
 
     /// Whether every field fits its width in the name, so that the name parses back.
     pub fn fits(&self) -> bool {
         const MAX_MS: u64 = 9_999_999_999_999;
-        self.generation.fits() && self.first_ms <= MAX_MS && self.last_ms <= MAX_MS
+        self.generation.fits()
+            && self.first_ms <= MAX_MS
+            && self.last_ms <= MAX_MS
+            && self.level <= MAX_LEVEL
     }
 
-    /// The sort key that puts a generation's objects in offset order, snapshot first.
-    pub fn sort_key(&self) -> (GenerationId, u64, u64, u8) {
+    /// The sort key that puts a generation's objects in offset order, snapshot first, and
+    /// of two objects over the same range the lower level first.
+    pub fn sort_key(&self) -> (GenerationId, u64, u64, u8, u8) {
         let kind = match self.kind {
             ObjectKind::Snapshot => 0,
             ObjectKind::Segment => 1,
         };
-        (self.generation, self.start, self.end, kind)
+        (self.generation, self.start, self.end, kind, self.level)
     }
 }
 
 impl fmt::Display for ObjectName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.version >= 2 {
+            return match self.kind {
+                ObjectKind::Snapshot => write!(
+                    f,
+                    "{}/snapshots/{:020}-{:013}-{}.snapshot",
+                    self.generation, self.start, self.first_ms, self.replid
+                ),
+                ObjectKind::Segment => write!(
+                    f,
+                    "{}/L{}/{}/{:020}-{:020}-{:013}-{:013}-{}.segment",
+                    self.generation,
+                    self.level,
+                    partition(self.level, self.first_ms),
+                    self.start,
+                    self.end,
+                    self.first_ms,
+                    self.last_ms,
+                    self.replid
+                ),
+            };
+        }
         write!(
             f,
             "{}/{:020}-{:020}-{:013}-{:013}-{}.{}",
@@ -222,6 +296,9 @@ impl FromStr for ObjectName {
         let bad = || err("object name", s);
         let (gen, rest) = s.split_once('/').ok_or_else(bad)?;
         let generation: GenerationId = gen.parse().map_err(|_| bad())?;
+        if rest.contains('/') {
+            return parse_v2(s, generation, rest);
+        }
         let (stem, ext) = rest.rsplit_once('.').ok_or_else(bad)?;
         let kind = match ext {
             "snapshot" => ObjectKind::Snapshot,
@@ -246,6 +323,8 @@ impl FromStr for ObjectName {
             first_ms: num(first, 13)?,
             last_ms: num(last, 13)?,
             replid: replid.parse().map_err(|_| bad())?,
+            version: 1,
+            level: 0,
         };
         let consistent = match kind {
             ObjectKind::Snapshot => name.start == name.end && name.first_ms == name.last_ms,
@@ -256,6 +335,61 @@ impl FromStr for ObjectName {
         }
         Ok(name)
     }
+}
+
+/// A fixed-width decimal field of a name.
+fn number(t: &str, width: usize) -> Option<u64> {
+    if t.len() != width || !t.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    t.parse().ok()
+}
+
+/// A version 2 name, after its generation: `snapshots/…` or `L<k>/<partition>/…`. The
+/// partition must be the one the level and the first arrival time give.
+fn parse_v2(s: &str, generation: GenerationId, rest: &str) -> Result<ObjectName, NameError> {
+    let bad = || err("object name", s);
+    let parts: Vec<&str> = rest.split('/').collect();
+    let name = match parts[..] {
+        ["snapshots", file] => {
+            let stem = file.strip_suffix(".snapshot").ok_or_else(bad)?;
+            let [offset, time, replid] = stem.split('-').collect::<Vec<_>>()[..] else {
+                return Err(bad());
+            };
+            let offset = number(offset, 20).ok_or_else(bad)?;
+            let time = number(time, 13).ok_or_else(bad)?;
+            let replid = replid.parse().map_err(|_| bad())?;
+            ObjectName::snapshot(generation, offset, time, replid).v2(0)
+        }
+        [level, part, file] => {
+            let level = level
+                .strip_prefix('L')
+                .filter(|l| l.len() == 1)
+                .and_then(|l| l.parse::<u8>().ok())
+                .ok_or_else(bad)?;
+            let stem = file.strip_suffix(".segment").ok_or_else(bad)?;
+            let [start, end, first, last, replid] = stem.split('-').collect::<Vec<_>>()[..] else {
+                return Err(bad());
+            };
+            let n = |t, w| number(t, w).ok_or_else(bad);
+            let name = ObjectName::segment(
+                generation,
+                (n(start, 20)?, n(end, 20)?),
+                (n(first, 13)?, n(last, 13)?),
+                replid.parse().map_err(|_| bad())?,
+            )
+            .v2(level);
+            if name.start >= name.end
+                || name.first_ms > name.last_ms
+                || part != partition(level, name.first_ms)
+            {
+                return Err(bad());
+            }
+            name
+        }
+        _ => return Err(bad()),
+    };
+    Ok(name)
 }
 
 /// An archive name (`--name`): keeps several masters apart in one store.
@@ -322,6 +456,62 @@ mod tests {
             "0000000003/00000000000000000017-18446744073709551615-1700000000000-1700000000999-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.segment"
         );
         assert_eq!(s.parse::<ObjectName>().unwrap(), n);
+    }
+
+    #[test]
+    fn version_2_names_round_trip_with_their_partition() {
+        // 2023-11-14T22:13:20Z
+        let t = 1_700_000_000_000;
+        let seg =
+            |level| ObjectName::segment(GenerationId(3), (17, 99), (t, t + 5), rid('a')).v2(level);
+        let expect = [
+            (0, "L0/2023-11-14T22"),
+            (1, "L1/2023-11-14"),
+            (2, "L2/2023-11"),
+            (3, "L3/2023"),
+            (9, "L9/2023"),
+        ];
+        for (level, dir) in expect {
+            let n = seg(level);
+            let s = n.to_string();
+            assert_eq!(
+                s,
+                format!("0000000003/{dir}/00000000000000000017-00000000000000000099-1700000000000-1700000000005-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.segment")
+            );
+            assert_eq!(s.parse::<ObjectName>().unwrap(), n);
+        }
+        let snap = ObjectName::snapshot(GenerationId(3), 17, t, rid('b')).v2(4);
+        assert_eq!(snap.level, 0);
+        let s = snap.to_string();
+        assert_eq!(
+            s,
+            "0000000003/snapshots/00000000000000000017-1700000000000-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.snapshot"
+        );
+        assert_eq!(s.parse::<ObjectName>().unwrap(), snap);
+        // Of two objects over one range, the lower level sorts first.
+        assert!(seg(0).sort_key() < seg(1).sort_key());
+        assert!(ObjectName::segment(GenerationId(1), (1, 2), (t, t), rid('a')).version == 1);
+    }
+
+    #[test]
+    fn version_2_names_in_the_wrong_place_are_not_names() {
+        let good = "0000000003/L1/2023-11-14/00000000000000000017-00000000000000000099-1700000000000-1700000000005-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.segment";
+        assert!(good.parse::<ObjectName>().is_ok());
+        for bad in [
+            // The partition of another day, or of another level's form.
+            good.replace("2023-11-14/", "2023-11-15/"),
+            good.replace("L1/2023-11-14/", "L1/2023-11-14T22/"),
+            good.replace("L1/", "L10/"),
+            good.replace("L1/", "X1/"),
+            good.replace(".segment", ".snapshot"),
+            // A segment under snapshots/, an empty range, a missing partition.
+            "0000000003/snapshots/00000000000000000017-1700000000000-aa.snapshot".into(),
+            good.replace("00000000000000000099", "00000000000000000017"),
+            good.replace("L1/2023-11-14/", "L1/"),
+            "0000000003/lease".into(),
+        ] {
+            assert!(bad.parse::<ObjectName>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -461,7 +461,7 @@ impl Store {
                     .map_err(|e| self.backend_err("put", &object, e))?,
             ),
         };
-        let pre = format::preamble(Kind::Snapshot, &header.encode());
+        let pre = format::preamble(Kind::Snapshot, header.version(), &header.encode());
         let mut object_hash = Xxh3::new();
         object_hash.update(&pre);
         let mut out = Vec::with_capacity(OUT_CAPACITY);
@@ -1289,6 +1289,7 @@ mod tests {
             offset: 0,
             time_ms: 5,
             replid: test_replid('a'),
+            taken: None,
         };
         let staging = |n: u32| dir.path().join("a").join(format!("{}#{n}", snap));
         // An aborted upload leaves nothing.

@@ -217,10 +217,13 @@ async fn check_snapshot_ends(
     }
     let head = store.get_range(&name, 0..head_len).await?;
     let header = match format::parse_preamble(&head) {
-        Ok(Some((format::Kind::Snapshot, r))) if r.end <= head.len() => {
-            SnapshotHeader::decode(&head[r.clone()], r.start).map_err(|e| e.to_string())
+        Ok(Some(p)) if p.kind == format::Kind::Snapshot && p.header.end <= head.len() => {
+            SnapshotHeader::decode(&head[p.header.clone()], p.header.start, p.version)
+                .map_err(|e| e.to_string())
         }
-        Ok(Some((format::Kind::Snapshot, _))) => Err("header longer than expected".into()),
+        Ok(Some(p)) if p.kind == format::Kind::Snapshot => {
+            Err("header longer than expected".into())
+        }
         Ok(Some(_)) => Err("a segment where a snapshot was expected".into()),
         Ok(None) => Err("preamble cut short".into()),
         Err(e) => Err(e.to_string()),
@@ -601,6 +604,7 @@ impl Archiver {
             offset,
             time_ms,
             replid,
+            taken: None,
         };
         let started = Instant::now();
         let Some(mut upload) = start_snapshot_upload(
@@ -1475,6 +1479,7 @@ mod tests {
                 offset: 100,
                 time_ms: 42,
                 replid,
+                taken: None,
             },
         )
     }

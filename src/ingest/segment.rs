@@ -326,7 +326,9 @@ impl Segmenter {
             db_start: open.db_start,
             db_end: pos.db,
             replid: pos.replid,
-            prev_chain: pos.chain,
+            link: format::Link::PrevObject(pos.chain),
+            level: 0,
+            frames: Vec::new(),
             index: open.index,
         };
         let name = ObjectName::segment(

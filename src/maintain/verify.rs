@@ -13,7 +13,7 @@ use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::archive::catalog::Catalog;
-use crate::archive::format::{self, Kind, SnapshotHeader};
+use crate::archive::format::{self, ChainPoint, Kind, SnapshotHeader};
 use crate::archive::names::{ObjectKind, ObjectName};
 use crate::archive::store::{Listed, Store, StoreError};
 use crate::resp::scanner::CommandScanner;
@@ -47,10 +47,18 @@ pub struct Report {
 }
 
 /// What a checked snapshot yields for the chain.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SnapshotOk {
+    pub header: format::SnapshotHeader,
     pub checksum: u64,
     pub raw_len: u64,
+}
+
+impl SnapshotOk {
+    /// What the segment after this snapshot must link to.
+    pub fn chain(&self) -> ChainPoint {
+        ChainPoint::after_snapshot(&self.header, self.checksum)
+    }
 }
 
 /// Verifies the whole archive. Store errors (unreachable, permission) are errors; what is
@@ -78,7 +86,7 @@ pub async fn verify(store: &Store) -> Result<Report, StoreError> {
     }
     for g in &catalog.generations {
         // The previous object's checksum, position and database, when it checked out.
-        let mut chain: Option<(u64, u64, u32)> = None;
+        let mut chain: Option<(ChainPoint, u64, u32)> = None;
         let mut expected = g.first_offset;
         for o in &g.objects {
             report.stored_bytes += o.size;
@@ -88,7 +96,7 @@ pub async fn verify(store: &Store) -> Result<Report, StoreError> {
                     match check_snapshot(store, o).await? {
                         Ok(s) => {
                             report.raw_bytes += s.raw_len;
-                            chain = Some((s.checksum, o.name.start, 0));
+                            chain = Some((s.chain(), o.name.start, 0));
                             expected = o.name.start;
                         }
                         Err(p) => {
@@ -129,13 +137,14 @@ pub async fn verify(store: &Store) -> Result<Report, StoreError> {
     Ok(report)
 }
 
-/// Checks one segment against its name and the object before it. Returns its checksum, the
+/// Checks one segment against its name and the object before it (where the chain stood, its
+/// end offset and the database selected there). Returns where the chain stands after it, the
 /// database selected at its end, and its command count.
 pub fn check_segment(
     name: &ObjectName,
     bytes: &[u8],
-    prev: Option<(u64, u64, u32)>,
-) -> Result<(u64, u32, u64), Problem> {
+    prev: Option<(ChainPoint, u64, u32)>,
+) -> Result<(ChainPoint, u32, u64), Problem> {
     let problem = |offset: u64, what: String| Problem {
         object: name.to_string(),
         offset,
@@ -153,15 +162,16 @@ pub fn check_segment(
             ),
         ));
     }
-    if let Some((prev_checksum, prev_end, prev_db)) = prev {
-        if prev_end == h.start && h.prev_chain != prev_checksum {
-            return Err(problem(
-                format::PREAMBLE_LEN as u64,
-                format!(
-                    "chain broken: links to {:016x} but the object before has checksum {prev_checksum:016x}",
-                    h.prev_chain
-                ),
-            ));
+    if let Some((prev_chain, prev_end, prev_db)) = prev {
+        if prev_end == h.start {
+            if let Err((links_to, expected)) = prev_chain.admits(h) {
+                return Err(problem(
+                    format::PREAMBLE_LEN as u64,
+                    format!(
+                        "chain broken: links to {links_to:016x} but the object before ends with {expected:016x}",
+                    ),
+                ));
+            }
         }
         if prev_end == h.start && prev_db != h.db_start && prev_db != 0 {
             return Err(problem(
@@ -198,7 +208,11 @@ pub fn check_segment(
             ),
         ));
     }
-    Ok((seg.checksum, h.db_end, s.commands))
+    Ok((
+        ChainPoint::after_segment(h, seg.checksum),
+        h.db_end,
+        s.commands,
+    ))
 }
 
 /// Streams a snapshot: header, zstd body, trailer, and the RDB inside it (parsed whole by the
@@ -290,17 +304,22 @@ fn check_snapshot_blocking(
     let mut pre = [0u8; format::PREAMBLE_LEN];
     r.read_exact(&mut pre)
         .map_err(|_| problem(0, "object shorter than its preamble".into()))?;
-    let (kind, hr) = format::parse_preamble(&pre)
+    let p = format::parse_preamble(&pre)
         .map_err(|e| problem(e.at, e.what))?
         .expect("a whole preamble");
-    if kind != Kind::Snapshot {
+    if p.kind != Kind::Snapshot {
         return Err(problem(0, "a segment where a snapshot was expected".into()));
     }
-    let mut hbuf = vec![0u8; hr.len()];
-    r.read_exact(&mut hbuf)
+    let hr = p.header.clone();
+    let mut head = pre.to_vec();
+    head.resize(p.body_start(), 0);
+    r.read_exact(&mut head[format::PREAMBLE_LEN..])
         .map_err(|_| problem(hr.start as u64, "header ends early".into()))?;
-    let h = SnapshotHeader::decode(&hbuf, hr.start).map_err(|e| problem(e.at, e.what))?;
+    p.check_header(&head).map_err(|e| problem(e.at, e.what))?;
+    let h = SnapshotHeader::decode(&head[hr.clone()], hr.start, p.version)
+        .map_err(|e| problem(e.at, e.what))?;
     if h.generation != name.generation
+        || p.version != name.version
         || h.offset != name.start
         || h.time_ms != name.first_ms
         || h.replid != name.replid
@@ -310,7 +329,7 @@ fn check_snapshot_blocking(
             "header disagrees with the name".into(),
         ));
     }
-    let body_start = hr.end as u64;
+    let body_start = p.body_start() as u64;
     let Some(body_len) = size.checked_sub(body_start + format::TRAILER_LEN as u64) else {
         return Err(problem(size, "object ends before its trailer".into()));
     };
@@ -347,6 +366,7 @@ fn check_snapshot_blocking(
     }
     on_raw(None).map_err(|what| problem(body_start, what))?;
     Ok(SnapshotOk {
+        header: h,
         checksum: trailer.checksum,
         raw_len,
     })
@@ -412,6 +432,7 @@ pub(crate) mod test_objects {
             offset,
             time_ms: ms,
             replid: test_replid('a'),
+            taken: None,
         };
         let name = ObjectName::snapshot(h.generation, offset, ms, h.replid);
         let mut up = store
@@ -443,7 +464,9 @@ pub(crate) mod test_objects {
             db_start: 0,
             db_end: 0,
             replid: test_replid('a'),
-            prev_chain: prev,
+            link: crate::archive::format::Link::PrevObject(prev),
+            level: 0,
+            frames: Vec::new(),
             index: vec![TimeMark { end, ms }],
         };
         let (obj, checksum) = format::encode_segment(&h, &raw).unwrap();
@@ -527,13 +550,14 @@ mod tests {
             offset: 0,
             time_ms: 5,
             replid: test_replid('a'),
+            taken: None,
         };
         (ObjectName::snapshot(h.generation, 0, 5, h.replid), h)
     }
 
     /// A snapshot object with `body` as its compressed body, framed as the archiver frames one.
     fn object(h: &SnapshotHeader, body: &[u8], raw: &[u8]) -> Vec<u8> {
-        let mut obj = format::preamble(Kind::Snapshot, &h.encode());
+        let mut obj = format::preamble(Kind::Snapshot, 1, &h.encode());
         obj.extend_from_slice(body);
         let mut hash = Xxh3::new();
         hash.update(&obj);

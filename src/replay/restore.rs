@@ -297,21 +297,21 @@ impl Executor<'_> {
         segments: SegmentFetcher,
         snapshot_done: oneshot::Sender<()>,
     ) -> Result<(), RestoreError> {
-        let checksum = self.snapshot(sink, snapshot).await?;
+        let chain = self.snapshot(sink, snapshot).await?;
         self.progress
             .bytes
             .fetch_add(self.plan.snapshot.bytes, Ordering::Relaxed);
         sink.snapshot_done(self.report.keys, self.report).await?;
         let _ = snapshot_done.send(());
-        self.commands(sink, header, checksum, segments).await
+        self.commands(sink, header, chain, segments).await
     }
 
-    /// Streams the snapshot's batches into `sink`; returns the snapshot's chain checksum.
+    /// Streams the snapshot's batches into `sink`; returns what the first segment after it must link to.
     async fn snapshot<S: Sink>(
         &mut self,
         sink: &mut S,
         snapshot: SnapshotReader,
-    ) -> Result<u64, RestoreError> {
+    ) -> Result<format::ChainPoint, RestoreError> {
         let SnapshotReader {
             mut batches,
             task,
@@ -382,7 +382,7 @@ impl Executor<'_> {
                 snap
             }
         };
-        Ok(snap.checksum)
+        Ok(snap.chain())
     }
 
     /// The commands after the snapshot, up to the cut. `chain`: the snapshot's checksum, which
@@ -391,7 +391,7 @@ impl Executor<'_> {
         &mut self,
         sink: &mut S,
         header: RdbHeader,
-        mut chain: u64,
+        mut chain: format::ChainPoint,
         mut segments: SegmentFetcher,
     ) -> Result<(), RestoreError> {
         let plan = self.plan;
@@ -412,14 +412,14 @@ impl Executor<'_> {
             }
             let (name, seg, stored) = got?;
             self.report.bytes_read += stored;
-            if seg.header.prev_chain != chain {
+            if let Err((links_to, expected)) = chain.admits(&seg.header) {
                 return Err(RestoreError::Chain {
                     object: name,
-                    links_to: seg.header.prev_chain,
-                    expected: chain,
+                    links_to,
+                    expected,
                 });
             }
-            chain = seg.checksum;
+            chain = format::ChainPoint::after_segment(&seg.header, seg.checksum);
             if first {
                 first = false;
                 let select = [
@@ -993,6 +993,7 @@ mod tests {
                 offset: 0,
                 time_ms: 1000,
                 replid: test_replid('a'),
+                taken: None,
             };
             let snap = ObjectName::snapshot(sh.generation, 0, 1000, sh.replid);
             let mut up = store
@@ -1011,7 +1012,9 @@ mod tests {
                 db_start: 0,
                 db_end: 0,
                 replid: test_replid('a'),
-                prev_chain: chain,
+                link: crate::archive::format::Link::PrevObject(chain),
+                level: 0,
+                frames: Vec::new(),
                 index: vec![TimeMark { end, ms: 1100 }],
             };
             let (obj, _) = format::encode_segment(&h, raw).unwrap();
