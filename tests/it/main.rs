@@ -7,6 +7,7 @@ mod archive_garage;
 mod archive_redis;
 mod fake_master;
 mod fidelity;
+mod format_v1;
 mod harness;
 mod rdb_fixtures;
 mod restore_files;
