@@ -2,7 +2,7 @@
 # Benchmarks of `pitr restore`; prints the figures as plain lines on stdout (progress and
 # logs go to stderr). docs/benchmarks.md ("Restore") records a run and the commands.
 #
-#   scripts/bench-restore.sh [replay|snapshot|files|rss|all]...      (default: all)
+#   scripts/bench-restore.sh [replay|snapshot|files|rss|latency|all]...      (default: all)
 #
 #   replay    >= 1M small commands archived from a live master, replayed by
 #             `pitr restore --to latest --target` into an empty server, next to
@@ -21,9 +21,16 @@
 #             on the big snapshot, on one huge list, on one huge string (random bytes, and
 #             zeros, which the RDB holds LZF-compressed) and on an archive of full 64 MiB
 #             segments of small commands (target <= 256 MiB).
+#   latency   an archive of >= BENCH_LATENCY_SEGMENTS segments on Garage (S3 on 127.0.0.1),
+#             written with --flush-interval 10ms under a steady write load; then
+#             `pitr restore --to latest --output-dir` and `pitr verify` through
+#             scripts/latency-proxy.py adding a 20 ms round trip (an object store in the same
+#             region), with --parallel 1 and the default side by side, alternating, and once
+#             straight to Garage; prints the times and their ratio.
 #
 # The big archive (snapshot, files, rss) is made once per run and shared. Needs redis-server,
-# redis-cli, redis-benchmark 7+, GNU time (/usr/bin/time) and coreutils/procps/awk. Every
+# redis-cli, redis-benchmark 7+, GNU time (/usr/bin/time) and coreutils/procps/awk; latency
+# also garage (scripts/install-deps.sh) and python3. Every
 # process it starts is stopped on exit (also on Ctrl-C), and its scratch directory is removed
 # (BENCH_KEEP=1 keeps it). Everything listens on 127.0.0.1.
 #
@@ -37,6 +44,8 @@
 #   BENCH_STRING_MB         MiB of the huge string (rss)                         [300]
 #   BENCH_SEGMENT_COMMANDS  SETs archived with --flush-interval 120s (rss)       [2000000]
 #   BENCH_SKIP_CRITERION=1  rss: skip cargo bench --bench rdb_parse
+#   BENCH_LATENCY_SEGMENTS  segments archived at least (latency)                 [1000]
+#   BENCH_LATENCY_RTT_MS    round trip the proxy adds, ms (latency)              [20]
 #   BENCH_KEEP=1            keep the scratch directory (logs, archives)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -52,8 +61,10 @@ FILES_COMMANDS="${BENCH_FILES_COMMANDS:-200000}"
 LIST_ELEMENTS="${BENCH_LIST_ELEMENTS:-4000000}"
 STRING_MB="${BENCH_STRING_MB:-300}"
 SEGMENT_COMMANDS="${BENCH_SEGMENT_COMMANDS:-2000000}"
+LATENCY_SEGMENTS="${BENCH_LATENCY_SEGMENTS:-1000}"
+LATENCY_RTT_MS="${BENCH_LATENCY_RTT_MS:-20}"
 
-select_sections "replay snapshot files rss" "$@"
+select_sections "replay snapshot files rss latency" "$@"
 sections=("${SECTIONS[@]}")
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/pitr-bench-restore.XXXXXX")"
@@ -574,6 +585,130 @@ rss_segments() {
   log "segments: $(find "$store" -name "*.segment" -printf "%s ")stored bytes"
   raw="$("$PITR" ls --store "$store" --json | tr -d ' \n' | grep -o '"last_offset":[0-9]*' | head -n1 | cut -d: -f2)"
   rss_restores segments "$store" latest "$SEGMENT_COMMANDS SETs, $(calc "$raw / 1e6" %.0f) MB of stream in $(find "$store" -name '*.segment' | wc -l) segments" "$keys"
+}
+
+# --- latency --------------------------------------------------------------------------------
+
+# segment_count PITR STORE: the segments of all generations, from pitr ls --json.
+segment_count() {
+  "$1" ls --store "$2" --json | tr -d ' \n' | grep -o '"segments":[0-9]*' | cut -d: -f2 \
+    | awk '{ n += $1 } END { print n + 0 }'
+}
+
+# with_env FILE ASSIGNMENTS...: a script FILE that runs pitr with those environment variables
+# (so that timed_restore and GNU time measure pitr itself, which it execs).
+with_env() {
+  local file="$1"
+  shift
+  {
+    echo '#!/bin/sh'
+    printf 'exec env'
+    printf " '%s'" "$@"
+    printf ' "%s" "$@"\n' "$PITR"
+  } >"$file"
+  chmod +x "$file"
+}
+
+# timed_verify OUT PITR ARGS...: `pitr verify ARGS --json` under GNU time; T_WALL, T_RSS_KIB.
+timed_verify() {
+  local out="$1" pitr="$2" t0 rc=0
+  shift 2
+  t0="$(now)"
+  /usr/bin/time -f '%U %S %M' -o "$out.rss" "$pitr" verify "$@" --json >"$out.json" 2>"$out.err" || rc=$?
+  T_WALL="$(elapsed "$t0")"
+  [ "$rc" -eq 0 ] || die "pitr verify $* failed ($rc): $(tail -n 5 "$out.err")"
+  grep -q '"ok": *true' "$out.json" || die "pitr verify $*: not sound: $(head -c 2000 "$out.json")"
+  T_RSS_KIB="$(tail -n1 "$out.rss" | awk '{ print $3 }')"
+}
+
+section_latency() {
+  banner "latency: >= $LATENCY_SEGMENTS segments on Garage, ${LATENCY_RTT_MS} ms round trip"
+  have garage || die "garage not found (scripts/install-deps.sh installs it)"
+  have python3 || die "python3 not found"
+  local store="s3://pitr/latency" mport mpid load_pid n t0 pport proxy_pid direct proxied
+  local env=() penv=() r p dir saved="$PITR" rtt="$LATENCY_RTT_MS" stored last
+  local -A rest=() ver=() rss=() vrss=()
+  start_garage
+  mapfile -t env < <(garage_env)
+  direct="$WORK/pitr-garage"
+  with_env "$direct" "${env[@]}"
+
+  start_redis latency-master "repl-diskless-sync yes" "repl-diskless-sync-delay 0"
+  mport=$REDIS_PORT mpid=$REDIS_PID
+  PITR="$direct"
+  start_archiver latency "$mport" "$store" 10ms
+  wait_online "$mport"
+  # A steady load: one connection, one SET at a time, so that every 10 ms has writes.
+  t0="$(now)"
+  redis-benchmark -p "$mport" -t set -n 1000000000 -r 100000 -d 100 -c 1 -P 1 -q >/dev/null 2>&1 &
+  load_pid=$!
+  PIDS+=("$load_pid")
+  while :; do
+    sleep 2
+    n="$(segment_count "$PITR" "$store")"
+    log "$n segments after $(elapsed "$t0") s"
+    [ "$n" -lt "$LATENCY_SEGMENTS" ] || break
+    kill -0 "$ARCH_PID" 2>/dev/null || die "the archiver exited: $(tail -n 20 "$ARCH_LOG")"
+    [ "$(calc "$(elapsed "$t0") < 600" %d)" = 1 ] || die "fewer than $LATENCY_SEGMENTS segments after 600 s"
+  done
+  stop_pid "$load_pid" 5
+  forget_pid "$load_pid"
+  wait_acked "$mport"
+  stop_archiver
+  stop_redis_pid "$mpid"
+  PITR="$saved"
+  n="$(segment_count "$direct" "$store")"
+  "$direct" ls --store "$store" >&2
+  "$direct" restore --store "$store" --to latest --dry-run --json >"$WORK/latency-plan.json"
+  # The plan's own "bytes" (stored bytes to read) comes last.
+  stored="$(grep -o '"bytes": *[0-9]*' "$WORK/latency-plan.json" | tail -n1 | grep -o '[0-9]*$')"
+  last="$("$direct" ls --store "$store" --json | tr -d ' \n' | grep -o '"last_offset":[0-9]*' | head -n1 | cut -d: -f2)"
+
+  pport="$(free_port)"
+  python3 "$REPO_ROOT/scripts/latency-proxy.py" --quiet --rtt-ms "$rtt" "$pport" "127.0.0.1:$GARAGE_S3_PORT" \
+    >"$WORK/proxy.out" 2>"$WORK/proxy.err" &
+  proxy_pid=$!
+  PIDS+=("$proxy_pid")
+  wait_for 10 grep -q listening "$WORK/proxy.out" || die "the proxy did not start: $(cat "$WORK/proxy.err")"
+  mapfile -t penv < <(garage_env | sed "s/:$GARAGE_S3_PORT\$/:$pport/")
+  proxied="$WORK/pitr-proxied"
+  with_env "$proxied" "${penv[@]}"
+
+  PITR="$proxied"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for p in 1 8; do
+      dir="$WORK/latency-out-$p"
+      rm -rf "$dir"
+      timed_restore "$WORK/latency-restore-$p-$r" --store "$store" --to latest --output-dir "$dir" --parallel "$p"
+      rest[$p]+="$T_WALL "
+      [ "${rss[$p]:-0}" -gt "$T_RSS_KIB" ] || rss[$p]="$T_RSS_KIB"
+      log "round $r: restore --parallel $p through the proxy: $T_WALL s, peak RSS $T_RSS_KIB KiB"
+      timed_verify "$WORK/latency-verify-$p-$r" "$proxied" --store "$store" --parallel "$p"
+      ver[$p]+="$T_WALL "
+      [ "${vrss[$p]:-0}" -gt "$T_RSS_KIB" ] || vrss[$p]="$T_RSS_KIB"
+      log "round $r: verify --parallel $p through the proxy: $T_WALL s"
+    done
+    # Both restores wrote the same files.
+    diff -r "$WORK/latency-out-1" "$WORK/latency-out-8" >/dev/null \
+      || die "--parallel 1 and 8 restored different files"
+  done
+  PITR="$direct"
+  timed_restore "$WORK/latency-restore-direct" --store "$store" --to latest --output-dir "$WORK/latency-out-direct"
+  local dr="$T_WALL"
+  timed_verify "$WORK/latency-verify-direct" "$direct" --store "$store"
+  local dv="$T_WALL"
+  PITR="$saved"
+  stop_pid "$proxy_pid" 5
+  forget_pid "$proxy_pid"
+
+  local r1 r8 v1 v8
+  # shellcheck disable=SC2086
+  r1="$(best_min ${rest[1]})" r8="$(best_min ${rest[8]})" v1="$(best_min ${ver[1]})" v8="$(best_min ${ver[8]})"
+  echo "latency: $n segments, $(calc "$stored / 1e6" %.1f) MB stored, $(calc "$last / 1e6" %.1f) MB of stream, on Garage through scripts/latency-proxy.py --rtt-ms $rtt; best of $ROUNDS alternating runs"
+  echo "latency: pitr restore --to latest --output-dir: --parallel 1 ${r1} s, --parallel 8 (default) ${r8} s, ratio $(calc "$r1 / $r8" %.1f)x; peak RSS $(calc "${rss[1]} / 1024" %.1f) / $(calc "${rss[8]} / 1024" %.1f) MiB"
+  echo "latency: pitr verify: --parallel 1 ${v1} s, --parallel 8 (default) ${v8} s, ratio $(calc "$v1 / $v8" %.1f)x; peak RSS $(calc "${vrss[1]} / 1024" %.1f) / $(calc "${vrss[8]} / 1024" %.1f) MiB"
+  echo "latency: straight to Garage (no added round trip), default --parallel: restore ${dr} s, verify ${dv} s"
+  echo "latency: runs: restore --parallel 1: ${rest[1]}; --parallel 8: ${rest[8]}; verify --parallel 1: ${ver[1]}; --parallel 8: ${ver[8]}"
 }
 
 # --- main -----------------------------------------------------------------------------------

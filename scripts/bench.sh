@@ -48,29 +48,11 @@ RPO_WAIT_MS="${BENCH_RPO_WAIT_MS:-5000}"
 select_sections "ingest rss rpo" "$@"
 sections=("${SECTIONS[@]}")
 
-# GARAGE_* variables would override the Garage config file written below.
-while read -r v; do
-  unset "$v"
-done < <(compgen -e | grep '^GARAGE_' || true)
-
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/pitr-bench.XXXXXX")"
 PIDS=()
 
 # shellcheck source=scripts/bench-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
-
-# Waits up to $1 seconds for the command "$2..." to succeed.
-wait_for() {
-  local timeout="$1" i
-  shift
-  for ((i = 0; i < timeout * 10; i++)); do
-    if "$@" >/dev/null 2>&1; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  return 1
-}
 
 TARGET_DIR=""
 build() {
@@ -122,93 +104,7 @@ stop_archiver() {
   PITR_PID=""
 }
 
-# --- Garage (the logic of tests/support/garage.rs) -------------------------------------------
-
-GARAGE_CFG=""
-GARAGE_PID=""
-GARAGE_S3_PORT=""
-GARAGE_KEY_ID=""
-GARAGE_SECRET=""
-garage_cli() {
-  RUST_LOG=warn garage -c "$GARAGE_CFG" "$@"
-}
-
-garage_s3_answers() {
-  local reply
-  reply="$(
-    exec 3<>"/dev/tcp/127.0.0.1/$GARAGE_S3_PORT" || exit 1
-    printf 'GET /pitr/ HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$GARAGE_S3_PORT" >&3
-    timeout 2 head -c 8 <&3
-  )" 2>/dev/null || return 1
-  [ "${reply#HTTP/1.}" != "$reply" ]
-}
-
-start_garage() {
-  have garage || die "garage not found (scripts/install-deps.sh installs it)"
-  local dir="$WORK/garage" rpc admin engine node out
-  mkdir -p "$dir"
-  GARAGE_CFG="$dir/garage.toml"
-  GARAGE_S3_PORT="$(free_port)"
-  rpc="$(free_port)"
-  admin="$(free_port)"
-  if garage --version 2>&1 | grep -q lmdb || ! garage --version 2>&1 | grep -q sqlite; then
-    engine=lmdb
-  else
-    engine=sqlite
-  fi
-  cat >"$GARAGE_CFG" <<EOF
-metadata_dir = "$dir/meta"
-data_dir = "$dir/data"
-db_engine = "$engine"
-metadata_fsync = false
-data_fsync = false
-disable_scrub = true
-
-replication_factor = 1
-
-rpc_bind_addr = "127.0.0.1:$rpc"
-rpc_public_addr = "127.0.0.1:$rpc"
-rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$GARAGE_S3_PORT"
-root_domain = ".s3.garage.localhost"
-
-[admin]
-api_bind_addr = "127.0.0.1:$admin"
-admin_token = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-EOF
-  (cd "$dir" && RUST_LOG=garage=warn exec garage -c "$GARAGE_CFG" server >"$dir/garage.log" 2>&1) &
-  GARAGE_PID=$!
-  PIDS+=("$GARAGE_PID")
-  wait_for 60 garage_cli status || die "garage did not start: $(tail -n 20 "$dir/garage.log")"
-  node="$(garage_cli node id -q | cut -d@ -f1)"
-  garage_cli layout assign -z dc1 -c 1G "$node" >/dev/null
-  garage_cli layout apply --version 1 >/dev/null
-  wait_for 60 garage_cli health || die "garage not healthy: $(tail -n 20 "$dir/garage.log")"
-  out="$(garage_cli key create pitr-bench)"
-  GARAGE_KEY_ID="$(printf '%s\n' "$out" | sed -n 's/^ *Key ID: *//p' | head -n1)"
-  GARAGE_SECRET="$(printf '%s\n' "$out" | sed -n 's/^ *Secret key: *//p' | head -n1)"
-  if [ -z "$GARAGE_KEY_ID" ] || [ -z "$GARAGE_SECRET" ]; then
-    die "no key in: $out"
-  fi
-  garage_cli bucket create pitr >/dev/null
-  garage_cli bucket allow --read --write --owner pitr --key "$GARAGE_KEY_ID" >/dev/null
-  wait_for 60 garage_s3_answers || die "garage S3 API does not answer on $GARAGE_S3_PORT"
-  log "garage up: S3 on 127.0.0.1:$GARAGE_S3_PORT ($engine)"
-}
-
-garage_env() {
-  echo "AWS_ACCESS_KEY_ID=$GARAGE_KEY_ID"
-  echo "AWS_SECRET_ACCESS_KEY=$GARAGE_SECRET"
-  echo "AWS_REGION=garage"
-  echo "AWS_DEFAULT_REGION=garage"
-  echo "AWS_ENDPOINT_URL=http://127.0.0.1:$GARAGE_S3_PORT"
-  echo "AWS_ENDPOINT=http://127.0.0.1:$GARAGE_S3_PORT"
-  echo "AWS_ALLOW_HTTP=true"
-  echo "AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false"
-}
+# start_garage, garage_cli and garage_env come from scripts/bench-lib.sh.
 
 # --- sections -------------------------------------------------------------------------------
 

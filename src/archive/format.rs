@@ -694,10 +694,10 @@ impl ChainPoint {
         }
     }
 
-    /// Whether a segment with `header` follows; if not, what it links to and what was
-    /// expected.
-    pub fn admits(&self, header: &SegmentHeader) -> Result<(), (u64, u64)> {
-        match (*self, header.link) {
+    /// Whether a segment whose header has `link` follows; if not, what it links to and what
+    /// was expected.
+    pub fn admits(&self, link: Link) -> Result<(), (u64, u64)> {
+        match (*self, link) {
             (ChainPoint::Any, _) => Ok(()),
             (ChainPoint::Object(want), Link::PrevObject(got))
             | (ChainPoint::Stream(want), Link::Stream { start: got, .. }) => {
@@ -965,21 +965,21 @@ mod tests {
             taken: Some(Taken::Base),
         };
         let start = ChainPoint::after_snapshot(&base, 99);
-        assert_eq!(start.admits(&ha), Ok(()));
-        assert_eq!(start.admits(&hab), Ok(()));
-        assert!(start.admits(&hb).is_err());
-        assert_eq!(ChainPoint::after_segment(&ha, 0).admits(&hb), Ok(()));
+        assert_eq!(start.admits(ha.link), Ok(()));
+        assert_eq!(start.admits(hab.link), Ok(()));
+        assert!(start.admits(hb.link).is_err());
+        assert_eq!(ChainPoint::after_segment(&ha, 0).admits(hb.link), Ok(()));
         // A scheduled snapshot sits inside the stream: the next segment starts the check.
         let scheduled = SnapshotHeader {
             taken: Some(Taken::Scheduled),
             ..base
         };
         assert_eq!(
-            ChainPoint::after_snapshot(&scheduled, 99).admits(&hb),
+            ChainPoint::after_snapshot(&scheduled, 99).admits(hb.link),
             Ok(())
         );
         // Versions never mix inside a chain.
-        assert!(ChainPoint::Object(0).admits(&ha).is_err());
+        assert!(ChainPoint::Object(0).admits(ha.link).is_err());
     }
 
     #[test]

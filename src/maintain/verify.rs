@@ -2,7 +2,9 @@
 //! checksums and header, the chain from each object to the next, offset continuity within each
 //! generation, that segments hold whole commands (and the selected database they claim), and
 //! that each snapshot is a complete RDB with a valid CRC64 trailer. Snapshots are streamed,
-//! never held whole. What the listing alone shows (a generation without a snapshot, a fork into
+//! never held whole. Segments are read with several GETs in flight (`--parallel`) and checked
+//! alone on blocking threads as they arrive; the chain between objects is then checked in
+//! order, one after the other. What the listing alone shows (a generation without a snapshot, a fork into
 //! two chains, overlapping objects) is reported first, naming the objects.
 
 use std::io::Read;
@@ -13,6 +15,7 @@ use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::archive::catalog::Catalog;
+use crate::archive::fetch::{FetchConfig, OrderedFetch, Wanted};
 use crate::archive::format::{self, ChainPoint, Kind, SnapshotHeader};
 use crate::archive::names::{ObjectKind, ObjectName};
 use crate::archive::store::{Listed, Store, StoreError};
@@ -61,9 +64,16 @@ impl SnapshotOk {
     }
 }
 
-/// Verifies the whole archive. Store errors (unreachable, permission) are errors; what is
-/// wrong with the archive's content is reported as problems.
+/// Verifies the whole archive, with the default number of segment GETs in flight.
 pub async fn verify(store: &Store) -> Result<Report, StoreError> {
+    verify_with(store, FetchConfig::default()).await
+}
+
+/// Verifies the whole archive. Store errors (unreachable, permission) are errors; what is
+/// wrong with the archive's content is reported as problems. Segments are fetched and checked
+/// alone with up to `fetch.parallel` GETs in flight; the chain is then checked in order, one
+/// object after the other. Snapshots are streamed one at a time.
+pub async fn verify_with(store: &Store, fetch: FetchConfig) -> Result<Report, StoreError> {
     let listing = store.list().await?;
     let catalog = Catalog::from_listing(&listing);
     let mut report = Report {
@@ -84,6 +94,21 @@ pub async fn verify(store: &Store) -> Result<Report, StoreError> {
             },
         });
     }
+    // Every segment, in the order the loop below takes them.
+    let wanted = catalog
+        .generations
+        .iter()
+        .flat_map(|g| &g.objects)
+        .filter(|o| o.name.kind == ObjectKind::Segment)
+        .map(|o| Wanted {
+            name: o.name,
+            stored: o.size,
+            raw: o.name.end.saturating_sub(o.name.start),
+        })
+        .collect();
+    let mut segments = OrderedFetch::start(store, wanted, fetch, None, |name, bytes| {
+        inspect_segment(name, &bytes)
+    });
     for g in &catalog.generations {
         // The previous object's checksum, position and database, when it checked out.
         let mut chain: Option<(ChainPoint, u64, u32)> = None;
@@ -119,9 +144,17 @@ pub async fn verify(store: &Store) -> Result<Report, StoreError> {
                         });
                     }
                     expected = o.name.end;
-                    let bytes = store.get(&o.name).await?;
+                    let Some(fetched) = segments.next().await else {
+                        // The fetch lists every segment the loop meets.
+                        break;
+                    };
+                    let fetched = fetched?;
+                    debug_assert_eq!(fetched.name, o.name);
                     let prev = chain.take();
-                    match check_segment(&o.name, &bytes, prev) {
+                    match fetched
+                        .value
+                        .and_then(|alone| link_segment(&o.name, alone, prev))
+                    {
                         Ok((checksum, db_end, commands)) => {
                             report.raw_bytes += o.name.end - o.name.start;
                             report.commands += commands;
@@ -137,21 +170,31 @@ pub async fn verify(store: &Store) -> Result<Report, StoreError> {
     Ok(report)
 }
 
-/// Checks one segment against its name and the object before it (where the chain stood, its
-/// end offset and the database selected there). Returns where the chain stands after it, the
-/// database selected at its end, and its command count.
-pub fn check_segment(
-    name: &ObjectName,
-    bytes: &[u8],
-    prev: Option<(ChainPoint, u64, u32)>,
-) -> Result<(ChainPoint, u32, u64), Problem> {
+/// What a segment shows alone: decoded, its header matching its name, its commands scanned.
+#[derive(Debug)]
+pub struct SegmentAlone {
+    /// Where the chain stands after it.
+    after: ChainPoint,
+    /// How it links to what came before, where it starts, and its databases at both ends.
+    link: format::Link,
+    start: u64,
+    db_start: u32,
+    db_end: u32,
+    commands: u64,
+    /// What is wrong with its commands; reported after what is wrong with its link.
+    content: Result<(), Problem>,
+}
+
+/// Checks one segment alone (CPU work: run it on a blocking thread): its frame, checksums, its
+/// header against its name, and that it holds whole commands ending in the database its
+/// header says.
+pub fn inspect_segment(name: &ObjectName, bytes: &[u8]) -> Result<SegmentAlone, Problem> {
     let problem = |offset: u64, what: String| Problem {
         object: name.to_string(),
         offset,
         what,
     };
-    let seg = tokio::task::block_in_place(|| format::decode_segment(bytes))
-        .map_err(|e| problem(e.at, e.what))?;
+    let seg = format::decode_segment(bytes).map_err(|e| problem(e.at, e.what))?;
     let h = &seg.header;
     if !h.matches(name) {
         return Err(problem(
@@ -162,57 +205,83 @@ pub fn check_segment(
             ),
         ));
     }
-    if let Some((prev_chain, prev_end, prev_db)) = prev {
-        if prev_end == h.start {
-            if let Err((links_to, expected)) = prev_chain.admits(h) {
-                return Err(problem(
-                    format::PREAMBLE_LEN as u64,
-                    format!(
-                        "chain broken: links to {links_to:016x} but the object before ends with {expected:016x}",
-                    ),
-                ));
-            }
-        }
-        if prev_end == h.start && prev_db != h.db_start && prev_db != 0 {
-            return Err(problem(
-                format::PREAMBLE_LEN as u64,
-                format!(
-                    "starts in db {} but the segment before ends in db {prev_db}",
-                    h.db_start
-                ),
-            ));
-        }
-    }
     let mut scanner = CommandScanner::new(h.db_start);
     let s = scanner.scan(&seg.raw, h.start);
-    if let Some(e) = s.error {
-        return Err(problem(0, format!("{e} (replication offset)")));
-    }
-    if s.consumed != seg.raw.len() {
-        return Err(problem(
+    let content = if let Some(e) = s.error {
+        Err(problem(0, format!("{e} (replication offset)")))
+    } else if s.consumed != seg.raw.len() {
+        Err(problem(
             0,
             format!(
                 "ends inside a command: the last whole command ends at replication offset {}, the segment at {}",
                 h.start + s.consumed as u64,
                 h.end
             ),
-        ));
-    }
-    if scanner.db() != h.db_end {
-        return Err(problem(
+        ))
+    } else if scanner.db() != h.db_end {
+        Err(problem(
             format::PREAMBLE_LEN as u64,
             format!(
                 "header says db {} at the end, the commands select db {}",
                 h.db_end,
                 scanner.db()
             ),
-        ));
+        ))
+    } else {
+        Ok(())
+    };
+    Ok(SegmentAlone {
+        after: ChainPoint::after_segment(h, seg.checksum),
+        link: h.link,
+        start: h.start,
+        db_start: h.db_start,
+        db_end: h.db_end,
+        commands: s.commands,
+        content,
+    })
+}
+
+/// Checks a segment, checked alone, against the object before it (where the chain stood, its
+/// end offset and the database selected there, when it checked out). Returns where the chain
+/// stands after the segment, the database selected at its end, and its command count.
+pub fn link_segment(
+    name: &ObjectName,
+    alone: SegmentAlone,
+    prev: Option<(ChainPoint, u64, u32)>,
+) -> Result<(ChainPoint, u32, u64), Problem> {
+    let problem = |what: String| Problem {
+        object: name.to_string(),
+        offset: format::PREAMBLE_LEN as u64,
+        what,
+    };
+    if let Some((prev_chain, prev_end, prev_db)) = prev {
+        if prev_end == alone.start {
+            if let Err((links_to, expected)) = prev_chain.admits(alone.link) {
+                return Err(problem(format!(
+                    "chain broken: links to {links_to:016x} but the object before ends with {expected:016x}"
+                )));
+            }
+        }
+        if prev_end == alone.start && prev_db != alone.db_start && prev_db != 0 {
+            return Err(problem(format!(
+                "starts in db {} but the segment before ends in db {prev_db}",
+                alone.db_start
+            )));
+        }
     }
-    Ok((
-        ChainPoint::after_segment(h, seg.checksum),
-        h.db_end,
-        s.commands,
-    ))
+    alone.content?;
+    Ok((alone.after, alone.db_end, alone.commands))
+}
+
+/// Checks one segment against its name and the object before it: [`inspect_segment`] then
+/// [`link_segment`]. Returns where the chain stands after it, the database selected at its
+/// end, and its command count.
+pub fn check_segment(
+    name: &ObjectName,
+    bytes: &[u8],
+    prev: Option<(ChainPoint, u64, u32)>,
+) -> Result<(ChainPoint, u32, u64), Problem> {
+    link_segment(name, inspect_segment(name, bytes)?, prev)
 }
 
 /// Streams a snapshot: header, zstd body, trailer, and the RDB inside it (parsed whole by the
@@ -667,5 +736,91 @@ mod tests {
         assert!(p.what.contains("zstd body"), "{}", p.what);
         let body_start = (format::PREAMBLE_LEN + h.encode().len()) as u64;
         assert!(p.offset >= body_start + body.len() as u64 - 1, "{p:?}");
+    }
+
+    /// A slow store (50 ms a GET) holding a snapshot and 24 chained segments of PINGs; the
+    /// segment at `bad_link` (if any) links to the wrong checksum. The store, its GET counts
+    /// (segments only) and the segments' names.
+    async fn slow_archive(
+        bad_link: Option<usize>,
+    ) -> (
+        Store,
+        std::sync::Arc<crate::archive::fetch::counting::Counts>,
+        Vec<ObjectName>,
+    ) {
+        use test_objects::{segment, snapshot, PING};
+        let (store, counts) = crate::archive::fetch::counting::slow_store(Some(".segment"));
+        let (_, mut c) = snapshot(&store, 1, 0, 1000).await;
+        let mut names = Vec::new();
+        for i in 0..24u64 {
+            let link = if bad_link == Some(i as usize) {
+                c ^ 1
+            } else {
+                c
+            };
+            let (name, next) =
+                segment(&store, 1, i * 2 * PING.len() as u64, 2, 1100 + i, link).await;
+            names.push(name);
+            c = next;
+        }
+        (store, counts, names)
+    }
+
+    /// 24 segments at 8 in flight: the GETs overlap 8 at a time (3 round trips' worth instead
+    /// of 24), and the report is the one of reading them one at a time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn segments_are_read_in_parallel_and_checked_in_order() {
+        let (store, counts, _) = slow_archive(None).await;
+        let mut reports = Vec::new();
+        for parallel in [1, 8] {
+            counts.reset();
+            let fetch = FetchConfig {
+                parallel,
+                ..Default::default()
+            };
+            let r = verify_with(&store, fetch).await.unwrap();
+            assert!(r.ok, "{:?}", r.problems);
+            assert_eq!((r.snapshots, r.segments, r.commands), (1, 24, 48));
+            assert_eq!(counts.max(), parallel);
+            assert_eq!(counts.started.lock().unwrap().len(), 24);
+            reports.push(serde_json::to_string(&r).unwrap());
+        }
+        assert_eq!(reports[0], reports[1]);
+    }
+
+    /// A broken link in the middle is reported for that segment, whatever the parallelism;
+    /// the segment after it (checked without a predecessor) is not blamed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_link_in_the_middle_names_that_segment() {
+        let (store, counts, names) = slow_archive(Some(10)).await;
+        for parallel in [1, 8] {
+            counts.reset();
+            let fetch = FetchConfig {
+                parallel,
+                ..Default::default()
+            };
+            let r = verify_with(&store, fetch).await.unwrap();
+            assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+            assert_eq!(r.problems[0].object, names[10].to_string());
+            assert!(
+                r.problems[0].what.contains("chain broken"),
+                "{}",
+                r.problems[0]
+            );
+            assert_eq!(counts.max(), parallel);
+        }
+    }
+
+    /// A segment whose GET fails is a store error naming it, though the segments after it
+    /// were already being fetched.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_get_in_the_middle_is_the_error_of_that_segment() {
+        let (store, counts, names) = slow_archive(None).await;
+        *counts.fail.lock().unwrap() = Some(names[10].to_string());
+        let err = verify_with(&store, FetchConfig::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&names[10].to_string()), "{err}");
+        assert!(counts.started.lock().unwrap().len() > 11);
     }
 }

@@ -10,8 +10,9 @@
 //!   the base of an AOF with the commands after it.
 //!
 //! Fetching, decompressing and parsing overlap with writing: the snapshot is read and parsed
-//! on a blocking thread and handed over in bounded batches; segments are fetched and decoded
-//! one ahead. Nothing here blocks a runtime thread.
+//! on a blocking thread and handed over in bounded batches; segments are fetched with several
+//! GETs in flight (`--parallel`, within a byte budget), decoded on blocking threads, and
+//! replayed in plan order. Nothing here blocks a runtime thread.
 //!
 //! [`filter`]: crate::replay::filter
 //! [`keys`]: crate::replay::keys
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::archive::catalog::Catalog;
+use crate::archive::fetch::{FetchConfig, OrderedFetch, Wanted};
 use crate::archive::format;
 use crate::archive::names::ObjectName;
 use crate::archive::store::{Store, StoreError};
@@ -69,6 +71,8 @@ pub struct RestoreConfig {
     /// Live target: how long connecting, and each wait for a reply, may take
     /// ([`live::DEFAULT_TIMEOUT`] by default).
     pub target_timeout: std::time::Duration,
+    /// Segment GETs in flight, and bytes of segments held ahead of the replay.
+    pub fetch: FetchConfig,
 }
 
 /// Counters a caller may watch while a restore runs (for a progress bar).
@@ -246,7 +250,8 @@ pub async fn run<O: Opener>(
         ..Default::default()
     };
     let (snapshot_done_tx, snapshot_done) = oneshot::channel();
-    let segments = SegmentFetcher::start(&cfg.store, plan, progress.clone(), snapshot_done);
+    let segments =
+        SegmentFetcher::start(&cfg.store, plan, cfg.fetch, progress.clone(), snapshot_done);
     let mut snapshot = SnapshotReader::start(&cfg.store, plan, opener.needs());
     // The RDB version decides RESTORE and the file layout: the destination opens once it is
     // known, and the parser then learns whether values go by RESTORE.
@@ -406,13 +411,13 @@ impl Executor<'_> {
         let relative_ttls = header.magic == rdb::Magic::Redis && header.version < 10;
         let mut released = Vec::new();
         let mut first = true;
-        while let Some(got) = segments.rx.recv().await {
+        while let Some(got) = segments.next().await {
             if cutter.is_done() {
                 break;
             }
             let (name, seg, stored) = got?;
             self.report.bytes_read += stored;
-            if let Err((links_to, expected)) = chain.admits(&seg.header) {
+            if let Err((links_to, expected)) = chain.admits(seg.header.link) {
                 return Err(RestoreError::Chain {
                     object: name,
                     links_to,
@@ -509,69 +514,58 @@ fn joined<T>(r: Result<T, JoinError>) -> T {
     }
 }
 
-/// A task that is stopped when its handle is dropped (the restore returned early).
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// A segment fetched and decoded: its name, content and stored size.
 type Fetched = (String, format::Segment, u64);
 
-/// Fetches and decodes the plan's segments ahead of the replay: the first one while the
-/// snapshot is copied (so at most one segment more is held then), each next one while the one
-/// before is replayed.
-struct SegmentFetcher {
-    rx: mpsc::Receiver<Result<Fetched, RestoreError>>,
-    _task: AbortOnDrop<()>,
-}
+/// Fetches and decodes the plan's segments ahead of the replay, with up to
+/// [`FetchConfig::parallel`] GETs in flight and at most [`FetchConfig::max_bytes`] of them held
+/// ([`OrderedFetch`]); decoding runs on blocking threads. The first segment is fetched while
+/// the snapshot is copied (so at most that one segment is held beside it), the others once the
+/// snapshot is done. They are handed over in plan order; a failed one ends the replay there.
+struct SegmentFetcher(OrderedFetch<Result<format::Segment, format::FormatError>>);
 
 impl SegmentFetcher {
     fn start(
         store: &Store,
         plan: &Plan,
+        cfg: FetchConfig,
         progress: Arc<Progress>,
         snapshot_done: oneshot::Receiver<()>,
     ) -> SegmentFetcher {
-        let (tx, rx) = mpsc::channel(1);
-        let store = store.clone();
-        let segments = plan.segments.clone();
-        let task = tokio::spawn(async move {
-            let mut snapshot_done = Some(snapshot_done);
-            for s in segments {
-                let got = async {
-                    let bytes = store.get(&s.object).await?;
-                    let stored = bytes.len() as u64;
-                    progress.bytes.fetch_add(stored, Ordering::Relaxed);
-                    let decoded = joined(
-                        tokio::task::spawn_blocking(move || format::decode_segment(&bytes)).await,
-                    );
-                    decoded
-                        .map(|seg| (s.name.clone(), seg, stored))
-                        .map_err(|source| RestoreError::Segment {
-                            object: s.name.clone(),
-                            source,
-                        })
-                }
-                .await;
-                let stop = got.is_err();
-                if tx.send(got).await.is_err() || stop {
-                    return;
-                }
-                if let Some(done) = snapshot_done.take() {
-                    if done.await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        SegmentFetcher {
-            rx,
-            _task: AbortOnDrop(task),
-        }
+        let wanted = plan
+            .segments
+            .iter()
+            .map(|s| Wanted {
+                name: s.object,
+                stored: s.bytes,
+                raw: s.end.saturating_sub(s.offset),
+            })
+            .collect();
+        SegmentFetcher(OrderedFetch::start(
+            store,
+            wanted,
+            cfg,
+            Some(snapshot_done),
+            move |_, bytes| {
+                progress
+                    .bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                format::decode_segment(&bytes)
+            },
+        ))
+    }
+
+    /// The next segment in plan order, or the error of that segment.
+    async fn next(&mut self) -> Option<Result<Fetched, RestoreError>> {
+        let got = match self.0.next().await? {
+            Ok(got) => got,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let object = got.name.to_string();
+        Some(match got.value {
+            Ok(seg) => Ok((object, seg, got.stored)),
+            Err(source) => Err(RestoreError::Segment { object, source }),
+        })
     }
 }
 
@@ -888,6 +882,7 @@ mod tests {
         use std::sync::Mutex;
 
         use super::super::*;
+        use crate::archive::fetch::counting::{self, Counts};
         use crate::archive::format::{SegmentHeader, TimeMark};
         use crate::archive::names::{test_replid, ArchiveName, GenerationId, ObjectName};
         use crate::maintain::verify::test_objects;
@@ -1035,6 +1030,7 @@ mod tests {
                 force: false,
                 max_restore_bytes: 1 << 20,
                 target_timeout: live::DEFAULT_TIMEOUT,
+                fetch: FetchConfig::default(),
             }
         }
 
@@ -1148,6 +1144,147 @@ mod tests {
                 RestoreError::Rdb { source, .. } => assert_eq!(source.offset(), Some(0)),
                 other => panic!("expected a truncated RDB, got {other}"),
             }
+        }
+
+        /// A slow store (50 ms a GET) holding the test snapshot and 24 chained segments, the
+        /// i-th holding `SET k<i> v` (all of one size); the one at `corrupt` (if any) has a
+        /// damaged trailer. The store, its GET counts (segments only), the plan of everything
+        /// and the segments' names.
+        async fn slow_archive(
+            corrupt: Option<usize>,
+        ) -> (Store, Arc<Counts>, Plan, Vec<ObjectName>) {
+            let (store, counts) = counting::slow_store(Some(".segment"));
+            let (_, mut chain) = test_objects::snapshot(&store, 1, 0, 1000).await;
+            let (mut start, mut names) = (0, Vec::new());
+            for i in 0..24u64 {
+                let raw = format!("*3\r\n$3\r\nSET\r\n$3\r\nk{i:02}\r\n$1\r\nv\r\n");
+                let (end, ms) = (start + raw.len() as u64, 1100 + i);
+                let h = SegmentHeader {
+                    generation: GenerationId(1),
+                    start,
+                    end,
+                    first_ms: ms,
+                    last_ms: ms,
+                    db_start: 0,
+                    db_end: 0,
+                    replid: test_replid('a'),
+                    link: format::Link::PrevObject(chain),
+                    level: 0,
+                    frames: Vec::new(),
+                    index: vec![TimeMark { end, ms }],
+                };
+                let (mut obj, checksum) = format::encode_segment(&h, raw.as_bytes()).unwrap();
+                if corrupt == Some(i as usize) {
+                    let last = obj.len() - 1;
+                    obj[last] ^= 1;
+                }
+                let name = ObjectName::segment(h.generation, (start, end), (ms, ms), h.replid);
+                store.put_new(&name, obj.into()).await.unwrap();
+                names.push(name);
+                (chain, start) = (checksum, end);
+            }
+            let plan = make_plan(&store, Target::Latest).await.unwrap();
+            (store, counts, plan, names)
+        }
+
+        /// Replays `plan` from `store` into a recorder; the result and what it was handed.
+        async fn replay(
+            store: &Store,
+            plan: &Plan,
+            fetch: FetchConfig,
+        ) -> (Result<Report, RestoreError>, Arc<Mutex<Log>>) {
+            let log = Arc::new(Mutex::new(Log::default()));
+            let opener = Recorder {
+                log: log.clone(),
+                refuse: None,
+            };
+            let cfg = RestoreConfig {
+                fetch,
+                ..config(store.clone())
+            };
+            (run(&cfg, plan, Arc::default(), opener).await, log)
+        }
+
+        /// `SELECT 0` and the SETs of the first `n` segments.
+        fn sets(n: usize) -> Vec<String> {
+            let mut v = vec!["SELECT 0".to_string()];
+            v.extend((0..n).map(|i| format!("SET k{i:02} v")));
+            v
+        }
+
+        /// 24 segments behind a 50 ms round trip: with `--parallel 8` eight GETs overlap
+        /// (3 round trips' worth of waiting instead of 24), with 1 they come one at a time; the
+        /// commands are replayed in plan order either way.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn segments_are_fetched_in_parallel_and_replayed_in_order() {
+            let (store, counts, plan, _) = slow_archive(None).await;
+            for parallel in [1, 3, 8] {
+                counts.reset();
+                let fetch = FetchConfig {
+                    parallel,
+                    ..Default::default()
+                };
+                let (report, log) = replay(&store, &plan, fetch).await;
+                let report = report.unwrap();
+                assert_eq!(report.commands, 24);
+                assert_eq!(report.bytes_read, plan.bytes);
+                let log = log.lock().unwrap();
+                assert_eq!(log.commands, sets(24));
+                assert!(log.finished);
+                assert_eq!(counts.max(), parallel, "parallel {parallel}");
+                assert_eq!(counts.started.lock().unwrap().len(), 24);
+            }
+        }
+
+        /// The byte budget holds segments back even when `--parallel` allows more: a budget of
+        /// two segments (stored and raw) keeps two GETs in flight.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_byte_budget_bounds_segments_in_flight() {
+            let (store, counts, plan, _) = slow_archive(None).await;
+            let s = &plan.segments[0];
+            assert!(plan.segments.iter().all(|o| o.bytes == s.bytes));
+            let one = s.bytes + (s.end - s.offset);
+            let fetch = FetchConfig {
+                parallel: 8,
+                max_bytes: 2 * one + one / 2,
+            };
+            let (report, log) = replay(&store, &plan, fetch).await;
+            report.unwrap();
+            assert_eq!(log.lock().unwrap().commands, sets(24));
+            assert_eq!(counts.max(), 2);
+        }
+
+        /// A corrupt segment in the middle ends the restore with its own error, though the
+        /// segments after it were fetched meanwhile; nothing after it is applied.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_corrupt_segment_in_the_middle_stops_the_replay_there() {
+            let (store, counts, plan, names) = slow_archive(Some(10)).await;
+            let (report, log) = replay(&store, &plan, FetchConfig::default()).await;
+            match report.unwrap_err() {
+                RestoreError::Segment { object, .. } => assert_eq!(object, names[10].to_string()),
+                other => panic!("expected a corrupt segment, got {other}"),
+            }
+            let log = log.lock().unwrap();
+            assert_eq!(log.commands, sets(10));
+            assert!(log.aborted && !log.finished);
+            assert!(counts.started.lock().unwrap().len() > 11);
+        }
+
+        /// A GET that fails in the middle is the error of that segment, not of one fetched
+        /// after it.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_failed_get_in_the_middle_is_the_error_of_that_segment() {
+            let (store, counts, plan, names) = slow_archive(None).await;
+            *counts.fail.lock().unwrap() = Some(names[10].to_string());
+            let (report, log) = replay(&store, &plan, FetchConfig::default()).await;
+            let err = report.unwrap_err();
+            assert!(
+                matches!(&err, RestoreError::Store(e) if e.to_string().contains(&names[10].to_string())),
+                "{err}"
+            );
+            let log = log.lock().unwrap();
+            assert_eq!(log.commands, sets(10));
+            assert!(log.aborted && !log.finished);
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use clap::Args;
 
+use redis_pitr::archive::fetch::{self, FetchConfig};
 use redis_pitr::archive::names::ArchiveName;
 use redis_pitr::archive::store::{Store, StoreError};
 
@@ -63,6 +64,31 @@ pub struct ReadArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--parallel`: what `restore` and `verify` take.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct FetchArgs {
+    /// Segment GETs in flight at once, 1 to 256. An object store answers each GET after a
+    /// round trip, so reading several at once runs at its throughput rather than its latency;
+    /// 1 reads one segment at a time. Whatever this is, at most 64 MiB of segments (stored and
+    /// raw) are held ahead of the replay or the check.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = fetch::DEFAULT_PARALLEL as u16,
+        value_parser = clap::value_parser!(u16).range(1..=fetch::MAX_PARALLEL as i64),
+    )]
+    pub parallel: u16,
+}
+
+impl FetchArgs {
+    pub fn config(self) -> FetchConfig {
+        FetchConfig {
+            parallel: usize::from(self.parallel),
+            ..FetchConfig::default()
+        }
+    }
 }
 
 /// Durations such as `1s`, `250ms`, `2m`: at least 1 ms.

@@ -58,7 +58,7 @@ enum Command {
     /// List the archive: generations, restorable windows, snapshots, gaps.
     Ls(args::ReadArgs),
     /// Read every object back and check checksums, the chain, continuity and the RDBs.
-    Verify(args::ReadArgs),
+    Verify(verify::VerifyArgs),
     /// Rebuild the master's state at a moment: into a live Redis, or as files a stock
     /// redis-server loads.
     Restore(restore::RestoreArgs),

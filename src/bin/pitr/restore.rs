@@ -15,7 +15,7 @@ use redis_pitr::net::Source;
 use redis_pitr::replay::plan::{Plan, Target};
 use redis_pitr::replay::{self as restore, Destination, Progress, RestoreConfig};
 
-use crate::args::{parse_duration, parse_size, StoreArgs, Usage};
+use crate::args::{parse_duration, parse_size, FetchArgs, StoreArgs, Usage};
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
 
 #[derive(Args, Debug)]
@@ -57,6 +57,8 @@ pub struct RestoreArgs {
     /// Live target: how long connecting, and each wait for a reply, may take.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     target_timeout: Duration,
+    #[command(flatten)]
+    fetch: FetchArgs,
 }
 
 /// A validated `pitr restore`.
@@ -106,6 +108,7 @@ impl RestoreArgs {
                 force: self.force,
                 max_restore_bytes: self.max_restore_bytes.min(1 << 30) as usize,
                 target_timeout: self.target_timeout,
+                fetch: self.fetch.config(),
             })
         };
         Ok(RestoreCmd {

@@ -1,32 +1,44 @@
 //! `pitr verify`: read every object back and check everything the format promises.
 
 use anyhow::Context;
+use clap::Args;
 
+use redis_pitr::archive::fetch::FetchConfig;
 use redis_pitr::archive::store::Store;
 use redis_pitr::maintain::verify;
 
-use crate::args::ReadArgs;
+use crate::args::{FetchArgs, ReadArgs};
 use crate::output::{fmt_bytes, outln, Out};
 use crate::Finding;
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
 
 pub struct VerifyConfig {
     store: Store,
     name: String,
     json: bool,
+    fetch: FetchConfig,
 }
 
-pub fn config(a: ReadArgs) -> anyhow::Result<VerifyConfig> {
+pub fn config(a: VerifyArgs) -> anyhow::Result<VerifyConfig> {
     Ok(VerifyConfig {
-        store: a.store.open()?,
-        name: a.store.name.as_str().to_string(),
-        json: a.json,
+        store: a.read.store.open()?,
+        name: a.read.store.name.as_str().to_string(),
+        json: a.read.json,
+        fetch: a.fetch.config(),
     })
 }
 
 /// Prints the report. An empty archive is [`Finding::Empty`] (exit 3), a broken one
 /// [`Finding::Corrupt`] (exit 4).
 pub async fn run(cfg: VerifyConfig) -> anyhow::Result<()> {
-    let mut report = verify::verify(&cfg.store)
+    let mut report = verify::verify_with(&cfg.store, cfg.fetch)
         .await
         .context("verifying the archive")?;
     let empty = report.generations == 0;
