@@ -339,7 +339,7 @@ async fn archive_once(data: &[u8], store: Store, segment_max_bytes: usize) -> Du
         replid,
         offset: 0,
         db: 0,
-        chain: 0,
+        sum: 0,
     }))
     .expect("segmenter alive");
     let mut scanner = CommandScanner::new(0);

@@ -220,7 +220,29 @@ impl Store {
                 e => Err(e),
             };
         }
-        let prefix = Path::from(format!("{}/{}", self.prefix, generation));
+        // Version 2 keeps a generation's snapshots apart; version 1 beside its segments.
+        let mut found = self
+            .snapshots_under(
+                &format!("{}/{generation}/snapshots", self.prefix),
+                generation,
+            )
+            .await?;
+        if found.is_empty() {
+            found = self
+                .snapshots_under(&format!("{}/{generation}", self.prefix), generation)
+                .await?;
+        }
+        found.sort_by_key(|n| (n.sort_key(), n.first_ms));
+        Ok(found)
+    }
+
+    /// The snapshots of `generation` listed under `prefix`.
+    async fn snapshots_under(
+        &self,
+        prefix: &str,
+        generation: GenerationId,
+    ) -> Result<Vec<ObjectName>, StoreError> {
+        let prefix = Path::from(prefix);
         let strip = format!("{}/", self.prefix);
         let mut found = Vec::new();
         let mut list = self.inner.list(Some(&prefix));
@@ -241,7 +263,6 @@ impl Store {
                 }
             }
         }
-        found.sort_by_key(|n| (n.sort_key(), n.first_ms));
         Ok(found)
     }
 
@@ -255,7 +276,7 @@ impl Store {
         };
         let root = dir.join(self.prefix.as_ref());
         let url = self.url.clone();
-        tokio::task::spawn_blocking(move || remove_staging_under(&root, None))
+        tokio::task::spawn_blocking(move || remove_staging_under(&root, &root, None))
             .await
             .map_err(|e| StoreError::Config {
                 url: url.clone(),
@@ -272,12 +293,16 @@ impl Store {
         let Some(dir) = self.local_dir.clone() else {
             return;
         };
-        let gen_dir = dir
-            .join(self.prefix.as_ref())
-            .join(name.generation.to_string());
+        let root = dir.join(self.prefix.as_ref());
+        let object_dir = match root.join(name.to_string()).parent() {
+            Some(d) => d.to_path_buf(),
+            None => return,
+        };
         let name = *name;
-        let r =
-            tokio::task::spawn_blocking(move || remove_staging_under(&gen_dir, Some(name))).await;
+        let r = tokio::task::spawn_blocking(move || {
+            remove_staging_under(&root, &object_dir, Some(name))
+        })
+        .await;
         if let Ok(Err(e)) = r {
             tracing::warn!(object = %name, error = %e, "removing the staging file of an aborted snapshot upload failed");
         }
@@ -1062,6 +1087,7 @@ pub fn redact_store_url(url: &str) -> String {
 /// Removes staging files (`<object name>#<digits>`) under `dir`, an archive's directory or one
 /// of its generations', recursively; only those of `only` when given. Files and bytes removed.
 fn remove_staging_under(
+    root: &std::path::Path,
     dir: &std::path::Path,
     only: Option<ObjectName>,
 ) -> std::io::Result<(u64, u64)> {
@@ -1076,7 +1102,7 @@ fn remove_staging_under(
         let meta = entry.metadata()?;
         if meta.is_dir() {
             if only.is_none() {
-                let (f, b) = remove_staging_under(&entry.path(), None)?;
+                let (f, b) = remove_staging_under(root, &entry.path(), None)?;
                 files += f;
                 bytes += b;
             }
@@ -1089,11 +1115,12 @@ fn remove_staging_under(
         if n.is_empty() || !n.bytes().all(|c| c.is_ascii_digit()) {
             continue;
         }
-        // Only staging files of this archive's own objects.
-        let Some(generation) = dir.file_name().and_then(|g| g.to_str()) else {
+        // Only staging files of this archive's own objects (named by their path below the
+        // archive's directory).
+        let Some(rel) = dir.strip_prefix(root).ok().and_then(|d| d.to_str()) else {
             continue;
         };
-        let Ok(name) = format!("{generation}/{base}").parse::<ObjectName>() else {
+        let Ok(name) = format!("{rel}/{base}").parse::<ObjectName>() else {
             continue;
         };
         if only.is_some_and(|o| o != name) {

@@ -158,6 +158,12 @@ async fn resumable(
     let Some(last) = g.last_object() else {
         return Ok(Err(format!("generation {} is empty", g.id)));
     };
+    if base.name.version < 2 {
+        return Ok(Err(format!(
+            "generation {} is in archive format version 1, which this release reads but no longer writes",
+            g.id
+        )));
+    }
     let checked = async {
         let chain = check_snapshot_ends(store, base).await?;
         let name = last.name;
@@ -165,12 +171,12 @@ async fn resumable(
             Ok(Err(format!("object {name} is corrupt: {what}")))
         };
         if name.kind == ObjectKind::Snapshot {
-            return Ok(chain.map(|chain| Position {
+            return Ok(chain.map(|_| Position {
                 generation: name.generation,
                 replid: name.replid,
                 offset: name.start,
                 db: 0,
-                chain,
+                sum: format::stream_seed(name.generation),
             }));
         }
         if let Err(why) = chain {
@@ -187,12 +193,15 @@ async fn resumable(
         if !h.matches(&name) {
             return corrupt("its header disagrees with its name".into());
         }
+        let format::Link::Stream { end: sum, .. } = h.link else {
+            return corrupt("a segment of format version 1 in a version 2 generation".into());
+        };
         Ok(Ok(Position {
             generation: name.generation,
             replid: h.replid,
             offset: h.end,
             db: h.db_end,
-            chain: seg.checksum,
+            sum,
         }))
     };
     match checked.await {
@@ -211,16 +220,20 @@ async fn check_snapshot_ends(
     let corrupt = |what: String| -> Result<Result<u64, String>, StoreError> {
         Ok(Err(format!("snapshot {name} is corrupt: {what}")))
     };
-    let head_len = (format::PREAMBLE_LEN as u64 + 64).min(snap.size);
+    // A version 2 header is 4 bytes longer, and followed by its check.
+    let head_len =
+        (format::PREAMBLE_LEN as u64 + 68 + format::HEADER_CHECK_LEN as u64).min(snap.size);
     if snap.size < head_len + format::TRAILER_LEN as u64 {
         return corrupt(format!("only {} bytes", snap.size));
     }
     let head = store.get_range(&name, 0..head_len).await?;
     let header = match format::parse_preamble(&head) {
-        Ok(Some(p)) if p.kind == format::Kind::Snapshot && p.header.end <= head.len() => {
-            SnapshotHeader::decode(&head[p.header.clone()], p.header.start, p.version)
-                .map_err(|e| e.to_string())
-        }
+        Ok(Some(p)) if p.kind == format::Kind::Snapshot && p.body_start() <= head.len() => p
+            .check_header(&head)
+            .and_then(|_| {
+                SnapshotHeader::decode(&head[p.header.clone()], p.header.start, p.version)
+            })
+            .map_err(|e| e.to_string()),
         Ok(Some(p)) if p.kind == format::Kind::Snapshot => {
             Err("header longer than expected".into())
         }
@@ -532,12 +545,13 @@ impl Archiver {
                     None => info!(%generation, %replid, offset, "full sync: new generation"),
                 }
                 let time_ms = now_ms();
-                let Some(chain) = self
+                if self
                     .snapshot(&mut conn, generation, replid, offset, time_ms, shutdown)
                     .await?
-                else {
+                    .is_none()
+                {
                     return Ok(SessionEnd::Shutdown);
-                };
+                }
                 self.next_generation = generation
                     .next()
                     .map_err(|e| ArchiveError::Archive(e.to_string()))?;
@@ -548,7 +562,7 @@ impl Archiver {
                     replid,
                     offset,
                     db: 0,
-                    chain,
+                    sum: format::stream_seed(generation),
                 };
                 let _ = self.tx.send(Msg::Start(p));
                 self.pos = Some(p);
@@ -598,13 +612,13 @@ impl Archiver {
                 return Ok(None);
             }
         };
-        let name = ObjectName::snapshot(generation, offset, time_ms, replid);
+        let name = ObjectName::snapshot(generation, offset, time_ms, replid).v2(0);
         let header = SnapshotHeader {
             generation,
             offset,
             time_ms,
             replid,
-            taken: None,
+            taken: Some(format::Taken::Base),
         };
         let started = Instant::now();
         let Some(mut upload) = start_snapshot_upload(
@@ -1110,11 +1124,11 @@ mod tests {
         assert_eq!(resume_point(&store).await.unwrap(), (None, GenerationId(1)));
         let (_, c) = snapshot(&store, 1, 0, 1000).await;
         let (p, _) = resume_point(&store).await.unwrap();
-        assert_eq!(p.map(|p| (p.offset, p.chain)), Some((0, c)));
+        assert_eq!(p.map(|p| (p.offset, p.sum)), Some((0, c)));
         let (_, c) = segment(&store, 1, 0, 2, 1100, c).await;
         let (p, next) = resume_point(&store).await.unwrap();
         let p = p.unwrap();
-        assert_eq!((p.generation, p.offset, p.chain), (GenerationId(1), 28, c));
+        assert_eq!((p.generation, p.offset, p.sum), (GenerationId(1), 28, c));
         assert_eq!(next, GenerationId(2));
     }
 

@@ -25,14 +25,15 @@ use crate::archive::names::{GenerationId, ObjectName, ReplId};
 use crate::archive::store::{Store, StoreError};
 
 /// Where the archive stands: the generation, the replication id, the offset just past the last
-/// byte, the selected database there, and the checksum of the last object (the chain).
+/// byte, the selected database there, and the stream sum there (which the next segment starts
+/// from: the chain).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Position {
     pub generation: GenerationId,
     pub replid: ReplId,
     pub offset: u64,
     pub db: u32,
-    pub chain: u64,
+    pub sum: u64,
 }
 
 /// The durable point: everything in `generation` before `offset` is in the store.
@@ -278,7 +279,7 @@ impl Segmenter {
         let open = match &mut self.open {
             Some(o) => o,
             None => self.open.insert(Open {
-                body: SegmentBody::new().map_err(|source| SegmentError::Encode {
+                body: SegmentBody::new_v2(pos.sum).map_err(|source| SegmentError::Encode {
                     object: format!("segment at offset {}", pos.offset),
                     source,
                 })?,
@@ -317,6 +318,7 @@ impl Segmenter {
         };
         let pos = self.pos.as_mut().ok_or(SegmentError::NoGeneration)?;
         let (first, last) = (open.index[0], *open.index.last().expect("non-empty"));
+        let sum_end = open.body.stream_sum().unwrap_or_default();
         let header = SegmentHeader {
             generation: pos.generation,
             start: open.start,
@@ -326,7 +328,10 @@ impl Segmenter {
             db_start: open.db_start,
             db_end: pos.db,
             replid: pos.replid,
-            link: format::Link::PrevObject(pos.chain),
+            link: format::Link::Stream {
+                start: pos.sum,
+                end: sum_end,
+            },
             level: 0,
             frames: Vec::new(),
             index: open.index,
@@ -336,15 +341,16 @@ impl Segmenter {
             (header.start, header.end),
             (header.first_ms, header.last_ms),
             header.replid,
-        );
-        let (object, checksum) =
+        )
+        .v2(0);
+        let (object, _checksum) =
             open.body
                 .seal(&header)
                 .map_err(|source| SegmentError::Encode {
                     object: name.to_string(),
                     source,
                 })?;
-        pos.chain = checksum;
+        pos.sum = sum_end;
         let durable = Durable {
             generation: pos.generation,
             offset: pos.offset,
@@ -453,7 +459,7 @@ mod tests {
         let replid = test_replid('a');
         let cmd: &[u8] = b"*1\r\n$4\r\nPING\r\n";
         let len = cmd.len() as u64;
-        let taken = ObjectName::segment(GenerationId(1), (0, len), (7, 7), replid);
+        let taken = ObjectName::segment(GenerationId(1), (0, len), (7, 7), replid).v2(0);
         store
             .put_new(&taken, Bytes::from_static(b"someone else's segment"))
             .await
@@ -470,7 +476,7 @@ mod tests {
             replid,
             offset: 0,
             db: 0,
-            chain: 0,
+            sum: 0,
         }))
         .unwrap();
         // The chunk carries a GETACK, so it is sealed and sent to the uploader at once; the

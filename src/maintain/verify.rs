@@ -494,26 +494,28 @@ pub(crate) mod test_objects {
         v
     }
 
-    /// Uploads a snapshot of generation `g` at `offset`, arrived at `ms`; its name and checksum.
+    /// Uploads the base snapshot of generation `g` at `offset`, arrived at `ms`, in format
+    /// version 2; its name and the stream sum the first segment after it starts from.
     pub async fn snapshot(store: &Store, g: u64, offset: u64, ms: u64) -> (ObjectName, u64) {
         let h = SnapshotHeader {
             generation: GenerationId(g),
             offset,
             time_ms: ms,
             replid: test_replid('a'),
-            taken: None,
+            taken: Some(format::Taken::Base),
         };
-        let name = ObjectName::snapshot(h.generation, offset, ms, h.replid);
+        let name = ObjectName::snapshot(h.generation, offset, ms, h.replid).v2(0);
         let mut up = store
             .snapshot_upload(&name, &h, std::time::Duration::ZERO)
             .await
             .unwrap();
         up.write(&rdb()).await.unwrap();
-        (name, up.finish().await.unwrap().checksum)
+        up.finish().await.unwrap();
+        (name, format::stream_seed(h.generation))
     }
 
-    /// Puts a segment of `pings` PINGs of generation `g` from `start`, arrived at `ms`, chained
-    /// to `prev`; its name and checksum.
+    /// Puts a level 0 segment of `pings` PINGs of generation `g` from `start`, arrived at
+    /// `ms`, whose stream sum at its start is `prev`; its name and its stream sum at its end.
     pub async fn segment(
         store: &Store,
         g: u64,
@@ -524,6 +526,7 @@ pub(crate) mod test_objects {
     ) -> (ObjectName, u64) {
         let raw = PING.repeat(pings);
         let end = start + raw.len() as u64;
+        let sum_end = format::stream_sum(prev, &raw);
         let h = SegmentHeader {
             generation: GenerationId(g),
             start,
@@ -533,15 +536,18 @@ pub(crate) mod test_objects {
             db_start: 0,
             db_end: 0,
             replid: test_replid('a'),
-            link: crate::archive::format::Link::PrevObject(prev),
+            link: format::Link::Stream {
+                start: prev,
+                end: sum_end,
+            },
             level: 0,
             frames: Vec::new(),
             index: vec![TimeMark { end, ms }],
         };
-        let (obj, checksum) = format::encode_segment(&h, &raw).unwrap();
-        let name = ObjectName::segment(h.generation, (start, end), (ms, ms), h.replid);
+        let (obj, _) = format::encode_segment(&h, &raw).unwrap();
+        let name = ObjectName::segment(h.generation, (start, end), (ms, ms), h.replid).v2(0);
         store.put_new(&name, obj.into()).await.unwrap();
-        (name, checksum)
+        (name, sum_end)
     }
 }
 

@@ -1168,17 +1168,24 @@ mod tests {
                     db_start: 0,
                     db_end: 0,
                     replid: test_replid('a'),
-                    link: format::Link::PrevObject(chain),
+                    link: format::Link::Stream {
+                        start: chain,
+                        end: format::stream_sum(chain, raw.as_bytes()),
+                    },
                     level: 0,
                     frames: Vec::new(),
                     index: vec![TimeMark { end, ms }],
                 };
-                let (mut obj, checksum) = format::encode_segment(&h, raw.as_bytes()).unwrap();
+                let (mut obj, _) = format::encode_segment(&h, raw.as_bytes()).unwrap();
+                let format::Link::Stream { end: checksum, .. } = h.link else {
+                    unreachable!()
+                };
                 if corrupt == Some(i as usize) {
                     let last = obj.len() - 1;
                     obj[last] ^= 1;
                 }
-                let name = ObjectName::segment(h.generation, (start, end), (ms, ms), h.replid);
+                let name =
+                    ObjectName::segment(h.generation, (start, end), (ms, ms), h.replid).v2(0);
                 store.put_new(&name, obj.into()).await.unwrap();
                 names.push(name);
                 (chain, start) = (checksum, end);

@@ -551,9 +551,10 @@ fn stray_objects_are_not_resumed_and_the_last_generation_id_is_a_clear_error() {
     a.archive_while(&r, |con| exec(con, &["SET", "before", "1"]));
     let snap = archived(&a, ".snapshot").pop().unwrap();
     let stem = file_name(&snap);
-    let archive_dir = snap.parent().unwrap().parent().unwrap().to_path_buf();
+    // `<store>/default/<generation>/snapshots/<file>`.
+    let archive_dir = std::path::Path::new(a.store()).join("default");
     // Garbage named like a snapshot of a later generation: never resumed from by name.
-    let stray = archive_dir.join("0000000005").join(&stem);
+    let stray = archive_dir.join("0000000005").join("snapshots").join(&stem);
     std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
     std::fs::write(&stray, vec![0x42u8; 4096]).unwrap();
     let p = archiver(&a, &plain_url(&r), &[]);
@@ -577,7 +578,7 @@ fn stray_objects_are_not_resumed_and_the_last_generation_id_is_a_clear_error() {
 
     // Generation 9999999999: nothing can follow it. A clear error, and nothing written
     // under an id that does not fit the names.
-    let stray = archive_dir.join("9999999999").join(&stem);
+    let stray = archive_dir.join("9999999999").join("snapshots").join(&stem);
     std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
     std::fs::write(&stray, vec![0x42u8; 4096]).unwrap();
     let p = archiver(&a, &plain_url(&r), &[]);

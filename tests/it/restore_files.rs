@@ -458,11 +458,15 @@ fn a_missing_middle_segment_is_corrupt_and_names_the_range_in_order() {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "segment"))
         .collect();
-    // An object's name is `<generation>/<file name>`.
+    // An object's name is its path below the archive's directory.
+    let root = Path::new(archive.store()).join("default");
     let name_of = |p: &Path| -> redis_pitr::archive::names::ObjectName {
-        let gen = p.parent().unwrap().file_name().unwrap().to_str().unwrap();
-        let file = p.file_name().unwrap().to_str().unwrap();
-        format!("{gen}/{file}").parse().unwrap()
+        p.strip_prefix(&root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     segs.sort_by_key(|p| name_of(p).start);
     assert!(segs.len() >= 3, "{segs:?}");
