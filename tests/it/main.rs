@@ -8,6 +8,7 @@ mod archive_redis;
 mod fake_master;
 mod fidelity;
 mod harness;
+mod lease;
 mod rdb_fixtures;
 mod restore_files;
 mod restore_live;
