@@ -81,6 +81,15 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
+    /// A write refused because the lease was no longer held.
+    fn is_refused_write(&self) -> bool {
+        matches!(
+            self,
+            ArchiveError::Lease(LeaseError::NotHeld { .. })
+                | ArchiveError::Segment(SegmentError::Lease(_))
+        )
+    }
+
     fn is_fatal(&self) -> bool {
         match self {
             ArchiveError::Link(e) => e.is_fatal(),
@@ -423,6 +432,10 @@ impl Archiver {
                     warn!(error = %e, "could not release the lease: the next archiver takes it once it expires");
                 }
                 result
+            }
+            // Why the lease was lost says more than a write it refused.
+            Ok(Err(e)) if result.as_ref().is_err_and(ArchiveError::is_refused_write) => {
+                Err(e.into())
             }
             Ok(Err(e)) => result.and(Err(e.into())),
             Err(e) => result.and(Err(ArchiveError::Archive(format!(
