@@ -15,7 +15,8 @@
 //! - [`net`]: reaching a server: connection settings and dialing, shared by both halves.
 //! - [`ingest`]: the archiving half: replica link, segmenter, the archiver role.
 //! - [`archive`]: the archive as both halves see it: names, object format, snapshot frames,
-//!   store, reading many objects at once in order, catalog.
+//!   store, reading many objects at once in order, catalog, and the lease that admits one
+//!   writer at a time.
 //! - [`maintain`]: work on an archive at rest: verify.
 //! - [`replay`]: the restoring half: plan, cut, filter, key conversion, live and file
 //!   destinations.

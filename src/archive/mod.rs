@@ -1,12 +1,14 @@
 //! The archive itself, as both halves see it: typed object names ([`names`]), the object format
 //! ([`format`]) and snapshot bodies as zstd frames ([`frames`]), the object store under the
 //! archive's prefix ([`store`]), reading many objects with several GETs in flight, handed over
-//! in order ([`fetch`]), and the catalog of generations, windows and gaps that a listing
-//! alone gives ([`catalog`]).
+//! in order ([`fetch`]), the catalog of generations, windows and gaps that a listing alone
+//! gives ([`catalog`]), and the lease that lets one writer at a time work on an archive
+//! ([`lease`]).
 
 pub mod catalog;
 pub mod fetch;
 pub mod format;
 pub mod frames;
+pub mod lease;
 pub mod names;
 pub mod store;

@@ -320,6 +320,15 @@ impl Store {
         Path::from(format!("{}/{}", self.prefix, name))
     }
 
+    /// The archive's lease object (`archive::lease`).
+    pub fn lease_path(&self) -> Path {
+        Path::from(format!(
+            "{}/{}",
+            self.prefix,
+            crate::archive::lease::LEASE_OBJECT
+        ))
+    }
+
     fn backend_err(
         &self,
         op: &'static str,
@@ -347,6 +356,10 @@ impl Store {
         for m in metas {
             let loc = m.location.as_ref();
             let rel = loc.strip_prefix(&strip).unwrap_or(loc);
+            if rel == crate::archive::lease::LEASE_OBJECT {
+                // The lease is part of the archive, though not an archived object.
+                continue;
+            }
             match rel.parse::<ObjectName>() {
                 Ok(name) => listing.objects.push(Listed { name, size: m.size }),
                 Err(_) => listing.foreign.push(loc.to_string()),
@@ -1242,6 +1255,12 @@ mod tests {
         store
             .backend()
             .put(&Path::from("a/notes.txt"), PutPayload::from_static(b"n"))
+            .await
+            .unwrap();
+        // The lease is neither an object nor foreign.
+        store
+            .backend()
+            .put(&store.lease_path(), PutPayload::from_static(b"{}"))
             .await
             .unwrap();
         let l = store.list().await.unwrap();

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::archive::catalog::Catalog;
 use crate::archive::format::{self, SnapshotHeader};
+use crate::archive::lease::{Lease, LeaseCommand, LeaseConfig, LeaseError, LeaseGuard, Vouched};
 use crate::archive::names::{GenerationId, ObjectKind, ObjectName};
 use crate::archive::store::{SnapshotUpload, Store, StoreError};
 use crate::ingest::link::{eof_step, Connection, EofStep, LinkError, Payload, Psync};
@@ -36,6 +37,8 @@ pub struct ArchiveConfig {
     pub announce_port: u16,
     /// How long the link may go without receiving a byte before it is considered dead.
     pub read_timeout: Duration,
+    /// The archive's lease: its time to live, and whether to take a live one over.
+    pub lease: LeaseConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,9 @@ pub enum ArchiveError {
     Segment(#[from] SegmentError),
     #[error(transparent)]
     Stream(#[from] StreamError),
+    /// The lease: held by another process, lost, or not renewed in time.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     #[error("snapshot from {addr} is not a valid RDB: {what}")]
     BadSnapshot { addr: String, what: String },
     #[error("the archive is inconsistent: {0}")]
@@ -75,10 +81,19 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
+    /// A write refused because the lease was no longer held.
+    fn is_refused_write(&self) -> bool {
+        matches!(
+            self,
+            ArchiveError::Lease(LeaseError::NotHeld { .. })
+                | ArchiveError::Segment(SegmentError::Lease(_))
+        )
+    }
+
     fn is_fatal(&self) -> bool {
         match self {
             ArchiveError::Link(e) => e.is_fatal(),
-            ArchiveError::Segment(_) | ArchiveError::Archive(_) => true,
+            ArchiveError::Segment(_) | ArchiveError::Archive(_) | ArchiveError::Lease(_) => true,
             ArchiveError::Store(StoreError::Conflict { .. }) => true,
             _ => false,
         }
@@ -394,12 +409,65 @@ pub struct Archiver {
     /// The next session asks for a full sync even though the archive could be continued: the
     /// stream held a command the archiver refused to hold in memory.
     force_full_sync: bool,
+    /// Whether the archive's lease is still held: nothing is completed once it is not.
+    lease: LeaseGuard,
+    /// What the lease's next renewal vouches for (see [`Vouched`]).
+    vouch: watch::Sender<Option<Vouched>>,
 }
 
 impl Archiver {
     /// Runs until shutdown is requested (then flushes, ACKs and returns `Ok`) or an error that
     /// retrying cannot fix.
+    ///
+    /// Takes the archive's lease first, before anything is written (or removed), and keeps it
+    /// renewed while it runs; a lease lost or not renewed in time ends the run with
+    /// [`ArchiveError::Lease`]. The lease is released when the run ends otherwise.
     pub async fn run(cfg: ArchiveConfig, shutdown: CancellationToken) -> Result<(), ArchiveError> {
+        cfg.store.create_root().await?;
+        let lease = tokio::select! {
+            r = Lease::acquire(&cfg.store, LeaseCommand::Archive, cfg.lease) => r?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let guard = lease.guard();
+        let (vouch, vouched) = watch::channel(None);
+        let stop_renewing = CancellationToken::new();
+        let mut renewer = Renewer {
+            object: lease.object().to_string(),
+            task: None,
+        };
+        renewer.task = Some(tokio::spawn(lease.keep(vouched, stop_renewing.clone())));
+        let result = Self::run_holding(cfg, shutdown, guard, vouch, &mut renewer).await;
+        // Released after everything else has ended (the last segments are uploaded).
+        stop_renewing.cancel();
+        let Some(task) = renewer.task.take() else {
+            return result;
+        };
+        match task.await {
+            Ok(Ok(lease)) => {
+                if let Err(e) = lease.release().await {
+                    warn!(error = %e, "could not release the lease: the next archiver takes it once it expires");
+                }
+                result
+            }
+            // Why the lease was lost says more than a write it refused.
+            Ok(Err(e)) if result.as_ref().is_err_and(ArchiveError::is_refused_write) => {
+                Err(e.into())
+            }
+            Ok(Err(e)) => result.and(Err(e.into())),
+            Err(e) => result.and(Err(ArchiveError::Archive(format!(
+                "the lease renewal failed: {e}"
+            )))),
+        }
+    }
+
+    /// [`run`](Archiver::run) while the lease is held.
+    async fn run_holding(
+        cfg: ArchiveConfig,
+        shutdown: CancellationToken,
+        guard: LeaseGuard,
+        vouch: watch::Sender<Option<Vouched>>,
+        renewer: &mut Renewer,
+    ) -> Result<(), ArchiveError> {
         let (pos, next_generation) = resume_point(&cfg.store).await?;
         match &pos {
             Some(p) => info!(
@@ -415,6 +483,7 @@ impl Archiver {
                 segment_max_bytes: cfg.segment_max_bytes,
             },
         );
+        let segmenter = segmenter.with_lease(guard.clone());
         // Every task the archiver starts, so that it returns only once they have all ended.
         let tasks = TaskTracker::new();
         let (durable, mut lost) = guard_base(cfg.store.clone(), durable, &tasks);
@@ -432,6 +501,8 @@ impl Archiver {
             budget,
             established: false,
             force_full_sync: false,
+            lease: guard,
+            vouch,
         };
         let mut backoff = retry_backoff();
         // Whether `seg_task` has been awaited to its end already (a task is awaited once).
@@ -447,6 +518,10 @@ impl Archiver {
                     // Never continue a generation without a base: a full sync starts the next.
                     me.pos = None;
                     Err(StoreError::BaseLost { generation: g.to_string() }.into())
+                }
+                e = renewer.ended() => {
+                    error!(error = %e, "the archive's lease is lost: stopping");
+                    break Err(e.into());
                 }
                 r = &mut seg_task => {
                     segmenter_ended = true;
@@ -470,10 +545,14 @@ impl Archiver {
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.cancelled() => {}
+                        e = renewer.ended() => break Err(e.into()),
                     }
                     if store_failed {
                         // No new full sync (a fork on the master) while the store is down.
-                        wait_for_store(&me.cfg.store, &mut backoff, &shutdown).await;
+                        tokio::select! {
+                            _ = wait_for_store(&me.cfg.store, &mut backoff, &shutdown) => {}
+                            e = renewer.ended() => break Err(e.into()),
+                        }
                     }
                 }
             }
@@ -709,6 +788,11 @@ impl Archiver {
                 return Err(e);
             }
         }
+        // Not completed (made visible) once the lease is gone.
+        if let Err(e) = self.lease.check(&format!("snapshot {name}")) {
+            upload.abort().await;
+            return Err(e.into());
+        }
         let done = finish_snapshot(upload, &name).await?;
         let secs = started.elapsed().as_secs_f64();
         info!(
@@ -768,7 +852,9 @@ impl Archiver {
                 }
                 r = durable.changed() => {
                     if r.is_ok() {
-                        let v = ack_value(&durable.borrow_and_update());
+                        let d = *durable.borrow_and_update();
+                        self.vouch_if_idle(&d, &pos, pending.is_none() && conn.buffer().is_empty());
+                        let v = ack_value(&d);
                         if v != last_acked {
                             if let Err(e) = conn.ack(v).await {
                                 break Err(e.into());
@@ -778,7 +864,9 @@ impl Archiver {
                     }
                 }
                 _ = ack_tick.tick() => {
-                    let v = ack_value(&durable.borrow());
+                    let d = *durable.borrow();
+                    self.vouch_if_idle(&d, &pos, pending.is_none() && conn.buffer().is_empty());
+                    let v = ack_value(&d);
                     if let Err(e) = conn.ack(v).await {
                         break Err(e.into());
                     }
@@ -836,6 +924,54 @@ impl Archiver {
             let _ = self.tx.send(Msg::Chunk(c));
         }
         result
+    }
+}
+
+impl Archiver {
+    /// Vouches, for the lease's next renewal, that the master had nothing beyond the durable
+    /// offset now: when everything received (`pos`) is durable and nothing more waits on the
+    /// link (`idle`: no chunk held back, no part of a command in the read buffer). Otherwise
+    /// the previous vouched point stays.
+    fn vouch_if_idle(&self, durable: &Durable, pos: &Position, idle: bool) {
+        if idle && durable.generation == pos.generation && durable.offset == pos.offset {
+            self.vouch.send_replace(Some(Vouched {
+                generation: durable.generation.0,
+                offset: durable.offset,
+                ms: now_ms(),
+            }));
+        }
+    }
+}
+
+/// The task that keeps the lease renewed; awaited once, by whoever sees it end first.
+struct Renewer {
+    task: Option<tokio::task::JoinHandle<Result<Lease, LeaseError>>>,
+    /// The lease object, for messages.
+    object: String,
+}
+
+impl Renewer {
+    /// Resolves when the renewal ended with an error (lost, or not renewed in time); never
+    /// otherwise.
+    async fn ended(&mut self) -> LeaseError {
+        let Some(task) = self.task.as_mut() else {
+            return std::future::pending().await;
+        };
+        let r = task.await;
+        self.task = None;
+        match r {
+            Ok(Err(e)) => e,
+            // Stopped (which only happens once the archiver is done), or the task failed:
+            // nothing renews the lease any more.
+            Ok(Ok(_)) => LeaseError::NotHeld {
+                object: self.object.clone(),
+                writing: "anything more: its renewal stopped".into(),
+            },
+            Err(e) => LeaseError::NotHeld {
+                object: self.object.clone(),
+                writing: format!("anything more: its renewal failed ({e})"),
+            },
+        }
     }
 }
 

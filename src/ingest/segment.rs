@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::archive::format::{self, SegmentBody, SegmentHeader, TimeMark};
+use crate::archive::lease::{LeaseError, LeaseGuard};
 use crate::archive::names::{GenerationId, ObjectName, ReplId};
 use crate::archive::store::{Store, StoreError};
 
@@ -94,6 +95,9 @@ pub enum SegmentError {
     NoGeneration,
     #[error("the uploader stopped unexpectedly")]
     UploaderGone,
+    /// The archive's lease is no longer held: nothing more may be uploaded.
+    #[error(transparent)]
+    Lease(Box<LeaseError>),
 }
 
 struct Open {
@@ -129,6 +133,8 @@ pub struct Segmenter {
     durable: watch::Sender<Durable>,
     pos: Option<Position>,
     open: Option<Open>,
+    /// When given, nothing is uploaded once it is no longer valid.
+    lease: Option<LeaseGuard>,
 }
 
 /// The uploader's end, held by a running segmenter.
@@ -173,16 +179,29 @@ impl Segmenter {
                 durable: dtx,
                 pos: None,
                 open: None,
+                lease: None,
             },
             tx,
             drx,
         )
     }
 
+    /// Uploads only while `lease` is valid: the first segment found after it lapsed ends the
+    /// segmenter with [`SegmentError::Lease`].
+    pub fn with_lease(mut self, lease: LeaseGuard) -> Segmenter {
+        self.lease = Some(lease);
+        self
+    }
+
     /// Runs until every sender is dropped. Fails only on errors that retrying cannot fix.
     pub async fn run(mut self) -> Result<(), SegmentError> {
         let (tx, rx) = mpsc::channel(1);
-        let task = tokio::spawn(upload_loop(self.store.clone(), rx, self.durable.clone()));
+        let task = tokio::spawn(upload_loop(
+            self.store.clone(),
+            rx,
+            self.durable.clone(),
+            self.lease.clone(),
+        ));
         let mut up = Uploads {
             tx,
             task: Some(task),
@@ -371,6 +390,7 @@ async fn upload_loop(
     store: Store,
     mut rx: mpsc::Receiver<Up>,
     durable: watch::Sender<Durable>,
+    lease: Option<LeaseGuard>,
 ) -> Result<(), SegmentError> {
     while let Some(up) = rx.recv().await {
         match up {
@@ -386,7 +406,7 @@ async fn upload_loop(
                 durable: d,
                 permits,
             } => {
-                put_until_stored(&store, &name, object).await?;
+                put_until_stored(&store, &name, object, lease.as_ref()).await?;
                 durable.send_replace(d);
                 drop(permits);
             }
@@ -395,14 +415,22 @@ async fn upload_loop(
     Ok(())
 }
 
+/// Puts one segment, retrying with backoff until the store takes it. Checks the lease, when
+/// given, before every attempt.
 async fn put_until_stored(
     store: &Store,
     name: &ObjectName,
     object: Bytes,
+    lease: Option<&LeaseGuard>,
 ) -> Result<(), SegmentError> {
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0u32;
     loop {
+        if let Some(lease) = lease {
+            lease
+                .check(&format_args!("segment {name}"))
+                .map_err(|e| SegmentError::Lease(Box::new(e)))?;
+        }
         match store.put_new(name, object.clone()).await {
             Ok(()) => break,
             Err(e @ StoreError::Conflict { .. }) => return Err(SegmentError::Store(e)),
@@ -448,6 +476,67 @@ mod tests {
             getack: true,
             permit: None,
         }
+    }
+
+    /// Once the lease is no longer valid, nothing is uploaded: the segmenter ends with the
+    /// lease error naming the segment it did not write.
+    #[tokio::test]
+    async fn nothing_is_uploaded_after_the_lease_lapsed() {
+        use crate::archive::lease::{Lease, LeaseCommand, LeaseConfig};
+        let store = Store::open("memory://", &"a".parse().unwrap()).unwrap();
+        let lease = Lease::acquire(&store, LeaseCommand::Archive, LeaseConfig::default())
+            .await
+            .unwrap();
+        let guard = lease.guard();
+        let (segmenter, tx, durable) = Segmenter::new(
+            store.clone(),
+            SegmenterConfig {
+                flush_interval: Duration::from_secs(60),
+                segment_max_bytes: 1 << 20,
+            },
+        );
+        let segmenter = segmenter.with_lease(guard);
+        let task = tokio::spawn(segmenter.run());
+        let replid = test_replid('a');
+        tx.send(Msg::Start(Position {
+            generation: GenerationId(1),
+            replid,
+            offset: 0,
+            db: 0,
+            sum: 0,
+        }))
+        .unwrap();
+        let cmd: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+        let len = cmd.len() as u64;
+        tx.send(Msg::Chunk(chunk(cmd, len, 7))).unwrap();
+        let mut d = durable.clone();
+        tokio::time::timeout(Duration::from_secs(10), d.wait_for(|d| d.offset == len))
+            .await
+            .expect("uploaded while the lease is valid")
+            .unwrap();
+        // Released (as when taken over): the next segment is refused.
+        lease.release().await.unwrap();
+        tx.send(Msg::Chunk(chunk(cmd, 2 * len, 8))).unwrap();
+        drop(tx);
+        let r = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the segmenter ends")
+            .unwrap();
+        match r {
+            Err(SegmentError::Lease(e)) => {
+                assert!(e.to_string().contains("not writing segment"), "{e}")
+            }
+            other => panic!("expected the lease error, got {other:?}"),
+        }
+        let listing = store.list().await.unwrap();
+        assert_eq!(listing.objects.len(), 1);
+        assert_eq!(
+            *durable.borrow(),
+            Durable {
+                generation: GenerationId(1),
+                offset: len
+            }
+        );
     }
 
     /// A segment name taken by other bytes (a second archiver on the same archive) is a

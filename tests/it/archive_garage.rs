@@ -1,6 +1,6 @@
 //! `pitr archive` into a real S3-compatible server (Garage): the whole flow, a restart that
-//! resumes from S3, Garage stopped for 20 s in the middle of writes, and Garage stopped while
-//! a snapshot streams in.
+//! resumes from S3, Garage stopped for 20 s in the middle of writes, Garage stopped while
+//! a snapshot streams in, and the lease on a store that ignores conditional puts.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,8 +65,14 @@ fn garage_down_for_20s_during_writes_loses_nothing() {
     let g = Garage::start();
     let r = RedisServer::start(&[("repl-backlog-size", "64mb")]);
     let a = archive(&g, "outage");
-    // A small buffer, so that the outage also exercises backpressure.
-    let p = a.archiver(&r, &["--flush-interval", "250ms", "--max-buffer", "1MiB"]);
+    // A small buffer, so that the outage also exercises backpressure. The lease's time to live
+    // bounds the outage an archiver rides out (the default 30 s allows 20 to 25 s after the
+    // last renewal): a longer one here, so that the outage tests the buffering alone.
+    let p = a.archiver_with(
+        &plain_url(&r),
+        &["--flush-interval", "250ms", "--max-buffer", "1MiB"],
+        &[("PITR_LEASE_TTL".to_string(), "120s".to_string())],
+    );
     wait_online(&r, Duration::from_secs(60));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -202,4 +208,84 @@ fn garage_down_during_a_full_sync_keeps_the_snapshot() {
     p.stop_gracefully(Duration::from_secs(30));
     let v = a.verify();
     assert_eq!(v["snapshots"], 1);
+}
+
+/// Garage ignores conditional puts (a second create-only put overwrites, and so does a put
+/// conditional on a version that is not the current one): the lease works by reading back.
+/// It is renewed, a second archiver is refused naming the first, and `--takeover` ends the
+/// first at its next renewal.
+#[test]
+fn the_lease_on_garage_is_renewed_refuses_a_second_archiver_and_can_be_taken_over() {
+    let g = Garage::start();
+    let r = RedisServer::start(&[]);
+    let a = archive(&g, "lease");
+    let ttl = [("PITR_LEASE_TTL".to_string(), "3s".to_string())];
+    let p1 = a.archiver_with(&plain_url(&r), FLUSH, &ttl);
+    wait_online(&r, Duration::from_secs(60));
+    let renewed = || a.ls()["lease"]["renewed_ms"].as_u64().expect("a lease");
+    let first = renewed();
+    wait_until_msg(Duration::from_secs(20), "the lease to be renewed", || {
+        renewed() >= first + 2000
+    });
+    assert!(
+        !p1.log().contains("renewing the lease failed"),
+        "{}",
+        p1.log()
+    );
+    let p2 = a.archiver_with(&plain_url(&r), FLUSH, &ttl);
+    let st = p2
+        .wait_timeout(Duration::from_secs(30))
+        .expect("the second archiver is refused");
+    assert_eq!(st.code(), Some(6), "{}", p2.log());
+    assert!(
+        p2.stderr().contains(&format!("pid {}", p1.pid())),
+        "{}",
+        p2.stderr()
+    );
+    let p3 = a.archiver_with(
+        &plain_url(&r),
+        &["--flush-interval", "250ms", "--takeover"],
+        &ttl,
+    );
+    p3.wait_for_log("lease acquired", Duration::from_secs(30));
+    let st = p1
+        .wait_timeout(Duration::from_secs(30))
+        .expect("the old holder stops at its next renewal");
+    assert_eq!(st.code(), Some(6), "{}", p1.log_tail(20));
+    assert!(p1.stderr().contains("taken over"), "{}", p1.stderr());
+    p3.wait_for_log("partial resync", Duration::from_secs(30));
+    p3.stop_gracefully(Duration::from_secs(30));
+    assert!(a.ls()["lease"].is_null());
+}
+
+/// A store outage that outlasts the lease ends the archiver with the lease's exit code (another
+/// archiver could take the archive over by then), and what was acknowledged stays restorable.
+#[test]
+fn an_outage_longer_than_the_lease_ends_the_archiver() {
+    let g = Garage::start();
+    let r = RedisServer::start(&[]);
+    let a = archive(&g, "lapse");
+    let p = a.archiver_with(
+        &plain_url(&r),
+        FLUSH,
+        &[("PITR_LEASE_TTL".to_string(), "3s".to_string())],
+    );
+    wait_online(&r, Duration::from_secs(60));
+    let mut con = r.client();
+    let _: () = redis::cmd("SET").arg("k").arg("1").query(&mut con).unwrap();
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
+    assert_eq!(n, 1);
+    g.stop();
+    let st = p
+        .wait_timeout(Duration::from_secs(30))
+        .expect("the archiver stops once its lease lapses");
+    g.start_again();
+    assert_eq!(st.code(), Some(6), "{}", p.log_tail(20));
+    let err = p.stderr();
+    assert!(
+        err.contains("could not be renewed") || err.contains("no longer held"),
+        "{}",
+        p.log_tail(20)
+    );
+    a.verify();
 }

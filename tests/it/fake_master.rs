@@ -160,6 +160,7 @@ fn start_archiver(port: u16) -> Running {
         max_buffer: 8 << 20,
         announce_port: 0,
         read_timeout: Duration::from_secs(5),
+        lease: Default::default(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(Archiver::run(cfg, stop.clone()));

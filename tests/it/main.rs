@@ -9,6 +9,7 @@ mod fake_master;
 mod fidelity;
 mod format_v1;
 mod harness;
+mod lease;
 mod rdb_fixtures;
 mod restore_files;
 mod restore_live;

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use redis_pitr::archive::lease::{LeaseConfig, MIN_TTL};
+use redis_pitr::archive::store::redact_store_url;
 use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
 use redis_pitr::net::Source;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +37,14 @@ pub struct ArchiveArgs {
     /// Consider the master gone after this long without data (it PINGs every 10 s by default).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     read_timeout: Duration,
+    /// Take the archive's lease even while another process holds it. Only for a holder known
+    /// to be gone (killed, its host down): if it still runs, it stops at its next renewal,
+    /// but may write until then.
+    #[arg(long)]
+    takeover: bool,
+    /// Time to live of the archive's lease (renewed every sixth of it). For tests.
+    #[arg(long, env = "PITR_LEASE_TTL", default_value = "30s", value_parser = parse_duration, hide = true)]
+    lease_ttl: Duration,
 }
 
 /// The password from the environment, if any: PITR_SOURCE_PASSWORD, then REDISCLI_AUTH.
@@ -56,6 +66,9 @@ impl ArchiveArgs {
         if self.max_buffer < self.segment_max_bytes.min(1 << 20) {
             return Err(Usage::new("--max-buffer", "must be at least 1MiB").into());
         }
+        if self.lease_ttl < MIN_TTL {
+            return Err(Usage::new("--lease-ttl", "at least 1s").into());
+        }
         let store = self.store.open()?;
         Ok(ArchiveConfig {
             source,
@@ -66,6 +79,10 @@ impl ArchiveArgs {
                 .map_err(|_| Usage::new("--max-buffer", "too large for this machine"))?,
             announce_port: self.announce_port,
             read_timeout: self.read_timeout,
+            lease: LeaseConfig {
+                ttl: self.lease_ttl,
+                takeover: self.takeover,
+            },
         })
     }
 }
@@ -73,7 +90,7 @@ impl ArchiveArgs {
 /// Archives until SIGTERM or SIGINT (then flushes, uploads, ACKs and returns); a second signal
 /// exits at once with 130.
 pub async fn run(cfg: ArchiveConfig) -> anyhow::Result<()> {
-    tracing::info!(source = %cfg.source.addr(), store = %cfg.store.url(),
+    tracing::info!(source = %cfg.source.addr(), store = %redact_store_url(cfg.store.url()),
         flush_interval_ms = cfg.flush_interval.as_millis() as u64, "pitr archive starting");
     let shutdown = CancellationToken::new();
     let request = shutdown.clone();

@@ -1,11 +1,12 @@
 //! `pitr ls`: the archive's generations, restorable windows, snapshots and gaps, from a
-//! listing alone.
+//! listing alone; and the archive's lease (who writes to it, and what it last vouched for).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
 use redis_pitr::archive::catalog::Catalog;
+use redis_pitr::archive::lease::{Lease, LeaseInfo};
 use redis_pitr::archive::store::Store;
 
 use crate::args::ReadArgs;
@@ -30,8 +31,10 @@ pub fn config(a: ReadArgs) -> anyhow::Result<LsConfig> {
 pub async fn run(cfg: LsConfig) -> anyhow::Result<()> {
     let listing = cfg.store.list().await.context("listing the archive")?;
     let catalog = Catalog::from_listing(&listing);
+    // A lease that cannot be read is shown, not fatal: the listing is what ls is for.
+    let lease = Lease::read(&cfg.store).await.map_err(|e| e.to_string());
     let mut out = Out::stdout();
-    print(&mut out, &cfg, &catalog)?;
+    print(&mut out, &cfg, &catalog, &lease, now_ms())?;
     out.flush()?;
     if catalog.generations.is_empty() {
         return Err(Finding::Empty {
@@ -43,21 +46,113 @@ pub async fn run(cfg: LsConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print(out: &mut Out, cfg: &LsConfig, catalog: &Catalog) -> anyhow::Result<()> {
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The lease for `--json`: its fields, how long ago it was renewed and how long it has left
+/// (negative once expired).
+fn lease_json(lease: &Result<Option<LeaseInfo>, String>, now: u64) -> serde_json::Value {
+    match lease {
+        Ok(None) => serde_json::Value::Null,
+        Ok(Some(l)) => {
+            let mut v = serde_json::to_value(l).unwrap_or_default();
+            if let Some(m) = v.as_object_mut() {
+                m.insert(
+                    "renewed_ago_ms".into(),
+                    (now as i64 - l.renewed_ms as i64).into(),
+                );
+                m.insert(
+                    "expires_in_ms".into(),
+                    (l.expires_ms as i64 - now as i64).into(),
+                );
+                m.insert("live".into(), l.is_live(now).into());
+            }
+            v
+        }
+        Err(e) => serde_json::json!({ "error": e }),
+    }
+}
+
+/// A signed span between two times in milliseconds, as text: `3s`, `2m 5s`.
+fn span(from: u64, to: u64) -> String {
+    humantime::format_duration(Duration::from_secs(to.saturating_sub(from) / 1000)).to_string()
+}
+
+/// The lease in text: who holds it and until when, and what it vouched for.
+fn print_lease(
+    out: &mut Out,
+    lease: &Result<Option<LeaseInfo>, String>,
+    now: u64,
+) -> anyhow::Result<()> {
+    let l = match lease {
+        Ok(None) => {
+            outln!(out, "lease        none (no writer)");
+            return Ok(());
+        }
+        Err(e) => {
+            outln!(out, "lease        UNREADABLE: {e}");
+            return Ok(());
+        }
+        Ok(Some(l)) => l,
+    };
+    let state = if l.is_live(now) {
+        format!("expires in {}", span(now, l.expires_ms))
+    } else {
+        format!(
+            "EXPIRED {} ago (its holder stopped without releasing it)",
+            span(l.expires_ms, now)
+        )
+    };
+    outln!(
+        out,
+        "lease        pitr {} pid {} on host {} (holder {}), renewed {} ago, {state}",
+        l.command,
+        l.pid,
+        l.host,
+        l.holder,
+        span(l.renewed_ms, now)
+    );
+    if let (Some(offset), Some(ms)) = (l.vouched_offset, l.vouched_ms) {
+        let generation = l
+            .vouched_generation
+            .map_or_else(String::new, |g| format!(" of generation {g:010}"));
+        outln!(
+            out,
+            "  vouched    offset {offset}{generation} at {} ({} ago): nothing newer on the master then",
+            fmt_time(ms),
+            span(ms, now)
+        );
+    }
+    Ok(())
+}
+
+fn print(
+    out: &mut Out,
+    cfg: &LsConfig,
+    catalog: &Catalog,
+    lease: &Result<Option<LeaseInfo>, String>,
+    now: u64,
+) -> anyhow::Result<()> {
     let url = cfg.store.url();
     if cfg.json {
-        outln!(out, "{}", serde_json::to_string_pretty(catalog)?);
+        let mut v = serde_json::to_value(catalog)?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert("lease".into(), lease_json(lease, now));
+        }
+        outln!(out, "{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     if catalog.generations.is_empty() {
         outln!(out, "archive {:?} in {url}: empty", cfg.name);
+        print_lease(out, lease, now)?;
         return Ok(());
     }
     outln!(out, "archive {:?} in {url}", cfg.name);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    print_lease(out, lease, now)?;
     for (i, g) in catalog.generations.iter().enumerate() {
         outln!(out);
         outln!(out, "generation {}  replid {}", g.id, g.replid);

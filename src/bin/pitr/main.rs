@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use redis_pitr::archive::lease::LeaseError;
 use redis_pitr::archive::store::StoreError;
 use redis_pitr::ingest::archiver::ArchiveError;
 use redis_pitr::ingest::link::LinkError;
@@ -32,6 +33,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NOT_FOUND: u8 = 3;
 pub const EXIT_CORRUPT: u8 = 4;
 pub const EXIT_UNREACHABLE: u8 = 5;
+pub const EXIT_LEASE: u8 = 6;
 
 /// Point-in-time recovery for Redis and Valkey: archive a master's replication stream into
 /// object storage, and read the archive back.
@@ -179,6 +181,9 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     if let Some(e) = e.downcast_ref::<SegmentError>() {
         return Some(segment_code(e));
     }
+    if let Some(e) = e.downcast_ref::<LeaseError>() {
+        return Some(lease_code(e));
+    }
     if e.is::<LinkError>() {
         return Some(EXIT_UNREACHABLE);
     }
@@ -263,6 +268,7 @@ fn archive_code(e: &ArchiveError) -> u8 {
         ArchiveError::Segment(s) => segment_code(s),
         ArchiveError::SnapshotUpload { source, .. } => store_code(source),
         ArchiveError::CommandTooLarge { .. } => EXIT_FAILURE,
+        ArchiveError::Lease(l) => lease_code(l),
         ArchiveError::Stream(_)
         | ArchiveError::BadSnapshot { .. }
         | ArchiveError::Archive(_)
@@ -273,10 +279,29 @@ fn archive_code(e: &ArchiveError) -> u8 {
 fn segment_code(e: &SegmentError) -> u8 {
     match e {
         SegmentError::Store(s) => store_code(s),
+        SegmentError::Lease(l) => lease_code(l),
         SegmentError::Encode { .. }
         | SegmentError::Discontinuity { .. }
         | SegmentError::NoGeneration
         | SegmentError::UploaderGone => EXIT_FAILURE,
+    }
+}
+
+fn lease_code(e: &LeaseError) -> u8 {
+    match e {
+        // Another writer holds the archive, took it over, or this one could not keep it.
+        LeaseError::Held { .. }
+        | LeaseError::Lost { .. }
+        | LeaseError::Expired { .. }
+        | LeaseError::NotHeld { .. }
+        | LeaseError::Contended { .. } => EXIT_LEASE,
+        // A lease object this version cannot read (`--takeover` replaces it).
+        LeaseError::Unreadable { .. } => EXIT_CORRUPT,
+        LeaseError::Store { source, .. } => match source {
+            object_store::Error::NotFound { .. } => EXIT_NOT_FOUND,
+            _ => EXIT_UNREACHABLE,
+        },
+        LeaseError::Timeout { .. } => EXIT_UNREACHABLE,
     }
 }
 
@@ -580,6 +605,69 @@ mod tests {
         assert_eq!(code(A::Archive("x".into())), EXIT_FAILURE);
         let cont = A::UnexpectedContinue { addr: "a".into() };
         assert_eq!(code(cont), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn lease_rows() {
+        let object = || "default/lease in s3://bucket/p".to_string();
+        let held = LeaseError::Held {
+            object: object(),
+            holder: "h".into(),
+            host: "box".into(),
+            pid: 42,
+            command: "archive".into(),
+            expires: "2026-01-01T00:00:00Z".into(),
+        };
+        let text = held.to_string();
+        assert!(text.contains("pid 42 on host box"), "{text}");
+        // Refused at start: the error reaches main as it is, or inside the archiver's.
+        assert_eq!(code(ArchiveError::Lease(held)), EXIT_LEASE);
+        let lost = LeaseError::Lost {
+            object: object(),
+            holder: "h".into(),
+            host: "box".into(),
+            pid: 42,
+            command: "archive".into(),
+        };
+        assert_eq!(code(lost), EXIT_LEASE);
+        let expired = LeaseError::Expired {
+            object: object(),
+            since_ms: 25_000,
+            ttl_ms: 30_000,
+            last_error: "timeout".into(),
+        };
+        assert_eq!(code(ArchiveError::Lease(expired)), EXIT_LEASE);
+        let refused = LeaseError::NotHeld {
+            object: object(),
+            writing: "segment s".into(),
+        };
+        assert_eq!(
+            code(ArchiveError::Segment(SegmentError::Lease(Box::new(
+                refused
+            )))),
+            EXIT_LEASE
+        );
+        assert_eq!(code(LeaseError::Contended { object: object() }), EXIT_LEASE);
+        let unreadable = LeaseError::Unreadable {
+            object: object(),
+            reason: "not a lease".into(),
+        };
+        assert_eq!(code(unreadable), EXIT_CORRUPT);
+        let timeout = LeaseError::Timeout {
+            op: "get",
+            object: object(),
+            after: std::time::Duration::from_secs(5),
+        };
+        assert_eq!(code(ArchiveError::Lease(timeout)), EXIT_UNREACHABLE);
+        let store = LeaseError::Store {
+            op: "put",
+            object: object(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: "connection refused".into(),
+            },
+        };
+        assert_eq!(code(store), EXIT_UNREACHABLE);
     }
 
     #[test]
