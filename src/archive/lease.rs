@@ -240,9 +240,14 @@ fn now_ms() -> u64 {
 }
 
 /// Whether the holder may still write, shared with whatever writes for it.
+///
+/// A lease that lapsed because the store did not answer is only paused: its holder keeps
+/// trying to renew it, and writers wait ([`wait_valid`](LeaseGuard::wait_valid)) until it is
+/// renewed, as they wait for the store itself. A lease taken over or given up is gone for good.
 #[derive(Clone, Debug)]
 pub struct LeaseGuard {
     until: Arc<Mutex<Instant>>,
+    gone: Arc<std::sync::atomic::AtomicBool>,
     object: Arc<str>,
 }
 
@@ -250,7 +255,39 @@ impl LeaseGuard {
     /// Whether the lease is still valid: its last successful renewal is younger than the time
     /// to live minus the margin.
     pub fn is_valid(&self) -> bool {
-        Instant::now() < self.until()
+        !self.is_gone() && Instant::now() < self.until()
+    }
+
+    /// Whether the lease is gone for good (taken over, or given up).
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn end(&self) {
+        self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.set(Instant::now());
+    }
+
+    /// Waits while the lease is lapsed but may be renewed; `Err` for a write of `writing` once
+    /// it is gone for good.
+    pub async fn wait_valid(&self, writing: &str) -> Result<(), LeaseError> {
+        let mut waited = false;
+        loop {
+            if self.is_valid() {
+                if waited {
+                    tracing::info!(lease = %self.object, "the lease is renewed: writing again");
+                }
+                return Ok(());
+            }
+            self.check(&writing)
+                .or_else(|e| if self.is_gone() { Err(e) } else { Ok(()) })?;
+            if !waited {
+                tracing::warn!(lease = %self.object, writing = %writing,
+                    "the lease lapsed (the store did not answer its renewals): waiting until it is renewed");
+                waited = true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn until(&self) -> Instant {
@@ -550,6 +587,7 @@ impl Lease {
                 Ok(version) => {
                     let guard = LeaseGuard {
                         until: Arc::new(Mutex::new(started + cfg.ttl - cfg.margin())),
+                        gone: Arc::default(),
                         object: place.object.as_str().into(),
                     };
                     tracing::info!(lease = %place.object, %holder, ttl_ms = cfg.ttl.as_millis() as u64,
@@ -618,8 +656,9 @@ impl Lease {
         self.guard.clone()
     }
 
+    /// The lease is gone for good: taken over, or given up.
     fn invalidate(&self) {
-        self.guard.set(Instant::now());
+        self.guard.end();
     }
 
     /// Renews the lease, with `vouched` when given (otherwise the previous vouched values
@@ -627,8 +666,15 @@ impl Lease {
     /// on; store errors and timeouts leave it valid until it lapses.
     pub async fn renew(&mut self, vouched: Option<Vouched>) -> Result<(), LeaseError> {
         let mode = match self.place.fetch().await? {
+            None if !self.guard.is_valid() => {
+                // Lapsed, then removed: another writer may have held it and released it
+                // meanwhile, so this one may not simply go on.
+                self.invalidate();
+                return Err(LeaseError::lost(&self.place.object, None));
+            }
             None => {
-                // Removed (the store emptied?): nobody holds it; create it again.
+                // Removed (the store emptied?) while held: nobody else holds it; create it
+                // again.
                 tracing::warn!(lease = %self.place.object, "the lease is gone from the store; writing it again");
                 PutMode::Create
             }
@@ -687,10 +733,19 @@ impl Lease {
                 _ = tokio::time::sleep_until(next) => {}
             }
             let lapses = self.guard.until();
+            // Once lapsed, a renewal is simply tried again: there is nothing left to race.
+            let paused = Instant::now() >= lapses;
+            let lapse = async {
+                if paused {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep_until(lapses).await
+                }
+            };
             let v = *vouched.borrow();
             let r = tokio::select! {
                 _ = stop.cancelled() => return Ok(self),
-                _ = tokio::time::sleep_until(lapses) => None,
+                _ = lapse => None,
                 r = self.renew(v) => Some(r),
             };
             match r {
@@ -708,22 +763,29 @@ impl Lease {
                     next = Instant::now() + retry;
                 }
                 Some(Err(e)) if !e.is_transient() => return Err(e),
-                // A failed renewal past the lapse, or the lapse while a renewal waited.
+                // A failed renewal past the lapse, or the lapse while a renewal waited: writes
+                // pause (the guard is no longer valid) and renewals go on, as for a new
+                // holder: the lease is ours again only if nobody took it meanwhile.
                 other => {
-                    self.invalidate();
                     if let Some(Err(e)) = other {
                         last_error = Some(e.to_string());
                     }
-                    let since = Instant::now()
-                        .saturating_duration_since(lapses)
-                        .saturating_add(self.cfg.ttl - self.cfg.margin());
-                    return Err(LeaseError::Expired {
+                    let e = LeaseError::Expired {
                         object: self.place.object.clone(),
-                        since_ms: since.as_millis() as u64,
+                        since_ms: Instant::now()
+                            .saturating_duration_since(lapses)
+                            .saturating_add(self.cfg.ttl - self.cfg.margin())
+                            .as_millis() as u64,
                         ttl_ms: self.cfg.ttl.as_millis() as u64,
                         last_error: last_error
+                            .clone()
                             .unwrap_or_else(|| "the store did not answer in time".into()),
-                    });
+                    };
+                    if !paused {
+                        tracing::error!(error = %e,
+                            "the lease lapsed: writes wait until it is renewed (renewals go on)");
+                    }
+                    next = Instant::now() + every.min(retry * 4);
                 }
             }
         }
@@ -982,11 +1044,12 @@ mod tests {
         assert!(!guard.is_valid());
     }
 
-    /// A store that stops answering: renewals time out, and `keep` gives the lease up with
-    /// `Expired` once the last renewal is older than the time to live minus the margin, not
-    /// later.
+    /// A store that stops answering: renewals time out, and the lease lapses once the last
+    /// renewal is older than the time to live minus the margin, not later; writers then wait
+    /// (it is not gone), and once the store answers again the same holder renews it and
+    /// writes go on.
     #[tokio::test(start_paused = true)]
-    async fn keep_ends_with_expired_when_the_store_stops_answering() {
+    async fn a_lease_lapses_while_the_store_is_silent_and_is_renewed_when_it_answers() {
         use object_store::memory::InMemory;
         use object_store::throttle::{ThrottleConfig, ThrottledStore};
         let slow = Arc::new(ThrottledStore::new(
@@ -1000,21 +1063,73 @@ mod tests {
         let guard = lease.guard();
         let acquired = Instant::now();
         let (_vtx, vrx) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(lease.keep(vrx, stop.clone()));
+        slow.config_mut(|c| c.wait_get_per_call = Duration::from_secs(3600));
+        while guard.is_valid() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let lapsed = acquired.elapsed();
+        assert!(
+            lapsed >= Duration::from_secs(25) && lapsed < Duration::from_secs(26),
+            "{lapsed:?}"
+        );
+        assert!(!guard.is_gone());
+        // A writer waits; the store answers again; the write goes on.
+        let writer = {
+            let guard = guard.clone();
+            tokio::spawn(async move { guard.wait_valid("a segment").await })
+        };
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(!writer.is_finished());
+        slow.config_mut(|c| c.wait_get_per_call = Duration::ZERO);
+        tokio::time::timeout(Duration::from_secs(60), writer)
+            .await
+            .expect("the writer goes on")
+            .unwrap()
+            .unwrap();
+        assert!(guard.is_valid());
+        stop.cancel();
+        let lease = task.await.unwrap().unwrap();
+        lease.release().await.unwrap();
+        assert!(guard.is_gone());
+        assert!(guard.wait_valid("more").await.is_err());
+    }
+
+    /// A lease that lapsed and was taken by another holder meanwhile is not renewed: the old
+    /// holder's renewal finds the new one and ends with `Lost`.
+    #[tokio::test(start_paused = true)]
+    async fn a_lapsed_lease_taken_meanwhile_is_lost() {
+        use object_store::memory::InMemory;
+        use object_store::throttle::{ThrottleConfig, ThrottledStore};
+        let mem = Arc::new(InMemory::new());
+        let slow = Arc::new(ThrottledStore::new(mem.clone(), ThrottleConfig::default()));
+        let store = Store::with_backend(slow.clone(), "memory://", &"a".parse().unwrap());
+        let other = Store::with_backend(mem, "memory://", &"a".parse().unwrap());
+        let lease = Lease::acquire(&store, LeaseCommand::Archive, cfg())
+            .await
+            .unwrap();
+        let guard = lease.guard();
+        let (_vtx, vrx) = watch::channel(None);
         let task = tokio::spawn(lease.keep(vrx, CancellationToken::new()));
         slow.config_mut(|c| c.wait_get_per_call = Duration::from_secs(3600));
-        let e = tokio::time::timeout(Duration::from_secs(120), task)
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert!(!guard.is_valid());
+        // Taken over (the test's clock is paused; by the store's clock the lease is live).
+        let new = Lease::acquire(&other, LeaseCommand::Archive, takeover())
+            .await
+            .unwrap();
+        slow.config_mut(|c| c.wait_get_per_call = Duration::ZERO);
+        let e = tokio::time::timeout(Duration::from_secs(60), task)
             .await
             .expect("keep ends")
             .unwrap()
             .unwrap_err();
-        let after = acquired.elapsed();
-        assert!(matches!(e, LeaseError::Expired { .. }), "{e}");
-        assert!(e.to_string().contains("no answer within"), "{e}");
-        assert!(
-            after >= Duration::from_secs(25) && after < Duration::from_secs(26),
-            "{after:?}"
-        );
-        assert!(!guard.is_valid());
+        match e {
+            LeaseError::Lost { holder, .. } => assert_eq!(holder, new.info().holder),
+            other => panic!("expected Lost, got {other}"),
+        }
+        assert!(guard.is_gone());
     }
 
     /// A local directory creates the lease atomically but has no conditional update: renewals

@@ -788,8 +788,8 @@ impl Archiver {
                 return Err(e);
             }
         }
-        // Not completed (made visible) once the lease is gone.
-        if let Err(e) = self.lease.check(&format!("snapshot {name}")) {
+        // Not completed (made visible) while the lease is lapsed, nor once it is gone.
+        if let Err(e) = self.lease.wait_valid(&format!("snapshot {name}")).await {
             upload.abort().await;
             return Err(e.into());
         }

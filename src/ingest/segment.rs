@@ -428,7 +428,8 @@ async fn put_until_stored(
     loop {
         if let Some(lease) = lease {
             lease
-                .check(&format_args!("segment {name}"))
+                .wait_valid(&format!("segment {name}"))
+                .await
                 .map_err(|e| SegmentError::Lease(Box::new(e)))?;
         }
         match store.put_new(name, object.clone()).await {
