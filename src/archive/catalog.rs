@@ -2,10 +2,15 @@
 //! Groups objects into generations, computes each generation's restorable window, finds holes
 //! inside a generation and the gaps between generations. Pure: tests build synthetic listings.
 //!
-//! A generation is one chain: one snapshot, then segments that each start where the one before
-//! ended. Anything else a listing shows (a second snapshot, a segment before the snapshot,
-//! segments that overlap: a fork, as two archivers writing one archive make) is a
-//! [`ChainProblem`] naming the objects, for `ls` to show and `verify` to report.
+//! A generation is one chain: its first snapshot, then segments that each start where the one
+//! before ended. In format version 2 a generation may also hold scheduled snapshots at later
+//! offsets, and objects of several levels over the same range (compaction writes the higher
+//! level before it deletes the lower ones): the chain then takes the highest level that covers
+//! each range, and the lower-level objects inside it are covered, not forks. Anything else a
+//! listing shows (two snapshots at one offset, a segment before the first snapshot, segments of
+//! one level that overlap, or of two levels that do not nest: a fork, as two archivers writing
+//! one archive make) is a [`ChainProblem`] naming the objects, for `ls` to show and `verify` to
+//! report.
 
 use serde::Serialize;
 
@@ -58,8 +63,10 @@ pub struct Generation {
     pub first_time_ms: u64,
     pub last_time_ms: u64,
     pub snapshots: Vec<SnapshotInfo>,
-    /// Number of segments.
+    /// Number of segments, of every level.
     pub segments: usize,
+    /// Segments per level (index = level).
+    pub segments_by_level: Vec<usize>,
     /// Stored bytes of every object of the generation.
     pub bytes: u64,
     pub holes: Vec<Hole>,
@@ -67,6 +74,10 @@ pub struct Generation {
     pub problems: Vec<ChainProblem>,
     #[serde(skip)]
     pub objects: Vec<Listed>,
+    /// The segments on the chain, in offset order: indexes into `objects`. The others are
+    /// covered by a higher level, or off the chain (a problem).
+    #[serde(skip)]
+    pub chain: Vec<usize>,
     /// The object that ends furthest so far (while the listing is read).
     #[serde(skip)]
     reach: Option<ObjectName>,
@@ -78,25 +89,59 @@ impl Generation {
         self.holes.is_empty() && !self.snapshots.is_empty() && self.problems.is_empty()
     }
 
-    /// The generation's base: its snapshot, when it has exactly one and nothing comes before it.
+    /// The generation's base: its first snapshot, when nothing comes before it (and, in
+    /// version 1, it is the only one).
     pub fn base(&self) -> Option<&Listed> {
-        match (self.snapshots.as_slice(), self.objects.first()) {
-            ([s], Some(first)) if first.name == s.name => Some(first),
+        let first = self.objects.first()?;
+        let one_allowed = first.name.version < 2;
+        match self.snapshots.as_slice() {
+            [s, ..] if first.name == s.name && (!one_allowed || self.snapshots.len() == 1) => {
+                Some(first)
+            }
             _ => None,
         }
     }
 
-    /// The segments, in offset order.
-    pub fn segment_objects(&self) -> impl Iterator<Item = &Listed> {
-        self.objects
-            .iter()
-            .filter(|o| o.name.kind == ObjectKind::Segment)
+    /// The segments on the chain, in offset order.
+    pub fn chain_segments(&self) -> impl Iterator<Item = &Listed> {
+        self.chain.iter().map(|&i| &self.objects[i])
     }
 
-    /// The newest object (the one a resuming archiver continues from).
-    pub fn last_object(&self) -> Option<&Listed> {
-        self.objects.last()
+    /// Whether the object at `index` of `objects` is a segment on the chain.
+    pub fn on_chain(&self, index: usize) -> bool {
+        self.chain.binary_search(&index).is_ok()
     }
+
+    /// The object a resuming archiver continues from: the last segment on the chain, or the
+    /// base when there is none yet.
+    pub fn last_object(&self) -> Option<&Listed> {
+        match self.chain.last() {
+            Some(&i) => Some(&self.objects[i]),
+            None => self.base(),
+        }
+    }
+}
+
+/// The order in which a generation's objects are read: by start offset, a snapshot before the
+/// segments that start there, then the highest level first, so that the chain meets the
+/// objects that cover a range before those they cover. Ties (a fork: two
+/// objects over one range) in a fixed order, whatever the listing's.
+fn catalog_order(o: &Listed) -> impl Ord {
+    let n = &o.name;
+    let kind = match n.kind {
+        ObjectKind::Snapshot => 0u8,
+        ObjectKind::Segment => 1,
+    };
+    (
+        n.generation,
+        n.start,
+        kind,
+        std::cmp::Reverse(n.level),
+        n.end,
+        n.first_ms,
+        n.last_ms,
+        n.replid,
+    )
 }
 
 /// A break in the history: between the end of one generation and the start of the next,
@@ -139,11 +184,7 @@ fn ser_display_vec<T: std::fmt::Display, S: serde::Serializer>(
 impl Catalog {
     pub fn from_listing(listing: &Listing) -> Catalog {
         let mut objects = listing.objects.clone();
-        // Ties (a fork: two objects over one range) in a fixed order, whatever the listing's.
-        objects.sort_by_key(|o| {
-            let n = &o.name;
-            (n.sort_key(), n.first_ms, n.last_ms, n.replid)
-        });
+        objects.sort_by_key(catalog_order);
         let mut generations: Vec<Generation> = Vec::new();
         for o in objects {
             match generations.last_mut() {
@@ -217,10 +258,12 @@ impl Generation {
             last_time_ms: n.first_ms,
             snapshots: Vec::new(),
             segments: 0,
+            segments_by_level: Vec::new(),
             bytes: 0,
             holes: Vec::new(),
             problems: Vec::new(),
             objects: Vec::new(),
+            chain: Vec::new(),
             reach: None,
         };
         if n.kind == ObjectKind::Segment {
@@ -243,7 +286,12 @@ impl Generation {
         }
         match n.kind {
             ObjectKind::Snapshot => {
-                if let Some(first) = self.snapshots.first() {
+                // Version 2: scheduled snapshots at other offsets are part of the generation.
+                let twin = self
+                    .snapshots
+                    .iter()
+                    .find(|s| n.version < 2 || s.name.version < 2 || s.offset == n.start);
+                if let Some(first) = twin {
                     self.problems.push(ChainProblem {
                         objects: vec![n.to_string(), first.name.to_string()],
                         what: format!(
@@ -251,7 +299,9 @@ impl Generation {
                             self.id
                         ),
                     });
-                } else if let Some(before) = self.objects.first() {
+                } else if let (true, Some(before)) =
+                    (self.snapshots.is_empty(), self.objects.first())
+                {
                     self.problems.push(ChainProblem {
                         objects: vec![before.name.to_string(), n.to_string()],
                         what: format!(
@@ -269,12 +319,25 @@ impl Generation {
             }
             ObjectKind::Segment => {
                 self.segments += 1;
+                let level = usize::from(n.level);
+                if self.segments_by_level.len() <= level {
+                    self.segments_by_level.resize(level + 1, 0);
+                }
+                self.segments_by_level[level] += 1;
+                // The chain's last segment holds `n.start` when `n` starts before the reach.
+                let covering = self.chain.last().map(|&i| self.objects[i].name);
+                let covered = covering.is_some_and(|c| {
+                    n.version >= 2 && c.level > n.level && c.start <= n.start && n.end <= c.end
+                });
+                if n.start >= self.last_offset {
+                    self.chain.push(self.objects.len());
+                }
                 if n.start > self.last_offset {
                     self.holes.push(Hole {
                         from_offset: self.last_offset,
                         to_offset: n.start,
                     });
-                } else if n.start < self.last_offset {
+                } else if n.start < self.last_offset && !covered {
                     let other = self.reach.map(|r| r.to_string()).unwrap_or_default();
                     self.problems.push(ChainProblem {
                         objects: vec![n.to_string(), other],
@@ -288,10 +351,14 @@ impl Generation {
                 }
             }
         }
-        if n.end > self.last_offset || self.reach.is_none() {
+        // A later snapshot (version 2: scheduled) sits inside the stream: it moves nothing.
+        let inside = n.kind == ObjectKind::Snapshot && !self.objects.is_empty();
+        if !inside && (n.end > self.last_offset || self.reach.is_none()) {
             self.reach = Some(n);
         }
-        self.last_offset = self.last_offset.max(n.end);
+        if !inside {
+            self.last_offset = self.last_offset.max(n.end);
+        }
         self.last_time_ms = self.last_time_ms.max(n.last_ms);
         self.objects.push(o);
     }
@@ -431,6 +498,86 @@ mod tests {
         // A generation without a snapshot is reported.
         let g = c(vec![seg(1, 5, 10, 2, 3, 'a')]);
         assert!(g.problems()[0].what.contains("no snapshot"));
+    }
+
+    /// Version 2 objects for the tests: a level `l` segment, a snapshot.
+    fn seg2(start: u64, end: u64, t0: u64, t1: u64, l: u8) -> Listed {
+        let mut o = seg(1, start, end, t0, t1, 'a');
+        o.name = o.name.v2(l);
+        o
+    }
+
+    fn snap2(off: u64, t: u64) -> Listed {
+        let mut o = snap(1, off, t, 'a');
+        o.name = o.name.v2(0);
+        o
+    }
+
+    #[test]
+    fn levels_nest_and_the_chain_takes_the_highest() {
+        let c = Catalog::from_listing(&Listing {
+            objects: vec![
+                snap2(0, 1000),
+                seg2(0, 10, 1001, 1002, 0),
+                seg2(10, 20, 1003, 1004, 0),
+                seg2(20, 30, 1005, 1006, 0),
+                // Compaction of the last two, before their deletion.
+                seg2(10, 30, 1003, 1006, 1),
+                seg2(30, 40, 1007, 1008, 0),
+            ],
+            foreign: vec![],
+        });
+        let g = &c.generations[0];
+        assert!(g.problems.is_empty(), "{:?}", g.problems);
+        assert!(g.is_contiguous());
+        let chain: Vec<(u64, u64, u8)> = g
+            .chain_segments()
+            .map(|o| (o.name.start, o.name.end, o.name.level))
+            .collect();
+        assert_eq!(chain, vec![(0, 10, 0), (10, 30, 1), (30, 40, 0)]);
+        assert_eq!(g.segments_by_level, vec![4, 1]);
+        assert_eq!(g.last_object().unwrap().name.start, 30);
+        assert_eq!(g.last_offset, 40);
+        // Levels that do not nest are a fork.
+        let c = Catalog::from_listing(&Listing {
+            objects: vec![
+                snap2(0, 1000),
+                seg2(0, 10, 1001, 1002, 0),
+                seg2(10, 20, 1003, 1004, 0),
+                seg2(5, 20, 1002, 1004, 1),
+            ],
+            foreign: vec![],
+        });
+        let p = &c.generations[0].problems;
+        assert!(!p.is_empty());
+        assert!(p[0].objects[0].contains("/L1/"), "{p:?}");
+    }
+
+    #[test]
+    fn scheduled_snapshots_sit_inside_the_stream() {
+        let c = Catalog::from_listing(&Listing {
+            objects: vec![
+                snap2(0, 1000),
+                seg2(0, 10, 1001, 1002, 0),
+                // Taken while the stream was inside the next segment, and one ahead of it.
+                snap2(15, 1003),
+                seg2(10, 20, 1003, 1004, 0),
+                snap2(25, 1006),
+            ],
+            foreign: vec![],
+        });
+        let g = &c.generations[0];
+        assert!(g.problems.is_empty(), "{:?}", g.problems);
+        assert_eq!(g.snapshots.len(), 3);
+        assert_eq!(g.last_offset, 20);
+        assert_eq!(g.base().unwrap().name.start, 0);
+        assert_eq!(g.last_object().unwrap().name.start, 10);
+        // Two snapshots at one offset are a fork.
+        let c = Catalog::from_listing(&Listing {
+            objects: vec![snap2(0, 1000), snap2(0, 1001), seg2(0, 10, 1001, 1002, 0)],
+            foreign: vec![],
+        });
+        assert_eq!(c.generations[0].problems.len(), 1);
     }
 
     #[test]

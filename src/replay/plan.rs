@@ -303,10 +303,12 @@ pub fn plan(catalog: &Catalog, target: Target) -> Result<Plan, PlanError> {
             }
         }
     };
-    // The latest snapshot at or before the target.
+    // The latest snapshot at or before the target (and not past what the stream holds: a
+    // scheduled snapshot completes before the archived stream reaches its offset, rarely).
     let snap: Option<&SnapshotInfo> = g
         .snapshots
         .iter()
+        .filter(|s| s.offset <= g.last_offset)
         .filter(|s| match target {
             Target::Time(t) => s.time_ms <= t,
             Target::Offset(o) => s.offset <= o,
@@ -325,13 +327,24 @@ pub fn plan(catalog: &Catalog, target: Target) -> Result<Plan, PlanError> {
         .find(|o| o.name == snap.name)
         .map(planned)
         .expect("the snapshot is one of the generation's objects");
+    // The chain from the segment that holds the snapshot's offset (a scheduled snapshot may
+    // sit inside one: the replay starts at its offset, in the middle of it), the highest level
+    // that covers each range.
+    // An object off the chain that is not covered by a higher level (a fork: each problem
+    // names it first) stops the plan where it is needed.
+    let forked: std::collections::HashSet<&str> = g
+        .problems
+        .iter()
+        .filter_map(|p| p.objects.first().map(String::as_str))
+        .collect();
     let mut segments = Vec::new();
     let mut expected = snap.offset;
-    for o in g
-        .objects
-        .iter()
-        .filter(|o| o.name.kind == ObjectKind::Segment && o.name.start >= snap.offset)
-    {
+    let wanted = g.objects.iter().enumerate().filter(|(i, o)| {
+        o.name.kind == ObjectKind::Segment
+            && o.name.end > snap.offset
+            && (g.on_chain(*i) || forked.contains(o.name.to_string().as_str()))
+    });
+    for (_, o) in wanted {
         let needed = match (cut_time_ms, cut_offset) {
             (Some(t), _) => o.name.first_ms <= t,
             (_, Some(c)) => o.name.start < c,
@@ -340,7 +353,7 @@ pub fn plan(catalog: &Catalog, target: Target) -> Result<Plan, PlanError> {
         if !needed {
             break;
         }
-        if o.name.start > expected {
+        if o.name.start > expected || (segments.is_empty() && o.name.start > snap.offset) {
             return Err(PlanError::Hole {
                 target: label,
                 generation: g.id,
@@ -348,7 +361,9 @@ pub fn plan(catalog: &Catalog, target: Target) -> Result<Plan, PlanError> {
                 to: o.name.start,
             });
         }
-        if o.name.start < expected {
+        if (o.name.start < expected && !segments.is_empty())
+            || forked.contains(o.name.to_string().as_str())
+        {
             return Err(PlanError::Overlap {
                 target: label,
                 generation: g.id,

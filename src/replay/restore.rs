@@ -425,19 +425,37 @@ impl Executor<'_> {
                 });
             }
             chain = format::ChainPoint::after_segment(&seg.header, seg.checksum);
-            if first {
-                first = false;
-                let select = [
-                    Bytes::from_static(b"SELECT"),
-                    Bytes::from(seg.header.db_start.to_string()),
-                ];
-                sink.command(Outgoing::Args(&select)).await?;
-            }
+            // A scheduled snapshot may sit inside the first segment: the commands before its
+            // offset are in it already; the database selected at its offset is the one to
+            // start in.
+            let mut db = seg.header.db_start;
             for c in cut::Commands::new(&seg) {
                 let c = c.map_err(|source| RestoreError::Commands {
                     object: name.clone(),
                     source,
                 })?;
+                if c.end <= plan.snapshot.offset {
+                    db = c.db;
+                    continue;
+                }
+                if first {
+                    first = false;
+                    let start = c.end - c.raw.len() as u64;
+                    if start < plan.snapshot.offset {
+                        return Err(RestoreError::Commands {
+                            object: name,
+                            source: StreamError {
+                                offset: plan.snapshot.offset,
+                                what: format!(
+                                    "the snapshot's offset falls inside the command at {start}..{}",
+                                    c.end
+                                ),
+                            },
+                        });
+                    }
+                    let select = [Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
+                    sink.command(Outgoing::Args(&select)).await?;
+                }
                 cutter.push(c, &mut released);
                 if !released.is_empty() {
                     self.apply(sink, &mut released, relative_ttls).await?;
@@ -1094,6 +1112,95 @@ mod tests {
             let log = log.lock().unwrap();
             assert_eq!(log.commands, ["SELECT 0", "SET k v"]);
             assert!(log.aborted && !log.finished);
+        }
+
+        /// A scheduled snapshot inside a segment: the replay starts at its offset, in the
+        /// database selected there, and leaves out the commands before it.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_restore_starts_at_a_scheduled_snapshot_inside_a_segment() {
+            let n: ArchiveName = "a".parse().unwrap();
+            let store = Store::open("memory://", &n).unwrap();
+            let (_, seed) = test_objects::snapshot(&store, 1, 0, 1000).await;
+            let mut raw = Vec::new();
+            for args in [&["SELECT", "3"][..], &["SET", "a", "1"], &["SET", "b", "2"]] {
+                cut::encode_args(
+                    &args
+                        .iter()
+                        .map(|a| Bytes::from(a.to_string()))
+                        .collect::<Vec<_>>(),
+                    &mut raw,
+                );
+            }
+            let inside = raw.len() as u64 - 27; // where `SET b 2` starts
+            let end = raw.len() as u64;
+            let h = SegmentHeader {
+                generation: GenerationId(1),
+                start: 0,
+                end,
+                first_ms: 1100,
+                last_ms: 1100,
+                db_start: 0,
+                db_end: 3,
+                replid: test_replid('a'),
+                link: format::Link::Stream {
+                    start: seed,
+                    end: format::stream_sum(seed, &raw),
+                },
+                level: 0,
+                frames: Vec::new(),
+                index: vec![TimeMark { end, ms: 1100 }],
+            };
+            let (obj, _) = format::encode_segment(&h, &raw).unwrap();
+            let name = ObjectName::segment(h.generation, (0, end), (1100, 1100), h.replid).v2(0);
+            store.put_new(&name, obj.into()).await.unwrap();
+            let sh = format::SnapshotHeader {
+                generation: GenerationId(1),
+                offset: inside,
+                time_ms: 1050,
+                replid: test_replid('a'),
+                taken: Some(format::Taken::Scheduled),
+            };
+            let snap = ObjectName::snapshot(sh.generation, inside, 1050, sh.replid).v2(0);
+            let mut up = store
+                .snapshot_upload(&snap, &sh, std::time::Duration::ZERO)
+                .await
+                .unwrap();
+            up.write(&test_objects::rdb()).await.unwrap();
+            up.finish().await.unwrap();
+            let plan = make_plan(&store, Target::Latest).await.unwrap();
+            assert_eq!(plan.snapshot.offset, inside);
+            let log = Arc::new(Mutex::new(Log::default()));
+            let opener = Recorder {
+                log: log.clone(),
+                refuse: None,
+            };
+            let report = run(&config(store.clone()), &plan, Arc::default(), opener)
+                .await
+                .unwrap();
+            assert_eq!(log.lock().unwrap().commands, ["SELECT 3", "SET b 2"]);
+            assert_eq!(report.offset, end);
+            // A snapshot whose offset falls inside a command is refused.
+            let bad = ObjectName::snapshot(sh.generation, inside + 3, 1060, sh.replid).v2(0);
+            let bh = format::SnapshotHeader {
+                offset: inside + 3,
+                time_ms: 1060,
+                ..sh
+            };
+            let mut up = store
+                .snapshot_upload(&bad, &bh, std::time::Duration::ZERO)
+                .await
+                .unwrap();
+            up.write(&test_objects::rdb()).await.unwrap();
+            up.finish().await.unwrap();
+            let plan = make_plan(&store, Target::Latest).await.unwrap();
+            let opener = Recorder {
+                log: Arc::default(),
+                refuse: None,
+            };
+            let e = run(&config(store), &plan, Arc::default(), opener)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, RestoreError::Commands { .. }), "{e}");
         }
 
         async fn restore_err(rdb: &[u8], raw: &[u8], bad_link: u64) -> RestoreError {

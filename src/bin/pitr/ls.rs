@@ -192,7 +192,18 @@ fn print(
                 fmt_bytes(s.bytes)
             );
         }
-        outln!(out, "  segments     {}", g.segments);
+        if g.segments_by_level.len() > 1 {
+            let levels: Vec<String> = g
+                .segments_by_level
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(l, n)| format!("level {l}: {n}"))
+                .collect();
+            outln!(out, "  segments     {} ({})", g.segments, levels.join(", "));
+        } else {
+            outln!(out, "  segments     {}", g.segments);
+        }
         outln!(
             out,
             "  stored       {} (snapshots and segments)",
