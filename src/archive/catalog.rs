@@ -61,7 +61,13 @@ pub struct Generation {
     /// Offset just past the last archived byte.
     pub last_offset: u64,
     pub first_time_ms: u64,
+    /// The arrival of the last archived byte, or later when the archiver vouched that the
+    /// master had nothing more until then (`vouched_ms`).
     pub last_time_ms: u64,
+    /// The moment up to which the running archiver vouched that the master had nothing beyond
+    /// `last_offset` (from its lease), when that is later than the last archived byte.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vouched_ms: Option<u64>,
     pub snapshots: Vec<SnapshotInfo>,
     /// Number of segments, of every level.
     pub segments: usize,
@@ -216,6 +222,20 @@ impl Catalog {
         self.generations.last()
     }
 
+    /// Extends the newest generation's window to `ms` when the archiver vouched (in its
+    /// lease) that at `ms` the master had nothing beyond `offset` of `generation`, and that is
+    /// exactly where the listed archive ends: an idle master writes nothing, yet every moment
+    /// up to `ms` is restorable. A vouched point at another offset (an older one, or one whose
+    /// objects the listing does not show yet) extends nothing.
+    pub fn extend_to_vouched(&mut self, generation: GenerationId, offset: u64, ms: u64) {
+        if let Some(g) = self.generations.last_mut() {
+            if g.id == generation && g.last_offset == offset && ms > g.last_time_ms {
+                g.last_time_ms = ms;
+                g.vouched_ms = Some(ms);
+            }
+        }
+    }
+
     /// The id a new generation takes: one more than the newest, which fails when the newest
     /// has the largest id a name can hold.
     pub fn next_generation_id(&self) -> Result<GenerationId, GenerationsExhausted> {
@@ -256,6 +276,7 @@ impl Generation {
             last_offset: n.start,
             first_time_ms: n.first_ms,
             last_time_ms: n.first_ms,
+            vouched_ms: None,
             snapshots: Vec::new(),
             segments: 0,
             segments_by_level: Vec::new(),
@@ -578,6 +599,30 @@ mod tests {
             foreign: vec![],
         });
         assert_eq!(c.generations[0].problems.len(), 1);
+    }
+
+    /// The window of the newest generation reaches the vouched moment only when the vouched
+    /// offset is where the listing ends.
+    #[test]
+    fn a_vouched_point_at_the_end_extends_the_window() {
+        let listing = Listing {
+            objects: vec![snap(1, 0, 1000, 'a'), seg(1, 0, 10, 1100, 1200, 'a')],
+            foreign: vec![],
+        };
+        for (g, offset, ms, want) in [
+            (1, 10, 5000, 5000),
+            // Older than the last write, another offset, another generation: nothing.
+            (1, 10, 1150, 1200),
+            (1, 9, 5000, 1200),
+            (1, 11, 5000, 1200),
+            (2, 10, 5000, 1200),
+        ] {
+            let mut c = Catalog::from_listing(&listing);
+            c.extend_to_vouched(GenerationId(g), offset, ms);
+            let gen = &c.generations[0];
+            assert_eq!(gen.last_time_ms, want, "{g} {offset} {ms}");
+            assert_eq!(gen.vouched_ms.is_some(), want == 5000);
+        }
     }
 
     #[test]

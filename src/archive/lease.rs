@@ -135,6 +135,18 @@ pub struct LeaseInfo {
 }
 
 impl LeaseInfo {
+    /// The vouched point, when the archiver has one: generation, offset, time.
+    pub fn vouched_point(&self) -> Option<(crate::archive::names::GenerationId, u64, u64)> {
+        match (
+            self.vouched_generation,
+            self.vouched_offset,
+            self.vouched_ms,
+        ) {
+            (Some(g), Some(o), Some(ms)) => Some((crate::archive::names::GenerationId(g), o, ms)),
+            _ => None,
+        }
+    }
+
     /// Whether the lease is live at `now_ms` (by this host's clock).
     pub fn is_live(&self, now_ms: u64) -> bool {
         self.expires_ms > now_ms

@@ -195,8 +195,25 @@ pub struct Report {
 /// Plans a restore from a listing alone.
 pub async fn make_plan(store: &Store, target: Target) -> Result<Plan, RestoreError> {
     let listing = store.list().await?;
-    let catalog = Catalog::from_listing(&listing);
+    let mut catalog = Catalog::from_listing(&listing);
+    vouched_window(store, &mut catalog).await;
     Ok(plan::plan(&catalog, target)?)
+}
+
+/// Extends the newest generation's window to the point a running archiver vouches for in
+/// its lease (see [`Catalog::extend_to_vouched`]). A lease that cannot be read extends
+/// nothing: the window then ends at the last archived byte, as without an archiver.
+pub async fn vouched_window(store: &Store, catalog: &mut Catalog) {
+    match crate::archive::lease::Lease::read(store).await {
+        Ok(l) => {
+            if let Some((g, o, ms)) = l.and_then(|l| l.vouched_point()) {
+                catalog.extend_to_vouched(g, o, ms);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the lease cannot be read: the restorable window ends at the last archived write")
+        }
+    }
 }
 
 /// Runs a restore according to `plan`, into the destination `cfg` names.

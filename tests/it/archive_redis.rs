@@ -744,3 +744,35 @@ fn command_larger_than_max_buffer_is_refused_within_the_memory_bound() {
     assert_eq!(ls["gaps"].as_array().unwrap().len(), 1, "{ls:#}");
     a.verify();
 }
+
+/// While the archiver is attached and the master idle, the restorable window reaches the
+/// moment the archiver last vouched for (its lease), not only the last write: a restore to a
+/// moment after the last write succeeds and gives the state of that write.
+#[test]
+fn the_window_reaches_the_vouched_moment_while_the_master_is_idle() {
+    let r = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let a = Archive::local();
+    let p = archiver(
+        &a,
+        &plain_url(&r),
+        &[("PITR_LEASE_TTL".to_string(), "3s".to_string())],
+    );
+    wait_online(&r, Duration::from_secs(30));
+    let mut con = r.client();
+    exec(&mut con, &["SET", "k", "1"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    let last_write = caught_up(&a, &r)["last_time_ms"].as_u64().unwrap();
+    // Renewals every half second (a sixth of 3 s): a few of them while nothing is written.
+    std::thread::sleep(Duration::from_secs(3));
+    let g = caught_up(&a, &r);
+    let vouched = g["vouched_ms"].as_u64().expect("a vouched moment");
+    assert!(vouched > last_write + 1000, "{g:#}");
+    assert_eq!(g["last_time_ms"].as_u64(), Some(vouched));
+    let (target, report) = a.restore_into_new_server(&vouched.to_string(), &[]);
+    assert_eq!(
+        get(&mut target.client(), "k").as_deref(),
+        Some("1"),
+        "{report:#}"
+    );
+    p.stop_gracefully(Duration::from_secs(30));
+}

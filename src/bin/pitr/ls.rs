@@ -30,9 +30,17 @@ pub fn config(a: ReadArgs) -> anyhow::Result<LsConfig> {
 /// Prints the catalog; an empty archive is [`Finding::Empty`] (exit 3) after the report.
 pub async fn run(cfg: LsConfig) -> anyhow::Result<()> {
     let listing = cfg.store.list().await.context("listing the archive")?;
-    let catalog = Catalog::from_listing(&listing);
+    let mut catalog = Catalog::from_listing(&listing);
     // A lease that cannot be read is shown, not fatal: the listing is what ls is for.
     let lease = Lease::read(&cfg.store).await.map_err(|e| e.to_string());
+    if let Some((g, o, ms)) = lease
+        .as_ref()
+        .ok()
+        .and_then(|l| l.as_ref())
+        .and_then(|l| l.vouched_point())
+    {
+        catalog.extend_to_vouched(g, o, ms);
+    }
     let mut out = Out::stdout();
     print(&mut out, &cfg, &catalog, &lease, now_ms())?;
     out.flush()?;
