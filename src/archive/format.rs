@@ -797,7 +797,10 @@ impl FramedSegment {
                 CommandScanner::new(0).scan_limit(rest, at, 1).consumed
             };
             if take == 0 {
-                return Err(ferr(0, format!("no whole command at replication offset {at}")));
+                return Err(ferr(
+                    0,
+                    format!("no whole command at replication offset {at}"),
+                ));
             }
             self.compress(&rest[..take])?;
             rest = &rest[take..];
@@ -832,7 +835,10 @@ impl FramedSegment {
             self.current.reserve(64 << 10);
             let at = self.current.len();
             self.enc
-                .run(&mut input, &mut OutBuffer::around_pos(&mut self.current, at))
+                .run(
+                    &mut input,
+                    &mut OutBuffer::around_pos(&mut self.current, at),
+                )
                 .map_err(|e| ferr(0, format!("zstd: {e}")))?;
         }
         Ok(())
@@ -918,7 +924,10 @@ pub fn encode_segment_frames(
     frame_raw: usize,
 ) -> Result<(Vec<u8>, u64), FormatError> {
     let Link::Stream { start, .. } = header.link else {
-        return Err(ferr(PREAMBLE_LEN, "a segment of several frames is version 2 only"));
+        return Err(ferr(
+            PREAMBLE_LEN,
+            "a segment of several frames is version 2 only",
+        ));
     };
     let mut b = FramedSegment::new(header.start, start, frame_raw)?;
     b.write(raw)?;
@@ -1255,8 +1264,12 @@ mod tests {
                 _ => {
                     let v = format!("value-{i}");
                     raw.extend_from_slice(
-                        format!("*3\r\n$3\r\nSET\r\n$3\r\nk{:02}\r\n${}\r\n{v}\r\n", i, v.len())
-                            .as_bytes(),
+                        format!(
+                            "*3\r\n$3\r\nSET\r\n$3\r\nk{:02}\r\n${}\r\n{v}\r\n",
+                            i,
+                            v.len()
+                        )
+                        .as_bytes(),
                     );
                 }
             }
@@ -1291,25 +1304,36 @@ mod tests {
         let mut prev = h.start;
         let mut big_frames = 0;
         for f in frames {
-            assert!(ends.contains(&f.raw_end), "frame ends at {} inside a command", f.raw_end);
+            assert!(
+                ends.contains(&f.raw_end),
+                "frame ends at {} inside a command",
+                f.raw_end
+            );
             let len = f.raw_end - prev;
             if len > 64 {
                 // Only the one command larger than a frame has a frame of its own.
                 big_frames += 1;
                 assert!(len > 300, "frame of {len} bytes");
-                assert_eq!(ends.iter().filter(|&&e| e > prev && e <= f.raw_end).count(), 1);
+                assert_eq!(
+                    ends.iter().filter(|&&e| e > prev && e <= f.raw_end).count(),
+                    1
+                );
             }
             prev = f.raw_end;
         }
         assert_eq!(big_frames, 1);
         // Each frame is a zstd frame of its own, with its content checksum.
-        let mut at = obj.len() - TRAILER_LEN - frames.iter().map(|f| f.stored as usize).sum::<usize>();
+        let mut at =
+            obj.len() - TRAILER_LEN - frames.iter().map(|f| f.stored as usize).sum::<usize>();
         let mut prev = h.start;
         for f in frames {
             let one = &obj[at..at + f.stored as usize];
             assert_eq!(one[4] & 0x04, 0x04, "content checksum flag");
             let r = zstd::bulk::decompress(one, 1 << 20).unwrap();
-            assert_eq!(&r[..], &raw[(prev - h.start) as usize..(f.raw_end - h.start) as usize]);
+            assert_eq!(
+                &r[..],
+                &raw[(prev - h.start) as usize..(f.raw_end - h.start) as usize]
+            );
             at += f.stored as usize;
             prev = f.raw_end;
         }
@@ -1317,7 +1341,11 @@ mod tests {
         let mut b = FramedSegment::new(h.start, 99, 64).unwrap();
         let ends_local = crate::resp::scanner::command_ends(&raw, 0).unwrap();
         let mut from = 0;
-        for e in ends_local.iter().step_by(7).chain(std::iter::once(&raw.len())) {
+        for e in ends_local
+            .iter()
+            .step_by(7)
+            .chain(std::iter::once(&raw.len()))
+        {
             b.write(&raw[from..*e]).unwrap();
             from = *e;
         }
