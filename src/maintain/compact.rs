@@ -936,8 +936,8 @@ mod tests {
     use crate::archive::names::{test_replid, ArchiveName};
     use crate::maintain::verify::{test_objects, verify};
 
-    /// A minute boundary (UTC).
-    const T0: u64 = 1_800_000_000_000 - 1_800_000_000_000 % 60_000;
+    /// A minute boundary (UTC): 2027-01-15T08:00:00Z.
+    const T0: u64 = 1_800_000_000_000;
 
     fn store() -> Store {
         let n: ArchiveName = "a".parse().unwrap();
