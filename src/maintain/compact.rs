@@ -1211,6 +1211,32 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn nothing_is_written_or_deleted_without_the_lease() {
+        let store = store();
+        let lease = Lease::acquire(&store, LeaseCommand::Compact, LeaseConfig::default())
+            .await
+            .unwrap();
+        let gone = lease.guard();
+        lease.release().await.unwrap();
+        archive(&store, 61, 1000).await;
+        let before = store.list().await.unwrap().objects;
+        let e = compact_pass(
+            &store,
+            &cfg("1m"),
+            &gone,
+            T0 + 120_000,
+            &mut Skip::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e, CompactError::Lease(LeaseError::NotHeld { .. })),
+            "{e}"
+        );
+        assert_eq!(store.list().await.unwrap().objects, before);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_window_with_a_hole_is_not_compacted() {
         let store = store();
         let lease = guard(&store).await;
