@@ -17,7 +17,7 @@
 //! - [`archive`]: the archive as both halves see it: names, object format, snapshot frames,
 //!   store, reading many objects at once in order, catalog, and the lease that admits one
 //!   writer at a time.
-//! - [`maintain`]: work on an archive at rest: verify.
+//! - [`maintain`]: work on an archive at rest: verify, compaction by level.
 //! - [`replay`]: the restoring half: plan, cut, filter, key conversion, live and file
 //!   destinations.
 //!

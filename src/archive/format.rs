@@ -21,6 +21,7 @@
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::archive::names::{GenerationId, ReplId};
+use crate::resp::scanner::CommandScanner;
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"PITRSEG\0";
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"PITRSNP\0";
@@ -664,6 +665,276 @@ pub fn encode_segment(header: &SegmentHeader, raw: &[u8]) -> Result<(Vec<u8>, u6
     body.seal(header)
 }
 
+/// A version 2 segment of several zstd frames, built from whole commands as they come (the
+/// objects compaction joins): each frame holds about `frame_raw` raw bytes (see
+/// [`crate::archive::frames::FRAME_RAW`]) and ends on a command boundary; a single command
+/// larger than a frame is a frame of its own. Each frame carries its zstd content checksum.
+///
+/// Only compressed frames are kept: raw bytes are compressed straight from the caller's
+/// slices, so what it holds is the compressed body so far plus zstd's own window.
+pub struct FramedSegment {
+    enc: zstd::stream::raw::Encoder<'static>,
+    frame_raw: usize,
+    /// Raw bytes in the frame being written.
+    in_frame: usize,
+    /// The frame being written, compressed so far.
+    current: Vec<u8>,
+    /// The frames ended so far, compressed.
+    body: Vec<bytes::Bytes>,
+    frames: Vec<FrameEntry>,
+    start: u64,
+    /// The offset just past the last byte written.
+    pos: u64,
+    raw_hash: Xxh3,
+    sum_start: u64,
+    sum: u64,
+}
+
+/// A segment object in pieces, as [`FramedSegment::finish`] makes it: everything before the
+/// body, the body's frames, and the trailer. Concatenated, they are the object.
+#[derive(Debug)]
+pub struct SegmentParts {
+    /// The header as written, its frame table filled in.
+    pub header: SegmentHeader,
+    /// Preamble, header and header check.
+    pub head: bytes::Bytes,
+    /// The compressed frames, in order.
+    pub body: Vec<bytes::Bytes>,
+    pub trailer: bytes::Bytes,
+    /// The trailer's values.
+    pub raw_len: u64,
+    pub raw_hash: u64,
+    pub checksum: u64,
+}
+
+impl SegmentParts {
+    /// The object's length in bytes.
+    pub fn len(&self) -> u64 {
+        (self.head.len() + self.body.iter().map(|b| b.len()).sum::<usize>() + self.trailer.len())
+            as u64
+    }
+
+    /// Never: an object has at least a preamble and a trailer.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The object's pieces in order, to be written without joining them.
+    pub fn chunks(&self) -> impl Iterator<Item = bytes::Bytes> + '_ {
+        std::iter::once(self.head.clone())
+            .chain(self.body.iter().cloned())
+            .chain(std::iter::once(self.trailer.clone()))
+    }
+
+    /// The object as one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() as usize);
+        for c in self.chunks() {
+            out.extend_from_slice(&c);
+        }
+        out
+    }
+}
+
+impl FramedSegment {
+    /// A segment starting at offset `start`, where the stream sum is `sum_start`, cut into
+    /// frames of about `frame_raw` raw bytes.
+    pub fn new(start: u64, sum_start: u64, frame_raw: usize) -> Result<FramedSegment, FormatError> {
+        let zstd_err = |e: std::io::Error| ferr(0, format!("zstd: {e}"));
+        let mut enc = zstd::stream::raw::Encoder::new(ZSTD_LEVEL).map_err(zstd_err)?;
+        enc.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))
+            .map_err(zstd_err)?;
+        Ok(FramedSegment {
+            enc,
+            frame_raw: frame_raw.max(1),
+            in_frame: 0,
+            current: Vec::new(),
+            body: Vec::new(),
+            frames: Vec::new(),
+            start,
+            pos: start,
+            raw_hash: Xxh3::new(),
+            sum_start,
+            sum: sum_start,
+        })
+    }
+
+    /// Appends `raw`, the stream bytes from [`end`](Self::end) on: whole commands, and nothing
+    /// else (an error otherwise, naming the replication offset, and nothing is written).
+    pub fn write(&mut self, raw: &[u8]) -> Result<(), FormatError> {
+        let base = self.pos;
+        let whole = CommandScanner::new(0).scan(raw, base);
+        if let Some(e) = whole.error {
+            return Err(ferr(0, e.to_string()));
+        }
+        if whole.consumed != raw.len() {
+            return Err(ferr(
+                0,
+                format!(
+                    "the bytes from replication offset {base} end inside a command at {}",
+                    base + raw.len() as u64
+                ),
+            ));
+        }
+        let mut rest = raw;
+        while !rest.is_empty() {
+            let room = self.frame_raw - self.in_frame;
+            if rest.len() <= room {
+                self.compress(rest)?;
+                break;
+            }
+            // The whole commands that fit the frame's room.
+            let at = self.pos;
+            let fit = CommandScanner::new(0).scan(&rest[..room], at).consumed;
+            let take = if fit > 0 {
+                fit
+            } else if self.in_frame > 0 {
+                // The next command does not fit: it starts the next frame.
+                self.end_frame()?;
+                continue;
+            } else {
+                // One command larger than a frame: a frame of its own.
+                CommandScanner::new(0).scan_limit(rest, at, 1).consumed
+            };
+            if take == 0 {
+                return Err(ferr(
+                    0,
+                    format!("no whole command at replication offset {at}"),
+                ));
+            }
+            self.compress(&rest[..take])?;
+            rest = &rest[take..];
+            self.end_frame()?;
+        }
+        Ok(())
+    }
+
+    /// The offset just past the last byte written.
+    pub fn end(&self) -> u64 {
+        self.pos
+    }
+
+    /// The stream sum after the bytes written so far.
+    pub fn stream_sum(&self) -> u64 {
+        self.sum
+    }
+
+    /// Compressed bytes held so far.
+    pub fn stored_len(&self) -> u64 {
+        (self.body.iter().map(|b| b.len()).sum::<usize>() + self.current.len()) as u64
+    }
+
+    fn compress(&mut self, data: &[u8]) -> Result<(), FormatError> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        self.raw_hash.update(data);
+        self.sum = stream_sum(self.sum, data);
+        self.pos += data.len() as u64;
+        self.in_frame += data.len();
+        let mut input = InBuffer::around(data);
+        while input.pos() < data.len() {
+            self.current.reserve(64 << 10);
+            let at = self.current.len();
+            self.enc
+                .run(
+                    &mut input,
+                    &mut OutBuffer::around_pos(&mut self.current, at),
+                )
+                .map_err(|e| ferr(0, format!("zstd: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn end_frame(&mut self) -> Result<(), FormatError> {
+        use zstd::stream::raw::{Operation, OutBuffer};
+        if self.in_frame == 0 {
+            return Ok(());
+        }
+        let zstd_err = |e: std::io::Error| ferr(0, format!("zstd: {e}"));
+        loop {
+            self.current.reserve(64 << 10);
+            let at = self.current.len();
+            let left = self
+                .enc
+                .finish(&mut OutBuffer::around_pos(&mut self.current, at), true)
+                .map_err(zstd_err)?;
+            if left == 0 {
+                break;
+            }
+        }
+        self.enc.reinit().map_err(zstd_err)?;
+        let frame = std::mem::take(&mut self.current);
+        self.frames.push(FrameEntry {
+            raw_end: self.pos,
+            stored: frame.len() as u64,
+        });
+        self.body.push(frame.into());
+        self.in_frame = 0;
+        Ok(())
+    }
+
+    /// Ends the last frame and frames the object. `header` must describe exactly the bytes
+    /// written (its range, and in its [`Link::Stream`] the sums at both ends); its frame table
+    /// is filled in here.
+    pub fn finish(mut self, header: &SegmentHeader) -> Result<SegmentParts, FormatError> {
+        self.end_frame()?;
+        let want = Link::Stream {
+            start: self.sum_start,
+            end: self.sum,
+        };
+        if header.start != self.start || header.end != self.pos || header.link != want {
+            return Err(ferr(
+                PREAMBLE_LEN,
+                format!(
+                    "the header says offsets {}..{} with {:?}, the bytes written are {}..{} with {want:?}",
+                    header.start, header.end, header.link, self.start, self.pos
+                ),
+            ));
+        }
+        let mut h = header.clone();
+        h.frames = std::mem::take(&mut self.frames);
+        h.check().map_err(|what| ferr(PREAMBLE_LEN, what))?;
+        let head = preamble(Kind::Segment, 2, &h.encode());
+        let mut hash = Xxh3::new();
+        hash.update(&head);
+        for f in &self.body {
+            hash.update(f);
+        }
+        let raw_len = self.pos - self.start;
+        let raw_hash = self.raw_hash.digest();
+        let (t, checksum) = trailer(raw_len, raw_hash, &mut hash);
+        Ok(SegmentParts {
+            header: h,
+            head: head.into(),
+            body: self.body,
+            trailer: bytes::Bytes::copy_from_slice(&t),
+            raw_len,
+            raw_hash,
+            checksum,
+        })
+    }
+}
+
+/// Encodes a version 2 segment of `raw` (whole commands) as frames of about `frame_raw` raw
+/// bytes, each ending on a command boundary (see [`FramedSegment`]). The header's end sum must
+/// be the stream sum after `raw`; its frame table is filled in. Returns the object bytes and
+/// its checksum.
+pub fn encode_segment_frames(
+    header: &SegmentHeader,
+    raw: &[u8],
+    frame_raw: usize,
+) -> Result<(Vec<u8>, u64), FormatError> {
+    let Link::Stream { start, .. } = header.link else {
+        return Err(ferr(
+            PREAMBLE_LEN,
+            "a segment of several frames is version 2 only",
+        ));
+    };
+    let mut b = FramedSegment::new(header.start, start, frame_raw)?;
+    b.write(raw)?;
+    let parts = b.finish(header)?;
+    Ok((parts.to_vec(), parts.checksum))
+}
+
 /// Where a chain stands after an object: what the next segment must link to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChainPoint {
@@ -980,6 +1251,133 @@ mod tests {
         );
         // Versions never mix inside a chain.
         assert!(ChainPoint::Object(0).admits(ha.link).is_err());
+    }
+
+    /// A small stream of varied commands: PINGs, SELECTs, SETs, and one command of
+    /// `big` bytes of value.
+    fn mixed_commands(big: usize) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for i in 0..40 {
+            match i % 4 {
+                0 => raw.extend_from_slice(b"*1\r\n$4\r\nPING\r\n"),
+                1 => raw.extend_from_slice(b"*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n"),
+                _ => {
+                    let v = format!("value-{i}");
+                    raw.extend_from_slice(
+                        format!(
+                            "*3\r\n$3\r\nSET\r\n$3\r\nk{:02}\r\n${}\r\n{v}\r\n",
+                            i,
+                            v.len()
+                        )
+                        .as_bytes(),
+                    );
+                }
+            }
+            if i == 20 {
+                let v = "x".repeat(big);
+                raw.extend_from_slice(
+                    format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${}\r\n{v}\r\n", v.len()).as_bytes(),
+                );
+            }
+        }
+        raw
+    }
+
+    #[test]
+    fn segment_of_frames_round_trips_with_frames_on_command_boundaries() {
+        let raw = mixed_commands(300);
+        let h = header_v2(&raw, 99, 1);
+        let (obj, checksum) = encode_segment_frames(&h, &raw, 64).unwrap();
+        let seg = decode_segment(&obj).unwrap();
+        assert_eq!(seg.raw, raw);
+        assert_eq!(seg.checksum, checksum);
+        assert_eq!(seg.header.link, h.link);
+        assert_eq!(seg.header.level, 1);
+        assert_eq!(seg.header.index, h.index);
+        let frames = &seg.header.frames;
+        assert!(frames.len() > 5, "{frames:?}");
+        let ends: Vec<u64> = crate::resp::scanner::command_ends(&raw, 0)
+            .unwrap()
+            .into_iter()
+            .map(|e| h.start + e as u64)
+            .collect();
+        let mut prev = h.start;
+        let mut big_frames = 0;
+        for f in frames {
+            assert!(
+                ends.contains(&f.raw_end),
+                "frame ends at {} inside a command",
+                f.raw_end
+            );
+            let len = f.raw_end - prev;
+            if len > 64 {
+                // Only the one command larger than a frame has a frame of its own.
+                big_frames += 1;
+                assert!(len > 300, "frame of {len} bytes");
+                assert_eq!(
+                    ends.iter().filter(|&&e| e > prev && e <= f.raw_end).count(),
+                    1
+                );
+            }
+            prev = f.raw_end;
+        }
+        assert_eq!(big_frames, 1);
+        // Each frame is a zstd frame of its own, with its content checksum.
+        let mut at =
+            obj.len() - TRAILER_LEN - frames.iter().map(|f| f.stored as usize).sum::<usize>();
+        let mut prev = h.start;
+        for f in frames {
+            let one = &obj[at..at + f.stored as usize];
+            assert_eq!(one[4] & 0x04, 0x04, "content checksum flag");
+            let r = zstd::bulk::decompress(one, 1 << 20).unwrap();
+            assert_eq!(
+                &r[..],
+                &raw[(prev - h.start) as usize..(f.raw_end - h.start) as usize]
+            );
+            at += f.stored as usize;
+            prev = f.raw_end;
+        }
+        // The builder fed in pieces (whole commands each) makes the same object.
+        let mut b = FramedSegment::new(h.start, 99, 64).unwrap();
+        let ends_local = crate::resp::scanner::command_ends(&raw, 0).unwrap();
+        let mut from = 0;
+        for e in ends_local
+            .iter()
+            .step_by(7)
+            .chain(std::iter::once(&raw.len()))
+        {
+            b.write(&raw[from..*e]).unwrap();
+            from = *e;
+        }
+        let parts = b.finish(&h).unwrap();
+        assert_eq!(parts.to_vec(), obj);
+        assert_eq!(parts.len(), obj.len() as u64);
+    }
+
+    #[test]
+    fn a_segment_of_frames_refuses_partial_commands_and_a_wrong_header() {
+        let raw = mixed_commands(10);
+        let mut b = FramedSegment::new(1000, 99, 64).unwrap();
+        assert!(b.write(&raw[..raw.len() - 1]).is_err());
+        b.write(&raw).unwrap();
+        let mut h = header_v2(&raw, 99, 1);
+        h.link = Link::Stream { start: 99, end: 1 };
+        assert!(b.finish(&h).is_err());
+    }
+
+    #[test]
+    fn segment_of_frames_every_flipped_byte_and_truncation_is_detected() {
+        let raw = mixed_commands(40);
+        let (obj, _) = encode_segment_frames(&header_v2(&raw, 7, 1), &raw, 48).unwrap();
+        assert!(decode_segment(&obj).unwrap().header.frames.len() > 3);
+        for i in 0..obj.len() {
+            let mut bad = obj.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_segment(&bad).is_err(), "flip at {i} not detected");
+        }
+        for n in 0..obj.len() {
+            assert!(decode_segment(&obj[..n]).is_err(), "truncation at {n}");
+        }
     }
 
     #[test]

@@ -455,6 +455,45 @@ impl Store {
         }
     }
 
+    /// Writes a new object given in pieces (a compacted segment's head, frames and trailer),
+    /// without joining them. Create-once as [`put_new`](Store::put_new), except that an
+    /// object already there is a conflict: the caller decides whether it is the same (it is
+    /// read back anyway).
+    pub async fn put_new_parts(
+        &self,
+        name: &ObjectName,
+        parts: impl IntoIterator<Item = Bytes>,
+    ) -> Result<(), StoreError> {
+        let path = self.path(name);
+        let payload: PutPayload = parts.into_iter().collect();
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.inner.put_opts(&path, payload.clone(), opts).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(StoreError::Conflict {
+                object: name.to_string(),
+            }),
+            Err(object_store::Error::NotImplemented { .. }) => self
+                .inner
+                .put(&path, payload)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.backend_err("put", &name.to_string(), e)),
+            Err(e) => Err(self.backend_err("put", &name.to_string(), e)),
+        }
+    }
+
+    /// Deletes an object (compaction, once what replaces it is checked). An object already
+    /// gone counts as deleted.
+    pub async fn delete(&self, name: &ObjectName) -> Result<(), StoreError> {
+        match self.inner.delete(&self.path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.backend_err("delete", &name.to_string(), e)),
+        }
+    }
+
     /// Starts a snapshot upload. Fails if an object of that name already exists.
     ///
     /// On a store with explicit part indices (S3, GCS, Azure, memory), a part the store fails

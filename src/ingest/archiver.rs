@@ -22,6 +22,7 @@ use crate::ingest::link::{eof_step, Connection, EofStep, LinkError, Payload, Psy
 use crate::ingest::segment::{
     Chunk, Durable, Msg, Position, SegmentError, Segmenter, SegmenterConfig,
 };
+use crate::maintain::compact::{self, CompactConfig};
 use crate::net::Source;
 use crate::resp::scanner::{CommandScanner, StreamError};
 
@@ -39,6 +40,8 @@ pub struct ArchiveConfig {
     pub read_timeout: Duration,
     /// The archive's lease: its time to live, and whether to take a live one over.
     pub lease: LeaseConfig,
+    /// Compaction, run beside the stream while the lease is held (`off`: none).
+    pub compaction: CompactConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -488,6 +491,17 @@ impl Archiver {
         let tasks = TaskTracker::new();
         let (durable, mut lost) = guard_base(cfg.store.clone(), durable, &tasks);
         let mut seg_task = tasks.spawn(segmenter.run());
+        // Compaction: a task of its own, never in the stream's way; stopped before the tasks
+        // are awaited.
+        let stop_compaction = CancellationToken::new();
+        if !cfg.compaction.levels.is_off() {
+            tasks.spawn(compact::run_beside_archiver(
+                cfg.store.clone(),
+                cfg.compaction.clone(),
+                guard.clone(),
+                stop_compaction.clone(),
+            ));
+        }
         if let Some(p) = pos {
             let _ = tx.send(Msg::Start(p));
         }
@@ -561,6 +575,7 @@ impl Archiver {
             // The segmenter is gone and `result` says why; nothing is left to flush.
             drop(me);
             drop(lost);
+            stop_compaction.cancel();
             tasks.close();
             tasks.wait().await;
             return result;
@@ -580,6 +595,7 @@ impl Archiver {
             _ => result,
         };
         // The segmenter has ended, so the base guard's input is closed and it ends too.
+        stop_compaction.cancel();
         tasks.close();
         tasks.wait().await;
         result

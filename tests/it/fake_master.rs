@@ -161,6 +161,10 @@ fn start_archiver(port: u16) -> Running {
         announce_port: 0,
         read_timeout: Duration::from_secs(5),
         lease: Default::default(),
+        compaction: redis_pitr::maintain::compact::CompactConfig {
+            levels: redis_pitr::maintain::compact::Levels::off(),
+            ..Default::default()
+        },
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(Archiver::run(cfg, stop.clone()));

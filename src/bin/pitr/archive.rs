@@ -7,10 +7,11 @@ use clap::Args;
 use redis_pitr::archive::lease::{LeaseConfig, MIN_TTL};
 use redis_pitr::archive::store::redact_store_url;
 use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
+use redis_pitr::maintain::compact::{self, CompactConfig, Levels};
 use redis_pitr::net::Source;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{parse_duration, parse_size, StoreArgs, Usage};
+use crate::args::{parse_duration, parse_levels, parse_size, StoreArgs, Usage};
 
 #[derive(Args, Debug)]
 pub struct ArchiveArgs {
@@ -42,6 +43,11 @@ pub struct ArchiveArgs {
     /// but may write until then.
     #[arg(long)]
     takeover: bool,
+    /// Compaction levels: the span of each level from 1 on, each a multiple of the one before
+    /// (`1m,1h,24h`: minutes, hours, days), or `off`. Every 10 s the archiver merges the
+    /// segments of each closed window of a level's span into one object of that level.
+    #[arg(long, default_value = compact::DEFAULT_LEVELS, value_parser = parse_levels)]
+    compaction_levels: Levels,
     /// Time to live of the archive's lease (renewed every sixth of it). For tests.
     #[arg(long, env = "PITR_LEASE_TTL", default_value = "30s", value_parser = parse_duration, hide = true)]
     lease_ttl: Duration,
@@ -82,6 +88,10 @@ impl ArchiveArgs {
             lease: LeaseConfig {
                 ttl: self.lease_ttl,
                 takeover: self.takeover,
+            },
+            compaction: CompactConfig {
+                levels: self.compaction_levels,
+                ..CompactConfig::default()
             },
         })
     }

@@ -9,6 +9,7 @@ use clap::Args;
 use redis_pitr::archive::fetch::{self, FetchConfig};
 use redis_pitr::archive::names::ArchiveName;
 use redis_pitr::archive::store::{Store, StoreError};
+use redis_pitr::maintain::compact::Levels;
 
 /// A flag or value that cannot be used (exit 2). Found while the arguments are turned into a
 /// command's configuration, before any work starts.
@@ -98,6 +99,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?}: must be at least 1ms"));
     }
     Ok(d)
+}
+
+/// Compaction levels such as `1m,1h,24h`, or `off`.
+pub fn parse_levels(s: &str) -> Result<Levels, String> {
+    s.parse()
 }
 
 /// The largest size any flag takes (1 PiB).

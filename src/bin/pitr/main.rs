@@ -1,10 +1,11 @@
 //! The `pitr` command line: parses arguments, turns them into a validated configuration, runs
-//! one command (one file each: `archive`, `ls`, `verify`, `restore`), and maps failures to the
+//! one command (one file each: `archive`, `ls`, `verify`, `restore`, `compact`), and maps failures to the
 //! exit codes of the README through one table, [`exit_code`]. The library never prints; the
 //! commands print through [`output::Out`].
 
 mod archive;
 mod args;
+mod compact;
 mod ls;
 mod output;
 mod restore;
@@ -21,6 +22,7 @@ use redis_pitr::archive::store::StoreError;
 use redis_pitr::ingest::archiver::ArchiveError;
 use redis_pitr::ingest::link::LinkError;
 use redis_pitr::ingest::segment::SegmentError;
+use redis_pitr::maintain::compact::CompactError;
 use redis_pitr::replay::live::TargetError;
 use redis_pitr::replay::plan::PlanError;
 use redis_pitr::replay::RestoreError;
@@ -64,6 +66,9 @@ enum Command {
     /// Rebuild the master's state at a moment: into a live Redis, or as files a stock
     /// redis-server loads.
     Restore(restore::RestoreArgs),
+    /// Merge runs of small segments into fewer, larger objects by level (one pass over every
+    /// generation); a running archiver does this itself and holds the lease meanwhile.
+    Compact(compact::CompactArgs),
 }
 
 /// What a command found that is not a success, though nothing failed.
@@ -125,6 +130,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ls(a) => ls::run(ls::config(a)?).await,
         Command::Verify(a) => verify::run(verify::config(a)?).await,
         Command::Restore(a) => restore::run(a.config()?).await,
+        Command::Compact(a) => compact::run(compact::config(a)?).await,
     }
 }
 
@@ -183,6 +189,9 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     }
     if let Some(e) = e.downcast_ref::<LeaseError>() {
         return Some(lease_code(e));
+    }
+    if let Some(e) = e.downcast_ref::<CompactError>() {
+        return Some(compact_code(e));
     }
     if e.is::<LinkError>() {
         return Some(EXIT_UNREACHABLE);
@@ -284,6 +293,17 @@ fn segment_code(e: &SegmentError) -> u8 {
         | SegmentError::Discontinuity { .. }
         | SegmentError::NoGeneration
         | SegmentError::UploaderGone => EXIT_FAILURE,
+    }
+}
+
+fn compact_code(e: &CompactError) -> u8 {
+    match e {
+        CompactError::Store(s) => store_code(s),
+        CompactError::Lease(l) => lease_code(l),
+        // Objects that fail their checks, or a written object that does not read back.
+        CompactError::Object { .. } | CompactError::ReadBack { .. } | CompactError::NotARun(_) => {
+            EXIT_CORRUPT
+        }
     }
 }
 
