@@ -161,6 +161,7 @@ fn start_archiver(port: u16) -> Running {
         announce_port: 0,
         read_timeout: Duration::from_secs(5),
         lease: Default::default(),
+        snapshot_interval: None,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(Archiver::run(cfg, stop.clone()));
