@@ -13,10 +13,11 @@
 //!   table of what the replicated commands are (pure).
 //! - [`rdb`]: the streaming RDB parser (pure).
 //! - [`net`]: reaching a server: connection settings and dialing, shared by both halves.
-//! - [`ingest`]: the archiving half: replica link, segmenter, the archiver role.
+//! - [`ingest`]: the archiving half: replica link, segmenter, the archiver role, scheduled
+//!   snapshots on links of their own.
 //! - [`archive`]: the archive as both halves see it: names, object format, snapshot frames,
-//!   store, reading many objects at once in order, catalog, and the lease that admits one
-//!   writer at a time.
+//!   store, reading many objects at once in order, catalog, the lease that admits one
+//!   writer at a time, and the request for a snapshot now.
 //! - [`maintain`]: work on an archive at rest: verify, compaction by level.
 //! - [`replay`]: the restoring half: plan, cut, filter, key conversion, live and file
 //!   destinations.

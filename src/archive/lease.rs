@@ -501,7 +501,7 @@ fn new_holder_id() -> String {
 }
 
 /// This host's name, as far as it can be told without a system call.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .find_map(|f| std::fs::read_to_string(f).ok())

@@ -2,8 +2,9 @@
 //! ([`format`]) and snapshot bodies as zstd frames ([`frames`]), the object store under the
 //! archive's prefix ([`store`]), reading many objects with several GETs in flight, handed over
 //! in order ([`fetch`]), the catalog of generations, windows and gaps that a listing alone
-//! gives ([`catalog`]), and the lease that lets one writer at a time work on an archive
-//! ([`lease`]).
+//! gives ([`catalog`]), the lease that lets one writer at a time work on an archive
+//! ([`lease`]), and the request for a snapshot now that `pitr snapshot` leaves for the archiver
+//! ([`request`]).
 
 pub mod catalog;
 pub mod fetch;
@@ -11,4 +12,5 @@ pub mod format;
 pub mod frames;
 pub mod lease;
 pub mod names;
+pub mod request;
 pub mod store;

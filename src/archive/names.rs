@@ -509,6 +509,8 @@ mod tests {
             good.replace("00000000000000000099", "00000000000000000017"),
             good.replace("L1/2023-11-14/", "L1/"),
             "0000000003/lease".into(),
+            "snapshot-request".into(),
+            "0000000003/snapshot-request".into(),
         ] {
             assert!(bad.parse::<ObjectName>().is_err(), "{bad}");
         }

@@ -329,6 +329,15 @@ impl Store {
         ))
     }
 
+    /// The request for a snapshot now (`archive::request`).
+    pub fn request_path(&self) -> Path {
+        Path::from(format!(
+            "{}/{}",
+            self.prefix,
+            crate::archive::request::REQUEST_OBJECT
+        ))
+    }
+
     fn backend_err(
         &self,
         op: &'static str,
@@ -356,8 +365,11 @@ impl Store {
         for m in metas {
             let loc = m.location.as_ref();
             let rel = loc.strip_prefix(&strip).unwrap_or(loc);
-            if rel == crate::archive::lease::LEASE_OBJECT {
-                // The lease is part of the archive, though not an archived object.
+            if rel == crate::archive::lease::LEASE_OBJECT
+                || rel == crate::archive::request::REQUEST_OBJECT
+            {
+                // The lease and a snapshot request are part of the archive, though not
+                // archived objects.
                 continue;
             }
             match rel.parse::<ObjectName>() {
@@ -1300,6 +1312,12 @@ mod tests {
         store
             .backend()
             .put(&store.lease_path(), PutPayload::from_static(b"{}"))
+            .await
+            .unwrap();
+        // Nor is a snapshot request.
+        store
+            .backend()
+            .put(&store.request_path(), PutPayload::from_static(b"{}"))
             .await
             .unwrap();
         let l = store.list().await.unwrap();

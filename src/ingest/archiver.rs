@@ -17,8 +17,9 @@ use crate::archive::catalog::Catalog;
 use crate::archive::format::{self, SnapshotHeader};
 use crate::archive::lease::{Lease, LeaseCommand, LeaseConfig, LeaseError, LeaseGuard, Vouched};
 use crate::archive::names::{GenerationId, ObjectKind, ObjectName};
-use crate::archive::store::{SnapshotUpload, Store, StoreError};
+use crate::archive::store::{SnapshotDone, SnapshotUpload, Store, StoreError};
 use crate::ingest::link::{eof_step, Connection, EofStep, LinkError, Payload, Psync};
+use crate::ingest::scheduled::{Attached, Schedule, Scheduler};
 use crate::ingest::segment::{
     Chunk, Durable, Msg, Position, SegmentError, Segmenter, SegmenterConfig,
 };
@@ -42,6 +43,9 @@ pub struct ArchiveConfig {
     pub lease: LeaseConfig,
     /// Compaction, run beside the stream while the lease is held (`off`: none).
     pub compaction: CompactConfig,
+    /// How often to take a scheduled snapshot on a link of its own (`ingest::scheduled`),
+    /// counted from the generation's newest snapshot; `None`: only when `pitr snapshot` asks.
+    pub snapshot_interval: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -416,6 +420,8 @@ pub struct Archiver {
     lease: LeaseGuard,
     /// What the lease's next renewal vouches for (see [`Vouched`]).
     vouch: watch::Sender<Option<Vouched>>,
+    /// What the archiving link is on, for scheduled snapshots; `None` between sessions.
+    attached: watch::Sender<Option<Attached>>,
 }
 
 impl Archiver {
@@ -506,6 +512,21 @@ impl Archiver {
             let _ = tx.send(Msg::Start(p));
         }
         let budget = Arc::new(Semaphore::new(cfg.max_buffer.min(Semaphore::MAX_PERMITS)));
+        // Scheduled and requested snapshots, on links of their own; stopped with the sessions.
+        let (attached, attached_rx) = watch::channel(None);
+        let stop_snapshots = shutdown.child_token();
+        tasks.spawn(
+            Scheduler {
+                store: cfg.store.clone(),
+                source: cfg.source.clone(),
+                announce_port: cfg.announce_port,
+                read_timeout: cfg.read_timeout,
+                lease: guard.clone(),
+                attached: attached_rx,
+                schedule: Schedule::new(cfg.snapshot_interval),
+            }
+            .run(stop_snapshots.clone()),
+        );
         let mut me = Archiver {
             cfg,
             pos,
@@ -517,6 +538,7 @@ impl Archiver {
             force_full_sync: false,
             lease: guard,
             vouch,
+            attached,
         };
         let mut backoff = retry_backoff();
         // Whether `seg_task` has been awaited to its end already (a task is awaited once).
@@ -550,6 +572,7 @@ impl Archiver {
                 Ok(SessionEnd::Shutdown) => break Ok(()),
                 Err(e) if e.is_fatal() => break Err(e),
                 Err(e) => {
+                    me.attached.send_replace(None);
                     if me.established {
                         backoff = retry_backoff();
                     }
@@ -571,6 +594,7 @@ impl Archiver {
                 }
             }
         };
+        stop_snapshots.cancel();
         if segmenter_ended {
             // The segmenter is gone and `result` says why; nothing is left to flush.
             drop(me);
@@ -661,6 +685,8 @@ impl Archiver {
                 };
                 let _ = self.tx.send(Msg::Start(p));
                 self.pos = Some(p);
+                self.attached
+                    .send_replace(Some(Attached { generation, replid }));
                 floor = Some(offset);
                 conn.ack(offset).await?;
             }
@@ -679,14 +705,18 @@ impl Archiver {
                 } else {
                     info!(generation = %p.generation, offset = p.offset, "partial resync: continuing");
                 }
+                self.attached.send_replace(Some(Attached {
+                    generation: p.generation,
+                    replid: p.replid,
+                }));
             }
         }
         self.stream(&mut conn, floor, shutdown).await
     }
 
-    /// Receives the full-sync payload into a snapshot object. Returns its checksum, or `None`
-    /// when shutdown was requested before it was complete (the upload is then aborted: nothing
-    /// of it is visible).
+    /// Receives the full-sync payload into the generation's base snapshot. Returns its
+    /// checksum, or `None` when shutdown was requested before it was complete (the upload is
+    /// then aborted: nothing of it is visible).
     async fn snapshot(
         &mut self,
         conn: &mut Connection,
@@ -696,18 +726,6 @@ impl Archiver {
         time_ms: u64,
         shutdown: &CancellationToken,
     ) -> Result<Option<u64>, ArchiveError> {
-        let abandoned = |received: u64| {
-            info!(%generation, offset, received,
-                "shutdown during the full sync: snapshot abandoned (its upload aborted, nothing of it stored)");
-        };
-        let payload = tokio::select! {
-            r = conn.payload_header() => r?,
-            _ = shutdown.cancelled() => {
-                abandoned(0);
-                return Ok(None);
-            }
-        };
-        let name = ObjectName::snapshot(generation, offset, time_ms, replid).v2(0);
         let header = SnapshotHeader {
             generation,
             offset,
@@ -715,109 +733,33 @@ impl Archiver {
             replid,
             taken: Some(format::Taken::Base),
         };
-        let started = Instant::now();
-        let Some(mut upload) = start_snapshot_upload(
+        let received = receive_snapshot(
+            conn,
             &self.cfg.store,
-            &name,
+            &self.lease,
             &header,
             self.cfg.read_timeout,
+            &|| Ok(()),
             shutdown,
         )
-        .await?
-        else {
-            abandoned(0);
-            return Ok(None);
-        };
-        // The payload waited in the socket while the upload started.
-        conn.restart_read_clock();
-        let mut check = RdbCheck::default();
-        let addr = conn.addr().to_string();
-        // `Ok(false)`: shutdown was requested before the payload was complete.
-        let received: Result<bool, ArchiveError> = async {
-            match payload {
-                Payload::Len(len) => {
-                    let mut left = len;
-                    while left > 0 {
-                        if conn.buffer().is_empty() {
-                            tokio::select! {
-                                r = conn.read_more("receiving the snapshot") => { r?; }
-                                _ = shutdown.cancelled() => return Ok(false),
-                            }
-                        }
-                        let take = (conn.buffer().len() as u64).min(left) as usize;
-                        let piece = conn.buffer().split_to(take);
-                        check.update(&piece);
-                        if !put_piece(&mut upload, &name, &piece, shutdown).await? {
-                            return Ok(false);
-                        }
-                        conn.restart_read_clock();
-                        left -= take as u64;
-                    }
-                }
-                Payload::Eof(mark) => loop {
-                    match eof_step(conn.buffer(), &mark) {
-                        EofStep::Done(n) => {
-                            let piece = conn.buffer().split_to(n);
-                            check.update(&piece);
-                            if !put_piece(&mut upload, &name, &piece, shutdown).await? {
-                                return Ok(false);
-                            }
-                            conn.buffer().advance(40);
-                            break;
-                        }
-                        EofStep::Forward(n) => {
-                            if n > 0 {
-                                let piece = conn.buffer().split_to(n);
-                                check.update(&piece);
-                                if !put_piece(&mut upload, &name, &piece, shutdown).await? {
-                                    return Ok(false);
-                                }
-                                conn.restart_read_clock();
-                            }
-                            tokio::select! {
-                                r = conn.read_more("receiving the snapshot") => { r?; }
-                                _ = shutdown.cancelled() => return Ok(false),
-                            }
-                        }
-                    }
-                },
-            }
-            check
-                .finish()
-                .map(|()| true)
-                .map_err(|what| ArchiveError::BadSnapshot {
-                    addr: addr.clone(),
-                    what,
-                })
-        }
-        .await;
+        .await?;
         match received {
-            Ok(true) => {}
-            Ok(false) => {
-                let n = upload.raw_len();
-                upload.abort().await;
-                abandoned(n);
-                return Ok(None);
+            Received::Stored { done, secs } => {
+                info!(
+                    %generation, object = %snapshot_name(&header), bytes = done.raw_len, stored = done.stored,
+                    seconds = format!("{secs:.2}"),
+                    mb_per_s = format!("{:.1}", done.raw_len as f64 / 1e6 / secs.max(1e-6)),
+                    "snapshot durable"
+                );
+                Ok(Some(done.checksum))
             }
-            Err(e) => {
-                upload.abort().await;
-                return Err(e);
+            Received::Shutdown { received } => {
+                info!(%generation, offset, received,
+                    "shutdown during the full sync: snapshot abandoned (its upload aborted, nothing of it stored)");
+                Ok(None)
             }
+            Received::Discarded { why } => Err(ArchiveError::Archive(why)),
         }
-        // Not completed (made visible) while the lease is lapsed, nor once it is gone.
-        if let Err(e) = self.lease.wait_valid(&format!("snapshot {name}")).await {
-            upload.abort().await;
-            return Err(e.into());
-        }
-        let done = finish_snapshot(upload, &name).await?;
-        let secs = started.elapsed().as_secs_f64();
-        info!(
-            %generation, object = %name, bytes = done.raw_len, stored = done.stored,
-            seconds = format!("{secs:.2}"),
-            mb_per_s = format!("{:.1}", done.raw_len as f64 / 1e6 / secs.max(1e-6)),
-            "snapshot durable"
-        );
-        Ok(Some(done.checksum))
     }
 
     /// The stream: read, frame whole commands, stamp them, hand them to the segmenter within
@@ -1106,11 +1048,158 @@ async fn put_piece(
     }
 }
 
+/// The name of the version 2 snapshot object that `header` heads.
+pub(crate) fn snapshot_name(header: &SnapshotHeader) -> ObjectName {
+    ObjectName::snapshot(
+        header.generation,
+        header.offset,
+        header.time_ms,
+        header.replid,
+    )
+    .v2(0)
+}
+
+/// What became of a full sync's RDB streamed by [`receive_snapshot`].
+pub(crate) enum Received {
+    /// Complete, checked and visible; `secs` since its upload started.
+    Stored { done: SnapshotDone, secs: f64 },
+    /// Shutdown was requested after `received` bytes: the upload is aborted, nothing visible.
+    Shutdown { received: u64 },
+    /// Complete, but `keep` refused it (`why`): the upload is aborted, nothing visible.
+    Discarded { why: String },
+}
+
+/// Streams the RDB payload that follows `+FULLRESYNC` on `conn` (its `$<len>` or `$EOF:<mark>`
+/// framing read here) into the store as the snapshot `header` describes: a multipart upload,
+/// each part retried for up to `patience`, so that memory stays at the upload's parts. Checks
+/// that the RDB is whole, then asks `keep` whether it is still wanted, waits for a valid lease,
+/// and only then completes the upload. Every failure aborts the upload. Reads nothing past the
+/// RDB's end: after an `$EOF:` mark the master sends nothing until an ACK, after a `$<len>`
+/// payload the stream's first bytes stay in `conn`'s buffer.
+pub(crate) async fn receive_snapshot(
+    conn: &mut Connection,
+    store: &Store,
+    lease: &LeaseGuard,
+    header: &SnapshotHeader,
+    patience: Duration,
+    keep: &(dyn Fn() -> Result<(), String> + Send + Sync),
+    shutdown: &CancellationToken,
+) -> Result<Received, ArchiveError> {
+    let payload = tokio::select! {
+        r = conn.payload_header() => r?,
+        _ = shutdown.cancelled() => return Ok(Received::Shutdown { received: 0 }),
+    };
+    let name = snapshot_name(header);
+    let started = Instant::now();
+    let Some(mut upload) = start_snapshot_upload(store, &name, header, patience, shutdown).await?
+    else {
+        return Ok(Received::Shutdown { received: 0 });
+    };
+    // The payload waited in the socket while the upload started.
+    conn.restart_read_clock();
+    let mut check = RdbCheck::default();
+    let addr = conn.addr().to_string();
+    // `Ok(false)`: shutdown was requested before the payload was complete.
+    let received: Result<bool, ArchiveError> = async {
+        match payload {
+            Payload::Len(len) => {
+                let mut left = len;
+                while left > 0 {
+                    if conn.buffer().is_empty() {
+                        tokio::select! {
+                            r = conn.read_more("receiving the snapshot") => { r?; }
+                            _ = shutdown.cancelled() => return Ok(false),
+                        }
+                    }
+                    let take = (conn.buffer().len() as u64).min(left) as usize;
+                    let piece = conn.buffer().split_to(take);
+                    check.update(&piece);
+                    if !put_piece(&mut upload, &name, &piece, shutdown).await? {
+                        return Ok(false);
+                    }
+                    conn.restart_read_clock();
+                    left -= take as u64;
+                }
+            }
+            Payload::Eof(mark) => loop {
+                match eof_step(conn.buffer(), &mark) {
+                    EofStep::Done(n) => {
+                        let piece = conn.buffer().split_to(n);
+                        check.update(&piece);
+                        if !put_piece(&mut upload, &name, &piece, shutdown).await? {
+                            return Ok(false);
+                        }
+                        conn.buffer().advance(40);
+                        break;
+                    }
+                    EofStep::Forward(n) => {
+                        if n > 0 {
+                            let piece = conn.buffer().split_to(n);
+                            check.update(&piece);
+                            if !put_piece(&mut upload, &name, &piece, shutdown).await? {
+                                return Ok(false);
+                            }
+                            conn.restart_read_clock();
+                        }
+                        tokio::select! {
+                            r = conn.read_more("receiving the snapshot") => { r?; }
+                            _ = shutdown.cancelled() => return Ok(false),
+                        }
+                    }
+                }
+            },
+        }
+        check
+            .finish()
+            .map(|()| true)
+            .map_err(|what| ArchiveError::BadSnapshot {
+                addr: addr.clone(),
+                what,
+            })
+    }
+    .await;
+    match received {
+        Ok(true) => {}
+        Ok(false) => {
+            let received = upload.raw_len();
+            upload.abort().await;
+            return Ok(Received::Shutdown { received });
+        }
+        Err(e) => {
+            upload.abort().await;
+            return Err(e);
+        }
+    }
+    if let Err(why) = keep() {
+        upload.abort().await;
+        return Ok(Received::Discarded { why });
+    }
+    // Not completed (made visible) while the lease is lapsed, nor once it is gone.
+    let writing = format!("snapshot {name}");
+    let valid = tokio::select! {
+        r = lease.wait_valid(&writing) => r,
+        _ = shutdown.cancelled() => {
+            let received = upload.raw_len();
+            upload.abort().await;
+            return Ok(Received::Shutdown { received });
+        }
+    };
+    if let Err(e) = valid {
+        upload.abort().await;
+        return Err(e.into());
+    }
+    let done = finish_snapshot(upload, &name).await?;
+    Ok(Received::Stored {
+        done,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
 /// Completes the snapshot's upload: the object becomes visible, whole.
 async fn finish_snapshot(
     upload: SnapshotUpload,
     name: &ObjectName,
-) -> Result<crate::archive::store::SnapshotDone, ArchiveError> {
+) -> Result<SnapshotDone, ArchiveError> {
     let received = upload.raw_len();
     upload
         .finish()

@@ -22,6 +22,8 @@ pub const READ_CHUNK: usize = 256 * 1024;
 /// sync format (RDB 80, `VALKEY080`) the RDB parser reads. A later Valkey then sends RDB 80 rather
 /// than a newer format.
 pub const REPLICA_VERSION: &str = "9.1.0";
+/// The client name of the archiving link (`CLIENT SETNAME`).
+pub const ARCHIVER_CLIENT_NAME: &str = "pitr-archiver";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -264,11 +266,23 @@ impl<S: ServerStream> Connection<S> {
 
     /// The replica handshake, as `syncWithMaster()` does it: PING, AUTH, REPLCONF
     /// listening-port, REPLCONF capa, REPLCONF version (Valkey), each reply read before the next
-    /// command.
+    /// command. The client is named `pitr-archiver`.
     pub async fn handshake(
         &mut self,
         source: &Source,
         announce_port: u16,
+    ) -> Result<(), LinkError> {
+        self.handshake_as(source, announce_port, ARCHIVER_CLIENT_NAME)
+            .await
+    }
+
+    /// [`handshake`](Connection::handshake) under another client name (`CLIENT SETNAME`), so
+    /// that operators tell the links apart in `CLIENT LIST`.
+    pub async fn handshake_as(
+        &mut self,
+        source: &Source,
+        announce_port: u16,
+        client_name: &str,
     ) -> Result<(), LinkError> {
         let addr = self.addr.clone();
         match self.call(&[b"PING"], "waiting for PONG").await? {
@@ -309,7 +323,7 @@ impl<S: ServerStream> Connection<S> {
         // Lets operators tell the archiver apart in CLIENT LIST; not every user may do it.
         let _ = self
             .call(
-                &[b"CLIENT", b"SETNAME", b"pitr-archiver"],
+                &[b"CLIENT", b"SETNAME", client_name.as_bytes()],
                 "naming the client",
             )
             .await?;

@@ -131,7 +131,6 @@ fn archiving_with_short_levels_merges_segments_and_stays_sound() {
 
 /// Restores to moments inside compacted objects equal the master at those moments.
 #[test]
-#[ignore = "needs the catalog to read levels"]
 fn restores_to_moments_inside_compacted_objects_equal_the_master() {
     let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
     let archive = Archive::local();

@@ -165,6 +165,7 @@ fn start_archiver(port: u16) -> Running {
             levels: redis_pitr::maintain::compact::Levels::off(),
             ..Default::default()
         },
+        snapshot_interval: None,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(Archiver::run(cfg, stop.clone()));

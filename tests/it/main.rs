@@ -14,4 +14,5 @@ mod lease;
 mod rdb_fixtures;
 mod restore_files;
 mod restore_live;
+mod snapshot_sched;
 mod state_dump;

@@ -11,7 +11,7 @@ use redis_pitr::maintain::compact::{self, CompactConfig, Levels};
 use redis_pitr::net::Source;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{parse_duration, parse_levels, parse_size, StoreArgs, Usage};
+use crate::args::{parse_duration, parse_interval, parse_levels, parse_size, StoreArgs, Usage};
 
 #[derive(Args, Debug)]
 pub struct ArchiveArgs {
@@ -48,13 +48,19 @@ pub struct ArchiveArgs {
     /// segments of each closed window of a level's span into one object of that level.
     #[arg(long, default_value = compact::DEFAULT_LEVELS, value_parser = parse_levels)]
     compaction_levels: Levels,
+    /// Take a fresh snapshot this often, through a second replica link of its own, so that a
+    /// restore replays at most this much stream. Counted from the newest snapshot of the
+    /// generation (a restart does not reset it). 0 turns scheduled snapshots off (`pitr
+    /// snapshot` still gets one).
+    #[arg(long, default_value = "24h", value_parser = parse_interval)]
+    snapshot_interval: Duration,
     /// Time to live of the archive's lease (renewed every sixth of it). For tests.
     #[arg(long, env = "PITR_LEASE_TTL", default_value = "30s", value_parser = parse_duration, hide = true)]
     lease_ttl: Duration,
 }
 
 /// The password from the environment, if any: PITR_SOURCE_PASSWORD, then REDISCLI_AUTH.
-fn env_password() -> Option<String> {
+pub fn env_password() -> Option<String> {
     ["PITR_SOURCE_PASSWORD", "REDISCLI_AUTH"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
@@ -93,6 +99,7 @@ impl ArchiveArgs {
                 levels: self.compaction_levels,
                 ..CompactConfig::default()
             },
+            snapshot_interval: Some(self.snapshot_interval).filter(|d| !d.is_zero()),
         })
     }
 }

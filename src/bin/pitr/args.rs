@@ -106,6 +106,18 @@ pub fn parse_levels(s: &str) -> Result<Levels, String> {
     s.parse()
 }
 
+/// An interval such as `24h`, `30m`, `3s` or `500ms`; `0` (or any zero duration) is off.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if !d.is_zero() && d < Duration::from_millis(100) {
+        return Err(format!("{s:?}: at least 100ms (or 0: off)"));
+    }
+    Ok(d)
+}
+
 /// The largest size any flag takes (1 PiB).
 const MAX_SIZE: u64 = 1 << 50;
 
@@ -148,5 +160,16 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn intervals_parse_and_zero_is_off() {
+        assert_eq!(parse_interval("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_interval("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_interval("24h").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_interval("3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_interval("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_interval("1ms").is_err());
+        assert!(parse_interval("daily").is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! The `pitr` command line: parses arguments, turns them into a validated configuration, runs
-//! one command (one file each: `archive`, `ls`, `verify`, `restore`, `compact`), and maps failures to the
+//! one command (one file each: `archive`, `snapshot`, `ls`, `verify`, `restore`, `compact`), and maps failures to the
 //! exit codes of the README through one table, [`exit_code`]. The library never prints; the
 //! commands print through [`output::Out`].
 
@@ -9,6 +9,7 @@ mod compact;
 mod ls;
 mod output;
 mod restore;
+mod snapshot;
 mod verify;
 
 use std::error::Error as StdError;
@@ -59,6 +60,8 @@ enum LogFormat {
 enum Command {
     /// Attach to a master as a replica and archive its snapshot and every write, continuously.
     Archive(archive::ArchiveArgs),
+    /// Take a snapshot now: asks the running archiver for one and waits until it is stored.
+    Snapshot(snapshot::SnapshotArgs),
     /// List the archive: generations, restorable windows, snapshots, gaps.
     Ls(args::ReadArgs),
     /// Read every object back and check checksums, the chain, continuity and the RDBs.
@@ -78,6 +81,16 @@ pub enum Finding {
     Empty { name: String, url: String },
     #[error("archive is corrupt: first broken object {first}")]
     Corrupt { first: String },
+    /// `pitr snapshot` without a running archiver to take the snapshot.
+    #[error("no archiver is running on archive {name:?} in {url} ({why}): pitr snapshot asks the running pitr archive for the snapshot, so one must be running")]
+    NoArchiver {
+        name: String,
+        url: String,
+        why: String,
+    },
+    /// `pitr snapshot` waited in vain.
+    #[error("no snapshot within {secs} s: the archiver did not store one in time (see its log)")]
+    SnapshotTimeout { secs: u64 },
 }
 
 fn init_logging(format: LogFormat) {
@@ -127,6 +140,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Archive(a) => archive::run(a.config()?).await,
+        Command::Snapshot(a) => snapshot::run(snapshot::config(a)?).await,
         Command::Ls(a) => ls::run(ls::config(a)?).await,
         Command::Verify(a) => verify::run(verify::config(a)?).await,
         Command::Restore(a) => restore::run(a.config()?).await,
@@ -167,6 +181,9 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
         return Some(match f {
             Finding::Empty { .. } => EXIT_NOT_FOUND,
             Finding::Corrupt { .. } => EXIT_CORRUPT,
+            // Run it beside a running archiver.
+            Finding::NoArchiver { .. } => EXIT_USAGE,
+            Finding::SnapshotTimeout { .. } => EXIT_FAILURE,
         });
     }
     if let Some(e) = e.downcast_ref::<StoreError>() {
@@ -383,6 +400,13 @@ mod tests {
         let corrupt = Finding::Corrupt { first: "o".into() };
         assert_eq!(code(corrupt), EXIT_CORRUPT);
         assert_eq!(code(anyhow::anyhow!("anything else")), EXIT_FAILURE);
+        let no_archiver = Finding::NoArchiver {
+            name: "default".into(),
+            url: "/x".into(),
+            why: "no process holds the archive's lease".into(),
+        };
+        assert_eq!(code(no_archiver), EXIT_USAGE);
+        assert_eq!(code(Finding::SnapshotTimeout { secs: 600 }), EXIT_FAILURE);
     }
 
     #[test]
