@@ -82,6 +82,13 @@ fn prune_keeps_the_window_restorable_and_names_the_nearest_points_before_it() {
     let inside: Vec<(u64, String)> = (3..6).map(|b| moment(&mut con, b)).collect();
     // A write after the last moment, so that the stopped archive's window reaches past it.
     moment(&mut con, 6);
+    // Beside the running archiver, deleting is refused (exit 6); a dry run is not.
+    let out = run_pitr(
+        &["prune", "--store", a.store(), "--retain", "1s", "--confirm"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    run_pitr_ok(&["prune", "--store", a.store(), "--retain", "1s"], &[]);
     p.stop_gracefully(Duration::from_secs(30));
 
     // The window starts just after the snapshot: everything before it goes.
@@ -128,5 +135,67 @@ fn prune_keeps_the_window_restorable_and_names_the_nearest_points_before_it() {
     assert!(!out.status.success(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nearest restorable points"), "{err}");
+    a.verify();
+}
+
+#[test]
+fn the_archiver_prunes_with_retain() {
+    let r = RedisServer::start(&[
+        ("repl-diskless-sync-delay", "0"),
+        ("repl-ping-replica-period", "60"),
+    ]);
+    let a = Archive::local();
+    let args = [
+        "--flush-interval",
+        "200ms",
+        "--snapshot-interval",
+        "0",
+        "--compaction-levels",
+        "off",
+    ];
+    let p = a.archiver(&r, &args);
+    wait_online(&r, Duration::from_secs(60));
+    p.wait_for_log("snapshot durable", Duration::from_secs(60));
+    let mut con = r.client();
+    moment(&mut con, 0);
+    std::thread::sleep(Duration::from_millis(800));
+    let out = run_pitr_ok(
+        &[
+            "snapshot",
+            "--source",
+            &plain_url(&r),
+            "--store",
+            a.store(),
+            "--timeout",
+            "60s",
+            "--json",
+        ],
+        &[],
+    );
+    let snap: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    moment(&mut con, 1);
+    p.stop_gracefully(Duration::from_secs(30));
+    // Restarted with a policy: its first maintenance pass (about 10 s in) prunes.
+    let mut with_retain = args.to_vec();
+    with_retain.extend(["--retain", "1s"]);
+    let p = a.archiver(&r, &with_retain);
+    p.wait_for_log("prune pass", Duration::from_secs(60));
+    let ls = a.ls();
+    let g = &ls["generations"][0];
+    assert_eq!(
+        g["snapshots"].as_array().map(|s| s.len()),
+        Some(1),
+        "{ls:#}"
+    );
+    assert_eq!(g["first_offset"], snap["offset"], "{ls:#}");
+    // It goes on archiving in the same generation.
+    let (t, want) = moment(&mut con, 2);
+    moment(&mut con, 3);
+    p.stop_gracefully(Duration::from_secs(30));
+    let log = p.log();
+    assert_eq!(log.matches("full sync: new generation").count(), 0, "{log}");
+    assert_eq!(a.ls()["generations"].as_array().map(|g| g.len()), Some(1));
+    let (server, report) = a.restore_into_new_server(&t.to_string(), &[]);
+    assert_eq!(digest(&mut server.client()), want, "{report:#}");
     a.verify();
 }
