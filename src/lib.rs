@@ -18,7 +18,7 @@
 //! - [`archive`]: the archive as both halves see it: names, object format, snapshot frames,
 //!   store, reading many objects at once in order, catalog, the lease that admits one
 //!   writer at a time, and the request for a snapshot now.
-//! - [`maintain`]: work on an archive at rest: verify, compaction by level.
+//! - [`maintain`]: work on an archive at rest: verify, compaction by level, retention.
 //! - [`replay`]: the restoring half: plan, cut, filter, key conversion, live and file
 //!   destinations.
 //!

@@ -24,6 +24,7 @@ use crate::ingest::segment::{
     Chunk, Durable, Msg, Position, SegmentError, Segmenter, SegmenterConfig,
 };
 use crate::maintain::compact::{self, CompactConfig};
+use crate::maintain::prune::Policy;
 use crate::net::Source;
 use crate::resp::scanner::{CommandScanner, StreamError};
 
@@ -43,6 +44,8 @@ pub struct ArchiveConfig {
     pub lease: LeaseConfig,
     /// Compaction, run beside the stream while the lease is held (`off`: none).
     pub compaction: CompactConfig,
+    /// Retention, applied beside compaction about every ten minutes (default: keep everything).
+    pub retention: Policy,
     /// How often to take a scheduled snapshot on a link of its own (`ingest::scheduled`),
     /// counted from the generation's newest snapshot; `None`: only when `pitr snapshot` asks.
     pub snapshot_interval: Option<Duration>,
@@ -288,7 +291,7 @@ async fn check_snapshot_ends(
 pub const BASE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Whether the base snapshot of `generation` is in the store: one HEAD of `known` (its name)
-/// when given, otherwise a listing of the generation. Returns the snapshot's name, or `None`
+/// when given, otherwise (or when it is gone) a listing of the generation's snapshots. Returns the snapshot's name, or `None`
 /// when it is gone. Cheap enough to call every few seconds (lease renewal may call it too).
 pub async fn check_base(
     store: &Store,
@@ -296,9 +299,9 @@ pub async fn check_base(
     known: Option<ObjectName>,
 ) -> Result<Option<ObjectName>, StoreError> {
     match known {
-        Some(name) if name.generation == generation => {
-            Ok(store.exists(&name).await?.then_some(name))
-        }
+        Some(name) if name.generation == generation && store.exists(&name).await? => Ok(Some(name)),
+        // Gone, or not known yet: retention removes a base once a later snapshot (on a
+        // segment boundary) replaces it, so the oldest snapshot left is the base.
         _ => Ok(store
             .generation_snapshots(generation)
             .await?
@@ -500,10 +503,11 @@ impl Archiver {
         // Compaction: a task of its own, never in the stream's way; stopped before the tasks
         // are awaited.
         let stop_compaction = CancellationToken::new();
-        if !cfg.compaction.levels.is_off() {
+        if !cfg.compaction.levels.is_off() || !cfg.retention.keeps_everything() {
             tasks.spawn(compact::run_beside_archiver(
                 cfg.store.clone(),
                 cfg.compaction.clone(),
+                cfg.retention,
                 guard.clone(),
                 stop_compaction.clone(),
             ));
@@ -1442,6 +1446,22 @@ mod tests {
         .await;
         let e = resume_point(&store).await.unwrap_err().to_string();
         assert!(e.contains("9999999999") && e.contains("last id"), "{e}");
+    }
+
+    /// Retention removes a base once a later snapshot replaces it: that one is the base then.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_base_pruned_after_a_later_snapshot_is_not_lost() {
+        let store = memory();
+        let (first, c) = snapshot(&store, 1, 0, 1000).await;
+        segment(&store, 1, 0, 1, 1100, c).await;
+        let (later, _) = snapshot(&store, 1, 14, 1200).await;
+        store.delete(&first).await.unwrap();
+        assert_eq!(
+            check_base(&store, GenerationId(1), Some(first))
+                .await
+                .unwrap(),
+            Some(later)
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -54,6 +54,7 @@ use crate::archive::frames::FRAME_RAW;
 use crate::archive::lease::{LeaseError, LeaseGuard};
 use crate::archive::names::{GenerationId, ObjectKind, ObjectName, MAX_LEVEL};
 use crate::archive::store::{Listed, Listing, Store, StoreError};
+use crate::maintain::prune;
 
 /// The levels by default: minutes, hours, days.
 pub const DEFAULT_LEVELS: &str = "1m,1h,24h";
@@ -886,15 +887,19 @@ pub async fn compact_listing(
 }
 
 /// Compaction inside `pitr archive`: a pass every [`PASS_INTERVAL`] while the lease is held,
-/// until `stop`. Errors are logged and the next pass tries again; a lease gone for good ends
-/// it (the archiver stops on its own for that reason).
+/// until `stop`; and, with a retention policy, a prune pass after it about every
+/// [`prune::PASS_INTERVAL`] (in this task, so that the two never work on one range at once).
+/// Errors are logged and the next pass tries again; a lease gone for good ends it (the
+/// archiver stops on its own for that reason).
 pub async fn run_beside_archiver(
     store: Store,
     cfg: CompactConfig,
+    retention: prune::Policy,
     lease: LeaseGuard,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut skip = Skip::default();
+    let mut last_prune: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -925,6 +930,36 @@ pub async fn run_beside_archiver(
                 return;
             }
             Err(e) => tracing::warn!(error = %e, "compaction pass failed; trying again later"),
+        }
+        let due = last_prune.is_none_or(|t| t.elapsed() >= prune::PASS_INTERVAL);
+        if retention.keeps_everything() || !due {
+            continue;
+        }
+        last_prune = Some(std::time::Instant::now());
+        let pass = prune::prune_pass(&store, &retention, &lease, now);
+        let r = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = pass => r,
+        };
+        match r {
+            Ok((plan, done)) => {
+                if done.objects_deleted > 0 {
+                    tracing::info!(
+                        deleted = done.objects_deleted,
+                        bytes = done.bytes_deleted,
+                        window_start_ms = plan.new_window_start_ms,
+                        "prune pass"
+                    );
+                }
+                for p in &plan.problems {
+                    tracing::warn!(problem = %p, "prune: a generation left alone");
+                }
+            }
+            Err(prune::PruneError::Lease(e)) if lease.is_gone() => {
+                tracing::warn!(error = %e, "pruning stops: the lease is gone");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "prune pass failed; trying again later"),
         }
     }
 }

@@ -166,6 +166,7 @@ fn start_archiver(port: u16) -> Running {
             ..Default::default()
         },
         snapshot_interval: None,
+        retention: Default::default(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(Archiver::run(cfg, stop.clone()));

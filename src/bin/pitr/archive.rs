@@ -8,6 +8,7 @@ use redis_pitr::archive::lease::{LeaseConfig, MIN_TTL};
 use redis_pitr::archive::store::redact_store_url;
 use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
 use redis_pitr::maintain::compact::{self, CompactConfig, Levels};
+use redis_pitr::maintain::prune::Policy;
 use redis_pitr::net::Source;
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +55,13 @@ pub struct ArchiveArgs {
     /// snapshot` still gets one).
     #[arg(long, default_value = "24h", value_parser = parse_interval)]
     snapshot_interval: Duration,
+    /// Keep every moment of this last stretch of time restorable and remove what is older,
+    /// about every 10 minutes (as `pitr prune --retain`). Default: keep everything.
+    #[arg(long, value_parser = parse_duration)]
+    retain: Option<Duration>,
+    /// Keep at least this many of the newest snapshots (as `pitr prune --retain-snapshots`).
+    #[arg(long, value_name = "N")]
+    retain_snapshots: Option<usize>,
     /// Time to live of the archive's lease (renewed every sixth of it). For tests.
     #[arg(long, env = "PITR_LEASE_TTL", default_value = "30s", value_parser = parse_duration, hide = true)]
     lease_ttl: Duration,
@@ -81,6 +89,9 @@ impl ArchiveArgs {
         if self.lease_ttl < MIN_TTL {
             return Err(Usage::new("--lease-ttl", "at least 1s").into());
         }
+        if self.retain_snapshots == Some(0) {
+            return Err(Usage::new("--retain-snapshots", "at least 1").into());
+        }
         let store = self.store.open()?;
         Ok(ArchiveConfig {
             source,
@@ -100,6 +111,10 @@ impl ArchiveArgs {
                 ..CompactConfig::default()
             },
             snapshot_interval: Some(self.snapshot_interval).filter(|d| !d.is_zero()),
+            retention: Policy {
+                retain: self.retain,
+                retain_snapshots: self.retain_snapshots,
+            },
         })
     }
 }

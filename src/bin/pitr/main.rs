@@ -1,5 +1,5 @@
 //! The `pitr` command line: parses arguments, turns them into a validated configuration, runs
-//! one command (one file each: `archive`, `snapshot`, `ls`, `verify`, `restore`, `compact`), and maps failures to the
+//! one command (one file each: `archive`, `snapshot`, `ls`, `verify`, `restore`, `compact`, `prune`), and maps failures to the
 //! exit codes of the README through one table, [`exit_code`]. The library never prints; the
 //! commands print through [`output::Out`].
 
@@ -8,6 +8,7 @@ mod args;
 mod compact;
 mod ls;
 mod output;
+mod prune;
 mod restore;
 mod snapshot;
 mod verify;
@@ -24,6 +25,7 @@ use redis_pitr::ingest::archiver::ArchiveError;
 use redis_pitr::ingest::link::LinkError;
 use redis_pitr::ingest::segment::SegmentError;
 use redis_pitr::maintain::compact::CompactError;
+use redis_pitr::maintain::prune::PruneError;
 use redis_pitr::replay::live::TargetError;
 use redis_pitr::replay::plan::PlanError;
 use redis_pitr::replay::RestoreError;
@@ -72,6 +74,9 @@ enum Command {
     /// Merge runs of small segments into fewer, larger objects by level (one pass over every
     /// generation); a running archiver does this itself and holds the lease meanwhile.
     Compact(compact::CompactArgs),
+    /// Remove what the retention policy no longer needs (--retain, --retain-snapshots): prints
+    /// what it would delete, deletes with --confirm; a running archiver does this itself.
+    Prune(prune::PruneArgs),
 }
 
 /// What a command found that is not a success, though nothing failed.
@@ -145,6 +150,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(verify::config(a)?).await,
         Command::Restore(a) => restore::run(a.config()?).await,
         Command::Compact(a) => compact::run(compact::config(a)?).await,
+        Command::Prune(a) => prune::run(prune::config(a)?).await,
     }
 }
 
@@ -209,6 +215,12 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     }
     if let Some(e) = e.downcast_ref::<CompactError>() {
         return Some(compact_code(e));
+    }
+    if let Some(e) = e.downcast_ref::<PruneError>() {
+        return Some(match e {
+            PruneError::Store(s) => store_code(s),
+            PruneError::Lease(l) => lease_code(l),
+        });
     }
     if e.is::<LinkError>() {
         return Some(EXIT_UNREACHABLE);
@@ -674,6 +686,16 @@ mod tests {
             command: "archive".into(),
         };
         assert_eq!(code(lost), EXIT_LEASE);
+        // `pitr prune --confirm` beside a running archiver.
+        let held_prune = LeaseError::Held {
+            object: object(),
+            holder: "h".into(),
+            host: "box".into(),
+            pid: 42,
+            command: "archive".into(),
+            expires: "2026-01-01T00:00:00Z".into(),
+        };
+        assert_eq!(code(PruneError::Lease(held_prune)), EXIT_LEASE);
         let expired = LeaseError::Expired {
             object: object(),
             since_ms: 25_000,
