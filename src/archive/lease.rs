@@ -803,6 +803,43 @@ impl Lease {
         }
     }
 
+    /// Takes the lease for `command`, runs `work` with its guard while it is renewed in the
+    /// background, and gives it back: what a one-shot writer (`pitr compact`, `pitr prune`)
+    /// does. Returns `work`'s result; when the lease was lost meanwhile, `work`'s error if it
+    /// failed, otherwise the lease's.
+    pub async fn hold_while<T, E, F, Fut>(
+        store: &Store,
+        command: LeaseCommand,
+        cfg: LeaseConfig,
+        work: F,
+    ) -> Result<T, E>
+    where
+        E: From<LeaseError>,
+        F: FnOnce(LeaseGuard) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let lease = Lease::acquire(store, command, cfg).await?;
+        let guard = lease.guard();
+        let (_vouch, vouched) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let keeper = tokio::spawn(lease.keep(vouched, stop.clone()));
+        let result = work(guard).await;
+        stop.cancel();
+        match keeper.await {
+            Ok(Ok(lease)) => {
+                if let Err(e) = lease.release().await {
+                    tracing::warn!(error = %e, "could not release the lease: it expires on its own");
+                }
+            }
+            Ok(Err(e)) => {
+                let _ = result?;
+                return Err(e.into());
+            }
+            Err(e) => tracing::warn!(error = %e, "the lease renewal failed"),
+        }
+        result
+    }
+
     /// Gives the lease up: deletes it if it is still ours. Writers see it invalid at once.
     pub async fn release(self) -> Result<(), LeaseError> {
         self.invalidate();

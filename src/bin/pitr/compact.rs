@@ -2,8 +2,6 @@
 
 use anyhow::Context;
 use clap::Args;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use redis_pitr::archive::lease::{Lease, LeaseCommand, LeaseConfig};
 use redis_pitr::archive::store::Store;
@@ -44,35 +42,25 @@ pub fn config(a: CompactArgs) -> anyhow::Result<CompactRun> {
 /// gives the lease back and prints what was done. Runs that were not compacted because of
 /// their content are [`Finding::Corrupt`] (exit 4).
 pub async fn run(cfg: CompactRun) -> anyhow::Result<()> {
-    let lease = Lease::acquire(&cfg.store, LeaseCommand::Compact, LeaseConfig::default()).await?;
-    let guard = lease.guard();
-    let (_vouch, vouched) = watch::channel(None);
-    let stop = CancellationToken::new();
-    let keeper = tokio::spawn(lease.keep(vouched, stop.clone()));
     let now = redis_pitr::ingest::archiver::now_ms();
-    let result = compact::compact_pass(
+    let run = &cfg;
+    let report = Lease::hold_while(
         &cfg.store,
-        &cfg.compaction,
-        &guard,
-        now,
-        &mut Skip::default(),
+        LeaseCommand::Compact,
+        LeaseConfig::default(),
+        |guard| async move {
+            compact::compact_pass(
+                &run.store,
+                &run.compaction,
+                &guard,
+                now,
+                &mut Skip::default(),
+            )
+            .await
+            .context("compacting the archive")
+        },
     )
-    .await
-    .context("compacting the archive");
-    stop.cancel();
-    match keeper.await {
-        Ok(Ok(lease)) => {
-            if let Err(e) = lease.release().await {
-                tracing::warn!(error = %e, "could not release the lease: it expires on its own");
-            }
-        }
-        Ok(Err(e)) => {
-            result?;
-            return Err(e.into());
-        }
-        Err(e) => tracing::warn!(error = %e, "the lease renewal failed"),
-    }
-    let report = result?;
+    .await?;
     let mut out = Out::stdout();
     if cfg.json {
         outln!(out, "{}", serde_json::to_string_pretty(&report)?);

@@ -7,8 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use redis_pitr::archive::catalog::Catalog;
 use redis_pitr::archive::lease::{Lease, LeaseCommand, LeaseConfig};
@@ -88,28 +86,18 @@ struct Report<'a> {
 pub async fn run(cfg: PruneRun) -> anyhow::Result<()> {
     let now = redis_pitr::ingest::archiver::now_ms();
     let (plan, applied) = if cfg.confirm {
-        let lease = Lease::acquire(&cfg.store, LeaseCommand::Prune, LeaseConfig::default()).await?;
-        let guard = lease.guard();
-        let (_vouch, vouched) = watch::channel(None);
-        let stop = CancellationToken::new();
-        let keeper = tokio::spawn(lease.keep(vouched, stop.clone()));
-        let result = prune::prune_pass(&cfg.store, &cfg.policy, &guard, now)
-            .await
-            .context("pruning the archive");
-        stop.cancel();
-        match keeper.await {
-            Ok(Ok(lease)) => {
-                if let Err(e) = lease.release().await {
-                    tracing::warn!(error = %e, "could not release the lease: it expires on its own");
-                }
-            }
-            Ok(Err(e)) => {
-                result?;
-                return Err(e.into());
-            }
-            Err(e) => tracing::warn!(error = %e, "the lease renewal failed"),
-        }
-        let (plan, applied) = result?;
+        let run = &cfg;
+        let (plan, applied) = Lease::hold_while(
+            &cfg.store,
+            LeaseCommand::Prune,
+            LeaseConfig::default(),
+            |guard| async move {
+                prune::prune_pass(&run.store, &run.policy, &guard, now)
+                    .await
+                    .context("pruning the archive")
+            },
+        )
+        .await?;
         (plan, Some(applied))
     } else {
         let listing = cfg.store.list().await?;
