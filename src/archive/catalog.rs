@@ -48,6 +48,22 @@ impl std::fmt::Display for ChainProblem {
     }
 }
 
+/// How much of a generation a catalog was built from.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Coverage {
+    /// Every object: its counts, holes and problems are the generation's.
+    #[default]
+    Whole,
+    /// The snapshots from one on and the segments from that snapshot's offset (what a restore
+    /// of a moment from there needs): counts, holes and problems are of that part only.
+    FromSnapshot,
+    /// Its snapshots and newest objects only: its window and snapshots are right; segment
+    /// counts, holes and problems are not known (`pitr ls --objects` and `pitr verify` list
+    /// everything).
+    Ends,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Generation {
     #[serde(serialize_with = "ser_display")]
@@ -84,6 +100,12 @@ pub struct Generation {
     /// covered by a higher level, or off the chain (a problem).
     #[serde(skip)]
     pub chain: Vec<usize>,
+    /// Segments that end at or before the first snapshot (see `from_first_snapshot`): on no
+    /// chain, needed by no moment, removed by the next prune.
+    #[serde(skip)]
+    pub trimmed: Vec<Listed>,
+    /// How much of the generation the listing covered.
+    pub listed: Coverage,
     /// The object that ends furthest so far (while the listing is read).
     #[serde(skip)]
     reach: Option<ObjectName>,
@@ -192,12 +214,27 @@ impl Catalog {
         let mut objects = listing.objects.clone();
         objects.sort_by_key(catalog_order);
         let mut generations: Vec<Generation> = Vec::new();
-        for o in objects {
-            match generations.last_mut() {
-                Some(g) if g.id == o.name.generation => g.push(o),
-                _ => generations.push(Generation::start(o)),
+        for group in objects.chunk_by(|a, b| a.name.generation == b.name.generation) {
+            let (head, trimmed) = from_first_snapshot(group);
+            let mut head = head.into_iter();
+            let Some(first) = head.next() else {
+                continue;
+            };
+            let mut g = Generation::start(first);
+            for o in head {
+                g.push(o);
             }
+            for o in trimmed {
+                g.count(&o);
+                g.trimmed.push(o);
+            }
+            generations.push(g);
         }
+        Self::from_generations(generations, listing.foreign.clone())
+    }
+
+    /// A catalog of generations already built (in id order).
+    pub fn from_generations(generations: Vec<Generation>, foreign: Vec<String>) -> Catalog {
         let gaps = generations
             .windows(2)
             .map(|w| Gap {
@@ -214,7 +251,7 @@ impl Catalog {
         Catalog {
             generations,
             gaps,
-            foreign: listing.foreign.clone(),
+            foreign,
         }
     }
 
@@ -265,7 +302,56 @@ impl Catalog {
     }
 }
 
+/// A version 2 generation's objects in the order the chain takes them, and those that end at
+/// or before its first snapshot (left by a prune that cut inside a segment and was stopped, or
+/// outside a partial listing), which no moment from that snapshot on needs.
+///
+/// Retention may cut a generation at a scheduled snapshot inside a segment: that segment (and
+/// those of lower levels it covers) then starts before the first snapshot. The chain starts
+/// with the snapshot and goes on with that segment, as a restore from a scheduled snapshot
+/// does. Version 1 generations are taken as they are.
+fn from_first_snapshot(group: &[Listed]) -> (Vec<Listed>, Vec<Listed>) {
+    let first = group
+        .iter()
+        .filter(|o| o.name.kind == ObjectKind::Snapshot)
+        .map(|o| (o.name.start, o.name.version))
+        .min();
+    let Some((at, 2..)) = first else {
+        return (group.to_vec(), Vec::new());
+    };
+    let is_snapshot_at = |o: &Listed| o.name.kind == ObjectKind::Snapshot && o.name.start == at;
+    let mut head: Vec<Listed> = group
+        .iter()
+        .filter(|o| is_snapshot_at(o))
+        .cloned()
+        .collect();
+    let mut trimmed = Vec::new();
+    for o in group.iter().filter(|o| !is_snapshot_at(o)) {
+        if o.name.kind == ObjectKind::Segment && o.name.end <= at {
+            trimmed.push(o.clone());
+        } else {
+            // Segments that hold `at` come first (by start, so that a higher level's object
+            // comes before those it covers), then everything from `at` on.
+            head.push(o.clone());
+        }
+    }
+    (head, trimmed)
+}
+
 impl Generation {
+    /// Counts an object's size, and a segment in the per-level counts.
+    fn count(&mut self, o: &Listed) {
+        self.bytes += o.size;
+        if o.name.kind == ObjectKind::Segment {
+            self.segments += 1;
+            let level = usize::from(o.name.level);
+            if self.segments_by_level.len() <= level {
+                self.segments_by_level.resize(level + 1, 0);
+            }
+            self.segments_by_level[level] += 1;
+        }
+    }
+
     fn start(o: Listed) -> Generation {
         let n = o.name;
         let mut g = Generation {
@@ -285,6 +371,8 @@ impl Generation {
             problems: Vec::new(),
             objects: Vec::new(),
             chain: Vec::new(),
+            trimmed: Vec::new(),
+            listed: Coverage::Whole,
             reach: None,
         };
         if n.kind == ObjectKind::Segment {
@@ -300,7 +388,7 @@ impl Generation {
 
     fn push(&mut self, o: Listed) {
         let n = o.name;
-        self.bytes += o.size;
+        self.count(&o);
         if self.replid != n.replid {
             self.replid = n.replid;
             self.replids.push(n.replid);
@@ -339,18 +427,22 @@ impl Generation {
                 });
             }
             ObjectKind::Segment => {
-                self.segments += 1;
-                let level = usize::from(n.level);
-                if self.segments_by_level.len() <= level {
-                    self.segments_by_level.resize(level + 1, 0);
-                }
-                self.segments_by_level[level] += 1;
                 // The chain's last segment holds `n.start` when `n` starts before the reach.
                 let covering = self.chain.last().map(|&i| self.objects[i].name);
                 let covered = covering.is_some_and(|c| {
                     n.version >= 2 && c.level > n.level && c.start <= n.start && n.end <= c.end
                 });
-                if n.start >= self.last_offset {
+                // Version 2: the segment that holds the first snapshot's offset starts the
+                // chain (see `from_first_snapshot`).
+                let holds_first_snapshot = n.version >= 2
+                    && self.chain.is_empty()
+                    && n.start < self.last_offset
+                    && self.last_offset < n.end
+                    && self
+                        .objects
+                        .iter()
+                        .all(|o| o.name.kind == ObjectKind::Snapshot);
+                if n.start >= self.last_offset || holds_first_snapshot {
                     self.chain.push(self.objects.len());
                 }
                 if n.start > self.last_offset {
@@ -358,7 +450,7 @@ impl Generation {
                         from_offset: self.last_offset,
                         to_offset: n.start,
                     });
-                } else if n.start < self.last_offset && !covered {
+                } else if n.start < self.last_offset && !covered && !holds_first_snapshot {
                     let other = self.reach.map(|r| r.to_string()).unwrap_or_default();
                     self.problems.push(ChainProblem {
                         objects: vec![n.to_string(), other],

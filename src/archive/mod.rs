@@ -13,4 +13,5 @@ pub mod frames;
 pub mod lease;
 pub mod names;
 pub mod request;
+pub mod scan;
 pub mod store;

@@ -115,6 +115,17 @@ pub struct Listing {
     pub foreign: Vec<String>,
 }
 
+/// One level of the archive's tree, from [`Store::list_dir`].
+#[derive(Clone, Debug, Default)]
+pub struct Dir {
+    /// Sub-prefixes (their last component), sorted.
+    pub prefixes: Vec<String>,
+    /// Archive objects right under the prefix, in offset order.
+    pub objects: Vec<Listed>,
+    /// Other names right under the prefix.
+    pub foreign: Vec<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
@@ -380,6 +391,48 @@ impl Store {
         listing.objects.sort_by_key(|o| o.name.sort_key());
         listing.foreign.sort();
         Ok(listing)
+    }
+
+    /// Lists one level of the archive's tree (a LIST with delimiter): under `rel` (relative to
+    /// the archive, `""` for its root), the names of the sub-prefixes (last component only,
+    /// sorted) and the objects right there. Objects whose names do not parse are foreign.
+    pub async fn list_dir(&self, rel: &str) -> Result<Dir, StoreError> {
+        self.check_root().await?;
+        let prefix = if rel.is_empty() {
+            self.prefix.clone()
+        } else {
+            Path::from(format!("{}/{rel}", self.prefix))
+        };
+        let result = match self.inner.list_with_delimiter(Some(&prefix)).await {
+            Ok(r) => r,
+            // A local directory that is not there lists nothing.
+            Err(object_store::Error::NotFound { .. }) => return Ok(Dir::default()),
+            Err(e) => return Err(self.backend_err("list", prefix.as_ref(), e)),
+        };
+        let mut dir = Dir::default();
+        for p in result.common_prefixes {
+            if let Some(last) = p.filename() {
+                dir.prefixes.push(last.to_string());
+            }
+        }
+        let strip = format!("{}/", self.prefix);
+        for m in result.objects {
+            let loc = m.location.as_ref();
+            let rel = loc.strip_prefix(&strip).unwrap_or(loc);
+            if rel == crate::archive::lease::LEASE_OBJECT
+                || rel == crate::archive::request::REQUEST_OBJECT
+            {
+                continue;
+            }
+            match rel.parse::<ObjectName>() {
+                Ok(name) => dir.objects.push(Listed { name, size: m.size }),
+                Err(_) => dir.foreign.push(loc.to_string()),
+            }
+        }
+        dir.prefixes.sort();
+        dir.objects.sort_by_key(|o| o.name.sort_key());
+        dir.foreign.sort();
+        Ok(dir)
     }
 
     /// Reads a whole object.

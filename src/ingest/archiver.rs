@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::archive::catalog::Catalog;
 use crate::archive::format::{self, SnapshotHeader};
 use crate::archive::lease::{Lease, LeaseCommand, LeaseConfig, LeaseError, LeaseGuard, Vouched};
 use crate::archive::names::{GenerationId, ObjectKind, ObjectName};
@@ -139,11 +138,14 @@ pub async fn resume_point(store: &Store) -> Result<(Option<Position>, Generation
             warn!(error = %e, "could not remove the staging files of unfinished snapshot uploads")
         }
     }
-    let listing = store.list().await?;
-    let catalog = Catalog::from_listing(&listing);
-    let next = catalog
-        .next_generation_id()
-        .map_err(|e| ArchiveError::Archive(e.to_string()))?;
+    // The newest generation from its newest snapshot (archive::scan): the archiver's start
+    // lists a few partitions, however long the history.
+    let (catalog, newest) = crate::archive::scan::newest(store).await?;
+    let next = match newest {
+        Some(g) => g.next(),
+        None => Ok(GenerationId(1)),
+    }
+    .map_err(|e| ArchiveError::Archive(e.to_string()))?;
     let Some(g) = catalog.last_generation() else {
         return Ok((None, next));
     };

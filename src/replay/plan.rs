@@ -17,6 +17,9 @@ pub enum Target {
     Time(u64),
     /// The newest archived state.
     Latest,
+    /// The moment the command started: restorable once the archive reaches it (a running
+    /// archiver vouches for it within seconds; see `restore::make_plan`).
+    Now,
     /// Every command that ends at or before this replication offset.
     Offset(u64),
 }
@@ -26,6 +29,7 @@ impl fmt::Display for Target {
         match self {
             Target::Time(ms) => write!(f, "{}", fmt_ms(*ms)),
             Target::Latest => f.write_str("latest"),
+            Target::Now => f.write_str("now"),
             Target::Offset(o) => write!(f, "offset:{o}"),
         }
     }
@@ -50,15 +54,28 @@ pub fn fmt_ms(ms: u64) -> String {
     }
 }
 
+impl Target {
+    /// `now` as the time `now_ms`; any other target as it is.
+    pub fn resolved(self, now_ms: u64) -> Target {
+        match self {
+            Target::Now => Target::Time(now_ms),
+            t => t,
+        }
+    }
+}
+
 impl FromStr for Target {
     type Err = String;
-    /// `latest`, `offset:<N>`, unix milliseconds, or an RFC 3339 time with any offset
+    /// `latest`, `now`, `offset:<N>`, unix milliseconds, or an RFC 3339 time with any offset
     /// (`2026-11-24T10:15:30.250Z`, `2026-11-24T11:15:30+01:00`). Times must lie between 1970
     /// and [`max_time_ms`].
     fn from_str(s: &str) -> Result<Target, String> {
         let t = s.trim();
         if t.eq_ignore_ascii_case("latest") {
             return Ok(Target::Latest);
+        }
+        if t.eq_ignore_ascii_case("now") {
+            return Ok(Target::Now);
         }
         if let Some(o) = t.strip_prefix("offset:") {
             return o
@@ -87,7 +104,7 @@ impl FromStr for Target {
 /// 23, minutes up to 59); the time must not be before 1970. On error, says what is wrong.
 pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
     const EXPECTED: &str = "expected an RFC 3339 time (2026-11-24T10:15:30.250Z or \
-                            2026-11-24T11:15:30+01:00), unix milliseconds, latest, or offset:<N>";
+                            2026-11-24T11:15:30+01:00), unix milliseconds, latest, now, or offset:<N>";
     // The parser below also takes ISO 8601 and RFC 9557 forms; keep to RFC 3339's shape: a
     // full date, a time with seconds and an optional fraction, and an offset (Z or ±HH:MM).
     let b = s.as_bytes();
@@ -271,8 +288,10 @@ pub fn plan(catalog: &Catalog, target: Target) -> Result<Plan, PlanError> {
     if gens.is_empty() {
         return Err(PlanError::Empty);
     }
+    let target = target.resolved(crate::ingest::archiver::now_ms());
     let label = target.to_string();
     let (g, cut_time_ms, cut_offset) = match target {
+        Target::Now => unreachable!("resolved above"),
         Target::Latest => (gens.last().expect("non-empty"), None, None),
         Target::Time(t) => {
             match gens
@@ -312,7 +331,7 @@ pub fn plan(catalog: &Catalog, target: Target) -> Result<Plan, PlanError> {
         .filter(|s| match target {
             Target::Time(t) => s.time_ms <= t,
             Target::Offset(o) => s.offset <= o,
-            Target::Latest => true,
+            Target::Latest | Target::Now => true,
         })
         .max_by_key(|s| (s.offset, s.time_ms));
     let Some(snap) = snap else {

@@ -32,6 +32,7 @@ use crate::archive::catalog::Catalog;
 use crate::archive::fetch::{FetchConfig, OrderedFetch, Wanted};
 use crate::archive::format;
 use crate::archive::names::ObjectName;
+use crate::archive::scan::{self, Want};
 use crate::archive::store::{Store, StoreError};
 use crate::maintain::verify::{Problem, SnapshotOk};
 use crate::rdb::{self, Event, ParserConfig, RdbError};
@@ -192,26 +193,79 @@ pub struct Report {
     pub files: Option<files::Written>,
 }
 
-/// Plans a restore from a listing alone.
+/// How long `--to now` waits for a running archiver to vouch for the moment the command
+/// started (it renews its lease, and with it the vouched point, every few seconds).
+pub const NOW_PATIENCE: std::time::Duration = std::time::Duration::from_secs(35);
+
+/// Plans a restore from listings alone: the partitions that hold the target (see
+/// `archive::scan`), and the whole archive only when those show a hole or an overlap (to be
+/// sure the problem is the archive's and not the partial listing's).
+///
+/// `now` is the moment this function is called. It is restorable once the archive reaches it:
+/// while a running archiver holds a live lease whose vouched point (or newest object) is
+/// still before it, this waits for the next renewal, up to [`NOW_PATIENCE`].
 pub async fn make_plan(store: &Store, target: Target) -> Result<Plan, RestoreError> {
-    let listing = store.list().await?;
-    let mut catalog = Catalog::from_listing(&listing);
-    vouched_window(store, &mut catalog).await;
-    Ok(plan::plan(&catalog, target)?)
+    let asked_now = target == Target::Now;
+    let now = crate::ingest::archiver::now_ms();
+    let target = target.resolved(now);
+    let deadline = tokio::time::Instant::now() + NOW_PATIENCE;
+    loop {
+        let (mut catalog, _lists) = scan::for_restore(store, Want::from(target)).await?;
+        let lease = vouched_window(store, &mut catalog).await;
+        let reached = catalog
+            .last_generation()
+            .is_some_and(|g| g.last_time_ms >= now);
+        let archiver_running = lease
+            .as_ref()
+            .is_some_and(|l| l.is_live(crate::ingest::archiver::now_ms()));
+        let planned = plan::plan(&catalog, target);
+        let trusted = match (&planned, target) {
+            // What a partial listing shows as a hole may be the listing's: look at all of it.
+            (Err(PlanError::Hole { .. } | PlanError::Overlap { .. }), _) => false,
+            (Err(PlanError::NoSnapshot { .. }), _) => false,
+            // Offsets are not placed by partition: one outside the generations looked at may
+            // be in an older one.
+            (Err(PlanError::Outside { .. }), Target::Offset(_)) => false,
+            _ => true,
+        };
+        match planned {
+            Err(PlanError::Outside { .. })
+                if asked_now
+                    && !reached
+                    && archiver_running
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            r if trusted => return Ok(r?),
+            _ => {
+                let listing = store.list().await?;
+                let mut catalog = Catalog::from_listing(&listing);
+                vouched_window(store, &mut catalog).await;
+                return Ok(plan::plan(&catalog, target)?);
+            }
+        }
+    }
 }
 
 /// Extends the newest generation's window to the point a running archiver vouches for in
-/// its lease (see [`Catalog::extend_to_vouched`]). A lease that cannot be read extends
-/// nothing: the window then ends at the last archived byte, as without an archiver.
-pub async fn vouched_window(store: &Store, catalog: &mut Catalog) {
+/// its lease (see [`Catalog::extend_to_vouched`]), and returns the lease. A lease that cannot
+/// be read extends nothing: the window then ends at the last archived byte, as without an
+/// archiver.
+pub async fn vouched_window(
+    store: &Store,
+    catalog: &mut Catalog,
+) -> Option<crate::archive::lease::LeaseInfo> {
     match crate::archive::lease::Lease::read(store).await {
         Ok(l) => {
-            if let Some((g, o, ms)) = l.and_then(|l| l.vouched_point()) {
+            if let Some((g, o, ms)) = l.as_ref().and_then(|l| l.vouched_point()) {
                 catalog.extend_to_vouched(g, o, ms);
             }
+            l
         }
         Err(e) => {
-            tracing::warn!(error = %e, "the lease cannot be read: the restorable window ends at the last archived write")
+            tracing::warn!(error = %e, "the lease cannot be read: the restorable window ends at the last archived write");
+            None
         }
     }
 }

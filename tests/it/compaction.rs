@@ -121,6 +121,7 @@ fn archiving_with_short_levels_merges_segments_and_stays_sound() {
         "{report:#}"
     );
     archive.verify();
+    archive.ls_summary();
     let after = segments(dir);
     let levels: BTreeSet<u8> = after.iter().map(|(l, _)| *l).collect();
     assert!(levels.contains(&2), "{after:?}");
@@ -153,6 +154,7 @@ fn restores_to_moments_inside_compacted_objects_equal_the_master() {
     p.stop_gracefully(Duration::from_secs(30));
     archive.json("compact", &["--levels", "2s,10s"]);
     archive.verify();
+    archive.ls_summary();
     let n = per_level(&segments(Path::new(archive.store())));
     assert!(n[2] > 0, "{n:?}");
     let step = (checkpoints.len() / 5).max(1);

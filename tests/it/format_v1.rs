@@ -51,6 +51,7 @@ fn a_version_1_archive_lists_and_verifies() {
     let v = archive.verify();
     assert_eq!(v["segments"], 4, "{v:#}");
     assert_eq!(v["snapshots"], 1, "{v:#}");
+    archive.ls_summary();
     let ls = archive.ls();
     let g = &ls["generations"][0];
     assert_eq!(

@@ -136,6 +136,7 @@ fn prune_keeps_the_window_restorable_and_names_the_nearest_points_before_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nearest restorable points"), "{err}");
     a.verify();
+    a.ls_summary();
 }
 
 #[test]
@@ -198,4 +199,5 @@ fn the_archiver_prunes_with_retain() {
     let (server, report) = a.restore_into_new_server(&t.to_string(), &[]);
     assert_eq!(digest(&mut server.client()), want, "{report:#}");
     a.verify();
+    a.ls_summary();
 }

@@ -5,32 +5,53 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use redis_pitr::archive::catalog::Catalog;
+use redis_pitr::archive::catalog::{Catalog, Coverage};
 use redis_pitr::archive::lease::{Lease, LeaseInfo};
+use redis_pitr::archive::scan;
 use redis_pitr::archive::store::Store;
 
 use crate::args::ReadArgs;
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
 use crate::Finding;
 
+#[derive(clap::Args, Debug)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// List every object, to count segments per level and show holes and forks. Without it,
+    /// each generation is listed by its snapshots and newest objects only (a few LIST requests
+    /// per generation, however long its history), which gives its window and snapshots.
+    #[arg(long)]
+    pub objects: bool,
+}
+
 pub struct LsConfig {
     store: Store,
     name: String,
     json: bool,
+    objects: bool,
 }
 
-pub fn config(a: ReadArgs) -> anyhow::Result<LsConfig> {
+pub fn config(a: LsArgs) -> anyhow::Result<LsConfig> {
     Ok(LsConfig {
-        store: a.store.open()?,
-        name: a.store.name.as_str().to_string(),
-        json: a.json,
+        store: a.read.store.open()?,
+        name: a.read.store.name.as_str().to_string(),
+        json: a.read.json,
+        objects: a.objects,
     })
 }
 
 /// Prints the catalog; an empty archive is [`Finding::Empty`] (exit 3) after the report.
 pub async fn run(cfg: LsConfig) -> anyhow::Result<()> {
-    let listing = cfg.store.list().await.context("listing the archive")?;
-    let mut catalog = Catalog::from_listing(&listing);
+    let mut catalog = if cfg.objects {
+        let listing = cfg.store.list().await.context("listing the archive")?;
+        Catalog::from_listing(&listing)
+    } else {
+        scan::summary(&cfg.store)
+            .await
+            .context("listing the archive")?
+            .0
+    };
     // A lease that cannot be read is shown, not fatal: the listing is what ls is for.
     let lease = Lease::read(&cfg.store).await.map_err(|e| e.to_string());
     if let Some((g, o, ms)) = lease
@@ -200,7 +221,12 @@ fn print(
                 fmt_bytes(s.bytes)
             );
         }
-        if g.segments_by_level.len() > 1 {
+        if g.listed == Coverage::Ends {
+            outln!(
+                out,
+                "  segments     not counted (pitr ls --objects lists every object)"
+            );
+        } else if g.segments_by_level.len() > 1 {
             let levels: Vec<String> = g
                 .segments_by_level
                 .iter()
@@ -212,11 +238,13 @@ fn print(
         } else {
             outln!(out, "  segments     {}", g.segments);
         }
-        outln!(
-            out,
-            "  stored       {} (snapshots and segments)",
-            fmt_bytes(g.bytes)
-        );
+        if g.listed != Coverage::Ends {
+            outln!(
+                out,
+                "  stored       {} (snapshots and segments)",
+                fmt_bytes(g.bytes)
+            );
+        }
         for h in &g.holes {
             outln!(
                 out,

@@ -65,7 +65,7 @@ enum Command {
     /// Take a snapshot now: asks the running archiver for one and waits until it is stored.
     Snapshot(snapshot::SnapshotArgs),
     /// List the archive: generations, restorable windows, snapshots, gaps.
-    Ls(args::ReadArgs),
+    Ls(ls::LsArgs),
     /// Read every object back and check checksums, the chain, continuity and the RDBs.
     Verify(verify::VerifyArgs),
     /// Rebuild the master's state at a moment: into a live Redis, or as files a stock

@@ -120,8 +120,9 @@ pub async fn run(cfg: SnapshotConfig) -> anyhow::Result<()> {
     if let Err(why) = archiver_running(&cfg).await? {
         return Err(no_archiver(&cfg, why));
     }
-    let listing = cfg.store.list().await.context("listing the archive")?;
-    let mut generation = listing.objects.last().map(|o| o.name.generation);
+    let mut generation = redis_pitr::archive::scan::newest_generation(&cfg.store)
+        .await
+        .context("listing the archive")?;
     let req = SnapshotRequest::new(now_ms(), cfg.source.clone());
     request::put(&cfg.store, &req)
         .await

@@ -115,8 +115,41 @@ impl Archive {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("pitr {command} --json: {e}\n{out}"))
     }
 
+    /// `pitr ls --objects`: every object listed.
     pub fn ls(&self) -> Value {
-        self.json("ls", &[])
+        self.json("ls", &["--objects"])
+    }
+
+    /// `pitr ls` as users run it: each generation by its snapshots and newest objects. Checks
+    /// that it agrees with `--objects` on every generation's window and snapshots (call it
+    /// while nothing writes to the archive).
+    pub fn ls_summary(&self) -> Value {
+        let summary = self.json("ls", &[]);
+        let whole = self.ls();
+        let window = |v: &Value| -> Vec<Value> {
+            v["generations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|g| {
+                    serde_json::json!([
+                        g["id"],
+                        g["first_offset"],
+                        g["last_offset"],
+                        g["first_time_ms"],
+                        g["last_time_ms"],
+                        g["snapshots"],
+                        g["replid"]
+                    ])
+                })
+                .collect()
+        };
+        assert_eq!(
+            window(&summary),
+            window(&whole),
+            "pitr ls and pitr ls --objects disagree:\n{summary:#}\n{whole:#}"
+        );
+        summary
     }
 
     /// `pitr verify`, which must find the archive sound.
