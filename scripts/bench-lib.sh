@@ -134,6 +134,7 @@ wait_for() {
 GARAGE_CFG=""
 GARAGE_PID=""
 GARAGE_S3_PORT=""
+GARAGE_ADMIN_PORT=""
 GARAGE_KEY_ID=""
 GARAGE_SECRET=""
 garage_cli() {
@@ -152,12 +153,12 @@ garage_s3_answers() {
 
 start_garage() {
   have garage || die "garage not found (scripts/install-deps.sh installs it)"
-  local dir="$WORK/garage" rpc admin engine node out
+  local dir="$WORK/garage" rpc engine node out
   mkdir -p "$dir"
   GARAGE_CFG="$dir/garage.toml"
   GARAGE_S3_PORT="$(free_port)"
   rpc="$(free_port)"
-  admin="$(free_port)"
+  GARAGE_ADMIN_PORT="$(free_port)"
   if garage --version 2>&1 | grep -q lmdb || ! garage --version 2>&1 | grep -q sqlite; then
     engine=lmdb
   else
@@ -183,7 +184,7 @@ api_bind_addr = "127.0.0.1:$GARAGE_S3_PORT"
 root_domain = ".s3.garage.localhost"
 
 [admin]
-api_bind_addr = "127.0.0.1:$admin"
+api_bind_addr = "127.0.0.1:$GARAGE_ADMIN_PORT"
 admin_token = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 EOF
   (cd "$dir" && RUST_LOG=garage=warn exec garage -c "$GARAGE_CFG" server >"$dir/garage.log" 2>&1) &
@@ -204,6 +205,23 @@ EOF
   garage_cli bucket allow --read --write --owner pitr --key "$GARAGE_KEY_ID" >/dev/null
   wait_for 60 garage_s3_answers || die "garage S3 API does not answer on $GARAGE_S3_PORT"
   log "garage up: S3 on 127.0.0.1:$GARAGE_S3_PORT ($engine)"
+}
+
+# garage_requests: the S3 requests Garage has answered since it started, one line per API
+# endpoint ("GetObject 1234"), from its admin API's Prometheus metrics
+# (api_s3_request_counter; no metrics_token is configured, so /metrics needs none). A range GET
+# counts as GetObject.
+garage_requests() {
+  curl -fsS "http://127.0.0.1:$GARAGE_ADMIN_PORT/metrics" \
+    | sed -n 's/^api_s3_request_counter{api_endpoint="\([A-Za-z0-9]*\)"} \([0-9]*\)$/\1 \2/p' \
+    | sort
+}
+
+# requests_delta BEFORE AFTER: the requests between two garage_requests outputs (files), as
+# "GetObject 12, ListObjectsV2 3" (endpoints with none left out; "none" if there were none).
+requests_delta() {
+  awk 'NR == FNR { b[$1] = $2; next } { d = $2 - b[$1]; if (d > 0) { printf "%s%s %d", sep, $1, d; sep = ", " } }
+    END { if (sep == "") printf "none" }' "$1" "$2"
 }
 
 garage_env() {

@@ -2,7 +2,7 @@
 # Benchmarks of `pitr restore`; prints the figures as plain lines on stdout (progress and
 # logs go to stderr). docs/benchmarks.md ("Restore") records a run and the commands.
 #
-#   scripts/bench-restore.sh [replay|snapshot|files|rss|latency|all]...      (default: all)
+#   scripts/bench-restore.sh [replay|snapshot|files|rss|latency|day|all]...  (default: all)
 #
 #   replay    >= 1M small commands archived from a live master, replayed by
 #             `pitr restore --to latest --target` into an empty server, next to
@@ -27,10 +27,21 @@
 #             scripts/latency-proxy.py adding a 20 ms round trip (an object store in the same
 #             region), with --parallel 1 and the default side by side, alternating, and once
 #             straight to Garage; prints the times and their ratio.
+#   day       an archive on Garage of one simulated day at the default settings scaled down
+#             S times (BENCH_DAY_SCALE): --flush-interval 1s/S, --snapshot-interval 24h/S,
+#             --compaction-levels 1m/S,1h/S,24h/S (whole seconds, at least 1 s), of a data set
+#             of BENCH_DAY_KEYS random values under a steady load of BENCH_DAY_RATE SETs a
+#             second, stopped just before the scheduled snapshot falls due (the latest moment
+#             then replays a whole interval of stream); prints the objects per level and per
+#             simulated day, then, alternating, a redis-server loading the master's dump.rdb
+#             and `pitr restore --to latest --output-dir` through scripts/latency-proxy.py
+#             (BENCH_DAY_RTT_MS) plus a redis-server loading its files (same DEBUG DIGEST),
+#             their ratio, `pitr verify` through the proxy, and the S3 requests of each
+#             (Garage's metrics).
 #
 # The big archive (snapshot, files, rss) is made once per run and shared. Needs redis-server,
 # redis-cli, redis-benchmark 7+, GNU time (/usr/bin/time) and coreutils/procps/awk; latency
-# also garage (scripts/install-deps.sh) and python3. Every
+# also garage (scripts/install-deps.sh) and python3, day also curl. Every
 # process it starts is stopped on exit (also on Ctrl-C), and its scratch directory is removed
 # (BENCH_KEEP=1 keeps it). Everything listens on 127.0.0.1.
 #
@@ -46,6 +57,14 @@
 #   BENCH_SKIP_CRITERION=1  rss: skip cargo bench --bench rdb_parse
 #   BENCH_LATENCY_SEGMENTS  segments archived at least (latency)                 [1000]
 #   BENCH_LATENCY_RTT_MS    round trip the proxy adds, ms (latency)              [20]
+#   BENCH_DAY_SCALE         S: how many times shorter the simulated day is (day)  [240]
+#   BENCH_DAY_KEYS          keys of the data set (day)                           [2000000]
+#   BENCH_DAY_VALUE         value size in bytes (day)                            [120]
+#   BENCH_DAY_RATE          SETs a second during the day (day)                   [1000]
+#   BENCH_DAY_RTT_MS        round trip the proxy adds, ms (day)                  [20]
+#   BENCH_DAY_ARCHIVE_VIA   the archiver writes "direct" to Garage or via "proxy" [direct]
+#   BENCH_DAY_FLUSH_MS      --flush-interval in ms instead of 1s/S (day)
+#   BENCH_DAY_MARGIN_MS     the load stops this long before the snapshot is due  [3000]
 #   BENCH_KEEP=1            keep the scratch directory (logs, archives)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -63,8 +82,16 @@ STRING_MB="${BENCH_STRING_MB:-300}"
 SEGMENT_COMMANDS="${BENCH_SEGMENT_COMMANDS:-2000000}"
 LATENCY_SEGMENTS="${BENCH_LATENCY_SEGMENTS:-1000}"
 LATENCY_RTT_MS="${BENCH_LATENCY_RTT_MS:-20}"
+DAY_SCALE="${BENCH_DAY_SCALE:-240}"
+DAY_KEYS="${BENCH_DAY_KEYS:-2000000}"
+DAY_VALUE="${BENCH_DAY_VALUE:-120}"
+DAY_RATE="${BENCH_DAY_RATE:-1000}"
+DAY_RTT_MS="${BENCH_DAY_RTT_MS:-20}"
+DAY_ARCHIVE_VIA="${BENCH_DAY_ARCHIVE_VIA:-direct}"
+DAY_MARGIN_MS="${BENCH_DAY_MARGIN_MS:-3000}"
+case "$DAY_ARCHIVE_VIA" in direct | proxy) ;; *) die "BENCH_DAY_ARCHIVE_VIA: direct or proxy" ;; esac
 
-select_sections "replay snapshot files rss latency" "$@"
+select_sections "replay snapshot files rss latency day" "$@"
 sections=("${SECTIONS[@]}")
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/pitr-bench-restore.XXXXXX")"
@@ -136,11 +163,13 @@ logged_load_seconds() {
 
 ARCH_PID=""
 ARCH_LOG=""
-# start_archiver NAME MASTER_PORT STORE [FLUSH_INTERVAL (1s)]
+# start_archiver NAME MASTER_PORT STORE [FLUSH_INTERVAL (1s) [ARGS...]]: RUST_LOG is
+# $ARCH_RUST_LOG (default info).
+ARCH_RUST_LOG="info"
 start_archiver() {
   ARCH_LOG="$WORK/$1-archive.log"
-  RUST_LOG=info "$PITR" archive --source "redis://127.0.0.1:$2" --store "$3" \
-    --flush-interval "${4:-1s}" >"$ARCH_LOG" 2>&1 &
+  RUST_LOG="$ARCH_RUST_LOG" "$PITR" archive --source "redis://127.0.0.1:$2" --store "$3" \
+    --flush-interval "${4:-1s}" "${@:5}" >"$ARCH_LOG" 2>&1 &
   ARCH_PID=$!
   PIDS+=("$ARCH_PID")
 }
@@ -709,6 +738,313 @@ section_latency() {
   echo "latency: pitr verify: --parallel 1 ${v1} s, --parallel 8 (default) ${v8} s, ratio $(calc "$v1 / $v8" %.1f)x; peak RSS $(calc "${vrss[1]} / 1024" %.1f) / $(calc "${vrss[8]} / 1024" %.1f) MiB"
   echo "latency: straight to Garage (no added round trip), default --parallel: restore ${dr} s, verify ${dv} s"
   echo "latency: runs: restore --parallel 1: ${rest[1]}; --parallel 8: ${rest[8]}; verify --parallel 1: ${ver[1]}; --parallel 8: ${ver[8]}"
+}
+
+# --- day ------------------------------------------------------------------------------------
+
+# The data set of section day: BENCH_DAY_KEYS keys "key:<i>" with distinct random values of
+# BENCH_DAY_VALUE bytes (base64 of random bytes: zstd and LZF cannot shrink them much), as
+# RESP SETs on stdout for redis-cli --pipe.
+DAY_DATA_PY='
+import base64, os, sys
+n, size = int(sys.argv[1]), int(sys.argv[2])
+out = sys.stdout.buffer
+raw = (size * 3 + 3) // 4
+for start in range(0, n, 10000):
+    m = min(10000, n - start)
+    blob = base64.b64encode(os.urandom(raw * m))
+    parts = []
+    for i in range(m):
+        k = b"key:%d" % (start + i)
+        parts.append(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, size, blob[i * size:(i + 1) * size]))
+    out.write(b"".join(parts))
+'
+
+# The steady write load of section day: PORT RATE KEYS SIZE COUNT_FILE. One connection, SETs
+# of a random existing key to a new random value, RATE a second on average (the commands due
+# are sent every 2 ms, pipelined, and their replies read); on SIGTERM it writes
+# "<commands> <seconds>" to COUNT_FILE.
+DAY_LOAD_PY='
+import base64, os, random, signal, socket, sys, time
+port, rate, keys, size, count_file = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+s = socket.create_connection(("127.0.0.1", port))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+sent = 0
+t0 = time.monotonic()
+def stop(*_):
+    with open(count_file, "w") as f:
+        f.write("%d %.3f\n" % (sent, time.monotonic() - t0))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+raw = (size * 3 + 3) // 4
+while True:
+    n = int((time.monotonic() - t0) * rate) - sent
+    if n > 0:
+        blob = base64.b64encode(os.urandom(raw * n))
+        cmds = []
+        for i in range(n):
+            k = b"key:%d" % random.randrange(keys)
+            cmds.append(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, size, blob[i * size:(i + 1) * size]))
+        s.sendall(b"".join(cmds))
+        want, got = 5 * n, 0
+        while got < want:
+            r = s.recv(65536)
+            if not r:
+                sys.exit("connection closed")
+            if b"-" in r:
+                sys.exit("error reply: %r" % r[:200])
+            got += len(r)
+        sent += n
+    time.sleep(0.002)
+'
+
+# The settings of section day for scale S, as "FLUSH_MS SNAPSHOT_MS L1 L2 L3" (levels in whole
+# seconds): flush 1s/S (at least 1 ms; BENCH_DAY_FLUSH_MS overrides), snapshot interval 24h/S,
+# levels 1m/S, 1h/S, 24h/S rounded to whole seconds, at least 1 s, each a multiple of the one
+# before (and at least twice it), as --compaction-levels requires.
+day_settings() {
+  awk -v s="$1" -v f="${BENCH_DAY_FLUSH_MS:-}" 'function r(x) { return int(x + 0.5) } BEGIN {
+    if (s <= 0) exit 1
+    flush = (f != "" ? f : r(1000 / s)); if (flush < 1) flush = 1
+    snap = r(86400000 / s)
+    l1 = r(60 / s); if (l1 < 1) l1 = 1
+    l2 = r(3600 / s / l1) * l1; if (l2 < 2 * l1) l2 = 2 * l1
+    l3 = r(86400 / s / l2) * l2; if (l3 < 2 * l2) l3 = 2 * l2
+    print flush, snap, l1, l2, l3
+  }'
+}
+
+# py_json CODE: runs python CODE with the JSON on stdin as `j`; CODE prints.
+py_json() { python3 -c "import json, sys; j = json.load(sys.stdin); $1"; }
+
+# day_objects PITR STORE: "<total> <snapshots> <L0> <L1> ..." of pitr ls --json (all
+# generations; segments of every level).
+day_objects() {
+  "$1" ls --store "$2" --json | py_json '
+lv = []
+snaps = 0
+for g in j["generations"]:
+    snaps += len(g["snapshots"])
+    for i, n in enumerate(g["segments_by_level"]):
+        lv += [0] * (i + 1 - len(lv))
+        lv[i] += n
+print(snaps + sum(lv), snaps, *lv)'
+}
+
+# levels_text "<total> <snapshots> <L0> <L1> ...": "12 objects: 1 snapshot, level 0: 5, ...".
+levels_text() {
+  awk '{ printf "%d objects: %d snapshot%s", $1, $2, ($2 == 1 ? "" : "s"); for (i = 3; i <= NF; i++) printf ", level %d: %d", i - 3, $i }'
+}
+
+# lag_sample PORT: the master's replication offset minus the offset its replica (the
+# archiver) last acknowledged, in bytes.
+lag_sample() {
+  redis-cli -p "$1" info replication | tr -d '\r' | awk -F'[:,=]' '
+    /^master_repl_offset:/ { m = $2 }
+    /^slave0:/ { for (i = 1; i <= NF; i++) if ($i == "offset") o = $(i + 1) }
+    END { if (m != "" && o != "") print m - o }'
+}
+
+section_day() {
+  have garage || die "garage not found (scripts/install-deps.sh installs it)"
+  have python3 || die "python3 not found"
+  have curl || die "curl not found (reads Garage's metrics)"
+  local scale="$DAY_SCALE" settings flush_ms snap_ms l1 l2 l3 levels via="$DAY_ARCHIVE_VIA"
+  settings="$(day_settings "$scale")" || die "BENCH_DAY_SCALE must be a positive number"
+  read -r flush_ms snap_ms l1 l2 l3 <<<"$settings"
+  [ "$snap_ms" -ge 100 ] || die "BENCH_DAY_SCALE $scale: a day of ${snap_ms} ms; --snapshot-interval needs at least 100 ms"
+  levels="${l1}s,${l2}s,${l3}s"
+  banner "day: a simulated day of $(calc "$snap_ms / 1000" %.1f) s (scale $scale), archiver $via, restore through ${DAY_RTT_MS} ms"
+  echo "day: scale $scale: --flush-interval ${flush_ms}ms (1s/S = $(calc "1000 / $scale" %.2f) ms), --snapshot-interval ${snap_ms}ms (24h/S), --compaction-levels $levels (1m/S, 1h/S, 24h/S = $(calc "60 / $scale" %.2f), $(calc "3600 / $scale" %.2f), $(calc "86400 / $scale" %.2f) s, rounded to whole seconds: level 0 objects per level 1 window $(calc "$l1 * 1000 / $flush_ms" %.0f) (60 at the defaults), level 1 per level 2 $((l2 / l1)) (60), level 2 per level 3 $((l3 / l2)) (24))"
+
+  local store="s3://pitr/day" env=() penv=() direct proxied pport proxy_pid saved="$PITR"
+  start_garage
+  mapfile -t env < <(garage_env)
+  direct="$WORK/pitr-garage"
+  with_env "$direct" "${env[@]}"
+  pport="$(free_port)"
+  python3 "$REPO_ROOT/scripts/latency-proxy.py" --quiet --rtt-ms "$DAY_RTT_MS" "$pport" "127.0.0.1:$GARAGE_S3_PORT" \
+    >"$WORK/day-proxy.out" 2>"$WORK/day-proxy.err" &
+  proxy_pid=$!
+  PIDS+=("$proxy_pid")
+  wait_for 10 grep -q listening "$WORK/day-proxy.out" || die "the proxy did not start: $(cat "$WORK/day-proxy.err")"
+  mapfile -t penv < <(garage_env | sed "s/:$GARAGE_S3_PORT\$/:$pport/")
+  proxied="$WORK/pitr-proxied"
+  with_env "$proxied" "${penv[@]}"
+
+  # The data set.
+  local mport mpid t0 keys used
+  start_redis day-master "repl-diskless-sync yes" "repl-diskless-sync-delay 0" "dbfilename dump.rdb" \
+    "client-output-buffer-limit replica 1gb 1gb 0"
+  mport=$REDIS_PORT mpid=$REDIS_PID
+  t0="$(now)"
+  python3 -c "$DAY_DATA_PY" "$DAY_KEYS" "$DAY_VALUE" | redis-cli -p "$mport" --pipe >"$WORK/day-pipe.out" 2>&1 \
+    || die "loading the data set: $(tail -n 3 "$WORK/day-pipe.out")"
+  grep -q 'errors: 0,' "$WORK/day-pipe.out" || die "loading the data set: $(cat "$WORK/day-pipe.out")"
+  keys="$(dbsize "$mport")"
+  [ "$keys" = "$DAY_KEYS" ] || die "$keys keys after loading, want $DAY_KEYS"
+  used="$(redis-cli -p "$mport" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')"
+  echo "day: data set: $keys keys with distinct random $DAY_VALUE-byte values, used_memory $(calc "$used / 1e6" %.0f) MB, loaded in $(elapsed "$t0") s"
+
+  # The load runs from before the archiver's full sync (its writes during the sync are in the
+  # stream after the snapshot) until just before the scheduled snapshot falls due.
+  local load_pid count_file="$WORK/day-load.count"
+  python3 -c "$DAY_LOAD_PY" "$mport" "$DAY_RATE" "$DAY_KEYS" "$DAY_VALUE" "$count_file" 2>"$WORK/day-load.err" &
+  load_pid=$!
+  PIDS+=("$load_pid")
+  if [ "$via" = proxy ]; then PITR="$proxied"; else PITR="$direct"; fi
+  ARCH_RUST_LOG="info,redis_pitr::ingest::segment=debug"
+  t0="$(now)"
+  start_archiver day "$mport" "$store" "${flush_ms}ms" --snapshot-interval "${snap_ms}ms" --compaction-levels "$levels"
+  ARCH_RUST_LOG="info"
+  wait_online "$mport"
+  local base_ms due_ms stop_ms now_ms lag max_lag=0 lags=0 lag_sum=0 next_log=0
+  base_ms="$("$direct" ls --store "$store" --json | py_json 'print(j["generations"][0]["snapshots"][0]["time_ms"])')"
+  due_ms=$((base_ms + snap_ms))
+  stop_ms=$((due_ms - DAY_MARGIN_MS))
+  now_ms="$(date +%s%3N)"
+  log "base snapshot durable $(elapsed "$t0") s after the archiver started ($(grep "snapshot durable" "$ARCH_LOG" | tail -n1 | grep -o 'bytes=[0-9]*')); the scheduled snapshot falls due in $(((due_ms - now_ms) / 1000)) s; the load stops $((DAY_MARGIN_MS / 1000)) s before"
+  [ "$now_ms" -lt "$stop_ms" ] || die "the base snapshot took longer than the simulated day: a smaller BENCH_DAY_SCALE or fewer BENCH_DAY_KEYS"
+  while :; do
+    now_ms="$(date +%s%3N)"
+    [ "$now_ms" -lt "$stop_ms" ] || break
+    kill -0 "$ARCH_PID" 2>/dev/null || die "the archiver exited: $(tail -n 20 "$ARCH_LOG")"
+    kill -0 "$load_pid" 2>/dev/null || die "the load exited: $(tail -n 5 "$WORK/day-load.err")"
+    lag="$(lag_sample "$mport")"
+    if [ -n "$lag" ]; then
+      lags=$((lags + 1)) lag_sum=$((lag_sum + lag))
+      [ "$lag" -le "$max_lag" ] || max_lag="$lag"
+    fi
+    if [ "$now_ms" -ge "$next_log" ]; then
+      log "$(((stop_ms - now_ms) / 1000)) s of load left; archiver behind by ${lag:-?} bytes; $(grep -c 'segment durable' "$ARCH_LOG") segments so far"
+      next_log=$((now_ms + 30000))
+    fi
+    sleep 0.5
+  done
+  stop_pid "$load_pid" 5
+  forget_pid "$load_pid"
+  local sent load_secs acked_t
+  read -r sent load_secs <"$count_file" || die "no count from the load: $(tail -n 5 "$WORK/day-load.err")"
+  t0="$(now)"
+  wait_acked "$mport"
+  acked_t="$(elapsed "$t0")"
+  stop_archiver
+  now_ms="$(date +%s%3N)"
+  [ "$now_ms" -lt "$due_ms" ] || log "the archiver stopped $((now_ms - due_ms)) ms after the scheduled snapshot fell due"
+
+  # The master's own RDB of the same data (nothing was written after the last acknowledged
+  # write): the native side of the comparison, and its digest, which the restores must match.
+  local digest native_rdb="$WORK/day-native.rdb"
+  digest="$(redis-cli -p "$mport" debug digest | tr -d '\r')"
+  keys="$(dbsize "$mport")"
+  redis-cli -p "$mport" save >/dev/null
+  mv "$WORK/day-master/dump.rdb" "$native_rdb"
+  stop_redis_pid "$mpid"
+  rm -rf "${WORK:?}/day-master"
+
+  # What the archiver wrote.
+  local segs seg_raw objs_stop gen first_ms last_ms days snaps
+  segs="$(grep -c 'segment durable' "$ARCH_LOG" || true)"
+  seg_raw="$(grep 'segment durable' "$ARCH_LOG" | grep -o 'raw=[0-9]*' | cut -d= -f2 | awk '{ n += $1 } END { print n + 0 }')"
+  objs_stop="$(day_objects "$direct" "$store")"
+  read -r first_ms last_ms snaps gen < <("$direct" ls --store "$store" --json | py_json '
+g = j["generations"]
+print(g[0]["first_time_ms"], g[-1]["last_time_ms"], sum(len(x["snapshots"]) for x in g), len(g))')
+  [ "$gen" = 1 ] || die "$gen generations in the archive, want 1"
+  [ "$snaps" = 1 ] || die "$snaps snapshots in the archive: the scheduled one was taken (the load stops too late: raise BENCH_DAY_MARGIN_MS)"
+  days="$(calc "($last_ms - $first_ms) / $snap_ms" %.4f)"
+  "$direct" ls --store "$store" >&2
+  grep ' WARN \| ERROR ' "$ARCH_LOG" | head -n 5 >&2 || true
+  echo "day: load: $sent SETs in $load_secs s ($(calc "$sent / $load_secs" %.0f)/s, target $DAY_RATE/s); the archive spans $(calc "($last_ms - $first_ms) / 1000" %.1f) s = $(calc "$days * 24" %.2f) simulated hours, from the base snapshot to $((DAY_MARGIN_MS / 1000)) s (real) before the scheduled snapshot would fall due"
+  echo "day: archiver ($via to Garage): $segs level 0 segments ($(calc "$seg_raw / 1e6" %.1f) MB of stream, $(calc "$seg_raw / ($segs > 0 ? $segs : 1)" %.0f) bytes each); one per flush interval would be $(calc "($last_ms - $first_ms) / $flush_ms" %.0f): $(calc "100 * $segs * $flush_ms / ($last_ms - $first_ms)" %.0f)%; behind the master by $(calc "$lag_sum / ($lags > 0 ? $lags : 1)" %.0f) bytes on average, $max_lag at most ($lags samples, every 0.5 s); the last write durable $acked_t s after the load stopped"
+  echo "day: objects when the archiver stopped: $(levels_text <<<"$objs_stop")"
+
+  # The archiver compacts every 10 s, a period that does not scale: the last 10 s of level 0
+  # segments stand for 10 × S s of simulated time. One `pitr compact` (what the archiver's next
+  # pass would have done) leaves the archive as at the defaults.
+  local objs total
+  "$direct" compact --store "$store" --levels "$levels" --json >"$WORK/day-compact.json" 2>"$WORK/day-compact.err" \
+    || die "pitr compact failed: $(tail -n 5 "$WORK/day-compact.err")"
+  objs="$(day_objects "$direct" "$store")"
+  total="${objs%% *}"
+  echo "day: objects after one more compaction pass (pitr compact --levels $levels): $(levels_text <<<"$objs"); $(calc "$total / $days" %.0f) per simulated day (goal <= 500 at the defaults: $(awk -v x="$total" -v d="$days" 'BEGIN { print (x / d <= 500 ? "met" : "NOT met") }'))"
+  echo "day: Garage: $(garage_cli bucket info pitr | grep -i 'objects' | tr -s ' ' | paste -sd ';' -)"
+
+  # What a restore to the latest moment reads.
+  local plan
+  "$direct" restore --store "$store" --to latest --dry-run --json >"$WORK/day-plan.json"
+  plan="$(py_json '
+import re
+lv = {}
+for s in j["segments"]:
+    k = int(re.search(r"/L(\d)/", s["name"]).group(1))
+    lv[k] = lv.get(k, 0) + 1
+print("1 snapshot (%.1f MB) + %d objects (%s), %.1f MB stored" % (j["snapshot"]["bytes"] / 1e6, len(j["segments"]),
+      ", ".join("level %d: %d" % (k, lv[k]) for k in sorted(lv)), j["bytes"] / 1e6))' <"$WORK/day-plan.json")"
+  echo "day: pitr restore --to latest reads $plan"
+
+  # Alternating rounds: the master's dump.rdb loaded natively; pitr restore --output-dir
+  # through the proxy then redis-server on the printed command line until loaded.
+  local r dir rsecs total_t cl args lkeys ldigest native=() totals=() restores=() loads=() ratios=()
+  local verifies=() rreq="" vreq="" rss=0 cmds=""
+  PITR="$proxied"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    native_load "day-native-$r" "$native_rdb"
+    [ "$NL_KEYS" = "$keys" ] || die "native load: $NL_KEYS keys, want $keys"
+    native+=("$NL_WALL")
+    log "round $r: native load of the master's dump.rdb $NL_WALL s (wall), $NL_LOGGED s (logged)"
+
+    dir="$WORK/day-out-$r"
+    rm -rf "$dir"
+    sync
+    garage_requests >"$WORK/day-req-before"
+    t0="$(now)"
+    timed_restore "$WORK/day-restore-$r" --store "$store" --to latest --output-dir "$dir"
+    rsecs="$T_WALL"
+    garage_requests >"$WORK/day-req-after"
+    [ "$T_RSS_KIB" -gt "$rss" ] && rss="$T_RSS_KIB"
+    rreq="$(requests_delta "$WORK/day-req-before" "$WORK/day-req-after")"
+    cmds="$(json_num commands <"$WORK/day-restore-$r.json")"
+    cl="$(json_str command_line <"$WORK/day-restore-$r.json")"
+    read -r -a args <<<"$cl"
+    [ "${args[0]}" = "redis-server" ] || die "unexpected command line: $cl"
+    REDIS_PORT="$(free_port)"
+    "${args[@]}" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --logfile "$dir/redis.log" \
+      --enable-debug-command local >"$dir/stdout.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    wait_loaded "$REDIS_PORT" "$REDIS_PID"
+    total_t="$(elapsed "$t0")"
+    lkeys="$(dbsize "$REDIS_PORT")"
+    ldigest="$(redis-cli -p "$REDIS_PORT" debug digest | tr -d '\r')"
+    stop_redis_pid "$REDIS_PID"
+    [ "$lkeys" = "$keys" ] || die "server on --output-dir: $lkeys keys, want $keys"
+    [ "$ldigest" = "$digest" ] || die "server on --output-dir: digest $ldigest, the master's $digest"
+    totals+=("$total_t")
+    restores+=("$rsecs")
+    loads+=("$(calc "$total_t - $rsecs")")
+    ratios+=("$(calc "$total_t / ${native[$((r - 1))]}" %.3f)")
+    log "round $r: pitr restore --output-dir through the proxy $rsecs s + start until loaded = $total_t s ($(logged_load_seconds "$dir/redis.log") s logged load), $cmds commands; requests: $rreq"
+    rm -rf "$dir"
+
+    garage_requests >"$WORK/day-req-before"
+    timed_verify "$WORK/day-verify-$r" "$proxied" --store "$store"
+    garage_requests >"$WORK/day-req-after"
+    verifies+=("$T_WALL")
+    vreq="$(requests_delta "$WORK/day-req-before" "$WORK/day-req-after")"
+    log "round $r: pitr verify through the proxy $T_WALL s; requests: $vreq"
+  done
+  PITR="$saved"
+  stop_pid "$proxy_pid" 5
+  forget_pid "$proxy_pid"
+
+  local paired
+  paired="$(median "${ratios[@]}")"
+  echo "day: native: redis-server loading the master's dump.rdb ($(calc "$(stat -c %s "$native_rdb") / 1e6" %.0f) MB, SAVEd after the last write; restores must match its DEBUG DIGEST, and did) until loaded: ${native[*]} s"
+  echo "day: pitr restore --to latest --output-dir through ${DAY_RTT_MS} ms + redis-server until loaded: ${totals[*]} s (restore ${restores[*]} s, start+load ${loads[*]} s); $cmds commands after the snapshot; peak RSS $(calc "$rss / 1024" %.1f) MiB"
+  echo "day: median of the rounds' ratios (restore + load) / native load $(calc "$paired" %.2f) (target <= 1.5: $(awk -v x="$paired" 'BEGIN { print (x <= 1.5 ? "met" : "NOT met") }')); ratios ${ratios[*]}"
+  echo "day: requests of one restore (Garage's api_s3_request_counter; GetObject includes range GETs): $rreq"
+  echo "day: pitr verify through ${DAY_RTT_MS} ms: ${verifies[*]} s; requests of one verify: $vreq"
 }
 
 # --- main -----------------------------------------------------------------------------------

@@ -207,3 +207,24 @@ pub fn port_open(port: u16) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
 }
+
+/// Copies the directory tree `from` into `to` (created if missing; files already in `to` with
+/// the same names are overwritten): regular files and directories only.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
+    let entries =
+        std::fs::read_dir(from).unwrap_or_else(|e| panic!("read_dir {}: {e}", from.display()));
+    for e in entries {
+        let e = e.unwrap_or_else(|e| panic!("read_dir {}: {e}", from.display()));
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let ty = e
+            .file_type()
+            .unwrap_or_else(|err| panic!("file type of {}: {err}", src.display()));
+        if ty.is_dir() {
+            copy_tree(&src, &dst);
+        } else if ty.is_file() {
+            std::fs::copy(&src, &dst)
+                .unwrap_or_else(|err| panic!("copy {} to {}: {err}", src.display(), dst.display()));
+        }
+    }
+}
