@@ -13,19 +13,20 @@
 //! - for `--retain-snapshots N`: the oldest of the `N` newest snapshots;
 //! - always: the newest snapshot of the newest generation that has one.
 //!
-//! A snapshot inside a segment (a scheduled one usually is) is no cut point: the segment that
-//! holds its offset must stay, and a generation whose first object is a segment reads as
-//! broken (no base). The kept point moves back to the newest snapshot at or before it that
-//! sits where a segment of the chain starts (the base always does), which keeps more, never
-//! less.
+//! A snapshot inside a segment (a scheduled one usually is) is a cut point like any other: the
+//! segment that holds its offset stays, and the generation then starts with the snapshot and
+//! goes on in the middle of that segment (the catalog reads it so).
 //!
 //! Older generations go whole; in the kept point's generation, the snapshots before it and the
-//! segments (of any level, on the chain or covered) that end at or before its offset go. A
-//! generation with problems (a fork) is left alone and reported. Deletion goes oldest
-//! generation first, and inside a generation the segments first, then the snapshots, each
-//! oldest first: a crash leaves the generation's first snapshot and a hole after it (which
-//! `ls` shows and the next prune removes), never a generation starting with a segment, and
-//! never touches the kept snapshot.
+//! segments (of any level, on the chain or covered, and those the catalog already set aside as
+//! before the first snapshot) that end at or before its offset go. A generation with problems
+//! (a fork) is left alone and reported. Deletion goes oldest generation first. A generation
+//! that goes whole loses its segments first, then its snapshots, so that a crash leaves its
+//! first snapshot and a hole after it (which `ls --objects` shows and the next prune removes),
+//! never segments without a snapshot. In the kept point's generation the snapshots before it
+//! go first, then the segments, each oldest first: a crash leaves segments that end before the
+//! generation's first snapshot, which no moment needs and the catalog sets aside; the kept
+//! snapshot is never touched.
 
 use std::time::Duration;
 
@@ -136,20 +137,6 @@ fn usable(g: &Generation) -> impl Iterator<Item = &SnapshotInfo> {
         .filter(move |s| s.offset <= g.last_offset)
 }
 
-/// Whether a snapshot at `offset` is a cut point of `g`: no segment of the chain holds it
-/// strictly inside.
-fn on_boundary(g: &Generation, offset: u64) -> bool {
-    !g.chain_segments()
-        .any(|c| c.name.start < offset && offset < c.name.end)
-}
-
-/// The newest cut point of `g` at or before `s` (see the module documentation).
-fn cut_point<'a>(g: &'a Generation, s: &SnapshotInfo) -> Option<&'a SnapshotInfo> {
-    usable(g)
-        .filter(|c| c.offset <= s.offset && on_boundary(g, c.offset))
-        .max_by_key(|c| (c.offset, c.time_ms))
-}
-
 /// The snapshot a restore to `t0` starts from, in the generation holding `t0` or the first
 /// one after it: `(generation index, snapshot)`, or `None` when `t0` is after every
 /// generation. A generation without a usable snapshot is kept whole: `(index, None)`.
@@ -211,10 +198,9 @@ pub fn plan_prune(catalog: &Catalog, now_ms: u64, policy: &Policy) -> PrunePlan 
             None => candidates.push((0, None)),
         }
     }
-    // Each candidate as a cut point: (generation index, cut snapshot or none).
+    // The oldest candidate: (generation index, cut snapshot or none).
     let cut = candidates
         .into_iter()
-        .map(|(i, s)| (i, s.and_then(|s| cut_point(&gens[i], s))))
         .min_by_key(|(i, s)| (*i, s.map(|s| (s.offset, s.time_ms))));
     let Some((gi, snap)) = cut else {
         return plan;
@@ -241,6 +227,7 @@ pub fn plan_prune(catalog: &Catalog, now_ms: u64, policy: &Policy) -> PrunePlan 
     let mut segments: Vec<Listed> = g
         .objects
         .iter()
+        .chain(&g.trimmed)
         .filter(|o| o.name.kind == ObjectKind::Segment && o.name.end <= snap.offset)
         .cloned()
         .collect();
@@ -255,13 +242,14 @@ pub fn plan_prune(catalog: &Catalog, now_ms: u64, policy: &Policy) -> PrunePlan 
     }
     segments.sort_by_key(|o| (o.name.start, o.name.end, o.name.level));
     snapshots.sort_by_key(|o| (o.name.start, o.name.first_ms));
-    segments.extend(snapshots);
+    // The snapshots first (see the module documentation).
+    snapshots.extend(segments);
     plan.generations.push(GenerationPrune {
         generation: g.id,
         whole: false,
-        objects: segments.len() as u64,
-        bytes: segments.iter().map(|o| o.size).sum(),
-        delete: segments,
+        objects: snapshots.len() as u64,
+        bytes: snapshots.iter().map(|o| o.size).sum(),
+        delete: snapshots,
     });
     plan
 }
@@ -287,7 +275,7 @@ fn plan_older(gens: &[Generation], gi: usize, plan: &mut PrunePlan) {
         }
         let mut segments: Vec<Listed> = Vec::new();
         let mut snapshots: Vec<Listed> = Vec::new();
-        for o in &g.objects {
+        for o in g.objects.iter().chain(&g.trimmed) {
             match o.name.kind {
                 ObjectKind::Segment => segments.push(o.clone()),
                 ObjectKind::Snapshot => snapshots.push(o.clone()),
@@ -486,12 +474,13 @@ mod tests {
         let k = p.kept.clone().unwrap();
         assert_eq!((k.offset, k.time_ms), (20, 1200));
         assert_eq!(p.new_window_start_ms, Some(1200));
+        // The snapshot before the kept one first, then the segments.
         assert_eq!(
             names(&p),
             vec![
+                objects[0].name.to_string(),
                 objects[1].name.to_string(),
-                objects[2].name.to_string(),
-                objects[0].name.to_string()
+                objects[2].name.to_string()
             ]
         );
         let c = restorable_after(&objects, &p, 1200, 1400);
@@ -503,17 +492,38 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_inside_a_segment_is_no_cut_point() {
+    fn a_snapshot_inside_a_segment_is_a_cut_point() {
         let objects = one_generation();
-        // T0 = 1260: the newest snapshot before it is at 25, inside 20..30; the cut goes back
-        // to the one at 20.
+        // T0 = 1260: the newest snapshot before it is at 25, inside 20..30: the cut is there,
+        // the segment 20..30 stays and the generation starts at 25.
         let p = plan_prune(&catalog(objects.clone()), 1400, &retain(140));
-        assert_eq!(p.kept.clone().unwrap().offset, 20);
-        restorable_after(&objects, &p, 1200, 1400);
-        // T0 past everything: the newest snapshot (25) is kept, so again 20.
+        let kept = p.kept.clone().unwrap();
+        assert_eq!((kept.offset, kept.time_ms), (25, 1250));
+        assert_eq!(p.new_window_start_ms, Some(1250));
+        let c = restorable_after(&objects, &p, 1250, 1400);
+        let g = &c.generations[0];
+        assert_eq!((g.first_offset, g.first_time_ms), (25, 1250));
+        assert!(g.chain_segments().next().unwrap().name.start == 20);
+        // T0 past everything: the newest snapshot (25) is kept.
         let p = plan_prune(&catalog(objects.clone()), 100_000, &retain(1));
-        assert_eq!(p.kept.clone().unwrap().offset, 20);
-        assert_eq!(p.objects(), 3);
+        assert_eq!(p.kept.clone().unwrap().offset, 25);
+        assert_eq!(p.objects(), 4);
+        // A crash at any point of that plan leaves no problem, and every moment from the
+        // kept snapshot on restorable.
+        let all: Vec<Listed> = p.deletions().cloned().collect();
+        for done in 0..=all.len() {
+            let left: Vec<Listed> = objects
+                .iter()
+                .filter(|o| !all[..done].contains(o))
+                .cloned()
+                .collect();
+            let c = catalog(left);
+            assert!(c.problems().is_empty(), "after {done}: {:?}", c.problems());
+            for t in 1250..=1400 {
+                crate::replay::plan::plan(&c, crate::replay::plan::Target::Time(t))
+                    .unwrap_or_else(|e| panic!("after {done}, moment {t}: {e}"));
+            }
+        }
     }
 
     #[test]
