@@ -194,10 +194,9 @@ pub(crate) mod counting {
     use object_store::memory::InMemory;
     use object_store::path::Path;
     use object_store::throttle::{ThrottleConfig, ThrottledStore};
-    use object_store::{
-        CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
-        ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    };
+    use object_store::{GetOptions, GetResult, GetResultPayload, ObjectStore};
+
+    use crate::archive::fault_store::{injected, FaultStore, Faults};
 
     #[derive(Debug, Default)]
     pub struct Counts {
@@ -220,11 +219,11 @@ pub(crate) mod counting {
             },
         );
         let counts = Arc::new(Counts::default());
-        let backend = Arc::new(Counting {
-            inner: Arc::new(throttled),
+        let counting = Counting {
             counts: counts.clone(),
             suffix,
-        });
+        };
+        let backend = Arc::new(FaultStore::new(throttled, Arc::new(counting)));
         let name = "a".parse().expect("a valid archive name");
         let store = crate::archive::store::Store::with_backend(backend, "memory://", &name);
         (store, counts)
@@ -264,44 +263,25 @@ pub(crate) mod counting {
         }
     }
 
+    /// Counts the GETs in flight (until their body is dropped) and fails those of
+    /// [`Counts::fail`].
     #[derive(Debug)]
     pub struct Counting {
-        pub inner: Arc<dyn ObjectStore>,
         pub counts: Arc<Counts>,
         /// Only GETs of paths ending so are counted (`None`: all).
         pub suffix: Option<&'static str>,
     }
 
-    impl std::fmt::Display for Counting {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "Counting({})", self.inner)
-        }
-    }
-
     #[async_trait::async_trait]
-    impl ObjectStore for Counting {
-        async fn put_opts(
-            &self,
-            location: &Path,
-            payload: PutPayload,
-            opts: PutOptions,
-        ) -> object_store::Result<PutResult> {
-            self.inner.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(
-            &self,
-            location: &Path,
-            opts: PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
+    impl Faults for Counting {
         async fn get_opts(
             &self,
+            inner: &dyn ObjectStore,
             location: &Path,
             options: GetOptions,
         ) -> object_store::Result<GetResult> {
             if !self.suffix.is_none_or(|s| location.as_ref().ends_with(s)) {
-                return self.inner.get_opts(location, options).await;
+                return inner.get_opts(location, options).await;
             }
             self.counts
                 .started
@@ -311,13 +291,10 @@ pub(crate) mod counting {
             let n = self.counts.now.fetch_add(1, Ordering::SeqCst) + 1;
             self.counts.max.fetch_max(n, Ordering::SeqCst);
             let guard = InFlight(self.counts.clone());
-            let mut r = self.inner.get_opts(location, options).await?;
+            let mut r = inner.get_opts(location, options).await?;
             let fail = self.counts.fail.lock().unwrap().clone();
             if fail.is_some_and(|f| location.as_ref().ends_with(&f)) {
-                return Err(object_store::Error::Generic {
-                    store: "test",
-                    source: "injected failure".into(),
-                });
+                return Err(injected());
             }
             // In flight until the body is read.
             r.payload = match r.payload {
@@ -331,32 +308,6 @@ pub(crate) mod counting {
                 file => file,
             };
             Ok(r)
-        }
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<Path>>,
-        ) -> BoxStream<'static, object_store::Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-        fn list(
-            &self,
-            prefix: Option<&Path>,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&Path>,
-        ) -> object_store::Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(
-            &self,
-            from: &Path,
-            to: &Path,
-            options: CopyOptions,
-        ) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
         }
     }
 }

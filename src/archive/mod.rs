@@ -7,6 +7,8 @@
 //! ([`request`]).
 
 pub mod catalog;
+#[cfg(test)]
+pub(crate) mod fault_store;
 pub mod fetch;
 pub mod format;
 pub mod frames;

@@ -1518,15 +1518,15 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
 
-    use futures::stream::BoxStream;
     use object_store::memory::InMemory;
     use object_store::multipart::{MultipartStore, PartId};
     use object_store::path::Path;
     use object_store::{
-        CopyOptions, GetOptions, GetResult, ListResult, MultipartId, MultipartUpload, ObjectMeta,
-        ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+        MultipartId, MultipartUpload, ObjectStore, PutMultipartOptions, PutPayload, PutResult,
+        UploadPart,
     };
 
+    use crate::archive::fault_store::{injected, FaultStore, Faults};
     use crate::archive::store::PART_SIZE;
 
     /// A store that fails on demand, through both its upload interfaces: the next
@@ -1535,7 +1535,6 @@ mod tests {
     /// `fail_complete` is set completions fail.
     #[derive(Debug, Default)]
     struct Faulty {
-        inner: InMemory,
         fail_starts: AtomicUsize,
         starts: AtomicUsize,
         fail_parts: Arc<AtomicBool>,
@@ -1554,19 +1553,6 @@ mod tests {
             self.fail_starts
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
-        }
-    }
-
-    fn injected() -> object_store::Error {
-        object_store::Error::Generic {
-            store: "faulty",
-            source: "injected failure".into(),
-        }
-    }
-
-    impl std::fmt::Display for Faulty {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "Faulty({})", self.inner)
         }
     }
 
@@ -1593,74 +1579,35 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl ObjectStore for Faulty {
-        async fn put_opts(
-            &self,
-            location: &Path,
-            payload: PutPayload,
-            opts: PutOptions,
-        ) -> object_store::Result<PutResult> {
-            self.inner.put_opts(location, payload, opts).await
-        }
+    impl Faults for Faulty {
         async fn put_multipart_opts(
             &self,
+            inner: &dyn ObjectStore,
             location: &Path,
             opts: PutMultipartOptions,
         ) -> object_store::Result<Box<dyn MultipartUpload>> {
             if self.start_fails() {
                 return Err(injected());
             }
-            let inner = self.inner.put_multipart_opts(location, opts).await?;
+            let inner = inner.put_multipart_opts(location, opts).await?;
             Ok(Box::new(FaultyUpload {
                 inner,
                 fail_parts: self.fail_parts.clone(),
             }))
         }
-        async fn get_opts(
+        async fn create_multipart(
             &self,
-            location: &Path,
-            options: GetOptions,
-        ) -> object_store::Result<GetResult> {
-            self.inner.get_opts(location, options).await
-        }
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<Path>>,
-        ) -> BoxStream<'static, object_store::Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-        fn list(
-            &self,
-            prefix: Option<&Path>,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&Path>,
-        ) -> object_store::Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(
-            &self,
-            from: &Path,
-            to: &Path,
-            options: CopyOptions,
-        ) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl MultipartStore for Faulty {
-        async fn create_multipart(&self, path: &Path) -> object_store::Result<MultipartId> {
+            inner: &dyn MultipartStore,
+            path: &Path,
+        ) -> object_store::Result<MultipartId> {
             if self.start_fails() {
                 return Err(injected());
             }
-            MultipartStore::create_multipart(&self.inner, path).await
+            inner.create_multipart(path).await
         }
         async fn put_part(
             &self,
+            inner: &dyn MultipartStore,
             path: &Path,
             id: &MultipartId,
             part_idx: usize,
@@ -1677,10 +1624,11 @@ mod tests {
             if fail {
                 return Err(injected());
             }
-            MultipartStore::put_part(&self.inner, path, id, part_idx, data).await
+            inner.put_part(path, id, part_idx, data).await
         }
         async fn complete_multipart(
             &self,
+            inner: &dyn MultipartStore,
             path: &Path,
             id: &MultipartId,
             parts: Vec<PartId>,
@@ -1688,20 +1636,26 @@ mod tests {
             if self.fail_complete.load(Ordering::SeqCst) {
                 return Err(injected());
             }
-            self.inner.complete_multipart(path, id, parts).await
+            inner.complete_multipart(path, id, parts).await
         }
-        async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> object_store::Result<()> {
+        async fn abort_multipart(
+            &self,
+            inner: &dyn MultipartStore,
+            path: &Path,
+            id: &MultipartId,
+        ) -> object_store::Result<()> {
             self.aborts.fetch_add(1, Ordering::SeqCst);
-            self.inner.abort_multipart(path, id).await
+            inner.abort_multipart(path, id).await
         }
     }
 
     /// A faulty store as a cloud store is used: snapshot parts through explicit indices.
     fn faulty_store() -> (Store, Arc<Faulty>) {
         let faulty = Arc::new(Faulty::default());
+        let backend = Arc::new(FaultStore::new(InMemory::new(), faulty.clone()));
         let store = Store::with_multipart_backend(
-            faulty.clone(),
-            faulty.clone(),
+            backend.clone(),
+            backend,
             "memory://",
             &"a".parse().unwrap(),
         );
@@ -1712,7 +1666,8 @@ mod tests {
     /// upload, each sent once.
     fn faulty_upload_store() -> (Store, Arc<Faulty>) {
         let faulty = Arc::new(Faulty::default());
-        let store = Store::with_backend(faulty.clone(), "memory://", &"a".parse().unwrap());
+        let backend = Arc::new(FaultStore::new(InMemory::new(), faulty.clone()));
+        let store = Store::with_backend(backend, "memory://", &"a".parse().unwrap());
         (store, faulty)
     }
 

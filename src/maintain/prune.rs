@@ -66,9 +66,8 @@ pub enum PruneError {
 }
 
 /// What a plan removes from one generation.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenerationPrune {
-    #[serde(serialize_with = "ser_display")]
     pub generation: GenerationId,
     /// The whole generation goes.
     pub whole: bool,
@@ -76,16 +75,91 @@ pub struct GenerationPrune {
     /// Stored bytes.
     pub bytes: u64,
     /// In deletion order.
-    #[serde(serialize_with = "ser_names")]
     pub delete: Vec<Listed>,
+}
+
+impl GenerationPrune {
+    /// The deletions by kind and level: segments level by level (lowest first), then
+    /// snapshots; `first` and `last` in deletion order.
+    pub fn kinds(&self) -> Vec<KindPrune> {
+        let mut out: Vec<KindPrune> = Vec::new();
+        let group = |o: &Listed| match o.name.kind {
+            ObjectKind::Segment => (0u8, Some(o.name.level)),
+            ObjectKind::Snapshot => (1u8, None),
+        };
+        let mut keys: Vec<(u8, Option<u8>)> = self.delete.iter().map(group).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let mut of = self.delete.iter().filter(|o| group(o) == key);
+            let Some(first) = of.next() else { continue };
+            let held = |o: &Listed| (o.name.first_ms, o.name.last_ms.max(o.name.first_ms));
+            let mut k = KindPrune {
+                kind: if key.0 == 0 { "segment" } else { "snapshot" },
+                level: key.1,
+                objects: 1,
+                bytes: first.size,
+                first: first.name.to_string(),
+                last: first.name.to_string(),
+                from_ms: held(first).0,
+                to_ms: held(first).1,
+            };
+            for o in of {
+                k.objects += 1;
+                k.bytes += o.size;
+                k.last = o.name.to_string();
+                k.from_ms = k.from_ms.min(held(o).0);
+                k.to_ms = k.to_ms.max(held(o).1);
+            }
+            out.push(k);
+        }
+        out
+    }
+}
+
+/// What a plan removes of one kind (and level) from one generation.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct KindPrune {
+    /// `segment` or `snapshot`.
+    pub kind: &'static str,
+    /// A segment's compaction level (0 = as archived); `None` for snapshots.
+    pub level: Option<u8>,
+    pub objects: u64,
+    /// Stored bytes.
+    pub bytes: u64,
+    /// The first and last object deleted (the same when there is one).
+    pub first: String,
+    pub last: String,
+    /// The oldest and newest moment these objects hold.
+    pub from_ms: u64,
+    pub to_ms: u64,
 }
 
 fn ser_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
-fn ser_names<S: serde::Serializer>(v: &[Listed], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|o| o.name.to_string()))
+/// Why the kept point is where it is: the policy terms whose cut point it is (the oldest
+/// wins; several when they agree).
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum KeptBecause {
+    /// `--retain`: a restore to the retained window's first moment starts from it.
+    Retain,
+    /// `--retain-snapshots N`: the oldest of the N newest snapshots.
+    RetainSnapshots,
+    /// Always: the newest snapshot of the newest generation that has one.
+    NewestSnapshot,
+}
+
+impl KeptBecause {
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeptBecause::Retain => "a restore to the retained window's first moment starts here",
+            KeptBecause::RetainSnapshots => "the oldest of the snapshots --retain-snapshots keeps",
+            KeptBecause::NewestSnapshot => "the newest snapshot always stays",
+        }
+    }
 }
 
 /// Where the kept part of the archive starts.
@@ -98,10 +172,20 @@ pub struct KeptPoint {
     pub time_ms: u64,
     #[serde(serialize_with = "ser_display")]
     pub snapshot: crate::archive::names::ObjectName,
+    /// The policy terms that put it here.
+    pub because: Vec<KeptBecause>,
+}
+
+/// A restorable stretch of time: from the oldest generation's first moment to the newest
+/// one's last (gaps between generations included).
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Window {
+    pub from_ms: u64,
+    pub to_ms: u64,
 }
 
 /// What [`plan_prune`] decided.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct PrunePlan {
     /// The retained window's start asked for (`now - retain`), if any.
     pub retain_from_ms: Option<u64>,
@@ -109,6 +193,9 @@ pub struct PrunePlan {
     pub kept: Option<KeptPoint>,
     /// The oldest restorable moment once the plan is applied.
     pub new_window_start_ms: Option<u64>,
+    /// The archive's window before and after the plan (`None`: an empty archive).
+    pub window_before: Option<Window>,
+    pub window_after: Option<Window>,
     /// Per generation, oldest first.
     pub generations: Vec<GenerationPrune>,
     /// Generations left alone, with why.
@@ -128,6 +215,61 @@ impl PrunePlan {
     pub fn deletions(&self) -> impl Iterator<Item = &Listed> {
         self.generations.iter().flat_map(|g| g.delete.iter())
     }
+
+    /// The plan as `pitr prune --json` prints it: a summary per generation and per kind, and
+    /// every object's name only with `list_objects`.
+    pub fn report(&self, list_objects: bool) -> PlanReport<'_> {
+        PlanReport {
+            retain_from_ms: self.retain_from_ms,
+            kept: self.kept.as_ref(),
+            new_window_start_ms: self.new_window_start_ms,
+            window_before: self.window_before,
+            window_after: self.window_after,
+            objects: self.objects(),
+            bytes: self.bytes(),
+            generations: self
+                .generations
+                .iter()
+                .map(|g| GenerationReport {
+                    generation: g.generation.to_string(),
+                    whole: g.whole,
+                    objects: g.objects,
+                    bytes: g.bytes,
+                    kinds: g.kinds(),
+                    delete: list_objects
+                        .then(|| g.delete.iter().map(|o| o.name.to_string()).collect()),
+                })
+                .collect(),
+            problems: &self.problems,
+        }
+    }
+}
+
+/// [`PrunePlan::report`]: the plan's JSON form (documented in the README, kept stable).
+#[derive(Debug, Serialize)]
+pub struct PlanReport<'a> {
+    pub retain_from_ms: Option<u64>,
+    pub kept: Option<&'a KeptPoint>,
+    pub new_window_start_ms: Option<u64>,
+    pub window_before: Option<Window>,
+    pub window_after: Option<Window>,
+    pub objects: u64,
+    pub bytes: u64,
+    pub generations: Vec<GenerationReport>,
+    pub problems: &'a [String],
+}
+
+/// One generation in a [`PlanReport`].
+#[derive(Debug, Serialize)]
+pub struct GenerationReport {
+    pub generation: String,
+    pub whole: bool,
+    pub objects: u64,
+    pub bytes: u64,
+    pub kinds: Vec<KindPrune>,
+    /// Every object, in deletion order: only when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete: Option<Vec<String>>,
 }
 
 /// The snapshots a restore may start from: those the stream reaches.
@@ -155,6 +297,38 @@ fn for_moment(c: &Catalog, t0: u64) -> Option<(usize, Option<&SnapshotInfo>)> {
 
 /// The plan: what to delete so that `policy` holds at `now_ms`. Pure.
 pub fn plan_prune(catalog: &Catalog, now_ms: u64, policy: &Policy) -> PrunePlan {
+    let mut plan = decide(catalog, now_ms, policy);
+    let gens = &catalog.generations;
+    let to_ms = gens.last().map(|g| g.last_time_ms);
+    plan.window_before = gens.first().zip(to_ms).map(|(g, to_ms)| Window {
+        from_ms: g.first_time_ms,
+        to_ms,
+    });
+    let gone_whole = |g: &Generation| {
+        plan.generations
+            .iter()
+            .any(|p| p.whole && p.generation == g.id)
+    };
+    plan.window_after = gens
+        .iter()
+        .find(|g| !gone_whole(g))
+        .zip(to_ms)
+        .map(|(g, to_ms)| {
+            let cut = plan
+                .generations
+                .iter()
+                .any(|p| !p.whole && p.generation == g.id);
+            let from_ms = match &plan.kept {
+                Some(k) if cut && k.generation == g.id => k.time_ms,
+                _ => g.first_time_ms,
+            };
+            Window { from_ms, to_ms }
+        });
+    plan
+}
+
+/// [`plan_prune`] but the windows.
+fn decide(catalog: &Catalog, now_ms: u64, policy: &Policy) -> PrunePlan {
     let mut plan = PrunePlan {
         retain_from_ms: policy
             .retain
@@ -167,19 +341,19 @@ pub fn plan_prune(catalog: &Catalog, now_ms: u64, policy: &Policy) -> PrunePlan 
     }
     // Candidates for the kept point: (generation index, snapshot or none = the whole
     // generation). The oldest wins.
-    let mut candidates: Vec<(usize, Option<&SnapshotInfo>)> = Vec::new();
+    let mut candidates: Vec<(usize, Option<&SnapshotInfo>, KeptBecause)> = Vec::new();
     // Always: the newest snapshot of the newest generation that has one.
     match gens.iter().enumerate().rev().find_map(|(i, g)| {
         usable(g)
             .max_by_key(|s| (s.offset, s.time_ms))
             .map(|s| (i, s))
     }) {
-        Some((i, s)) => candidates.push((i, Some(s))),
+        Some((i, s)) => candidates.push((i, Some(s), KeptBecause::NewestSnapshot)),
         None => return plan,
     }
     if let Some(t0) = plan.retain_from_ms {
-        if let Some(c) = for_moment(catalog, t0) {
-            candidates.push(c);
+        if let Some((i, s)) = for_moment(catalog, t0) {
+            candidates.push((i, s, KeptBecause::Retain));
         }
     }
     if let Some(n) = policy.retain_snapshots {
@@ -193,18 +367,27 @@ pub fn plan_prune(catalog: &Catalog, now_ms: u64, policy: &Policy) -> PrunePlan 
             })
             .collect();
         match all.len().checked_sub(n.max(1)) {
-            Some(k) => candidates.push((all[k].0, Some(all[k].1))),
+            Some(k) => candidates.push((all[k].0, Some(all[k].1), KeptBecause::RetainSnapshots)),
             // Fewer snapshots than asked for: keep everything.
-            None => candidates.push((0, None)),
+            None => candidates.push((0, None, KeptBecause::RetainSnapshots)),
         }
     }
-    // The oldest candidate: (generation index, cut snapshot or none).
-    let cut = candidates
-        .into_iter()
-        .min_by_key(|(i, s)| (*i, s.map(|s| (s.offset, s.time_ms))));
-    let Some((gi, snap)) = cut else {
+    // The oldest candidate is the cut: (generation index, snapshot or none), with why.
+    let key = |i: usize, s: Option<&SnapshotInfo>| (i, s.map(|s| (s.offset, s.time_ms)));
+    let Some((gi, snap)) = candidates
+        .iter()
+        .map(|&(i, s, _)| (i, s))
+        .min_by_key(|&(i, s)| key(i, s))
+    else {
         return plan;
     };
+    let mut because: Vec<KeptBecause> = candidates
+        .iter()
+        .filter(|c| key(c.0, c.1) == key(gi, snap))
+        .map(|c| c.2)
+        .collect();
+    because.sort();
+    because.dedup();
     let Some(snap) = snap else {
         // The kept point is the start of generation `gi`.
         plan.new_window_start_ms = Some(gens[gi].first_time_ms);
@@ -216,6 +399,7 @@ pub fn plan_prune(catalog: &Catalog, now_ms: u64, policy: &Policy) -> PrunePlan 
         offset: snap.offset,
         time_ms: snap.time_ms,
         snapshot: snap.name,
+        because,
     });
     plan.new_window_start_ms = Some(snap.time_ms);
     plan_older(gens, gi, &mut plan);
@@ -473,7 +657,12 @@ mod tests {
         assert_eq!(p.retain_from_ms, Some(1200));
         let k = p.kept.clone().unwrap();
         assert_eq!((k.offset, k.time_ms), (20, 1200));
+        // The window asks for 20; the newest snapshot (25) is later.
+        assert_eq!(k.because, [KeptBecause::Retain]);
         assert_eq!(p.new_window_start_ms, Some(1200));
+        let w = |from_ms, to_ms| Some(Window { from_ms, to_ms });
+        assert_eq!(p.window_before, w(1000, 1400));
+        assert_eq!(p.window_after, w(1200, 1400));
         // The snapshot before the kept one first, then the segments.
         assert_eq!(
             names(&p),
@@ -489,6 +678,8 @@ mod tests {
         let p = plan_prune(&catalog(objects.clone()), 1400, &retain(201));
         assert_eq!(p.objects(), 0);
         assert_eq!(p.kept.clone().unwrap().offset, 0);
+        assert_eq!(p.window_after, p.window_before);
+        assert_eq!(p.window_after, w(1000, 1400));
     }
 
     #[test]
@@ -499,6 +690,10 @@ mod tests {
         let p = plan_prune(&catalog(objects.clone()), 1400, &retain(140));
         let kept = p.kept.clone().unwrap();
         assert_eq!((kept.offset, kept.time_ms), (25, 1250));
+        assert_eq!(
+            kept.because,
+            [KeptBecause::Retain, KeptBecause::NewestSnapshot]
+        );
         assert_eq!(p.new_window_start_ms, Some(1250));
         let c = restorable_after(&objects, &p, 1250, 1400);
         let g = &c.generations[0];
@@ -567,14 +762,22 @@ mod tests {
             retain: None,
             retain_snapshots: Some(n),
         };
-        // 1 snapshot: the one of generation 2.
+        // 1 snapshot: the one of generation 2, which is also the newest.
         let p = plan_prune(&catalog(objects.clone()), 6000, &n(1));
-        assert_eq!(p.kept.clone().unwrap().generation, GenerationId(2));
+        let k = p.kept.clone().unwrap();
+        assert_eq!(k.generation, GenerationId(2));
+        assert_eq!(
+            k.because,
+            [KeptBecause::RetainSnapshots, KeptBecause::NewestSnapshot]
+        );
         assert_eq!(p.objects(), 7);
+        assert_eq!(p.window_before.unwrap().from_ms, 1000);
+        assert_eq!(p.window_after.unwrap().from_ms, 5000);
         // 3: generation 2's, 25 and 20: the oldest is 20.
         let p = plan_prune(&catalog(objects.clone()), 6000, &n(3));
         let k = p.kept.clone().unwrap();
         assert_eq!((k.generation, k.offset), (GenerationId(1), 20));
+        assert_eq!(k.because, [KeptBecause::RetainSnapshots]);
         restorable_after(&objects, &p, 1200, 1400);
         restorable_after(&objects, &p, 5000, 5100);
         // More than there are: everything stays.
@@ -642,6 +845,53 @@ mod tests {
         assert_eq!(p.kept.clone().unwrap().offset, 20);
         assert_eq!(p.objects(), 3);
         restorable_after(&objects, &p, 1200, 1400);
+    }
+
+    #[test]
+    fn the_report_sums_up_by_kind_and_level_and_lists_objects_only_when_asked() {
+        let objects = vec![
+            snap2(1, 0, 1000),
+            seg2l(1, 0, 20, 1001, 1200, 1),
+            seg2(1, 10, 20, 1101, 1200),
+            snap2(1, 20, 1200),
+            seg2(1, 20, 30, 1201, 1300),
+            snap2(2, 0, 5000),
+            seg2(2, 0, 10, 5001, 5100),
+        ];
+        let p = plan_prune(&catalog(objects.clone()), 5100, &retain(50));
+        assert_eq!(p.objects(), 5);
+        let kinds = p.generations[0].kinds();
+        let summary: Vec<_> = kinds
+            .iter()
+            .map(|k| (k.kind, k.level, k.objects, k.first.clone(), k.last.clone()))
+            .collect();
+        let n = |i: usize| objects[i].name.to_string();
+        assert_eq!(
+            summary,
+            [
+                ("segment", Some(0), 2, n(2), n(4)),
+                ("segment", Some(1), 1, n(1), n(1)),
+                ("snapshot", None, 2, n(0), n(3)),
+            ]
+        );
+        assert_eq!((kinds[0].from_ms, kinds[0].to_ms), (1101, 1300));
+        assert_eq!((kinds[2].from_ms, kinds[2].to_ms), (1000, 1200));
+        assert_eq!(kinds.iter().map(|k| k.objects).sum::<u64>(), p.objects());
+        assert_eq!(kinds.iter().map(|k| k.bytes).sum::<u64>(), p.bytes());
+
+        let short = serde_json::to_value(p.report(false)).unwrap();
+        let g = &short["generations"][0];
+        assert!(g.get("delete").is_none(), "{short:#}");
+        assert_eq!(g["kinds"].as_array().unwrap().len(), 3, "{short:#}");
+        assert_eq!(g["kinds"][2]["level"], serde_json::Value::Null);
+        assert_eq!(short["objects"], 5);
+        assert_eq!(short["kept"]["because"][0], "retain", "{short:#}");
+        assert_eq!(short["window_before"]["from_ms"], 1000);
+        assert_eq!(short["window_after"]["from_ms"], 5000);
+        let long = serde_json::to_value(p.report(true)).unwrap();
+        let listed: Vec<String> =
+            serde_json::from_value(long["generations"][0]["delete"].clone()).unwrap();
+        assert_eq!(listed, names(&p));
     }
 
     #[test]

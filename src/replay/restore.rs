@@ -967,6 +967,34 @@ mod tests {
         );
     }
 
+    /// What a cluster master before 7.0 propagates for a `MIGRATE` it received carries a
+    /// relative TTL as `RESTORE` does, and is made absolute the same way.
+    #[test]
+    fn restore_asking_ttls_become_absolute_like_restore() {
+        assert_eq!(
+            or_same(&cmd(&["RESTORE-ASKING", "k", "50", "p"], 1000)),
+            [["RESTORE-ASKING", "k", "1050", "p", "ABSTTL"]]
+        );
+        assert_eq!(
+            or_same(&cmd(&["restore-asking", "k", "7", "p", "REPLACE"], 2000)),
+            [["restore-asking", "k", "2007", "p", "REPLACE", "ABSTTL"]]
+        );
+        // Already absolute, no TTL, or incomplete: as archived.
+        for args in [
+            &["RESTORE-ASKING", "k", "50", "p", "ABSTTL"][..],
+            &["RESTORE-ASKING", "k", "0", "p"],
+            &["RESTORE-ASKING", "k", "50"],
+        ] {
+            assert_eq!(or_same(&cmd(args, 1000)), [args]);
+        }
+        // The same answers as RESTORE, name aside.
+        for (ttl, ms) in [("1", 0), ("86400000", 1_700_000_000_000), ("-5", 10)] {
+            let asking = or_same(&cmd(&["RESTORE-ASKING", "k", ttl, "p"], ms));
+            let restore = or_same(&cmd(&["RESTORE", "k", ttl, "p"], ms));
+            assert_eq!(asking[0][1..], restore[0][1..], "{ttl} at {ms}");
+        }
+    }
+
     mod executor {
         use std::sync::Mutex;
 

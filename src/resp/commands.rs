@@ -401,14 +401,13 @@ static SET: CommandInfo = CommandInfo {
     }),
     ..write(Keys::One(1))
 };
+/// Also `RESTORE-ASKING`, what a cluster node propagates for a `MIGRATE` it received: the same
+/// arguments, so its relative TTL (from a server before 7.0) is made absolute the same way.
 static RESTORE: CommandInfo = CommandInfo {
     relative_ttl: Some(RelativeTtl::Restore(RestoreTtl::RESTORE)),
     absolute_ttl: Some(AbsoluteTtl::Restore(RestoreTtl::RESTORE)),
     ..write(Keys::One(1))
 };
-/// What a cluster node propagates for a `MIGRATE` it received. Its relative TTL (from a server
-/// before 7.0) is not made absolute: only `RESTORE`'s is.
-static RESTORE_ASKING: CommandInfo = absolute(AbsoluteTtl::Restore(RestoreTtl::RESTORE));
 static EXPIREAT: CommandInfo = absolute(AbsoluteTtl::Key {
     at: 2,
     unit: Unit::Seconds,
@@ -479,8 +478,7 @@ pub fn lookup(name: &[u8]) -> &'static CommandInfo {
         b"setex" => &SETEX,
         b"psetex" => &PSETEX,
         b"set" => &SET,
-        b"restore" => &RESTORE,
-        b"restore-asking" => &RESTORE_ASKING,
+        b"restore" | b"restore-asking" => &RESTORE,
         b"expireat" => &EXPIREAT,
         b"pexpireat" => &PEXPIREAT,
         b"hexpireat" => &HEXPIREAT,
@@ -529,6 +527,7 @@ mod tests {
         // The longest names fit the buffer.
         assert_eq!(lookup(b"GEOSEARCHSTORE").keys, Keys::Pair(1, 2));
         assert!(lookup(b"RESTORE-ASKING").absolute_ttl.is_some());
+        assert!(std::ptr::eq(lookup(b"restore-asking"), &RESTORE));
     }
 
     #[test]
@@ -647,7 +646,11 @@ mod tests {
         assert!(r.absolute(&["RESTORE", "k", "5", "p", "REPLACE", "absttl"]));
         assert!(!r.absolute(&["RESTORE", "k", "5", "p"]));
         assert!(!r.complete(&["RESTORE", "k", "5"]));
-        assert_eq!(lookup(b"restore-asking").relative_ttl, None);
+        // RESTORE-ASKING: the same arguments, made absolute the same way.
+        assert_eq!(
+            lookup(b"restore-asking").relative_ttl,
+            Some(RelativeTtl::Restore(r))
+        );
         assert_eq!(Unit::Seconds.ms(), 1000);
     }
 

@@ -97,6 +97,63 @@ fn prune_keeps_the_window_restorable_and_names_the_nearest_points_before_it() {
     let dry = a.json("prune", &["--retain", &retain]);
     assert_eq!(dry["deleted"], false, "{dry:#}");
     assert_eq!(dry["plan"]["kept"]["offset"], snap["offset"], "{dry:#}");
+    // A summary by default: per generation and kind, no object list.
+    let g = &dry["plan"]["generations"][0];
+    assert!(g.get("delete").is_none(), "{dry:#}");
+    let kinds = g["kinds"].as_array().expect("kinds");
+    let sum: u64 = kinds.iter().map(|k| k["objects"].as_u64().unwrap()).sum();
+    assert_eq!(Some(sum), g["objects"].as_u64(), "{dry:#}");
+    assert_eq!(dry["plan"]["objects"], g["objects"], "{dry:#}");
+    assert!(
+        kinds.iter().any(|k| k["kind"] == "snapshot"),
+        "the snapshot before the kept one goes: {dry:#}"
+    );
+    assert!(
+        dry["plan"]["window_after"]["from_ms"].as_u64()
+            > dry["plan"]["window_before"]["from_ms"].as_u64(),
+        "{dry:#}"
+    );
+    // Every object with --list-objects, in deletion order: the summary's first and last.
+    let listed = a.json("prune", &["--retain", &retain, "--list-objects"]);
+    let names: Vec<String> =
+        serde_json::from_value(listed["plan"]["generations"][0]["delete"].clone())
+            .unwrap_or_else(|e| panic!("{e}: {listed:#}"));
+    assert_eq!(names.len() as u64, sum, "{listed:#}");
+    for k in kinds {
+        let first = k["first"].as_str().unwrap();
+        let last = k["last"].as_str().unwrap();
+        let i = names.iter().position(|n| n == first).expect("first listed");
+        let j = names.iter().position(|n| n == last).expect("last listed");
+        assert!(i <= j, "{listed:#}");
+    }
+    let text = run_pitr_ok(&["prune", "--store", a.store(), "--retain", &retain], &[]);
+    // The text names the first and last of each kind, not the ones between.
+    let ends: Vec<&str> = kinds
+        .iter()
+        .flat_map(|k| [k["first"].as_str().unwrap(), k["last"].as_str().unwrap()])
+        .collect();
+    for n in &names {
+        assert_eq!(
+            text.contains(n.as_str()),
+            ends.contains(&n.as_str()),
+            "{n} in {text}"
+        );
+    }
+    assert!(text.contains("because"), "{text}");
+    let text = run_pitr_ok(
+        &[
+            "prune",
+            "--store",
+            a.store(),
+            "--retain",
+            &retain,
+            "--list-objects",
+        ],
+        &[],
+    );
+    for n in &names {
+        assert!(text.contains(n.as_str()), "{n} in {text}");
+    }
     let done = a.json("prune", &["--retain", &retain, "--confirm"]);
     assert_eq!(done["deleted"], true, "{done:#}");
     assert!(

@@ -11,7 +11,7 @@ use serde::Serialize;
 use redis_pitr::archive::catalog::Catalog;
 use redis_pitr::archive::lease::{Lease, LeaseCommand, LeaseConfig};
 use redis_pitr::archive::store::{redact_store_url, Store};
-use redis_pitr::maintain::prune::{self, Applied, LifecycleAdvice, Policy, PrunePlan};
+use redis_pitr::maintain::prune::{self, Applied, LifecycleAdvice, PlanReport, Policy};
 
 use crate::args::{parse_duration, ReadArgs, Usage};
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
@@ -34,6 +34,11 @@ pub struct PruneArgs {
     /// may take without breaking the retained window, and delete nothing.
     #[arg(long)]
     report_only: bool,
+    /// Also print the name of every object deleted (or to delete), in deletion order. Without
+    /// it the report is a summary: per generation, per kind and level, the count, the bytes and
+    /// the first and last object.
+    #[arg(long)]
+    list_objects: bool,
 }
 
 pub struct PruneRun {
@@ -44,6 +49,7 @@ pub struct PruneRun {
     policy: Policy,
     confirm: bool,
     report_only: bool,
+    list_objects: bool,
 }
 
 pub fn config(a: PruneArgs) -> anyhow::Result<PruneRun> {
@@ -67,13 +73,14 @@ pub fn config(a: PruneArgs) -> anyhow::Result<PruneRun> {
         },
         confirm: a.confirm,
         report_only: a.report_only,
+        list_objects: a.list_objects,
     })
 }
 
 #[derive(Serialize)]
 struct Report<'a> {
     deleted: bool,
-    plan: &'a PrunePlan,
+    plan: PlanReport<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     applied: Option<&'a Applied>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,7 +121,7 @@ pub async fn run(cfg: PruneRun) -> anyhow::Result<()> {
     if cfg.json {
         let r = Report {
             deleted: applied.is_some(),
-            plan: &plan,
+            plan: plan.report(cfg.list_objects),
             applied: applied.as_ref(),
             lifecycle: lifecycle.as_ref(),
         };
@@ -144,6 +151,30 @@ pub async fn run(cfg: PruneRun) -> anyhow::Result<()> {
                     ""
                 }
             );
+            for k in g.kinds() {
+                let what = match k.level {
+                    Some(l) => format!("level {l} segments"),
+                    None => "snapshots".to_string(),
+                };
+                let names = if k.objects == 1 {
+                    k.first
+                } else {
+                    format!("{} .. {}", k.first, k.last)
+                };
+                outln!(
+                    out,
+                    "    {what}: {} ({}), {} .. {}: {names}",
+                    k.objects,
+                    fmt_bytes(k.bytes),
+                    fmt_time(k.from_ms),
+                    fmt_time(k.to_ms)
+                );
+            }
+            if cfg.list_objects {
+                for o in &g.delete {
+                    outln!(out, "      {}", o.name);
+                }
+            }
         }
         if let Some(k) = &plan.kept {
             outln!(
@@ -153,6 +184,25 @@ pub async fn run(cfg: PruneRun) -> anyhow::Result<()> {
                 k.generation,
                 k.offset,
                 fmt_time(k.time_ms)
+            );
+            for b in &k.because {
+                outln!(out, "  because {}", b.describe());
+            }
+        }
+        if let Some(w) = plan.window_before {
+            outln!(
+                out,
+                "window before: {} .. {}",
+                fmt_time(w.from_ms),
+                fmt_time(w.to_ms)
+            );
+        }
+        if let Some(w) = plan.window_after {
+            outln!(
+                out,
+                "window after:  {} .. {}",
+                fmt_time(w.from_ms),
+                fmt_time(w.to_ms)
             );
         }
         if let Some(t) = plan.new_window_start_ms {
