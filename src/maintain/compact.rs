@@ -159,6 +159,10 @@ pub struct CompactConfig {
     pub settle: Duration,
     /// GETs in flight, and bytes fetched ahead, while a run is read.
     pub fetch: FetchConfig,
+    /// How long the objects a run replaced stay after the new object is written and checked,
+    /// so that a restore that listed them before can still read them (zero: deleted at once).
+    /// The pass that wrote them deletes them once it is over, keeping them in its [`Skip`].
+    pub grace: Duration,
 }
 
 impl Default for CompactConfig {
@@ -169,9 +173,13 @@ impl Default for CompactConfig {
             frame_raw: FRAME_RAW,
             settle: DEFAULT_SETTLE,
             fetch: FetchConfig::default(),
+            grace: Duration::ZERO,
         }
     }
 }
+
+/// The grace `pitr archive` gives replaced objects (`--compaction-grace`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompactError {
@@ -418,6 +426,8 @@ pub fn plan_level(objects: &[Listed], level: u8, now_ms: u64, cfg: &CompactConfi
 pub struct RunDone {
     pub written: Listed,
     pub replaced: Vec<Listed>,
+    /// The replaced objects are still there: they go once the grace has passed.
+    pub deferred: bool,
     /// Stored bytes read (the run, and the new object read back).
     pub bytes_read: u64,
     /// GETs made.
@@ -513,6 +523,7 @@ pub async fn compact_run(
     let mut done = RunDone {
         written: first.clone(),
         replaced: objects.to_vec(),
+        deferred: false,
         bytes_read: 0,
         objects_read: 0,
         raw_bytes: raw_total,
@@ -676,7 +687,11 @@ pub async fn compact_run(
         size: stored_len,
     };
 
-    // Only now the objects it replaces go.
+    // Only now the objects it replaces go (after a grace, by a later pass).
+    if !cfg.grace.is_zero() {
+        done.deferred = true;
+        return Ok(done);
+    }
     for o in objects {
         lease
             .wait_valid(&format!(
@@ -778,17 +793,58 @@ pub async fn retire_covered(
 }
 
 /// Objects a pass leaves alone: those of runs that failed their checks in this process
-/// (reported once, not read again every pass).
+/// (reported once, not read again every pass), and those a run of this process replaced,
+/// until their grace has passed (then a pass deletes them without reading them again).
 #[derive(Debug, Default)]
-pub struct Skip(HashSet<String>);
+pub struct Skip {
+    names: HashSet<String>,
+    /// Replaced objects and when they may go.
+    retiring: Vec<(std::time::Instant, Vec<Listed>)>,
+}
 
 impl Skip {
     fn contains(&self, objects: &[Listed]) -> bool {
-        objects.iter().any(|o| self.0.contains(&o.name.to_string()))
+        objects
+            .iter()
+            .any(|o| self.names.contains(&o.name.to_string()))
     }
 
     fn add(&mut self, objects: &[Listed]) {
-        self.0.extend(objects.iter().map(|o| o.name.to_string()));
+        self.names
+            .extend(objects.iter().map(|o| o.name.to_string()));
+    }
+
+    fn retire_after(&mut self, grace: Duration, objects: Vec<Listed>) {
+        self.add(&objects);
+        self.retiring
+            .push((std::time::Instant::now() + grace, objects));
+    }
+
+    /// Deletes the replaced objects whose grace has passed. Returns the objects deleted.
+    async fn retire_due(
+        &mut self,
+        store: &Store,
+        lease: &LeaseGuard,
+    ) -> Result<Vec<Listed>, CompactError> {
+        let now = std::time::Instant::now();
+        let mut deleted = Vec::new();
+        while let Some(i) = self.retiring.iter().position(|(due, _)| *due <= now) {
+            let objects = self.retiring[i].1.clone();
+            for o in &objects {
+                lease
+                    .wait_valid(&format!("the deletion of {}, compacted", o.name))
+                    .await?;
+                match store.delete(&o.name).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.names.remove(&o.name.to_string());
+                deleted.push(o.clone());
+            }
+            self.retiring.swap_remove(i);
+        }
+        Ok(deleted)
     }
 }
 
@@ -816,14 +872,23 @@ pub async fn compact_listing(
     now_ms: u64,
     skip: &mut Skip,
 ) -> Result<Report, CompactError> {
-    let catalog = Catalog::from_listing(listing);
+    if cfg.levels.is_off() {
+        return Ok(Report {
+            generations: Catalog::from_listing(listing).generations.len(),
+            ..Default::default()
+        });
+    }
+    // Replaced objects whose grace is over go first; the listing no longer has them.
+    let retired = skip.retire_due(store, lease).await?;
+    let mut listing = listing.clone();
+    listing.objects.retain(|o| !retired.contains(o));
+    let catalog = Catalog::from_listing(&listing);
     let mut report = Report {
         generations: catalog.generations.len(),
+        objects_deleted: retired.len() as u64,
+        bytes_deleted: retired.iter().map(|o| o.size).sum::<u64>(),
         ..Default::default()
     };
-    if cfg.levels.is_off() {
-        return Ok(report);
-    }
     for g in &catalog.generations {
         let plan = sort_out(g.id, &g.objects);
         if let Some(why) = plan.refused {
@@ -863,8 +928,13 @@ pub async fn compact_listing(
                         report.bytes_read += done.bytes_read;
                         report.wrote(run.level, done.written.size);
                         report.raw_bytes += done.raw_bytes;
-                        report.objects_deleted += done.replaced.len() as u64;
-                        report.bytes_deleted += done.replaced.iter().map(|o| o.size).sum::<u64>();
+                        if done.deferred {
+                            skip.retire_after(cfg.grace, done.replaced.clone());
+                        } else {
+                            report.objects_deleted += done.replaced.len() as u64;
+                            report.bytes_deleted +=
+                                done.replaced.iter().map(|o| o.size).sum::<u64>();
+                        }
                         tracing::debug!(object = %done.written.name, replaced = done.replaced.len(),
                             "compacted");
                         // What the next level sees.
@@ -1117,6 +1187,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((r.objects_written(), r.objects_deleted), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn replaced_objects_stay_through_the_grace_then_go_unread() {
+        let store = store();
+        let lease = guard(&store).await;
+        let (names, raw, _) = archive(&store, 61, 1000).await;
+        let cfg = CompactConfig {
+            grace: Duration::from_millis(300),
+            ..cfg("1m")
+        };
+        let mut skip = Skip::default();
+        let r = compact_pass(&store, &cfg, &lease, T0 + 120_000, &mut skip)
+            .await
+            .unwrap();
+        assert_eq!((r.objects_written(), r.objects_deleted), (1, 0));
+        // Both are there: a restore that listed the minute's segments still reads them, and
+        // one that lists now takes the level 1 object.
+        assert!(store.exists(&names[0]).await.unwrap());
+        assert_eq!(segments(&store).await.len(), 62);
+        // Within the grace, a pass neither deletes them nor reads them again.
+        let r = compact_pass(&store, &cfg, &lease, T0 + 120_000, &mut skip)
+            .await
+            .unwrap();
+        assert_eq!((r.objects_read, r.objects_deleted), (0, 0));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = compact_pass(&store, &cfg, &lease, T0 + 120_000, &mut skip)
+            .await
+            .unwrap();
+        assert_eq!((r.objects_read, r.objects_deleted), (0, 60));
+        let after = segments(&store).await;
+        assert_eq!(levels_of(&after), vec![1, 0]);
+        let joined: Vec<u8> = after.iter().flat_map(|s| s.raw.to_vec()).collect();
+        assert_eq!(joined, raw);
     }
 
     /// Equal milliseconds at a join are one mark; arrival times are kept.

@@ -60,7 +60,14 @@ fn archiving_with_short_levels_merges_segments_and_stays_sound() {
     let archive = Archive::local();
     let p = archive.archiver(
         &master,
-        &["--flush-interval", "50ms", "--compaction-levels", "2s,10s"],
+        &[
+            "--flush-interval",
+            "50ms",
+            "--compaction-levels",
+            "2s,10s",
+            "--compaction-grace",
+            "0s",
+        ],
     );
     wait_online(&master, Duration::from_secs(60));
     let mut con = master.client();
@@ -137,7 +144,14 @@ fn restores_to_moments_inside_compacted_objects_equal_the_master() {
     let archive = Archive::local();
     let p = archive.archiver(
         &master,
-        &["--flush-interval", "50ms", "--compaction-levels", "2s,10s"],
+        &[
+            "--flush-interval",
+            "50ms",
+            "--compaction-levels",
+            "2s,10s",
+            "--compaction-grace",
+            "0s",
+        ],
     );
     wait_online(&master, Duration::from_secs(60));
     let mut con = master.client();

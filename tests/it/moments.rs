@@ -492,7 +492,18 @@ fn thirty_moments_restore_alike_through_compaction_kills_and_pruning() {
         if kills >= MIN_KILLS && caught_midway > 0 {
             break;
         }
-        let c = PitrProcess::spawn(&["compact", "--store", b.store(), "--levels", LEVELS], &[]);
+        // A killed run's lease is in the way until it expires: each run takes it over.
+        let c = PitrProcess::spawn(
+            &[
+                "compact",
+                "--store",
+                b.store(),
+                "--levels",
+                LEVELS,
+                "--takeover",
+            ],
+            &[],
+        );
         let started = Instant::now();
         // Random delays first; if none of those kills fell between a put and the last delete
         // of its run, watch the store and kill as soon as it shows one that does.
@@ -542,8 +553,6 @@ fn thirty_moments_restore_alike_through_compaction_kills_and_pruning() {
                 assert_eq!(out.status.code(), Some(EXIT_LEASE), "{err}");
                 assert!(err.contains(&format!("pid {}", c.pid())), "{err}");
             }
-            // `pitr compact` has no --takeover; its holder is known to be dead: remove it.
-            std::fs::remove_file(lease_path(&b)).unwrap();
         }
         b.verify();
         let last_kill = kills >= MIN_KILLS && caught_midway > 0;
@@ -567,11 +576,12 @@ fn thirty_moments_restore_alike_through_compaction_kills_and_pruning() {
         kills >= MIN_KILLS && caught_midway > 0,
         "{kills} kills, {caught_midway} of them between a put and the last delete of its run"
     );
-    let report = b.json("compact", &["--levels", LEVELS]);
+    let report = b.json("compact", &["--levels", LEVELS, "--takeover"]);
     assert!(
         report["problems"].as_array().is_some_and(|p| p.is_empty()),
         "{report:#}"
     );
+    assert!(!lease_path(&b).exists(), "pitr compact gave its lease back");
     let finished = segments(b.store());
     assert_eq!(covered(&finished), 0, "{finished:?}");
     // The same objects as the compaction that was never interrupted.

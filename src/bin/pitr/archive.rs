@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use clap::Args;
 
-use redis_pitr::archive::lease::{LeaseConfig, MIN_TTL};
 use redis_pitr::archive::store::redact_store_url;
 use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
 use redis_pitr::maintain::compact::{self, CompactConfig, Levels};
@@ -12,7 +11,9 @@ use redis_pitr::maintain::prune::Policy;
 use redis_pitr::net::Source;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{parse_duration, parse_interval, parse_levels, parse_size, StoreArgs, Usage};
+use crate::args::{
+    parse_duration, parse_interval, parse_levels, parse_size, LeaseArgs, StoreArgs, Usage,
+};
 
 #[derive(Args, Debug)]
 pub struct ArchiveArgs {
@@ -39,16 +40,18 @@ pub struct ArchiveArgs {
     /// Consider the master gone after this long without data (it PINGs every 10 s by default).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     read_timeout: Duration,
-    /// Take the archive's lease even while another process holds it. Only for a holder known
-    /// to be gone (killed, its host down): if it still runs, it stops at its next renewal,
-    /// but may write until then.
-    #[arg(long)]
-    takeover: bool,
+    #[command(flatten)]
+    lease: LeaseArgs,
     /// Compaction levels: the span of each level from 1 on, each a multiple of the one before
     /// (`1m,1h,24h`: minutes, hours, days), or `off`. Every 10 s the archiver merges the
     /// segments of each closed window of a level's span into one object of that level.
     #[arg(long, default_value = compact::DEFAULT_LEVELS, value_parser = parse_levels)]
     compaction_levels: Levels,
+    /// How long the objects a compaction replaced stay after the object that replaces them
+    /// is written and checked, so that a restore that listed them just before can still read
+    /// them (the first pass after it deletes them). `0` deletes them at once.
+    #[arg(long, default_value = "5m", value_parser = parse_interval)]
+    compaction_grace: Duration,
     /// Take a fresh snapshot this often, through a second replica link of its own, so that a
     /// restore replays at most this much stream. Counted from the newest snapshot of the
     /// generation (a restart does not reset it). 0 turns scheduled snapshots off (`pitr
@@ -62,9 +65,6 @@ pub struct ArchiveArgs {
     /// Keep at least this many of the newest snapshots (as `pitr prune --retain-snapshots`).
     #[arg(long, value_name = "N")]
     retain_snapshots: Option<usize>,
-    /// Time to live of the archive's lease (renewed every sixth of it). For tests.
-    #[arg(long, env = "PITR_LEASE_TTL", default_value = "30s", value_parser = parse_duration, hide = true)]
-    lease_ttl: Duration,
 }
 
 /// The password from the environment, if any: PITR_SOURCE_PASSWORD, then REDISCLI_AUTH.
@@ -86,9 +86,6 @@ impl ArchiveArgs {
         if self.max_buffer < self.segment_max_bytes.min(1 << 20) {
             return Err(Usage::new("--max-buffer", "must be at least 1MiB").into());
         }
-        if self.lease_ttl < MIN_TTL {
-            return Err(Usage::new("--lease-ttl", "at least 1s").into());
-        }
         if self.retain_snapshots == Some(0) {
             return Err(Usage::new("--retain-snapshots", "at least 1").into());
         }
@@ -102,12 +99,10 @@ impl ArchiveArgs {
                 .map_err(|_| Usage::new("--max-buffer", "too large for this machine"))?,
             announce_port: self.announce_port,
             read_timeout: self.read_timeout,
-            lease: LeaseConfig {
-                ttl: self.lease_ttl,
-                takeover: self.takeover,
-            },
+            lease: self.lease.config()?,
             compaction: CompactConfig {
                 levels: self.compaction_levels,
+                grace: self.compaction_grace,
                 ..CompactConfig::default()
             },
             snapshot_interval: Some(self.snapshot_interval).filter(|d| !d.is_zero()),

@@ -7,6 +7,7 @@ use bytesize::ByteSize;
 use clap::Args;
 
 use redis_pitr::archive::fetch::{self, FetchConfig};
+use redis_pitr::archive::lease::{LeaseConfig, MIN_TTL};
 use redis_pitr::archive::names::ArchiveName;
 use redis_pitr::archive::store::{Store, StoreError};
 use redis_pitr::maintain::compact::Levels;
@@ -65,6 +66,31 @@ pub struct ReadArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The archive's lease: what `archive`, `compact` and `prune` take.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct LeaseArgs {
+    /// Take the archive's lease even while another process holds it. Only for a holder known
+    /// to be gone (killed, its host down): if it still runs, it stops at its next renewal,
+    /// but may write until then.
+    #[arg(long)]
+    pub takeover: bool,
+    /// Time to live of the archive's lease (renewed every sixth of it). For tests.
+    #[arg(long, env = "PITR_LEASE_TTL", default_value = "30s", value_parser = parse_duration, hide = true)]
+    pub lease_ttl: Duration,
+}
+
+impl LeaseArgs {
+    pub fn config(self) -> Result<LeaseConfig, Usage> {
+        if self.lease_ttl < MIN_TTL {
+            return Err(Usage::new("--lease-ttl", "at least 1s"));
+        }
+        Ok(LeaseConfig {
+            ttl: self.lease_ttl,
+            takeover: self.takeover,
+        })
+    }
 }
 
 /// `--parallel`: what `restore` and `verify` take.

@@ -7,7 +7,7 @@ use redis_pitr::archive::lease::{Lease, LeaseCommand, LeaseConfig};
 use redis_pitr::archive::store::Store;
 use redis_pitr::maintain::compact::{self, CompactConfig, Levels, Skip};
 
-use crate::args::{parse_levels, ReadArgs};
+use crate::args::{parse_levels, LeaseArgs, ReadArgs};
 use crate::output::{fmt_bytes, outln, Out};
 use crate::Finding;
 
@@ -19,9 +19,12 @@ pub struct CompactArgs {
     /// (`1m,1h,24h`: minutes, hours, days), or `off`.
     #[arg(long, default_value = compact::DEFAULT_LEVELS, value_parser = parse_levels)]
     levels: Levels,
+    #[command(flatten)]
+    lease: LeaseArgs,
 }
 
 pub struct CompactRun {
+    lease: LeaseConfig,
     store: Store,
     json: bool,
     compaction: CompactConfig,
@@ -29,6 +32,7 @@ pub struct CompactRun {
 
 pub fn config(a: CompactArgs) -> anyhow::Result<CompactRun> {
     Ok(CompactRun {
+        lease: a.lease.config()?,
         store: a.read.store.open()?,
         json: a.read.json,
         compaction: CompactConfig {
@@ -47,7 +51,7 @@ pub async fn run(cfg: CompactRun) -> anyhow::Result<()> {
     let report = Lease::hold_while(
         &cfg.store,
         LeaseCommand::Compact,
-        LeaseConfig::default(),
+        cfg.lease,
         |guard| async move {
             compact::compact_pass(
                 &run.store,

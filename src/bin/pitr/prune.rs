@@ -13,7 +13,7 @@ use redis_pitr::archive::lease::{Lease, LeaseCommand, LeaseConfig};
 use redis_pitr::archive::store::{redact_store_url, Store};
 use redis_pitr::maintain::prune::{self, Applied, LifecycleAdvice, PlanReport, Policy};
 
-use crate::args::{parse_duration, ReadArgs, Usage};
+use crate::args::{parse_duration, LeaseArgs, ReadArgs, Usage};
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
 use crate::Finding;
 
@@ -39,9 +39,12 @@ pub struct PruneArgs {
     /// the first and last object.
     #[arg(long)]
     list_objects: bool,
+    #[command(flatten)]
+    lease: LeaseArgs,
 }
 
 pub struct PruneRun {
+    lease: LeaseConfig,
     store: Store,
     /// The archive's name, for the lifecycle rule's prefix.
     name: String,
@@ -64,6 +67,7 @@ pub fn config(a: PruneArgs) -> anyhow::Result<PruneRun> {
         return Err(Usage::new("--retain-snapshots", "at least 1").into());
     }
     Ok(PruneRun {
+        lease: a.lease.config()?,
         store: a.read.store.open()?,
         name: a.read.store.name.as_str().to_string(),
         json: a.read.json,
@@ -97,7 +101,7 @@ pub async fn run(cfg: PruneRun) -> anyhow::Result<()> {
         let (plan, applied) = Lease::hold_while(
             &cfg.store,
             LeaseCommand::Prune,
-            LeaseConfig::default(),
+            cfg.lease,
             |guard| async move {
                 prune::prune_pass(&run.store, &run.policy, &guard, now)
                     .await

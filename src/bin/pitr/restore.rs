@@ -184,7 +184,15 @@ pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
         ticker.abort();
         bar.finish_and_clear();
     }
-    let report = result?;
+    let report = match result {
+        Err(restore::RestoreError::Store(e)) if e.is_not_found() => {
+            // Listed a moment ago: removed since by a compaction or a prune.
+            return Err(anyhow::Error::new(e).context(
+                "an object the restore planned to read is gone: a compaction or prune ran while the restore was reading (run the restore again; it plans from a new listing)",
+            ));
+        }
+        r => r?,
+    };
     if cmd.json {
         outln!(out, "{}", serde_json::to_string_pretty(&report)?);
     } else {
