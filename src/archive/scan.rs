@@ -213,7 +213,7 @@ impl<'a> Scan<'a> {
 
     /// Generation `g` from the newest snapshot that `want` can start from
     /// ([`Coverage::FromSnapshot`]), or `None` when it has none (nor any object).
-    async fn from_snapshot(
+    async fn listed_from_snapshot(
         &mut self,
         g: GenerationId,
         want: Want,
@@ -316,7 +316,7 @@ pub async fn for_restore(store: &Store, want: Want) -> Result<(Catalog, u64), St
     let ids = scan.generations().await?;
     let mut gens: Vec<Generation> = Vec::new();
     for &id in ids.iter().rev() {
-        let Some(g) = scan.from_snapshot(id, want).await? else {
+        let Some(g) = scan.listed_from_snapshot(id, want).await? else {
             continue;
         };
         let starts_here = g.listed != Coverage::Ends;
@@ -352,7 +352,7 @@ pub async fn newest(store: &Store) -> Result<(Catalog, Option<GenerationId>), St
     let ids = scan.generations().await?;
     let mut gens = Vec::new();
     if let Some(&id) = ids.last() {
-        if let Some(g) = scan.from_snapshot(id, Want::Latest).await? {
+        if let Some(g) = scan.listed_from_snapshot(id, Want::Latest).await? {
             gens.push(g);
         }
     }
