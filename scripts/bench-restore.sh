@@ -895,7 +895,11 @@ section_day() {
   if [ "$via" = proxy ]; then PITR="$proxied"; else PITR="$direct"; fi
   ARCH_RUST_LOG="info,redis_pitr::ingest::segment=debug"
   t0="$(now)"
-  start_archiver day "$mport" "$store" "${flush_ms}ms" --snapshot-interval "${snap_ms}ms" --compaction-levels "$levels"
+  # --compaction-grace 5m/S: replaced objects stay as long, in simulated time, as they do at
+  # the defaults.
+  local grace_ms=$(( (300000 + scale - 1) / scale ))
+  echo "day: --compaction-grace ${grace_ms}ms (5m/S)"
+  start_archiver day "$mport" "$store" "${flush_ms}ms" --snapshot-interval "${snap_ms}ms" --compaction-levels "$levels" --compaction-grace "${grace_ms}ms"
   ARCH_RUST_LOG="info"
   wait_online "$mport"
   local base_ms due_ms stop_ms now_ms lag max_lag=0 lags=0 lag_sum=0 next_log=0
