@@ -43,6 +43,11 @@ use crate::archive::format::{self, Kind, SnapshotHeader};
 use crate::archive::frames::FrameEncoder;
 use crate::archive::names::{ArchiveName, GenerationId, ObjectKind, ObjectName};
 
+/// Ranged GETs a large object is read in (see [`Store::get_stream`]), and how many are in
+/// flight at once (each held whole until it is consumed).
+pub const RANGE_SIZE: u64 = 8 << 20;
+pub const RANGES_IN_FLIGHT: usize = 4;
+
 /// Part size of snapshot multipart uploads.
 pub const PART_SIZE: usize = 8 << 20;
 /// Parts of one snapshot in flight at once (each held in memory until acknowledged).
@@ -371,7 +376,14 @@ impl Store {
             .try_collect()
             .await
             .map_err(|e| self.backend_err("list", self.prefix.as_ref(), e))?;
-        let mut listing = Listing::default();
+        let (objects, foreign) = self.sort_out(metas);
+        Ok(Listing { objects, foreign })
+    }
+
+    /// Listed objects in offset order, and the other names (sorted), leaving out the lease
+    /// and a snapshot request: part of the archive, though not archived objects.
+    fn sort_out(&self, metas: Vec<object_store::ObjectMeta>) -> (Vec<Listed>, Vec<String>) {
+        let (mut objects, mut foreign) = (Vec::new(), Vec::new());
         let strip = format!("{}/", self.prefix);
         for m in metas {
             let loc = m.location.as_ref();
@@ -379,18 +391,16 @@ impl Store {
             if rel == crate::archive::lease::LEASE_OBJECT
                 || rel == crate::archive::request::REQUEST_OBJECT
             {
-                // The lease and a snapshot request are part of the archive, though not
-                // archived objects.
                 continue;
             }
             match rel.parse::<ObjectName>() {
-                Ok(name) => listing.objects.push(Listed { name, size: m.size }),
-                Err(_) => listing.foreign.push(loc.to_string()),
+                Ok(name) => objects.push(Listed { name, size: m.size }),
+                Err(_) => foreign.push(loc.to_string()),
             }
         }
-        listing.objects.sort_by_key(|o| o.name.sort_key());
-        listing.foreign.sort();
-        Ok(listing)
+        objects.sort_by_key(|o: &Listed| o.name.sort_key());
+        foreign.sort();
+        (objects, foreign)
     }
 
     /// Lists one level of the archive's tree (a LIST with delimiter): under `rel` (relative to
@@ -415,23 +425,8 @@ impl Store {
                 dir.prefixes.push(last.to_string());
             }
         }
-        let strip = format!("{}/", self.prefix);
-        for m in result.objects {
-            let loc = m.location.as_ref();
-            let rel = loc.strip_prefix(&strip).unwrap_or(loc);
-            if rel == crate::archive::lease::LEASE_OBJECT
-                || rel == crate::archive::request::REQUEST_OBJECT
-            {
-                continue;
-            }
-            match rel.parse::<ObjectName>() {
-                Ok(name) => dir.objects.push(Listed { name, size: m.size }),
-                Err(_) => dir.foreign.push(loc.to_string()),
-            }
-        }
+        (dir.objects, dir.foreign) = self.sort_out(result.objects);
         dir.prefixes.sort();
-        dir.objects.sort_by_key(|o| o.name.sort_key());
-        dir.foreign.sort();
         Ok(dir)
     }
 
@@ -461,7 +456,12 @@ impl Store {
             .map_err(|e| self.backend_err("get", &name.to_string(), e))
     }
 
-    /// Opens a streaming read of an object: its size and a stream of byte chunks.
+    /// Opens a streaming read of an object: its size and a stream of byte chunks, in order.
+    ///
+    /// From an object store, an object larger than [`RANGE_SIZE`] is read as ranged GETs of
+    /// that size, [`RANGES_IN_FLIGHT`] at a time (after a HEAD for its size): one stream from
+    /// a store runs at one connection's throughput, which for a snapshot is well below what
+    /// the restore consumes. A local file is read in large pieces.
     pub async fn get_stream(
         &self,
         name: &ObjectName,
@@ -472,6 +472,28 @@ impl Store {
         ),
         StoreError,
     > {
+        if self.local_dir.is_none() {
+            let path = self.path(name);
+            let size = self
+                .inner
+                .head(&path)
+                .await
+                .map_err(|e| self.backend_err("head", &name.to_string(), e))?
+                .size;
+            if size > RANGE_SIZE {
+                let inner = self.inner.clone();
+                let ranges = (0..size)
+                    .step_by(RANGE_SIZE as usize)
+                    .map(move |start| start..(start + RANGE_SIZE).min(size));
+                let pieces = futures::stream::iter(ranges)
+                    .map(move |range| {
+                        let (inner, path) = (inner.clone(), path.clone());
+                        async move { inner.get_range(&path, range).await }
+                    })
+                    .buffered(RANGES_IN_FLIGHT);
+                return Ok((size, pieces.boxed()));
+            }
+        }
         let r = self
             .inner
             .get(&self.path(name))
@@ -1396,6 +1418,24 @@ mod tests {
         let pieces: Vec<Bytes> = stream.try_collect().await.unwrap();
         assert_eq!(pieces.len(), 3);
         assert_eq!(pieces.concat(), data);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_large_object_from_a_store_streams_in_order_as_ranged_gets() {
+        let store = Store::open("memory://", &"a".parse().unwrap()).unwrap();
+        for len in [RANGE_SIZE as usize - 1, 5 * RANGE_SIZE as usize + 4321] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let n = name(len as u64, len as u64 + 10);
+            store.put_new(&n, Bytes::from(data.clone())).await.unwrap();
+            let (size, stream) = store.get_stream(&n).await.unwrap();
+            assert_eq!(size, len as u64);
+            let pieces: Vec<Bytes> = stream.try_collect().await.unwrap();
+            assert!(pieces.iter().all(|p| p.len() as u64 <= RANGE_SIZE));
+            assert_eq!(pieces.concat(), data);
+        }
+        // A missing object is the store's NotFound, as before.
+        let e = store.get_stream(&name(1, 2)).await.err().unwrap();
+        assert!(e.is_not_found(), "{e}");
     }
 
     #[tokio::test(flavor = "multi_thread")]

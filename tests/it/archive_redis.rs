@@ -322,21 +322,6 @@ fn wait_returns_once_the_write_is_in_the_store() {
 }
 
 /// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// The files of the archive whose names end with `suffix`, sorted by name.
 fn archived(a: &Archive, suffix: &str) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = files_under(std::path::Path::new(a.store()))

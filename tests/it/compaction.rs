@@ -18,28 +18,21 @@ const EXIT_LEASE: i32 = 6;
 /// The segment objects under `dir`, as (level, file name).
 fn segments(dir: &Path) -> BTreeSet<(u8, String)> {
     let mut out = BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
+    for p in files_under(dir) {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if !name.ends_with(".segment") {
             continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".segment") {
-                continue;
-            }
-            let level = p
-                .components()
-                .filter_map(|c| c.as_os_str().to_str())
-                .find_map(|c| c.strip_prefix('L').and_then(|l| l.parse::<u8>().ok()))
-                .unwrap_or(u8::MAX);
-            out.insert((level, name));
         }
+        let level = p
+            .components()
+            .filter_map(|c| c.as_os_str().to_str())
+            .find_map(|c| c.strip_prefix('L').and_then(|l| l.parse::<u8>().ok()))
+            .unwrap_or(u8::MAX);
+        out.insert((level, name));
     }
     out
 }

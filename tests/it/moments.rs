@@ -63,26 +63,14 @@ struct Seg {
 type Snap = (u64, u64);
 
 fn files(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let name = e.file_name().to_string_lossy().into_owned();
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
             // `#`: a staging file of a put that did not complete; no reader sees it.
-            if name.ends_with(suffix) && !name.contains('#') {
-                out.push(p);
-            }
-        }
-    }
-    out
+            name.ends_with(suffix) && !name.contains('#')
+        })
+        .collect()
 }
 
 fn numbers(name: &str, n: usize) -> Vec<u64> {

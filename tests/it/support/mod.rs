@@ -31,5 +31,6 @@ pub use pitr::{pitr_bin, run_pitr, run_pitr_ok, run_pitr_timeout, PitrProcess};
 pub use process::{live_children, ManagedChild};
 pub use redis_server::RedisServer;
 pub use util::{
-    free_port, read_tail, require_binary, temp_dir, wait_until, wait_until_msg, LOCALHOST,
+    files_under, free_port, read_tail, require_binary, temp_dir, wait_until, wait_until_msg,
+    LOCALHOST,
 };
