@@ -990,7 +990,7 @@ print("1 snapshot (%.1f MB) + %d objects (%s), %.1f MB stored" % (j["snapshot"][
   # Alternating rounds: the master's dump.rdb loaded natively; pitr restore --output-dir
   # through the proxy then redis-server on the printed command line until loaded.
   local r dir rsecs total_t cl args lkeys ldigest native=() totals=() restores=() loads=() ratios=()
-  local verifies=() rreq="" vreq="" rss=0 cmds=""
+  local verifies=() directs=() rreq="" vreq="" rss=0 cmds=""
   PITR="$proxied"
   for ((r = 1; r <= ROUNDS; r++)); do
     native_load "day-native-$r" "$native_rdb"
@@ -1037,6 +1037,15 @@ print("1 snapshot (%.1f MB) + %d objects (%s), %.1f MB stored" % (j["snapshot"][
     verifies+=("$T_WALL")
     vreq="$(requests_delta "$WORK/day-req-before" "$WORK/day-req-after")"
     log "round $r: pitr verify through the proxy $T_WALL s; requests: $vreq"
+
+    # The same restore step straight to Garage: what the proxy's round trips (and its
+    # Python copy loop, on the same cores) add.
+    PITR="$direct"
+    timed_restore "$WORK/day-direct-$r" --store "$store" --to latest --output-dir "$dir"
+    directs+=("$T_WALL")
+    PITR="$proxied"
+    rm -rf "$dir"
+    log "round $r: pitr restore --output-dir straight to Garage (no proxy) $T_WALL s"
   done
   PITR="$saved"
   stop_pid "$proxy_pid" 5
@@ -1049,6 +1058,7 @@ print("1 snapshot (%.1f MB) + %d objects (%s), %.1f MB stored" % (j["snapshot"][
   echo "day: median of the rounds' ratios (restore + load) / native load $(calc "$paired" %.2f) (target <= 1.5: $(awk -v x="$paired" 'BEGIN { print (x <= 1.5 ? "met" : "NOT met") }')); ratios ${ratios[*]}"
   echo "day: requests of one restore (Garage's api_s3_request_counter; GetObject includes range GETs): $rreq"
   echo "day: pitr verify through ${DAY_RTT_MS} ms: ${verifies[*]} s; requests of one verify: $vreq"
+  echo "day: the restore step straight to Garage (no proxy, not part of the ratio): ${directs[*]} s"
 }
 
 # --- main -----------------------------------------------------------------------------------
