@@ -45,6 +45,9 @@ pub struct Report {
     pub commands: u64,
     /// Commands in objects covered by a higher level (the same commands as the higher level's).
     pub commands_covered: u64,
+    /// Segments that end at or before their generation's first snapshot (left by an
+    /// interrupted prune; no moment needs them, the next prune removes them), checked alone.
+    pub segments_before_first_snapshot: usize,
     /// Raw bytes (RDB and stream) checked.
     pub raw_bytes: u64,
     pub stored_bytes: u64,
@@ -96,11 +99,12 @@ pub async fn verify_with(store: &Store, fetch: FetchConfig) -> Result<Report, St
             },
         });
     }
-    // Every segment, in the order the loop below takes them.
+    // Every segment, in the order the loop below takes them: a generation's objects, then
+    // those before its first snapshot.
     let wanted = catalog
         .generations
         .iter()
-        .flat_map(|g| &g.objects)
+        .flat_map(|g| g.objects.iter().chain(&g.trimmed))
         .filter(|o| o.name.kind == ObjectKind::Segment)
         .map(|o| Wanted {
             name: o.name,
@@ -188,6 +192,20 @@ pub async fn verify_with(store: &Store, fetch: FetchConfig) -> Result<Report, St
                         Err(p) => report.problems.push(p),
                     }
                 }
+            }
+        }
+        for o in g
+            .trimmed
+            .iter()
+            .filter(|o| o.name.kind == ObjectKind::Segment)
+        {
+            report.stored_bytes += o.size;
+            report.segments_before_first_snapshot += 1;
+            let Some(fetched) = segments.next().await else {
+                break;
+            };
+            if let Err(p) = fetched?.value.and_then(|alone| alone.content) {
+                report.problems.push(p);
             }
         }
     }
@@ -580,6 +598,20 @@ pub(crate) mod test_objects {
 mod tests {
     use super::*;
     use crate::archive::names::{test_replid, ArchiveName, GenerationId};
+
+    /// Segments that end before a generation's first snapshot (an interrupted prune's
+    /// leftovers) are on no chain and checked alone.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn segments_before_the_first_snapshot_are_checked_alone() {
+        use test_objects::{segment, snapshot};
+        let store = store();
+        let (_, seed) = snapshot(&store, 1, 28, 1000).await;
+        segment(&store, 1, 0, 2, 900, 12345).await;
+        segment(&store, 1, 28, 1, 1100, seed).await;
+        let v = verify(&store).await.unwrap();
+        assert!(v.ok, "{:?}", v.problems);
+        assert_eq!((v.segments, v.segments_before_first_snapshot), (1, 1));
+    }
 
     /// Version 2: a level 1 object over two level 0 segments (compaction before the deletes)
     /// and a scheduled snapshot inside the stream are sound; a level 1 object whose sums
