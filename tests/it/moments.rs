@@ -433,11 +433,10 @@ fn thirty_moments_restore_alike_through_compaction_kills_and_pruning() {
         "{report:#}"
     );
     let after = segments(a.store());
+    // Level 2 objects exist; level 1 ones only when the last 3 s window holds a closed
+    // second (timing decides), so they are not required.
     let n = per_level(&after);
-    assert!(
-        n.len() == 3 && n[1] > 0 && n[2] > 0,
-        "objects per level {n:?}"
-    );
+    assert!(n.len() == 3 && n[2] > 0, "objects per level {n:?}");
     assert!(
         after.len() * 5 < level0.len(),
         "{} objects left of {} segments",
