@@ -298,9 +298,9 @@ fn built(objects: Vec<Listed>, coverage: Coverage) -> Option<Generation> {
     g.listed = coverage;
     if coverage == Coverage::Ends {
         // Between the snapshots and the newest objects nothing was listed: what the chain
-        // shows there is not known.
+        // shows there (holes, forks) is not known.
         g.holes.clear();
-        g.problems.retain(|p| p.what.contains("second snapshot"));
+        g.problems.clear();
         g.chain.clear();
     }
     Some(g)

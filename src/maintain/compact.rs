@@ -1063,6 +1063,13 @@ mod tests {
         }
     }
 
+    /// One pass with `levels` and nothing skipped, which must succeed.
+    async fn pass_once(store: &Store, levels: &str, lease: &LeaseGuard, now_ms: u64) -> Report {
+        compact_pass(store, &cfg(levels), lease, now_ms, &mut Skip::default())
+            .await
+            .unwrap()
+    }
+
     /// A base snapshot and `n` level 0 segments of generation 1, one every `every_ms` from
     /// `T0`, of 1 to 3 PINGs each; the segments' names, the whole stream and its marks.
     async fn archive(
@@ -1263,15 +1270,7 @@ mod tests {
         let twin = store();
         let twin_lease = guard(&twin).await;
         archive(&twin, 61, 1000).await;
-        let r = compact_pass(
-            &twin,
-            &cfg("1m"),
-            &twin_lease,
-            T0 + 120_000,
-            &mut Skip::default(),
-        )
-        .await
-        .unwrap();
+        let r = pass_once(&twin, "1m", &twin_lease, T0 + 120_000).await;
         assert_eq!(r.objects_written(), 1);
         let l1 = twin
             .list()
@@ -1296,15 +1295,7 @@ mod tests {
             // Both are there: the same bytes twice.
             let both = segments(&store).await;
             assert_eq!(both.len(), 1 + 61 - deleted_first);
-            let r = compact_pass(
-                &store,
-                &cfg("1m"),
-                &lease,
-                T0 + 120_000,
-                &mut Skip::default(),
-            )
-            .await
-            .unwrap();
+            let r = pass_once(&store, "1m", &lease, T0 + 120_000).await;
             assert!(r.problems.is_empty(), "{:?}", r.problems);
             assert_eq!(
                 (r.objects_written(), r.objects_deleted),
@@ -1334,15 +1325,7 @@ mod tests {
         };
         let (obj, _) = format::encode_segment_frames(&bad.header, &raw, FRAME_RAW).unwrap();
         store.put_new(&l1.name, obj.into()).await.unwrap();
-        let r = compact_pass(
-            &store,
-            &cfg("1m"),
-            &lease,
-            T0 + 120_000,
-            &mut Skip::default(),
-        )
-        .await
-        .unwrap();
+        let r = pass_once(&store, "1m", &lease, T0 + 120_000).await;
         assert_eq!(r.objects_deleted, 0);
         assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
         assert!(r.problems[0].contains("bytes differ"), "{:?}", r.problems);
@@ -1381,15 +1364,7 @@ mod tests {
         let lease = guard(&store).await;
         let (names, _, _) = archive(&store, 61, 1000).await;
         store.delete(&names[30]).await.unwrap();
-        let r = compact_pass(
-            &store,
-            &cfg("1m"),
-            &lease,
-            T0 + 120_000,
-            &mut Skip::default(),
-        )
-        .await
-        .unwrap();
+        let r = pass_once(&store, "1m", &lease, T0 + 120_000).await;
         assert_eq!(
             (r.objects_written(), r.objects_deleted, r.objects_read),
             (0, 0, 0)
@@ -1450,15 +1425,7 @@ mod tests {
         let lease = guard(&store).await;
         let (_, raw, marks) = archive(&store, 70, 500).await;
         let end_ms = T0 + 69 * 500;
-        let r = compact_pass(
-            &store,
-            &cfg("2s,10s"),
-            &lease,
-            end_ms + 60_000,
-            &mut Skip::default(),
-        )
-        .await
-        .unwrap();
+        let r = pass_once(&store, "2s,10s", &lease, end_ms + 60_000).await;
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         let after = segments(&store).await;
         let levels = levels_of(&after);

@@ -408,14 +408,14 @@ fn decide(catalog: &Catalog, now_ms: u64, policy: &Policy) -> PrunePlan {
         plan.problems.push(problem(g));
         return plan;
     }
-    let mut segments: Vec<Listed> = g
+    let segments: Vec<Listed> = g
         .objects
         .iter()
         .chain(&g.trimmed)
         .filter(|o| o.name.kind == ObjectKind::Segment && o.name.end <= snap.offset)
         .cloned()
         .collect();
-    let mut snapshots: Vec<Listed> = g
+    let snapshots: Vec<Listed> = g
         .objects
         .iter()
         .filter(|o| o.name.kind == ObjectKind::Snapshot && o.name.start < snap.offset)
@@ -424,18 +424,33 @@ fn decide(catalog: &Catalog, now_ms: u64, policy: &Policy) -> PrunePlan {
     if segments.is_empty() && snapshots.is_empty() {
         return plan;
     }
-    segments.sort_by_key(|o| (o.name.start, o.name.end, o.name.level));
-    snapshots.sort_by_key(|o| (o.name.start, o.name.first_ms));
     // The snapshots first (see the module documentation).
-    snapshots.extend(segments);
-    plan.generations.push(GenerationPrune {
-        generation: g.id,
-        whole: false,
-        objects: snapshots.len() as u64,
-        bytes: snapshots.iter().map(|o| o.size).sum(),
-        delete: snapshots,
-    });
+    plan.generations
+        .push(generation_prune(g.id, false, snapshots, segments));
     plan
+}
+
+/// What goes of generation `generation`: `first` then `then`, each oldest first (snapshots
+/// by offset and time, segments by range and level).
+fn generation_prune(
+    generation: GenerationId,
+    whole: bool,
+    first: Vec<Listed>,
+    then: Vec<Listed>,
+) -> GenerationPrune {
+    let oldest_first = |mut v: Vec<Listed>| {
+        v.sort_by_key(|o| (o.name.start, o.name.end, o.name.level, o.name.first_ms));
+        v
+    };
+    let mut delete = oldest_first(first);
+    delete.extend(oldest_first(then));
+    GenerationPrune {
+        generation,
+        whole,
+        objects: delete.len() as u64,
+        bytes: delete.iter().map(|o| o.size).sum(),
+        delete,
+    }
 }
 
 fn problem(g: &Generation) -> String {
@@ -465,16 +480,8 @@ fn plan_older(gens: &[Generation], gi: usize, plan: &mut PrunePlan) {
                 ObjectKind::Snapshot => snapshots.push(o.clone()),
             }
         }
-        segments.sort_by_key(|o| (o.name.start, o.name.end, o.name.level));
-        snapshots.sort_by_key(|o| (o.name.start, o.name.first_ms));
-        segments.extend(snapshots);
-        plan.generations.push(GenerationPrune {
-            generation: g.id,
-            whole: true,
-            objects: segments.len() as u64,
-            bytes: segments.iter().map(|o| o.size).sum(),
-            delete: segments,
-        });
+        plan.generations
+            .push(generation_prune(g.id, true, segments, snapshots));
     }
 }
 

@@ -212,26 +212,26 @@ pub async fn make_plan(store: &Store, target: Target) -> Result<Plan, RestoreErr
     loop {
         let (mut catalog, _lists) = scan::for_restore(store, Want::from(target)).await?;
         let lease = vouched_window(store, &mut catalog).await;
-        let reached = catalog
-            .last_generation()
-            .is_some_and(|g| g.last_time_ms >= now);
         let archiver_running = lease
             .as_ref()
             .is_some_and(|l| l.is_live(crate::ingest::archiver::now_ms()));
         let planned = plan::plan(&catalog, target);
-        let trusted = match (&planned, target) {
-            // What a partial listing shows as a hole may be the listing's: look at all of it.
-            (Err(PlanError::Hole { .. } | PlanError::Overlap { .. }), _) => false,
-            (Err(PlanError::NoSnapshot { .. }), _) => false,
-            // Offsets are not placed by partition: one outside the generations looked at may
-            // be in an older one.
-            (Err(PlanError::Outside { .. }), Target::Offset(_)) => false,
-            _ => true,
-        };
+        // What a partial listing shows as a hole may be the listing's: look at all of it.
+        // Offsets are not placed by partition: one outside the generations looked at may be
+        // in an older one.
+        let trusted = !matches!(
+            (&planned, target),
+            (
+                Err(PlanError::Hole { .. }
+                    | PlanError::Overlap { .. }
+                    | PlanError::NoSnapshot { .. }),
+                _
+            ) | (Err(PlanError::Outside { .. }), Target::Offset(_))
+        );
         match planned {
             Err(PlanError::Outside { .. })
+                // `now` is past the window's end: the archiver may vouch for it soon.
                 if asked_now
-                    && !reached
                     && archiver_running
                     && tokio::time::Instant::now() < deadline =>
             {

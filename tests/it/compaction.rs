@@ -12,6 +12,16 @@ use crate::support::archiving::*;
 use crate::support::workload::Workload;
 use crate::support::*;
 
+/// Segments every 50 ms, short levels, replaced objects deleted at once.
+const ARCHIVER_ARGS: &[&str] = &[
+    "--flush-interval",
+    "50ms",
+    "--compaction-levels",
+    "2s,10s",
+    "--compaction-grace",
+    "0s",
+];
+
 /// The exit code of a refused lease (README, "Exit codes").
 const EXIT_LEASE: i32 = 6;
 
@@ -51,17 +61,7 @@ fn per_level(s: &BTreeSet<(u8, String)>) -> [usize; 3] {
 fn archiving_with_short_levels_merges_segments_and_stays_sound() {
     let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
     let archive = Archive::local();
-    let p = archive.archiver(
-        &master,
-        &[
-            "--flush-interval",
-            "50ms",
-            "--compaction-levels",
-            "2s,10s",
-            "--compaction-grace",
-            "0s",
-        ],
-    );
+    let p = archive.archiver(&master, ARCHIVER_ARGS);
     wait_online(&master, Duration::from_secs(60));
     let mut con = master.client();
     let dir = Path::new(archive.store());
@@ -135,17 +135,7 @@ fn archiving_with_short_levels_merges_segments_and_stays_sound() {
 fn restores_to_moments_inside_compacted_objects_equal_the_master() {
     let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
     let archive = Archive::local();
-    let p = archive.archiver(
-        &master,
-        &[
-            "--flush-interval",
-            "50ms",
-            "--compaction-levels",
-            "2s,10s",
-            "--compaction-grace",
-            "0s",
-        ],
-    );
+    let p = archive.archiver(&master, ARCHIVER_ARGS);
     wait_online(&master, Duration::from_secs(60));
     let mut con = master.client();
     let mut w = Workload::new(20261206);

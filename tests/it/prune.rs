@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 
 use crate::support::archiving::*;
 use crate::support::*;
@@ -63,20 +62,7 @@ fn prune_keeps_the_window_restorable_and_names_the_nearest_points_before_it() {
     let before: Vec<(u64, String)> = (0..3).map(|b| moment(&mut con, b)).collect();
     // Idle: everything received is in a sealed segment, so the snapshot sits at its end.
     std::thread::sleep(Duration::from_millis(800));
-    let out = run_pitr_ok(
-        &[
-            "snapshot",
-            "--source",
-            &plain_url(&r),
-            "--store",
-            a.store(),
-            "--timeout",
-            "60s",
-            "--json",
-        ],
-        &[],
-    );
-    let snap: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let snap = a.snapshot_now(&r);
     let snap_ms = snap["time_ms"].as_u64().expect("the snapshot's time");
     std::thread::sleep(Duration::from_millis(300));
     let inside: Vec<(u64, String)> = (3..6).map(|b| moment(&mut con, b)).collect();
@@ -217,20 +203,7 @@ fn the_archiver_prunes_with_retain() {
     let mut con = r.client();
     moment(&mut con, 0);
     std::thread::sleep(Duration::from_millis(800));
-    let out = run_pitr_ok(
-        &[
-            "snapshot",
-            "--source",
-            &plain_url(&r),
-            "--store",
-            a.store(),
-            "--timeout",
-            "60s",
-            "--json",
-        ],
-        &[],
-    );
-    let snap: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let snap = a.snapshot_now(&r);
     moment(&mut con, 1);
     p.stop_gracefully(Duration::from_secs(30));
     // Restarted with a policy: its first maintenance pass (about 10 s in) prunes.

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis_pitr::archive::format::{self, SnapshotHeader, Taken};
-use serde_json::Value;
 
 use crate::support::archiving::*;
 use crate::support::*;
@@ -189,21 +188,7 @@ fn pitr_snapshot_asks_the_running_archiver_and_prints_the_snapshot() {
     assert_eq!(wait_archived(&mut con, 5000), 1);
     assert_eq!(stat(&r, "sync_full"), 1);
     let asked = now_ms();
-    let source = plain_url(&r);
-    let out = run_pitr_ok(
-        &[
-            "snapshot",
-            "--source",
-            &source,
-            "--store",
-            a.store(),
-            "--timeout",
-            "60s",
-            "--json",
-        ],
-        &[],
-    );
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let v = a.snapshot_now(&r);
     assert_eq!(v["kind"], "scheduled", "{v}");
     assert_eq!(v["generation"], 1, "{v}");
     assert!(v["offset"].as_u64().unwrap() > 0, "{v}");

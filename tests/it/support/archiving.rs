@@ -152,6 +152,12 @@ impl Archive {
         summary
     }
 
+    /// `pitr snapshot --source <r> --timeout 60s --json` beside a running archiver, which must
+    /// succeed; its JSON.
+    pub fn snapshot_now(&self, r: &RedisServer) -> Value {
+        self.json("snapshot", &["--source", &plain_url(r), "--timeout", "60s"])
+    }
+
     /// `pitr verify`, which must find the archive sound.
     pub fn verify(&self) -> Value {
         let out = run_pitr(&["verify", "--store", &self.store, "--json"], &self.envs);
