@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-
 use crate::support::archiving::*;
 use crate::support::*;
 

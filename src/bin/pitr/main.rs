@@ -666,7 +666,7 @@ mod tests {
     #[test]
     fn lease_rows() {
         let object = || "default/lease in s3://bucket/p".to_string();
-        let held = LeaseError::Held {
+        let held = || LeaseError::Held {
             object: object(),
             holder: "h".into(),
             host: "box".into(),
@@ -674,10 +674,10 @@ mod tests {
             command: "archive".into(),
             expires: "2026-01-01T00:00:00Z".into(),
         };
-        let text = held.to_string();
+        let text = held().to_string();
         assert!(text.contains("pid 42 on host box"), "{text}");
         // Refused at start: the error reaches main as it is, or inside the archiver's.
-        assert_eq!(code(ArchiveError::Lease(held)), EXIT_LEASE);
+        assert_eq!(code(ArchiveError::Lease(held())), EXIT_LEASE);
         let lost = LeaseError::Lost {
             object: object(),
             holder: "h".into(),
@@ -687,15 +687,7 @@ mod tests {
         };
         assert_eq!(code(lost), EXIT_LEASE);
         // `pitr prune --confirm` beside a running archiver.
-        let held_prune = LeaseError::Held {
-            object: object(),
-            holder: "h".into(),
-            host: "box".into(),
-            pid: 42,
-            command: "archive".into(),
-            expires: "2026-01-01T00:00:00Z".into(),
-        };
-        assert_eq!(code(PruneError::Lease(held_prune)), EXIT_LEASE);
+        assert_eq!(code(PruneError::Lease(held())), EXIT_LEASE);
         let expired = LeaseError::Expired {
             object: object(),
             since_ms: 25_000,
