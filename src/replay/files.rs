@@ -24,7 +24,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use super::filter::Filter;
 use super::keys::{ConvertConfig, KeyConverter};
 use super::restore::Report;
-use super::sink::{Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
+use super::sink::{CommandSink, Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
 use super::RestoreError;
 use crate::rdb::{self, Event, Magic};
 
@@ -81,10 +81,10 @@ pub struct FilesWriter {
     magic: Magic,
     version: u32,
     base: BaseWriter,
-    aof: BufWriter<File>,
+    /// The incremental AOF; `None` while the executor has it ([`Sink::commands_apart`]).
+    cmds: Option<CommandFile>,
     /// For a selective restore: the selected keys become commands.
     conv: Option<KeyConverter>,
-    scratch: Vec<u8>,
     /// The snapshot came from Valkey: its command line names `valkey-server`.
     valkey: bool,
     /// Snapshot bytes seen so far (the aux fields that name the server come first).
@@ -96,6 +96,48 @@ pub struct FilesWriter {
 /// Every this many bytes of the base RDB, its data is pushed to disk in the background, so
 /// that the final fsync finds little left and the disk works while decompression goes on.
 const SYNC_EVERY: u64 = 64 << 20;
+
+/// The commands were asked of a writer that had lent its AOF out: a bug of the executor,
+/// reported as an error rather than a panic.
+fn lent(path: &Path) -> RestoreError {
+    fio(path, "write", std::io::Error::other("the AOF is lent out"))
+}
+
+/// The incremental AOF of a restore: the commands after the snapshot, in a file of their own,
+/// so that the executor can write them while the snapshot is still being copied.
+pub struct CommandFile {
+    aof: BufWriter<File>,
+    path: PathBuf,
+    scratch: Vec<u8>,
+}
+
+impl CommandFile {
+    /// A command already encoded as RESP.
+    pub async fn command_encoded(&mut self, encoded: &[u8]) -> Result<(), RestoreError> {
+        self.aof
+            .write_all(encoded)
+            .await
+            .map_err(|e| fio(&self.path, "write", e))
+    }
+
+    pub async fn command(&mut self, args: &[Bytes]) -> Result<(), RestoreError> {
+        self.scratch.clear();
+        crate::replay::cut::encode_args(args, &mut self.scratch);
+        self.aof
+            .write_all(&self.scratch)
+            .await
+            .map_err(|e| fio(&self.path, "write", e))
+    }
+}
+
+impl CommandSink for CommandFile {
+    async fn command(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
+        match cmd {
+            Outgoing::Archived { raw, .. } => self.command_encoded(raw).await,
+            Outgoing::Args(args) => CommandFile::command(self, args).await,
+        }
+    }
+}
 
 /// A file operation of the restore failed: `op` says what it was doing ("create", "write"...).
 fn fio(path: &Path, op: &'static str, source: std::io::Error) -> RestoreError {
@@ -195,12 +237,15 @@ impl FilesWriter {
         Ok(FilesWriter {
             dir: dir.to_path_buf(),
             base: BaseWriter::create(&staging.join(BASE)).await?,
-            aof: open(INCR).await?,
+            cmds: Some(CommandFile {
+                aof: open(INCR).await?,
+                path: staging.join(INCR),
+                scratch: Vec::with_capacity(64 << 10),
+            }),
             staging,
             magic,
             version,
             conv,
-            scratch: Vec::with_capacity(64 << 10),
             valkey: magic == Magic::Valkey,
             seen: 0,
             cleaned: false,
@@ -242,19 +287,16 @@ impl FilesWriter {
 
     /// A command already encoded as RESP.
     pub async fn command_encoded(&mut self, encoded: &[u8]) -> Result<(), RestoreError> {
-        self.aof
-            .write_all(encoded)
-            .await
-            .map_err(|e| fio(&self.staging.join(INCR), "write", e))
+        self.commands()?.command_encoded(encoded).await
     }
 
     pub async fn command(&mut self, args: &[Bytes]) -> Result<(), RestoreError> {
-        self.scratch.clear();
-        crate::replay::cut::encode_args(args, &mut self.scratch);
-        self.aof
-            .write_all(&self.scratch)
-            .await
-            .map_err(|e| fio(&self.staging.join(INCR), "write", e))
+        self.commands()?.command(args).await
+    }
+
+    fn commands(&mut self) -> Result<&mut CommandFile, RestoreError> {
+        let path = &self.staging;
+        self.cmds.as_mut().ok_or_else(|| lent(&path.join(INCR)))
     }
 
     /// Writes everything out and moves it into place. `has_commands`: whether any command
@@ -272,7 +314,10 @@ impl FilesWriter {
         let base_path = self.staging.join(BASE);
         let incr_path = self.staging.join(INCR);
         // Both files are synced at once: the disk flushes them together.
-        let aof = &mut self.aof;
+        let Some(cmds) = &mut self.cmds else {
+            return Err(lent(&incr_path));
+        };
+        let aof = &mut cmds.aof;
         let (base, incr) = tokio::join!(self.base.finish(), async {
             aof.flush().await?;
             aof.get_mut().sync_all().await
@@ -518,6 +563,19 @@ impl Sink for FilesWriter {
             Outgoing::Archived { raw, .. } => self.command_encoded(raw).await,
             Outgoing::Args(args) => FilesWriter::command(self, args).await,
         }
+    }
+
+    /// Without `--db`/`--match` the AOF holds only the commands after the snapshot: they can
+    /// be written while the snapshot is copied to the base RDB.
+    fn commands_apart(&mut self) -> Option<CommandFile> {
+        match self.conv {
+            None => self.cmds.take(),
+            Some(_) => None,
+        }
+    }
+
+    fn commands_back(&mut self, part: CommandFile) {
+        self.cmds = Some(part);
     }
 
     async fn finish(self, report: &mut Report) -> Result<(), RestoreError> {

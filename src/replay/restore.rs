@@ -41,7 +41,9 @@ use crate::replay::files::{self, FilesOpener};
 use crate::replay::filter::{Filter, Verdict};
 use crate::replay::live_sink::{ExpiryShift, LiveOpener};
 use crate::replay::plan::{self, Plan, PlanError, Target};
-use crate::replay::sink::{Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
+use crate::replay::sink::{
+    CommandSink, Opener, Outgoing, RdbHeader, Sink, SinkCommands, SnapshotNeeds,
+};
 use crate::replay::{keys, live};
 use crate::resp::commands::{Kind, RelativeTtl};
 use crate::resp::scanner::StreamError;
@@ -191,6 +193,20 @@ pub struct Report {
     /// For `--output-dir`: what was written and how to start a server on it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<files::Written>,
+}
+
+impl Report {
+    /// The command side of a replay that ran beside the snapshot copy.
+    fn add_commands(&mut self, c: &Report) {
+        self.offset = c.offset;
+        self.time_ms = c.time_ms;
+        self.commands += c.commands;
+        self.commands_skipped += c.commands_skipped;
+        self.commands_internal += c.commands_internal;
+        self.commands_mixed += c.commands_mixed;
+        self.transaction_left_out = c.transaction_left_out;
+        self.bytes_read += c.bytes_read;
+    }
 }
 
 /// How long `--to now` waits for a running archiver to vouch for the moment the command
@@ -373,13 +389,70 @@ impl Executor<'_> {
         segments: SegmentFetcher,
         snapshot_done: oneshot::Sender<()>,
     ) -> Result<(), RestoreError> {
+        let Some(mut part) = sink.commands_apart() else {
+            let chain = self.snapshot_whole(sink, snapshot).await?;
+            let _ = snapshot_done.send(());
+            let mut commands = SinkCommands(sink);
+            self.commands(&mut commands, header, Some(chain), segments)
+                .await?;
+            return Ok(());
+        };
+        // The commands go to a place of their own: they are replayed while the snapshot is
+        // copied, with segments fetched ahead from the start (within the fetch budget). The
+        // first segment's link to the snapshot is checked once the snapshot is read; until
+        // then nothing is visible (files are staged).
+        let _ = snapshot_done.send(());
+        let Executor {
+            filter,
+            plan,
+            progress,
+            report,
+        } = self;
+        let mut tally = Report::default();
+        let mut snap = Executor {
+            filter,
+            plan,
+            progress,
+            report,
+        };
+        let mut cmds = Executor {
+            filter,
+            plan,
+            progress,
+            report: &mut tally,
+        };
+        let fed = tokio::try_join!(
+            snap.snapshot_whole(sink, snapshot),
+            cmds.commands(&mut part, header, None, segments)
+        );
+        sink.commands_back(part);
+        let (chain, first) = fed?;
+        if let Some((object, link)) = first {
+            if let Err((links_to, expected)) = chain.admits(link) {
+                return Err(RestoreError::Chain {
+                    object,
+                    links_to,
+                    expected,
+                });
+            }
+        }
+        snap.report.add_commands(&tally);
+        Ok(())
+    }
+
+    /// The snapshot into `sink`, and the sink told it is complete; returns what the first
+    /// segment after it must link to.
+    async fn snapshot_whole<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        snapshot: SnapshotReader,
+    ) -> Result<format::ChainPoint, RestoreError> {
         let chain = self.snapshot(sink, snapshot).await?;
         self.progress
             .bytes
             .fetch_add(self.plan.snapshot.bytes, Ordering::Relaxed);
         sink.snapshot_done(self.report.keys, self.report).await?;
-        let _ = snapshot_done.send(());
-        self.commands(sink, header, chain, segments).await
+        Ok(chain)
     }
 
     /// Streams the snapshot's batches into `sink`; returns what the first segment after it must link to.
@@ -461,15 +534,16 @@ impl Executor<'_> {
         Ok(snap.chain())
     }
 
-    /// The commands after the snapshot, up to the cut. `chain`: the snapshot's checksum, which
-    /// the first segment links to.
-    async fn commands<S: Sink>(
+    /// The commands after the snapshot, up to the cut. `chain`: what the first segment links
+    /// to (the snapshot's checksum), or `None` when the snapshot is still being read: the
+    /// first segment's name and link are then returned, for the caller to check.
+    async fn commands<C: CommandSink>(
         &mut self,
-        sink: &mut S,
+        sink: &mut C,
         header: RdbHeader,
-        mut chain: format::ChainPoint,
+        mut chain: Option<format::ChainPoint>,
         mut segments: SegmentFetcher,
-    ) -> Result<(), RestoreError> {
+    ) -> Result<Option<(String, format::Link)>, RestoreError> {
         let plan = self.plan;
         let mut cutter = Cutter::new(
             Limit {
@@ -482,20 +556,26 @@ impl Executor<'_> {
         let relative_ttls = header.magic == rdb::Magic::Redis && header.version < 10;
         let mut released = Vec::new();
         let mut first = true;
+        let mut unchecked = None;
         while let Some(got) = segments.next().await {
             if cutter.is_done() {
                 break;
             }
             let (name, seg, stored) = got?;
             self.report.bytes_read += stored;
-            if let Err((links_to, expected)) = chain.admits(seg.header.link) {
-                return Err(RestoreError::Chain {
-                    object: name,
-                    links_to,
-                    expected,
-                });
+            match chain {
+                Some(point) => {
+                    if let Err((links_to, expected)) = point.admits(seg.header.link) {
+                        return Err(RestoreError::Chain {
+                            object: name,
+                            links_to,
+                            expected,
+                        });
+                    }
+                }
+                None => unchecked = Some((name.clone(), seg.header.link)),
             }
-            chain = format::ChainPoint::after_segment(&seg.header, seg.checksum);
+            chain = Some(format::ChainPoint::after_segment(&seg.header, seg.checksum));
             // A scheduled snapshot may sit inside the first segment: the commands before its
             // offset are in it already; the database selected at its offset is the one to
             // start in.
@@ -542,11 +622,11 @@ impl Executor<'_> {
         self.report.offset = cutter.reached_offset;
         self.report.time_ms = cutter.reached_ms;
         self.report.transaction_left_out = cutter.dropped_open_transaction;
-        Ok(())
+        Ok(unchecked)
     }
 
     /// Filters the released commands, makes relative TTLs absolute, and hands them over.
-    async fn apply<S: Sink>(
+    async fn apply<S: CommandSink>(
         &mut self,
         sink: &mut S,
         released: &mut Vec<Command>,
@@ -608,9 +688,10 @@ type Fetched = (String, format::Segment, u64);
 
 /// Fetches and decodes the plan's segments ahead of the replay, with up to
 /// [`FetchConfig::parallel`] GETs in flight and at most [`FetchConfig::max_bytes`] of them held
-/// ([`OrderedFetch`]); decoding runs on blocking threads. The first segment is fetched while
-/// the snapshot is copied (so at most that one segment is held beside it), the others once the
-/// snapshot is done. They are handed over in plan order; a failed one ends the replay there.
+/// ([`OrderedFetch`]); decoding runs on blocking threads. Until the executor says the
+/// snapshot is done, only the first segment is fetched (so at most that one is held beside
+/// the snapshot); a destination that takes the commands apart says so at once. They are
+/// handed over in plan order; a failed one ends the replay there.
 struct SegmentFetcher(OrderedFetch<Result<format::Segment, format::FormatError>>);
 
 impl SegmentFetcher {
@@ -1350,6 +1431,53 @@ mod tests {
                 RestoreError::Rdb { source, .. } => assert_eq!(source.offset(), Some(0)),
                 other => panic!("expected a truncated RDB, got {other}"),
             }
+        }
+
+        /// Files take the commands beside the snapshot copy (the AOF is a file of its own):
+        /// the same files and report as one after the other; a first segment that does not
+        /// link to the snapshot is refused once the snapshot is read, and nothing is left.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn files_replay_commands_beside_the_snapshot_and_check_the_link_after() {
+            let raw: &[u8] = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n";
+            let rdb = test_objects::rdb();
+            let opener = |dir: &std::path::Path| FilesOpener {
+                dir: dir.to_path_buf(),
+                filter: Filter::default(),
+                force: false,
+                max_restore_bytes: 1 << 20,
+            };
+            let (store, plan, end) = archive_of(&rdb, raw, 0).await;
+            let dir = tempfile::tempdir().unwrap();
+            let report = run(&config(store), &plan, Arc::default(), opener(dir.path()))
+                .await
+                .unwrap();
+            assert_eq!((report.offset, report.time_ms), (end, 1100));
+            assert_eq!((report.commands, report.commands_internal), (1, 1));
+            assert!(report.bytes_read > plan.snapshot.bytes, "{report:?}");
+            let aof = dir.path().join("appendonlydir");
+            assert_eq!(
+                std::fs::read(aof.join("appendonly.aof.1.base.rdb")).unwrap(),
+                rdb
+            );
+            assert_eq!(
+                std::fs::read(aof.join("appendonly.aof.1.incr.aof")).unwrap(),
+                b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+            );
+
+            let (store, plan, _) = archive_of(&rdb, raw, 1).await;
+            let dir = tempfile::tempdir().unwrap();
+            match run(&config(store), &plan, Arc::default(), opener(dir.path())).await {
+                Err(RestoreError::Chain {
+                    object,
+                    links_to,
+                    expected,
+                }) => {
+                    assert_eq!(object, plan.segments[0].name);
+                    assert_eq!(links_to ^ expected, 1);
+                }
+                other => panic!("expected a broken chain, got {other:?}"),
+            }
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         }
 
         /// A slow store (50 ms a GET) holding the test snapshot and 24 chained segments, the

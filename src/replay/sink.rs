@@ -11,6 +11,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+use super::files::CommandFile;
 use super::restore::{Report, RestoreError};
 use crate::rdb::{self, Event};
 
@@ -113,6 +114,19 @@ pub trait Sink: Send {
         cmd: Outgoing<'_>,
     ) -> impl Future<Output = Result<(), RestoreError>> + Send;
 
+    /// The part of the destination that takes the commands, when it is independent of where
+    /// the snapshot goes (files: the AOF is a file of its own). The executor then replays the
+    /// commands while the snapshot is still being copied, and hands the part back with
+    /// [`commands_back`](Sink::commands_back) before [`finish`](Sink::finish) or
+    /// [`abort`](Sink::abort). By default the commands follow the snapshot through
+    /// [`command`](Sink::command).
+    fn commands_apart(&mut self) -> Option<CommandFile> {
+        None
+    }
+
+    /// The part lent by [`commands_apart`](Sink::commands_apart), back.
+    fn commands_back(&mut self, _part: CommandFile) {}
+
     /// Everything was handed over: make it durable, visible or final, and fill the fields of
     /// the report this destination owns.
     fn finish(self, report: &mut Report) -> impl Future<Output = Result<(), RestoreError>> + Send
@@ -123,6 +137,27 @@ pub trait Sink: Send {
     fn abort(self) -> impl Future<Output = ()> + Send
     where
         Self: Sized;
+}
+
+/// Where the commands after the snapshot go: a whole sink ([`SinkCommands`]), or the part of
+/// one that takes them apart ([`Sink::commands_apart`]).
+pub trait CommandSink: Send {
+    fn command(
+        &mut self,
+        cmd: Outgoing<'_>,
+    ) -> impl Future<Output = Result<(), RestoreError>> + Send;
+}
+
+/// A sink as the place of its commands.
+pub struct SinkCommands<'a, S>(pub &'a mut S);
+
+impl<S: Sink> CommandSink for SinkCommands<'_, S> {
+    fn command(
+        &mut self,
+        cmd: Outgoing<'_>,
+    ) -> impl Future<Output = Result<(), RestoreError>> + Send {
+        self.0.command(cmd)
+    }
 }
 
 #[cfg(test)]
