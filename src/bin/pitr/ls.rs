@@ -12,6 +12,7 @@ use redis_pitr::archive::store::Store;
 
 use crate::args::ReadArgs;
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
+use crate::timeline;
 use crate::Finding;
 
 #[derive(clap::Args, Debug)]
@@ -23,6 +24,14 @@ pub struct LsArgs {
     /// per generation, however long its history), which gives its window and snapshots.
     #[arg(long)]
     pub objects: bool,
+    /// Draw the retained period: one line per generation (restorable window, snapshots,
+    /// missing ranges) and its write volume per hour under it. Lists every object.
+    #[arg(long)]
+    pub timeline: bool,
+    /// Columns of time in the --timeline drawing (terminal width by default).
+    #[arg(long, value_name = "N", requires = "timeline",
+          value_parser = clap::value_parser!(u16).range(*timeline::WIDTHS.start() as i64..=*timeline::WIDTHS.end() as i64))]
+    pub width: Option<u16>,
 }
 
 pub struct LsConfig {
@@ -30,6 +39,8 @@ pub struct LsConfig {
     name: String,
     json: bool,
     objects: bool,
+    /// `Some(width)` for `--timeline`.
+    timeline: Option<usize>,
 }
 
 pub fn config(a: LsArgs) -> anyhow::Result<LsConfig> {
@@ -38,12 +49,22 @@ pub fn config(a: LsArgs) -> anyhow::Result<LsConfig> {
         name: a.read.store.name.as_str().to_string(),
         json: a.read.json,
         objects: a.objects,
+        timeline: a.timeline.then(|| {
+            a.width.map(usize::from).unwrap_or_else(|| {
+                // The labels take 18 columns and the volume's peak about 20.
+                std::env::var("COLUMNS")
+                    .ok()
+                    .and_then(|c| c.parse::<usize>().ok())
+                    .map_or(timeline::DEFAULT_WIDTH, |c| c.saturating_sub(40))
+                    .clamp(*timeline::WIDTHS.start(), *timeline::WIDTHS.end())
+            })
+        }),
     })
 }
 
 /// Prints the catalog; an empty archive is [`Finding::Empty`] (exit 3) after the report.
 pub async fn run(cfg: LsConfig) -> anyhow::Result<()> {
-    let mut catalog = if cfg.objects {
+    let mut catalog = if cfg.objects || cfg.timeline.is_some() {
         let listing = cfg.store.list().await.context("listing the archive")?;
         Catalog::from_listing(&listing)
     } else {
@@ -63,7 +84,20 @@ pub async fn run(cfg: LsConfig) -> anyhow::Result<()> {
         catalog.extend_to_vouched(g, o, ms);
     }
     let mut out = Out::stdout();
-    print(&mut out, &cfg, &catalog, &lease, now_ms())?;
+    match cfg.timeline {
+        Some(width) => {
+            let t = timeline::Timeline::new(&catalog, now_ms(), width);
+            if cfg.json {
+                outln!(out, "{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                outln!(out, "archive {:?} in {}", cfg.name, cfg.store.url());
+                for line in t.render() {
+                    outln!(out, "{line}");
+                }
+            }
+        }
+        None => print(&mut out, &cfg, &catalog, &lease, now_ms())?,
+    }
     out.flush()?;
     if catalog.generations.is_empty() {
         return Err(Finding::Empty {

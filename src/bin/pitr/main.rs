@@ -11,6 +11,7 @@ mod output;
 mod prune;
 mod restore;
 mod snapshot;
+mod timeline;
 mod verify;
 
 use std::error::Error as StdError;
