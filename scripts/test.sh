@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Full check of the crate, as CI runs it (.ci/run):
-#   1. install the test dependencies (redis-server; Redis 5.0, 6.2, 7.4 and Valkey 9.1 for the
-#      cross-version tests; garage)                            scripts/install-deps.sh
+#   1. install the test dependencies (redis-server; promtool; Redis 5.0, 6.2, 7.4 and Valkey
+#      9.1 for the cross-version tests; garage)                scripts/install-deps.sh
 #   2. cargo fmt --check
 #   3. cargo clippy --release --all-targets -D warnings (the profile of the tests: one build)
-#   4. cargo test --release (unit tests, and the integration tests: one binary, tests/it)
-#   5. the archive and files tests again, with Valkey 9.1 as the master
-#   6. cargo bench --no-run (benchmarks compile)
+#   4. the deployment files: alert rules and their tests, dashboard, manifests, systemd units
+#                                                              scripts/check-deploy.sh
+#   5. cargo test --release (unit tests, and the integration tests: one binary, tests/it)
+#   6. the archive and files tests again, with Valkey 9.1 as the master
+#   7. cargo bench --no-run (benchmarks compile)
 # Works non-interactively (CI=true, no stdin).
 #
 # Environment:
@@ -45,6 +47,7 @@ if [ ! -t 1 ]; then
 fi
 step "cargo fmt --check" cargo fmt --all -- "${fmt_args[@]}"
 step "cargo clippy" cargo clippy --release --all-targets -- -D warnings
+step "deploy files" bash scripts/check-deploy.sh
 # --release for everything: the integration tests push a lot of data, and the
 # crate is then compiled once for the tests and the benches.
 step "cargo test --release" cargo test --release -- --test-threads="$threads"
