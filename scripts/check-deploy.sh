@@ -114,7 +114,7 @@ for path in sys.argv[1:]:
     print(f"{path}: {len(docs)} document(s) {' '.join(kinds)}")
 PY
 else
-  log "SKIPPED the YAML parse: python3 has no yaml module (apt-get install python3-yaml)"
+  die "python3 has no yaml module: install it with 'apt-get install python3-yaml' (scripts/install-deps.sh promtool does)"
 fi
 if have kubectl; then
   kubectl kustomize "$D/kubernetes" >"$scratch/kustomized.yaml"

@@ -85,6 +85,10 @@ install_redis() {
 }
 
 install_promtool() {
+  # scripts/check-deploy.sh parses the deploy/ YAML with python3's yaml module.
+  if ! python3 -c 'import yaml' 2>/dev/null; then
+    apt_install python3 python3-yaml
+  fi
   if have promtool; then
     log "promtool already installed: $(promtool --version 2>&1 | head -n1)"
     return 0
