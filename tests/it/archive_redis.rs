@@ -100,6 +100,45 @@ fn auth_with_requirepass_from_the_environment() {
     assert!(!p.log().contains("s3cret"), "password in the log");
     a.verify();
 
+    // Or from a file named by PITR_SOURCE_PASSWORD_FILE (as systemd credentials and
+    // Kubernetes secrets give it), with its trailing newline.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "s3cret-pass\n").unwrap();
+    let file_var = (
+        "PITR_SOURCE_PASSWORD_FILE".to_string(),
+        secret.path().display().to_string(),
+    );
+    let p = archiver(&a, &plain_url(&r), std::slice::from_ref(&file_var));
+    let _: () = redis::cmd("SET")
+        .arg("k2")
+        .arg("v")
+        .query(&mut con)
+        .unwrap();
+    assert!(wait_archived(&mut con, 5000) >= 1);
+    p.stop_gracefully(Duration::from_secs(30));
+    assert!(!p.log().contains("s3cret"), "password in the log");
+    // Both set is a usage error that names them, not the secret.
+    let both = archiver(
+        &a,
+        &plain_url(&r),
+        &[
+            file_var,
+            ("PITR_SOURCE_PASSWORD".into(), "s3cret-pass".into()),
+        ],
+    );
+    let st = both
+        .wait_timeout(Duration::from_secs(30))
+        .expect("both variables end the archiver");
+    assert_eq!(st.code(), Some(2), "{}", both.log());
+    assert!(
+        both.log()
+            .contains("PITR_SOURCE_PASSWORD_FILE and PITR_SOURCE_PASSWORD are both set"),
+        "{}",
+        both.log()
+    );
+    assert!(!both.log().contains("s3cret"), "password in the log");
+    a.verify();
+
     // A wrong password is a clear, fatal error.
     let bad = archiver(
         &a,

@@ -10,6 +10,7 @@ mod ls;
 mod output;
 mod prune;
 mod restore;
+mod secrets;
 mod snapshot;
 mod timeline;
 mod verify;
@@ -113,6 +114,11 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // Before the arguments are parsed: they read some of these variables.
+    if let Err(e) = secrets::load() {
+        let _ = writeln!(std::io::stderr(), "pitr: error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

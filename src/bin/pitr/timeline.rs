@@ -380,7 +380,11 @@ mod tests {
         assert_eq!(g1.bytes.iter().sum::<u64>(), 1_000_003);
         let used: Vec<u64> = g1.bytes.iter().copied().filter(|b| *b > 0).collect();
         assert_eq!(used.len(), 10, "{:?}", g1.bytes);
-        assert!(used.iter().all(|b| b.abs_diff(100_000) <= 3), "{:?}", g1.bytes);
+        assert!(
+            used.iter().all(|b| b.abs_diff(100_000) <= 3),
+            "{:?}",
+            g1.bytes
+        );
         let g2: String = t.generations[1].cells.iter().map(|c| c.symbol()).collect();
         assert!(g2.starts_with("               S"), "{g2:?}");
         assert!(g2.ends_with(' '), "{g2:?}");
