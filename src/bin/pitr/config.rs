@@ -233,9 +233,7 @@ fn conflicts_with_explicit(cmd: &Command, arg: &Arg, explicit: &dyn Fn(&str) -> 
         let members: Vec<_> = g.get_args().collect();
         !g.clone().is_multiple()
             && members.contains(&id)
-            && members
-                .iter()
-                .any(|m| *m != id && explicit(m.as_str()))
+            && members.iter().any(|m| *m != id && explicit(m.as_str()))
     })
 }
 
@@ -285,8 +283,7 @@ impl<'a> Flag<'a> {
         if arg.get_id().as_str() == CONFIG_ID {
             return None;
         }
-        let takes_bool =
-            arg.get_value_parser().type_id() == std::any::TypeId::of::<bool>();
+        let takes_bool = arg.get_value_parser().type_id() == std::any::TypeId::of::<bool>();
         let multi = arg.get_num_args().is_some_and(|r| r.max_values() > 1);
         let kind = match arg.get_action() {
             ArgAction::SetTrue | ArgAction::SetFalse => Kind::Flag,
@@ -471,7 +468,10 @@ impl<'a> Checker<'a> {
                     self.problem(
                         span,
                         written,
-                        format!("must be a table ([{name}]), not {}", item.get_ref().type_str()),
+                        format!(
+                            "must be a table ([{name}]), not {}",
+                            item.get_ref().type_str()
+                        ),
                     );
                     continue;
                 };
@@ -519,7 +519,12 @@ impl<'a> Checker<'a> {
         }
         format!(
             "unknown key{}",
-            suggest(name, top.keys().copied().chain(commands(self.cmd).iter().map(|s| s.get_name())))
+            suggest(
+                name,
+                top.keys()
+                    .copied()
+                    .chain(commands(self.cmd).iter().map(|s| s.get_name()))
+            )
         )
     }
 
@@ -538,7 +543,11 @@ impl<'a> Checker<'a> {
                 continue;
             }
             if name == CONFIG_ID {
-                self.problem(key.span(), label, "the file cannot name another file".into());
+                self.problem(
+                    key.span(),
+                    label,
+                    "the file cannot name another file".into(),
+                );
                 continue;
             }
             let known = match scope {
@@ -731,7 +740,13 @@ impl<'a> Checker<'a> {
     }
 
     /// Runs the value through the flag's own parser (and its list of possible values).
-    fn parse(&mut self, sub: Option<&str>, flag: &Flag<'_>, value: &str, hidden: bool) -> Result<(), String> {
+    fn parse(
+        &mut self,
+        sub: Option<&str>,
+        flag: &Flag<'_>,
+        value: &str,
+        hidden: bool,
+    ) -> Result<(), String> {
         let mut argv: Vec<String> = vec!["pitr".into()];
         argv.extend(sub.map(str::to_string));
         argv.push(format!("--{}={value}", flag.long));
@@ -901,7 +916,9 @@ fn expand(
             match env(name) {
                 Some(v) => match v.into_string() {
                     Ok(v) => out.push_str(&v),
-                    Err(_) => return Err(format!("environment variable {name} is not valid UTF-8")),
+                    Err(_) => {
+                        return Err(format!("environment variable {name} is not valid UTF-8"))
+                    }
                 },
                 None => return Err(format!("environment variable {name} is not set")),
             }
@@ -938,4 +955,526 @@ fn distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::HashMap;
+    use std::io::Write as _;
+
+    use clap::{CommandFactory, Parser};
+
+    use crate::Cli;
+
+    /// A configuration file holding `text` (removed on drop).
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new()
+            .prefix("pitr-config-")
+            .suffix(".toml")
+            .tempfile()
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| vars.get(name).map(OsString::from)
+    }
+
+    /// `pitr --config <file of text> <args>` through `apply` on `cmd`.
+    fn apply_on(
+        cmd: &Command,
+        text: &str,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> (Result<Applied, ConfigError>, tempfile::NamedTempFile) {
+        let f = file(text);
+        let mut argv: Vec<OsString> = vec!["pitr".into(), "--config".into(), f.path().into()];
+        argv.extend(args.iter().map(OsString::from));
+        (apply(cmd, argv, &env_of(vars)), f)
+    }
+
+    /// The matches of the running command after the file is applied; must parse.
+    fn parsed_on(cmd: &Command, text: &str, args: &[&str], vars: &[(&str, &str)]) -> ArgMatches {
+        let (applied, _f) = apply_on(cmd, text, args, vars);
+        let applied = applied.unwrap_or_else(|e| panic!("{e}"));
+        let m = cmd
+            .clone()
+            .try_get_matches_from(&applied.args)
+            .unwrap_or_else(|e| panic!("{:?}: {e}", applied.args));
+        m.subcommand().expect("a subcommand").1.clone()
+    }
+
+    fn parsed(text: &str, args: &[&str]) -> ArgMatches {
+        parsed_on(&Cli::command(), text, args, &[])
+    }
+
+    /// The problems of a file that must be refused.
+    fn refused_on(cmd: &Command, text: &str, args: &[&str], vars: &[(&str, &str)]) -> Vec<String> {
+        let (applied, f) = apply_on(cmd, text, args, vars);
+        let e = applied.expect_err("the file is refused");
+        let lines = e.lines();
+        let name = f.path().display().to_string();
+        for l in &lines {
+            assert!(l.starts_with(&name), "the file is named: {l}");
+        }
+        lines
+    }
+
+    fn refused(text: &str, args: &[&str]) -> Vec<String> {
+        refused_on(&Cli::command(), text, args, &[])
+    }
+
+    /// The one value of `id`, as given.
+    fn raw(m: &ArgMatches, id: &str) -> Option<String> {
+        m.get_raw(id)
+            .and_then(|mut v| v.next())
+            .map(|v| v.to_string_lossy().into_owned())
+    }
+
+    fn raws(m: &ArgMatches, id: &str) -> Vec<String> {
+        m.get_raw(id)
+            .into_iter()
+            .flatten()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    const ARCHIVE: &str = r#"
+[common]
+store = "/var/lib/pitr"
+name = "cache"
+
+[archive]
+source = "redis://10.0.0.5:6379"
+flush-interval = "250ms"
+retain_snapshots = 3
+takeover = true
+"#;
+
+    #[test]
+    fn the_file_fills_what_the_command_line_leaves() {
+        // --source is required: the file alone gives it.
+        let m = parsed(ARCHIVE, &["archive"]);
+        assert_eq!(raw(&m, "source").as_deref(), Some("redis://10.0.0.5:6379"));
+        assert_eq!(raw(&m, "store").as_deref(), Some("/var/lib/pitr"));
+        assert_eq!(raw(&m, "name").as_deref(), Some("cache"));
+        assert_eq!(
+            m.get_one::<std::time::Duration>("flush_interval").copied(),
+            Some(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(m.get_one::<usize>("retain_snapshots").copied(), Some(3));
+        assert_eq!(m.get_one::<bool>("takeover").copied(), Some(true));
+        // What neither gives keeps its default.
+        assert_eq!(raw(&m, "read_timeout").as_deref(), Some("60s"));
+        assert_eq!(
+            m.value_source("read_timeout"),
+            Some(ValueSource::DefaultValue)
+        );
+    }
+
+    #[test]
+    fn the_command_line_beats_the_file_which_beats_the_default() {
+        let m = parsed(
+            ARCHIVE,
+            &["archive", "--flush-interval", "2s", "--store", "/elsewhere"],
+        );
+        assert_eq!(raw(&m, "flush_interval").as_deref(), Some("2s"));
+        assert_eq!(raw(&m, "store").as_deref(), Some("/elsewhere"));
+        // The others still from the file.
+        assert_eq!(raw(&m, "name").as_deref(), Some("cache"));
+        // Without the key, the default.
+        let m = parsed("[archive]\nsource = \"redis://h:1\"\n", &["archive"]);
+        assert_eq!(raw(&m, "flush_interval").as_deref(), Some("1s"));
+        assert_eq!(raw(&m, "store").as_deref(), Some("./pitr-archive"));
+    }
+
+    #[test]
+    fn the_environment_beats_the_file() {
+        // clap reads a flag's variable when the command is built; PATH is set in any test
+        // environment, so nothing here changes the process environment.
+        let path = std::env::var("PATH").expect("PATH is set");
+        let cmd = Command::new("pitr")
+            .arg(
+                Arg::new(CONFIG_ID)
+                    .long("config")
+                    .global(true)
+                    .value_parser(clap::value_parser!(PathBuf)),
+            )
+            .subcommand(
+                Command::new("run")
+                    .arg(Arg::new("search").long("search").env("PATH"))
+                    .arg(Arg::new("other").long("other")),
+            );
+        let text = "[run]\nsearch = \"/from/file\"\nother = \"x\"\n";
+        let m = parsed_on(&cmd, text, &["run"], &[]);
+        assert_eq!(raw(&m, "search"), Some(path));
+        assert_eq!(m.value_source("search"), Some(ValueSource::EnvVariable));
+        assert_eq!(raw(&m, "other").as_deref(), Some("x"));
+        // And the command line beats the environment, as clap has it.
+        let m = parsed_on(&cmd, text, &["run", "--search", "/typed"], &[]);
+        assert_eq!(raw(&m, "search").as_deref(), Some("/typed"));
+    }
+
+    #[test]
+    fn a_command_table_beats_common_which_beats_the_top_level() {
+        let text = r#"
+log-format = "json"
+[common]
+store = "/common"
+json = true
+[ls]
+store = "/ls"
+log_format = "text"
+json = false
+"#;
+        let ls = parsed(text, &["ls"]);
+        assert_eq!(raw(&ls, "store").as_deref(), Some("/ls"));
+        assert_eq!(raw(&ls, "log_format").as_deref(), Some("text"));
+        // `false` leaves the flag unset, whatever [common] says.
+        assert_eq!(ls.get_one::<bool>("json").copied(), Some(false));
+        let verify = parsed(text, &["verify"]);
+        assert_eq!(raw(&verify, "store").as_deref(), Some("/common"));
+        assert_eq!(raw(&verify, "log_format").as_deref(), Some("json"));
+        assert_eq!(verify.get_one::<bool>("json").copied(), Some(true));
+    }
+
+    #[test]
+    fn arrays_set_repeatable_flags() {
+        let text = "[restore]\nto = \"latest\"\ndb = [0, 3]\nmatch = [\"user:*\", \"cart:*\"]\n";
+        let m = parsed(text, &["restore", "--output-dir", "/tmp/x"]);
+        assert_eq!(raws(&m, "dbs"), ["0", "3"]);
+        assert_eq!(raws(&m, "patterns"), ["user:*", "cart:*"]);
+        // A single value is an array of one; the command line replaces the file's list.
+        let text = "[restore]\nto = \"latest\"\ndb = 5\n";
+        let m = parsed(text, &["restore", "--output-dir", "/tmp/x"]);
+        assert_eq!(raws(&m, "dbs"), ["5"]);
+        let m = parsed(text, &["restore", "--output-dir", "/tmp/x", "--db", "1"]);
+        assert_eq!(raws(&m, "dbs"), ["1"]);
+    }
+
+    #[test]
+    fn a_file_value_that_conflicts_with_the_command_line_gives_way() {
+        // --target and --output-dir are one or the other.
+        let text = "[restore]\nto = \"latest\"\noutput-dir = \"/srv/restore\"\n";
+        let m = parsed(text, &["restore", "--target", "redis://h:1"]);
+        assert_eq!(raw(&m, "target").as_deref(), Some("redis://h:1"));
+        assert_eq!(raw(&m, "output_dir"), None);
+        // --confirm and --report-only, declared on one side only: both ways round.
+        let m = parsed("[prune]\nconfirm = true\n", &["prune", "--report-only"]);
+        assert_eq!(m.get_one::<bool>("confirm").copied(), Some(false));
+        let m = parsed("[prune]\nreport-only = true\n", &["prune", "--confirm"]);
+        assert_eq!(m.get_one::<bool>("report_only").copied(), Some(false));
+        // Both from the file: clap refuses the command line, with a note naming the file.
+        let (applied, _f) = apply_on(
+            &Cli::command(),
+            "[prune]\nconfirm = true\nreport-only = true\n",
+            &["prune"],
+            &[],
+        );
+        let applied = applied.unwrap();
+        assert!(Cli::try_parse_from(&applied.args).is_err());
+        let note = applied.note().unwrap();
+        assert!(
+            note.contains("prune.confirm") && note.contains("prune.report-only"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn variables_expand_in_the_tables_in_use() {
+        let text = r#"
+[archive]
+source = "redis://:${SOURCE_PW}@h:1"
+store = "/data/$${literal}/${DIR}"
+[restore]
+target = "redis://:${TARGET_PW}@h:2"
+"#;
+        let vars = [("SOURCE_PW", "s3cr3t"), ("DIR", "pitr")];
+        // TARGET_PW is not set: [restore] is not read by `pitr archive`.
+        let m = parsed_on(&Cli::command(), text, &["archive"], &vars);
+        assert_eq!(raw(&m, "source").as_deref(), Some("redis://:s3cr3t@h:1"));
+        assert_eq!(raw(&m, "store").as_deref(), Some("/data/${literal}/pitr"));
+        // `pitr restore` reads it: the variable is missing.
+        let lines = refused_on(&Cli::command(), text, &["restore", "--to", "latest"], &vars);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains(":6: restore.target: environment variable TARGET_PW is not set"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn each_kind_of_error_names_the_line_and_the_key() {
+        let text = r#"log-format = "xml"
+store = "/x"
+[archiv]
+[archive]
+flush-interval = "soon"
+annouce-port = 3
+takeover = "yes"
+retain = ["1d"]
+segment-max-bytes = true
+read-timeout = "$HOME"
+[restore]
+db = [0, "three"]
+lease-ttl = "1s"
+[common]
+objectz = true
+"#;
+        let lines = refused(text, &["archive"]);
+        let want = [
+            ":1: log-format: invalid value 'xml'",
+            ":2: store: unknown key at the top level",
+            ":3: [archiv]: unknown table (did you mean `archive`?)",
+            ":5: archive.flush-interval: invalid value 'soon'",
+            ":6: archive.annouce-port: unknown key: pitr archive has no --annouce-port (did you mean `announce-port`?)",
+            ":7: archive.takeover: expected a boolean (--takeover takes no value), found a string",
+            ":8: archive.retain: expected one value, found an array",
+            ":9: archive.segment-max-bytes: expected a string or a number, found a boolean",
+            ":10: archive.read-timeout: a `$` must start `${NAME}`",
+            // Tables of other commands are checked too.
+            ":12: restore.db: invalid value 'three'",
+            ":13: restore.lease-ttl: unknown key: pitr restore has no --lease-ttl (a flag of archive, compact, prune)",
+            ":15: common.objectz: unknown key: no command has --objectz (did you mean `objects`?)",
+        ];
+        assert_eq!(lines.len(), want.len(), "{lines:#?}");
+        for (l, w) in lines.iter().zip(want) {
+            assert!(l.contains(w), "{l}\nwant: {w}");
+        }
+        // Two spellings of one key, a table that is not one, another file named.
+        let lines = refused("ls = 1\nconfig = \"other.toml\"\n[verify2]\n", &["ls"]);
+        assert!(
+            lines[0].contains(":1: ls: must be a table ([ls]), not integer"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].contains(":2: config: the file cannot name another file"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].contains(":3: [verify2]: unknown table (did you mean `verify`?)"),
+            "{lines:?}"
+        );
+        let lines = refused("[ls]\njson = true\nJSON = 1\nj_s_o_n = 2\n[ls2]\n", &["ls"]);
+        assert!(
+            lines.iter().any(|l| l.contains("[ls2]: unknown table")),
+            "{lines:?}"
+        );
+        let lines = refused("[verify]\nparallel = 4\nparallel = 5\n", &["verify"]);
+        assert!(lines[0].contains("not valid TOML"), "{lines:?}");
+        let lines = refused("[verify]\nparallel = 4\n[verify]\n", &["verify"]);
+        assert!(lines[0].contains(":3: not valid TOML"), "{lines:?}");
+        let lines = refused(
+            "[archive]\nflush_interval = \"2s\"\nflush-interval = \"1s\"\n",
+            &["archive"],
+        );
+        assert!(lines[0].contains("given twice"), "{lines:?}");
+        // The parser's range: --parallel takes 1 to 256.
+        let lines = refused("[verify]\nparallel = 0\n", &["verify"]);
+        assert!(
+            lines[0].contains(":2: verify.parallel: invalid value '0'"),
+            "{lines:?}"
+        );
+        // A [common] value that one command refuses names that command.
+        let lines = refused("[common]\nparallel = 1000\n", &["ls"]);
+        assert!(
+            lines.iter().any(|l| l.contains("(for pitr restore)")),
+            "{lines:?}"
+        );
+        // An unset variable and a missing file.
+        let lines = refused("[ls]\nstore = \"${PITR_TEST_SURELY_UNSET}\"\n", &["ls"]);
+        assert!(
+            lines[0]
+                .contains(":2: ls.store: environment variable PITR_TEST_SURELY_UNSET is not set"),
+            "{lines:?}"
+        );
+        let argv = ["pitr", "--config", "/nonexistent/pitr.toml", "ls"].map(OsString::from);
+        let e = apply(&Cli::command(), argv.to_vec(), &env_of(&[])).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/pitr.toml: cannot read: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_never_shown() {
+        let cmd = Command::new("pitr")
+            .arg(
+                Arg::new(CONFIG_ID)
+                    .long("config")
+                    .global(true)
+                    .value_parser(clap::value_parser!(PathBuf)),
+            )
+            .subcommand(
+                Command::new("push").arg(
+                    Arg::new("api_token")
+                        .long("api-token")
+                        // Refuses anything, echoing it as parsers do.
+                        .value_parser(|s: &str| Err::<String, _>(format!("{s:?} is too short"))),
+                ),
+            );
+        let lines = refused_on(&cmd, "[push]\napi-token = \"hunter2\"\n", &["push"], &[]);
+        assert!(
+            lines[0].contains("push.api-token: invalid value"),
+            "{lines:?}"
+        );
+        assert!(!lines.concat().contains("hunter2"), "{lines:?}");
+        // A value from a variable is not shown either, whatever the flag.
+        let lines = refused_on(
+            &Cli::command(),
+            "[archive]\nsource = \"x\"\nflush-interval = \"${INTERVAL}\"\n",
+            &["archive"],
+            &[("INTERVAL", "sooon")],
+        );
+        assert!(
+            lines[0].contains("archive.flush-interval: invalid value"),
+            "{lines:?}"
+        );
+        assert!(!lines.concat().contains("sooon"), "{lines:?}");
+        // Nor the line of a TOML error.
+        let lines = refused("[archive]\nsource = \"redis://:hunter2@h:1\n", &["archive"]);
+        assert!(lines[0].contains(":2: not valid TOML"), "{lines:?}");
+        assert!(!lines.concat().contains("hunter2"), "{lines:?}");
+    }
+
+    #[test]
+    fn every_flag_of_every_command_is_a_key() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut text = String::new();
+        let mut count = 0;
+        for sub in commands(&cmd) {
+            text.push_str(&format!("[{}]\n", sub.get_name()));
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if matches!(arg.get_action(), ArgAction::Help | ArgAction::Version)
+                    || long == "config"
+                {
+                    continue;
+                }
+                let value = match arg.get_action() {
+                    ArgAction::SetTrue | ArgAction::SetFalse => "true",
+                    _ => "\"x\"",
+                };
+                // Every other one in snake_case.
+                let key = if count % 2 == 0 {
+                    long.to_string()
+                } else {
+                    long.replace('-', "_")
+                };
+                text.push_str(&format!("{key} = {value}\n"));
+                count += 1;
+            }
+        }
+        assert!(count > 40, "{count} flags");
+        let e = check(&cmd, Path::new("all.toml"), &text, "ls", &env_of(&[])).unwrap_err();
+        // "x" is no duration, size or number: the only problems are values.
+        for p in &e.problems {
+            assert!(p.what.starts_with("invalid value 'x'"), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn flags_and_commands_added_later_are_covered() {
+        let cmd = Cli::command()
+            .mut_subcommand("ls", |s| s.arg(Arg::new("brand_new").long("brand-new")))
+            .subcommand(
+                Command::new("future").arg(
+                    Arg::new("level")
+                        .long("level")
+                        .required(true)
+                        .value_parser(clap::value_parser!(u8)),
+                ),
+            );
+        let text = "[ls]\nbrand_new = \"v\"\n[future]\nlevel = 7\n";
+        let m = parsed_on(&cmd, text, &["ls"], &[]);
+        assert_eq!(raw(&m, "brand_new").as_deref(), Some("v"));
+        let m = parsed_on(&cmd, text, &["future"], &[]);
+        assert_eq!(m.get_one::<u8>("level").copied(), Some(7));
+        let lines = refused_on(&cmd, "[future]\nlevel = 300\n", &["future"], &[]);
+        assert!(
+            lines[0].contains(":2: future.level: invalid value '300'"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn without_config_or_with_a_bad_command_line_nothing_changes() {
+        let argv: Vec<OsString> = ["pitr", "ls", "--json"].map(OsString::from).to_vec();
+        let a = apply(&Cli::command(), argv.clone(), &env_of(&[])).unwrap();
+        assert_eq!(a.args, argv);
+        assert!(a.file.is_none());
+        // A typo on the command line: clap's own parse reports it, the file is not read.
+        let argv: Vec<OsString> = ["pitr", "--config", "/nonexistent.toml", "ls", "--jsn"]
+            .map(OsString::from)
+            .to_vec();
+        let a = apply(&Cli::command(), argv.clone(), &env_of(&[])).unwrap();
+        assert_eq!(a.args, argv);
+    }
+
+    #[test]
+    fn the_sample_file_validates() {
+        let text = include_str!("../../../deploy/pitr.toml");
+        let mut cmd = Cli::command();
+        cmd.build();
+        let vars = [("REDIS_PASSWORD", "pw"), ("PITR_TARGET_PASSWORD", "pw2")];
+        for sub in commands(&cmd) {
+            let name = sub.get_name();
+            check(
+                &cmd,
+                Path::new("deploy/pitr.toml"),
+                text,
+                name,
+                &env_of(&vars),
+            )
+            .unwrap_or_else(|e| panic!("pitr {name}: {e}"));
+        }
+        // The secrets are variables: without them the commands that read them refuse.
+        let e = check(
+            &cmd,
+            Path::new("deploy/pitr.toml"),
+            text,
+            "archive",
+            &env_of(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("REDIS_PASSWORD is not set"), "{e}");
+    }
+
+    #[test]
+    fn expansion_and_suggestions() {
+        let env = env_of(&[("A", "1"), ("EMPTY", "")]);
+        let env: &dyn Fn(&str) -> Option<OsString> = &env;
+        assert_eq!(
+            expand("x${A}y$$z", Some(env)).unwrap().as_deref(),
+            Some("x1y$z")
+        );
+        assert_eq!(expand("${EMPTY}", Some(env)).unwrap().as_deref(), Some(""));
+        assert_eq!(
+            expand("plain $$", None).unwrap().as_deref(),
+            Some("plain $")
+        );
+        assert_eq!(expand("${A}", None).unwrap(), None);
+        assert!(expand("${A", Some(env)).is_err());
+        assert!(expand("${}", Some(env)).is_err());
+        assert!(expand("${1A}", Some(env)).is_err());
+        assert!(expand("$A", Some(env)).is_err());
+        assert!(expand("${B}", Some(env))
+            .unwrap_err()
+            .contains("B is not set"));
+        assert_eq!(distance("flush-intervall", "flush-interval"), 1);
+        assert_eq!(
+            suggest("retian", ["retain", "store"].into_iter()),
+            " (did you mean `retain`?)"
+        );
+        assert_eq!(suggest("zzzzzz", ["retain", "store"].into_iter()), "");
+    }
 }
