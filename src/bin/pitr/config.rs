@@ -34,6 +34,9 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+/// Looks up an environment variable, for `${VAR}`.
+pub type Lookup<'a> = dyn Fn(&str) -> Option<OsString> + 'a;
+
 /// The id of the global `--config` flag.
 pub const CONFIG_ID: &str = "config";
 
@@ -130,11 +133,7 @@ impl Applied {
 /// added. Without `--config`, or when the command line does not parse (help, a typo: the
 /// caller's own parse reports it), `args` comes back as it is. `env` looks up the variables of
 /// `${VAR}`.
-pub fn apply(
-    cmd: &Command,
-    args: Vec<OsString>,
-    env: &dyn Fn(&str) -> Option<OsString>,
-) -> Result<Applied, ConfigError> {
+pub fn apply(cmd: &Command, args: Vec<OsString>, env: &Lookup<'_>) -> Result<Applied, ConfigError> {
     let unchanged = |args| {
         Ok(Applied {
             args,
@@ -391,7 +390,7 @@ fn check(
     path: &Path,
     text: &str,
     running: &str,
-    env: &dyn Fn(&str) -> Option<OsString>,
+    env: &Lookup<'_>,
 ) -> Result<Vec<Setting>, ConfigError> {
     let doc = DeTable::parse(text).map_err(|e| {
         // The message alone: the excerpt of the file that the error's Display shows may hold a
@@ -878,10 +877,7 @@ fn scalar(v: &DeValue<'_>, takes_bool: bool) -> Option<Text> {
 
 /// Expands `${VAR}` (and `$$`, a `$`). With no `env`, checks the syntax only, and returns
 /// `None` if the string names a variable. The error names the variable, never the value.
-fn expand(
-    s: &str,
-    env: Option<&dyn Fn(&str) -> Option<OsString>>,
-) -> Result<Option<String>, String> {
+fn expand(s: &str, env: Option<&Lookup<'_>>) -> Result<Option<String>, String> {
     let mut out = String::new();
     let mut rest = s;
     let mut named = false;
@@ -1452,7 +1448,7 @@ objectz = true
     #[test]
     fn expansion_and_suggestions() {
         let env = env_of(&[("A", "1"), ("EMPTY", "")]);
-        let env: &dyn Fn(&str) -> Option<OsString> = &env;
+        let env: &Lookup<'_> = &env;
         assert_eq!(
             expand("x${A}y$$z", Some(env)).unwrap().as_deref(),
             Some("x1y$z")
