@@ -6,6 +6,7 @@
 mod archive;
 mod args;
 mod compact;
+mod config;
 mod ls;
 mod output;
 mod prune;
@@ -17,9 +18,10 @@ mod verify;
 
 use std::error::Error as StdError;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use redis_pitr::archive::lease::LeaseError;
 use redis_pitr::archive::store::StoreError;
@@ -50,6 +52,11 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PITR_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Read flags from this TOML file (README, "Configuration file"); the command line and the
+    /// flags' environment variables override it.
+    #[arg(long, global = true, env = "PITR_CONFIG", value_name = "PATH")]
+    #[allow(dead_code)] // read by `config::apply`, from the matches
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -119,12 +126,9 @@ fn main() -> ExitCode {
         let _ = writeln!(std::io::stderr(), "pitr: error: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
-        }
+        Err(code) => return ExitCode::from(code),
     };
     init_logging(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -145,6 +149,28 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The command line, with the configuration file's values for what it leaves unset; or the exit
+/// code after the error (or the help) is printed.
+fn parse() -> Result<Cli, u8> {
+    let args = std::env::args_os().collect();
+    let applied = config::apply(&Cli::command(), args, &config::process_env).map_err(|e| {
+        for line in e.lines() {
+            let _ = writeln!(std::io::stderr(), "pitr: error: {line}");
+        }
+        EXIT_USAGE
+    })?;
+    Cli::try_parse_from(&applied.args).map_err(|e| {
+        let _ = e.print();
+        if !e.use_stderr() {
+            return 0;
+        }
+        if let Some(note) = applied.note() {
+            let _ = writeln!(std::io::stderr(), "{note}");
+        }
+        EXIT_USAGE
+    })
 }
 
 /// Validates the arguments into the command's configuration (usage errors, before any work),
@@ -365,7 +391,6 @@ fn lease_code(e: &LeaseError) -> u8 {
 mod tests {
     use super::*;
 
-    use clap::CommandFactory;
     use redis_pitr::archive::format::FormatError;
     use redis_pitr::archive::names::GenerationId;
 
