@@ -6,6 +6,7 @@ mod support;
 mod archive_garage;
 mod archive_redis;
 mod compaction;
+mod drill;
 mod fake_master;
 mod fidelity;
 mod format_v1;

@@ -235,6 +235,8 @@ pub struct ServerInfo {
     /// Scratch server: the binary started, and its command line.
     pub binary: Option<String>,
     pub command_line: Option<String>,
+    /// Scratch server: its process id (stopped and reaped when the drill ends).
+    pub pid: Option<u32>,
     /// Live target: its URL without user and password.
     pub url: Option<String>,
 }
@@ -337,6 +339,7 @@ async fn drill(cmd: &DrillCmd) -> anyhow::Result<DrillReport> {
             })?;
             let loaded = Instant::now();
             let port = scratch.start(&bin, &argv)?;
+            let pid = scratch.child.as_ref().map(Child::id);
             let mut c = scratch.wait_loaded(port, cmd.load_timeout).await?;
             let load_seconds = loaded.elapsed().as_secs_f64();
             let probed = c.probe().await?;
@@ -345,6 +348,7 @@ async fn drill(cmd: &DrillCmd) -> anyhow::Result<DrillReport> {
             let server = ServerInfo {
                 binary: Some(bin.display().to_string()),
                 command_line: Some(written.command_line.clone()),
+                pid,
                 ..Default::default()
             };
             (report, restore_seconds, Some(load_seconds), probed, server)
@@ -417,18 +421,16 @@ async fn drill(cmd: &DrillCmd) -> anyhow::Result<DrillReport> {
 fn print_text(out: &mut Out, r: &DrillReport) -> anyhow::Result<()> {
     outln!(
         out,
-        "drill {}: restored generation {} to offset {} at {} ({}, {} into {})",
+        "drill {}: restored {} (generation {}, offset {}, last write at {}) {}",
         if r.passed { "passed" } else { "FAILED" },
+        r.to,
         r.generation,
         r.offset,
         r.restored,
-        r.to,
-        if r.mode == "files" {
-            "files"
-        } else {
-            "a live target"
-        },
-        r.server.url.as_deref().unwrap_or("a scratch server"),
+        match &r.server.url {
+            Some(url) => format!("into the live target {url}"),
+            None => "as files, started on a scratch server".to_string(),
+        }
     );
     if let (Some(t), Some(gap)) = (&r.target, r.target_gap_seconds) {
         outln!(
