@@ -296,3 +296,51 @@ fn drill_removes_its_server_and_directory_on_failure_and_on_ctrl_c() {
     assert!(!process_alive(pid), "the scratch server {pid} still runs");
     assert_scratch_gone(tmp.path());
 }
+
+/// A Valkey archive: the restore's command line names `valkey-server`, which the drill starts
+/// by default (an error naming it when it is not on PATH), or the binary `--redis-server` names.
+#[test]
+fn a_valkey_archive_drills_on_valkey() {
+    let valkey = crate::support::servers::valkey_9_1();
+    let r = RedisServer::start_with(&valkey, &[("repl-diskless-sync-delay", "0")]);
+    let archive = Archive::local();
+    archive.archive_while(&r, |con| {
+        exec(con, &["SET", "k", "v"]);
+        exec(con, &["SELECT", "2"]);
+        exec(con, &["HSET", "h", "f", "v"]);
+    });
+    let tmp = temp_dir("pitr-drill-tmp");
+    let valkey_path = valkey.display().to_string();
+    let (out, rep) = drill(&archive, tmp.path(), &["--redis-server", &valkey_path]);
+    assert!(out.status.success(), "{}\n{rep:#}", stderr(&out));
+    assert_eq!(rep["server"]["name"], "valkey", "{rep:#}");
+    assert_eq!(
+        rep["server"]["version"].as_str(),
+        r.info("server").get("valkey_version").map(String::as_str)
+    );
+    assert!(
+        rep["server"]["command_line"]
+            .as_str()
+            .unwrap()
+            .starts_with("valkey-server "),
+        "{rep:#}"
+    );
+    assert_eq!(reported_keyspace(&rep), keyspace(&r));
+    assert_scratch_gone(tmp.path());
+
+    // Without --redis-server, on a PATH that holds no valkey-server.
+    let mut all = vec!["drill", "--store", archive.store()];
+    all.push("--json");
+    let envs = [
+        ("TMPDIR".to_string(), tmp.path().display().to_string()),
+        ("PATH".to_string(), tmp.path().display().to_string()),
+    ];
+    let out = run_pitr(&all, &envs);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("valkey-server: not found on PATH"),
+        "{}",
+        stderr(&out)
+    );
+    assert_scratch_gone(tmp.path());
+}
