@@ -71,9 +71,9 @@ pub enum DrillError {
     /// The server binary to start on the restored files is not there (exit 2).
     #[error("{bin}: {why}: install it or pass --redis-server <path>")]
     NoServer { bin: String, why: String },
-    /// Ctrl-C or SIGTERM: the scratch server and directory were removed (exit 130).
-    #[error("interrupted by {0}: the scratch server and directory were removed")]
-    Interrupted(&'static str),
+    /// Ctrl-C or SIGTERM (exit 130): the signal, and what was left.
+    #[error("interrupted by {0}: {1}")]
+    Interrupted(&'static str, &'static str),
 }
 
 /// `0`, or a duration such as `250ms`, `90s`, `5m`.
@@ -246,10 +246,16 @@ pub async fn run(cmd: DrillCmd) -> anyhow::Result<()> {
         .context("installing the SIGTERM handler")?;
     // Dropping the drill (on a signal) drops its scratch guard: the server is killed and
     // reaped, the directory removed.
+    let left = match cmd.mode {
+        Mode::Scratch { .. } => "the scratch server and directory were removed",
+        Mode::Live { .. } => {
+            "the target may hold a partial restore: empty it (FLUSHALL) before the next drill"
+        }
+    };
     let report = tokio::select! {
         r = drill(&cmd) => r?,
-        _ = tokio::signal::ctrl_c() => return Err(DrillError::Interrupted("Ctrl-C").into()),
-        _ = term.recv() => return Err(DrillError::Interrupted("SIGTERM").into()),
+        _ = tokio::signal::ctrl_c() => return Err(DrillError::Interrupted("Ctrl-C", left).into()),
+        _ = term.recv() => return Err(DrillError::Interrupted("SIGTERM", left).into()),
     };
     let mut out = Out::stdout();
     if cmd.json {
@@ -512,7 +518,8 @@ fn print_text(out: &mut Out, r: &DrillReport) -> anyhow::Result<()> {
 /// and header against its name, that segments hold whole commands, the chain from the
 /// snapshot through the segments, and the snapshot's RDB parsed whole. The restore checks
 /// much of this as it reads (frames, checksums, the chain, the RDB), but not a segment's
-/// header against its name, nor the commands of the last segment past the cut.
+/// header against its name, nor the database its header says it ends in, nor the commands of
+/// the last segment past the cut.
 async fn verify_plan(
     store: &Store,
     plan: &Plan,

@@ -206,7 +206,7 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
             drill::DrillError::Thresholds(_) => EXIT_DRILL,
             // Install it, or name it with --redis-server.
             drill::DrillError::NoServer { .. } => EXIT_USAGE,
-            drill::DrillError::Interrupted(_) => EXIT_INTERRUPTED,
+            drill::DrillError::Interrupted(..) => EXIT_INTERRUPTED,
         });
     }
     if let Some(e) = e.downcast_ref::<StoreError>() {
@@ -450,7 +450,7 @@ mod tests {
         };
         assert!(missing.to_string().contains("/nonexistent/redis-server"));
         assert_eq!(code(missing), EXIT_USAGE);
-        assert_eq!(code(D::Interrupted("Ctrl-C")), EXIT_INTERRUPTED);
+        assert_eq!(code(D::Interrupted("Ctrl-C", "")), EXIT_INTERRUPTED);
     }
 
     #[test]
