@@ -7,6 +7,7 @@ mod archive_garage;
 mod archive_redis;
 mod compaction;
 mod config;
+mod drill;
 mod fake_master;
 mod fidelity;
 mod format_v1;

@@ -1,5 +1,5 @@
 //! The `pitr` command line: parses arguments, turns them into a validated configuration, runs
-//! one command (one file each: `archive`, `snapshot`, `ls`, `verify`, `restore`, `compact`, `prune`), and maps failures to the
+//! one command (one file each: `archive`, `snapshot`, `ls`, `verify`, `restore`, `drill`, `compact`, `prune`), and maps failures to the
 //! exit codes of the README through one table, [`exit_code`]. The library never prints; the
 //! commands print through [`output::Out`].
 
@@ -7,6 +7,7 @@ mod archive;
 mod args;
 mod compact;
 mod config;
+mod drill;
 mod ls;
 mod output;
 mod prune;
@@ -43,6 +44,9 @@ pub const EXIT_NOT_FOUND: u8 = 3;
 pub const EXIT_CORRUPT: u8 = 4;
 pub const EXIT_UNREACHABLE: u8 = 5;
 pub const EXIT_LEASE: u8 = 6;
+pub const EXIT_DRILL: u8 = 7;
+/// Ctrl-C or SIGTERM ended `pitr drill` (after it cleaned up), as a shell reports SIGINT.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Point-in-time recovery for Redis and Valkey: archive a master's replication stream into
 /// object storage, and read the archive back.
@@ -80,6 +84,10 @@ enum Command {
     /// Rebuild the master's state at a moment: into a live Redis, or as files a stock
     /// redis-server loads.
     Restore(restore::RestoreArgs),
+    /// The disaster-recovery test: restore a moment (into a scratch redis-server, or a live
+    /// --target), measure recovery time and point, count keys, check what was read, and
+    /// compare with --max-rto/--max-rpo (exit 7 when exceeded).
+    Drill(drill::DrillArgs),
     /// Merge runs of small segments into fewer, larger objects by level (one pass over every
     /// generation); a running archiver does this itself and holds the lease meanwhile.
     Compact(compact::CompactArgs),
@@ -182,6 +190,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ls(a) => ls::run(ls::config(a)?).await,
         Command::Verify(a) => verify::run(verify::config(a)?).await,
         Command::Restore(a) => restore::run(a.config()?).await,
+        Command::Drill(a) => drill::run(drill::config(a)?).await,
         Command::Compact(a) => compact::run(compact::config(a)?).await,
         Command::Prune(a) => prune::run(prune::config(a)?).await,
     }
@@ -223,6 +232,14 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
             // Run it beside a running archiver.
             Finding::NoArchiver { .. } => EXIT_USAGE,
             Finding::SnapshotTimeout { .. } => EXIT_FAILURE,
+        });
+    }
+    if let Some(d) = e.downcast_ref::<drill::DrillError>() {
+        return Some(match d {
+            drill::DrillError::Thresholds(_) => EXIT_DRILL,
+            // Install it, or name it with --redis-server.
+            drill::DrillError::NoServer { .. } => EXIT_USAGE,
+            drill::DrillError::Interrupted(..) => EXIT_INTERRUPTED,
         });
     }
     if let Some(e) = e.downcast_ref::<StoreError>() {
@@ -451,6 +468,21 @@ mod tests {
         };
         assert_eq!(code(no_archiver), EXIT_USAGE);
         assert_eq!(code(Finding::SnapshotTimeout { secs: 600 }), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn drill_rows() {
+        use drill::DrillError as D;
+        let over = D::Thresholds("max-rpo 3.000 s > 1.000 s (by 2.000 s)".into());
+        assert!(over.to_string().contains("max-rpo"), "{over}");
+        assert_eq!(code(over), EXIT_DRILL);
+        let missing = D::NoServer {
+            bin: "/nonexistent/redis-server".into(),
+            why: "not found".into(),
+        };
+        assert!(missing.to_string().contains("/nonexistent/redis-server"));
+        assert_eq!(code(missing), EXIT_USAGE);
+        assert_eq!(code(D::Interrupted("Ctrl-C", "")), EXIT_INTERRUPTED);
     }
 
     #[test]

@@ -78,15 +78,7 @@ impl RestoreArgs {
         } else {
             let destination =
                 match (self.target, self.output_dir) {
-                    (Some(url), None) => {
-                        let password = std::env::var("PITR_TARGET_PASSWORD")
-                            .ok()
-                            .filter(|p| !p.is_empty());
-                        // The message names the URL without its password.
-                        Source::parse(&url, password.clone())
-                            .map_err(|reason| Usage::new("--target", reason))?;
-                        Destination::Live { url, password }
-                    }
+                    (Some(url), None) => live_destination(url)?,
                     (None, Some(dir)) => {
                         check_output_dir(&dir, self.force)?;
                         Destination::Files { dir }
@@ -118,6 +110,17 @@ impl RestoreArgs {
             restore,
         })
     }
+}
+
+/// `--target <url>`: a live destination, with the password from `PITR_TARGET_PASSWORD` unless
+/// the URL holds one. A URL that does not parse is a usage error (naming it without its
+/// password).
+pub fn live_destination(url: String) -> Result<Destination, Usage> {
+    let password = std::env::var("PITR_TARGET_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    Source::parse(&url, password.clone()).map_err(|reason| Usage::new("--target", reason))?;
+    Ok(Destination::Live { url, password })
 }
 
 /// `--output-dir` must be a directory, or not exist yet under a directory; writable; and
@@ -177,22 +180,7 @@ pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
         print_plan(&mut out, &cmd.to, &plan, cmd.json)?;
         return Ok(out.flush()?);
     };
-    let progress = Arc::new(Progress::default());
-    let bar = (!cmd.json && std::io::stderr().is_terminal()).then(|| progress_bar(&progress));
-    let result = restore::restore(&cfg, &plan, progress).await;
-    if let Some((bar, ticker)) = bar {
-        ticker.abort();
-        bar.finish_and_clear();
-    }
-    let report = match result {
-        Err(restore::RestoreError::Store(e)) if e.is_not_found() => {
-            // Listed a moment ago: removed since by a compaction or a prune.
-            return Err(anyhow::Error::new(e).context(
-                "an object the restore planned to read is gone: a compaction or prune ran while the restore was reading (run the restore again; it plans from a new listing)",
-            ));
-        }
-        r => r?,
-    };
+    let report = execute(&cfg, &plan, !cmd.json).await?;
     if cmd.json {
         outln!(out, "{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -234,6 +222,32 @@ pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
         }
     }
     Ok(out.flush()?)
+}
+
+/// Runs the restore `plan` into `cfg`'s destination, with a progress line on stderr when
+/// `progress` is asked for and stderr is a terminal. An object gone since the listing says
+/// why that can happen.
+pub async fn execute(
+    cfg: &RestoreConfig,
+    plan: &Plan,
+    progress: bool,
+) -> anyhow::Result<restore::Report> {
+    let counters = Arc::new(Progress::default());
+    let bar = (progress && std::io::stderr().is_terminal()).then(|| progress_bar(&counters));
+    let result = restore::restore(cfg, plan, counters).await;
+    if let Some((bar, ticker)) = bar {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    match result {
+        Err(restore::RestoreError::Store(e)) if e.is_not_found() => {
+            // Listed a moment ago: removed since by a compaction or a prune.
+            Err(anyhow::Error::new(e).context(
+                "an object the restore planned to read is gone: a compaction or prune ran while the restore was reading (run the restore again; it plans from a new listing)",
+            ))
+        }
+        r => Ok(r?),
+    }
 }
 
 fn print_plan(out: &mut Out, to: &Target, plan: &Plan, json: bool) -> anyhow::Result<()> {
