@@ -18,5 +18,6 @@ mod prune;
 mod rdb_fixtures;
 mod restore_files;
 mod restore_live;
+mod runbook;
 mod snapshot_sched;
 mod state_dump;
