@@ -68,16 +68,18 @@ pub struct ArchiveArgs {
     #[arg(long, value_name = "N")]
     retain_snapshots: Option<usize>,
     /// Serve /metrics (Prometheus), /healthz and /readyz on this host:port; `off` serves
-    /// nothing.
-    #[arg(long, env = "PITR_METRICS_ADDR", default_value = metrics::DEFAULT_ADDR)]
-    metrics_addr: String,
+    /// nothing. Default: 127.0.0.1:9187, skipped with a warning when that port is taken
+    /// (another archiver on the host); an address given here that cannot be bound is an
+    /// error.
+    #[arg(long, env = "PITR_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 /// What `pitr archive` runs with.
 pub struct Settings {
     archive: ArchiveConfig,
-    /// Where to serve the metrics; `None`: off.
-    metrics_addr: Option<String>,
+    /// Where to serve the metrics, and whether the address was given; `None`: off.
+    metrics_addr: Option<(String, bool)>,
 }
 
 /// The password from the environment, if any: PITR_SOURCE_PASSWORD, then REDISCLI_AUTH.
@@ -102,15 +104,17 @@ impl ArchiveArgs {
         if self.retain_snapshots == Some(0) {
             return Err(Usage::new("--retain-snapshots", "at least 1").into());
         }
-        let metrics_addr = match self.metrics_addr.trim() {
-            "off" => None,
-            a if a
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+        let metrics_addr = match self.metrics_addr.as_deref().map(str::trim) {
+            None => Some((metrics::DEFAULT_ADDR.to_string(), false)),
+            Some("off") => None,
+            Some(a)
+                if a
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
             {
-                Some(a.to_string())
+                Some((a.to_string(), true))
             }
-            a => {
+            Some(a) => {
                 return Err(
                     Usage::new("--metrics-addr", format!("{a:?} is not host:port or off")).into(),
                 )
@@ -155,12 +159,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Stopped when the archiver has returned (the process exits then anyway).
     let stop_metrics = CancellationToken::new();
     let _stop_metrics = stop_metrics.clone().drop_guard();
-    if let Some(addr) = metrics_addr {
+    if let Some((addr, given)) = metrics_addr {
         let ready: metrics::Readiness = Arc::new(|| metrics::global().archive_ready());
-        let local = metrics::serve(&addr, ready, stop_metrics)
-            .await
-            .map_err(|e| Usage::new("--metrics-addr", e.to_string()))?;
-        tracing::info!(addr = %local, "serving /metrics, /healthz and /readyz");
+        match metrics::serve(&addr, ready, stop_metrics).await {
+            Ok(local) => tracing::info!(addr = %local, "serving /metrics, /healthz and /readyz"),
+            Err(e) if given => return Err(Usage::new("--metrics-addr", e.to_string()).into()),
+            // The default port, taken (by another archiver on this host, say): go on without.
+            Err(e) => tracing::warn!(error = %e,
+                "serving no metrics: the default address is taken (pass --metrics-addr HOST:PORT or off)"),
+        }
     }
     tracing::info!(source = %cfg.source.addr(), store = %redact_store_url(cfg.store.url()),
         flush_interval_ms = cfg.flush_interval.as_millis() as u64, "pitr archive starting");
