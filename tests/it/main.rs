@@ -11,6 +11,7 @@ mod fidelity;
 mod format_v1;
 mod harness;
 mod lease;
+mod metrics;
 mod moments;
 mod prune;
 mod rdb_fixtures;

@@ -108,8 +108,7 @@ impl ArchiveArgs {
             None => Some((metrics::DEFAULT_ADDR.to_string(), false)),
             Some("off") => None,
             Some(a)
-                if a
-                    .rsplit_once(':')
+                if a.rsplit_once(':')
                     .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
             {
                 Some((a.to_string(), true))
