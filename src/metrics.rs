@@ -117,6 +117,18 @@ impl Cause {
     }
 }
 
+/// Every `kind` of `pitr_store_errors_total`.
+pub const STORE_ERROR_KINDS: [&str; 8] = [
+    "not_found",
+    "already_exists",
+    "precondition",
+    "timeout",
+    "unauthenticated",
+    "permission_denied",
+    "not_supported",
+    "other",
+];
+
 /// The `kind` label of `pitr_store_errors_total` for an object_store error.
 pub fn store_error_kind(e: &object_store::Error) -> &'static str {
     use object_store::Error as E;
@@ -158,6 +170,9 @@ fn now_ms() -> u64 {
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// What sets the gauges read at scrape time.
+type Sampler = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 /// Bytes received and not yet durable, with when they arrived: the recovery point.
 #[derive(Default)]
@@ -212,7 +227,7 @@ pub struct Metrics {
     /// Why the link is not attached, when it is not.
     link_state: Mutex<String>,
     /// Values read at scrape time from whoever holds them (a command's budget, its lease).
-    sampler: Mutex<Option<Box<dyn Fn(&Metrics) + Send + Sync>>>,
+    sampler: Mutex<Option<Sampler>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -366,6 +381,10 @@ impl Metrics {
             let label = KindLabel { kind: k.as_str() };
             let _ = m.uploaded_objects.get_or_create(&label);
             let _ = m.uploaded_bytes.get_or_create(&label);
+            let _ = m.upload_duration.get_or_create(&label);
+        }
+        for kind in STORE_ERROR_KINDS {
+            let _ = m.store_errors.get_or_create(&KindLabel { kind });
         }
         Metrics { registry, ..m }
     }
@@ -673,7 +692,8 @@ mod tests {
             "pitr_recovery_point_seconds",
             "pitr_uploaded_objects_total{kind=\"segment\"}",
             "pitr_uploaded_bytes_total{kind=\"lease\"}",
-            "pitr_store_errors_total",
+            "pitr_store_errors_total{kind=\"timeout\"}",
+            "pitr_upload_duration_seconds_count{kind=\"compacted\"}",
             "pitr_buffered_bytes",
             "pitr_newest_snapshot_age_seconds",
             "pitr_compaction_backlog_objects",

@@ -174,30 +174,36 @@ fn a_metrics_address_that_cannot_be_bound_is_a_usage_error() {
     let archive = Archive::local();
     let taken = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = run_pitr(&[
-        "archive",
-        "--source",
-        &crate::support::archiving::plain_url(&r),
-        "--store",
-        archive.store(),
-        "--metrics-addr",
-        &addr,
-    ], &[]);
+    let out = run_pitr(
+        &[
+            "archive",
+            "--source",
+            &crate::support::archiving::plain_url(&r),
+            "--store",
+            archive.store(),
+            "--metrics-addr",
+            &addr,
+        ],
+        &[],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("--metrics-addr") && stderr.contains(&addr),
         "{stderr}"
     );
-    let out = run_pitr(&[
-        "archive",
-        "--source",
-        &crate::support::archiving::plain_url(&r),
-        "--store",
-        archive.store(),
-        "--metrics-addr",
-        "nowhere",
-    ], &[]);
+    let out = run_pitr(
+        &[
+            "archive",
+            "--source",
+            &crate::support::archiving::plain_url(&r),
+            "--store",
+            archive.store(),
+            "--metrics-addr",
+            "nowhere",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
 }
 
