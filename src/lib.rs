@@ -19,6 +19,7 @@
 //!   store, reading many objects at once in order, catalog, the lease that admits one
 //!   writer at a time, and the request for a snapshot now.
 //! - [`maintain`]: work on an archive at rest: verify, compaction by level, retention.
+//! - [`metrics`]: the `pitr_*` metrics and the HTTP server of `/metrics`, `/healthz`, `/readyz`.
 //! - [`replay`]: the restoring half: plan, cut, filter, key conversion, live and file
 //!   destinations.
 //!
@@ -26,6 +27,7 @@
 pub mod archive;
 pub mod ingest;
 pub mod maintain;
+pub mod metrics;
 pub mod net;
 pub mod rdb;
 pub mod replay;

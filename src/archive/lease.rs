@@ -369,16 +369,18 @@ impl Place {
         op: &'static str,
         f: impl std::future::Future<Output = object_store::Result<T>>,
     ) -> Result<object_store::Result<T>, LeaseError> {
-        tokio::time::timeout(self.timeout, f)
-            .await
-            .map_err(|_| LeaseError::Timeout {
+        tokio::time::timeout(self.timeout, f).await.map_err(|_| {
+            crate::metrics::global().store_error_of_kind("timeout");
+            LeaseError::Timeout {
                 op,
                 object: self.object.clone(),
                 after: self.timeout,
-            })
+            }
+        })
     }
 
     fn store_err(&self, op: &'static str, source: object_store::Error) -> LeaseError {
+        crate::metrics::global().store_error(&source);
         LeaseError::Store {
             op,
             object: self.object.clone(),
@@ -421,11 +423,22 @@ impl Place {
             ..Default::default()
         };
         let payload = PutPayload::from(body.clone());
+        let started = Instant::now();
+        let uploaded = |took: Duration| {
+            crate::metrics::global().uploaded(
+                crate::metrics::Upload::Lease,
+                body.len() as u64,
+                took,
+            )
+        };
         match self
             .timed("put", self.backend.put_opts(&self.path, payload, opts))
             .await?
         {
-            Ok(_) => Ok(Written::Done),
+            Ok(_) => {
+                uploaded(started.elapsed());
+                Ok(Written::Done)
+            }
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(Written::Conflict),
             Err(object_store::Error::NotImplemented { .. }) if mode != PutMode::Overwrite => {
@@ -433,12 +446,16 @@ impl Place {
                 if matches!(mode, PutMode::Update(_)) {
                     self.conditional = false;
                 }
-                let payload = PutPayload::from(body);
+                let payload = PutPayload::from(body.clone());
+                let started = Instant::now();
                 match self
                     .timed("put", self.backend.put(&self.path, payload))
                     .await?
                 {
-                    Ok(_) => Ok(Written::Done),
+                    Ok(_) => {
+                        uploaded(started.elapsed());
+                        Ok(Written::Done)
+                    }
                     Err(e) => Err(self.store_err("put", e)),
                 }
             }

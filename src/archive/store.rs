@@ -360,6 +360,7 @@ impl Store {
         object: &str,
         source: object_store::Error,
     ) -> StoreError {
+        crate::metrics::global().store_error(&source);
         StoreError::Backend {
             op,
             object: format!("{}/{}", self.url.trim_end_matches('/'), object),
@@ -948,6 +949,7 @@ impl PartRetry {
                 }
                 Err(e) => e,
             };
+            crate::metrics::global().store_error(&e);
             let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
             let delay = backoff.next().unwrap_or(MAX_PART_RETRY_DELAY);
             if !is_transient(&e) || since.elapsed() + delay > self.patience {

@@ -24,6 +24,7 @@ use crate::ingest::segment::{
 };
 use crate::maintain::compact::{self, CompactConfig};
 use crate::maintain::prune::Policy;
+use crate::metrics::{Cause, Upload};
 use crate::net::Source;
 use crate::resp::scanner::{CommandScanner, StreamError};
 
@@ -141,6 +142,7 @@ pub async fn resume_point(store: &Store) -> Result<(Option<Position>, Generation
     // The newest generation from its newest snapshot (archive::scan): the archiver's start
     // lists a few partitions, however long the history.
     let (catalog, newest) = crate::archive::scan::newest(store).await?;
+    crate::metrics::global().observe_catalog(&catalog, false);
     let next = match newest {
         Some(g) => g.next(),
         None => Ok(GenerationId(1)),
@@ -501,6 +503,19 @@ impl Archiver {
         // Every task the archiver starts, so that it returns only once they have all ended.
         let tasks = TaskTracker::new();
         let (durable, mut lost) = guard_base(cfg.store.clone(), durable, &tasks);
+        let metrics = crate::metrics::global();
+        metrics.link_down("connecting to the master");
+        metrics
+            .retention_seconds
+            .set(cfg.retention.retain.map_or(0.0, |d| d.as_secs_f64()));
+        // The durable point, as acknowledged, for the metrics.
+        let mut watched = durable.clone();
+        tasks.spawn(async move {
+            while watched.changed().await.is_ok() {
+                let d = *watched.borrow_and_update();
+                crate::metrics::global().durable(d.generation.0, d.offset);
+            }
+        });
         let mut seg_task = tasks.spawn(segmenter.run());
         // Compaction: a task of its own, never in the stream's way; stopped before the tasks
         // are awaited.
@@ -518,6 +533,18 @@ impl Archiver {
             let _ = tx.send(Msg::Start(p));
         }
         let budget = Arc::new(Semaphore::new(cfg.max_buffer.min(Semaphore::MAX_PERMITS)));
+        {
+            // Read at scrape time: the bytes held against the budget, and the lease (invalid
+            // once released, after the run).
+            let budget = budget.clone();
+            let max = cfg.max_buffer.min(Semaphore::MAX_PERMITS);
+            let lease = guard.clone();
+            metrics.set_sampler(move |m| {
+                let held = max.saturating_sub(budget.available_permits());
+                m.buffered_bytes.set(held as i64);
+                m.lease_held.set(i64::from(lease.is_valid()));
+            });
+        }
         // Scheduled and requested snapshots, on links of their own; stopped with the sessions.
         let (attached, attached_rx) = watch::channel(None);
         let stop_snapshots = shutdown.child_token();
@@ -579,6 +606,8 @@ impl Archiver {
                 Err(e) if e.is_fatal() => break Err(e),
                 Err(e) => {
                     me.attached.send_replace(None);
+                    metrics.reconnect(reconnect_cause(&e));
+                    metrics.link_down(e.to_string());
                     if me.established {
                         backoff = retry_backoff();
                     }
@@ -601,6 +630,10 @@ impl Archiver {
             }
         };
         stop_snapshots.cancel();
+        metrics.link_down(match &result {
+            Ok(()) => "stopping".to_string(),
+            Err(e) => format!("stopping: {e}"),
+        });
         if segmenter_ended {
             // The segmenter is gone and `result` says why; nothing is left to flush.
             drop(me);
@@ -669,6 +702,13 @@ impl Archiver {
                     ),
                     None => info!(%generation, %replid, offset, "full sync: new generation"),
                 }
+                if self.pos.is_some() {
+                    crate::metrics::global().reconnect(Cause::FullResync);
+                }
+                crate::metrics::global().link_down(format!(
+                    "receiving the full sync snapshot from {}",
+                    conn.addr()
+                ));
                 let time_ms = now_ms();
                 if self
                     .snapshot(&mut conn, generation, replid, offset, time_ms, shutdown)
@@ -779,6 +819,9 @@ impl Archiver {
     ) -> Result<SessionEnd, ArchiveError> {
         let mut pos = self.pos.expect("a position after PSYNC");
         let generation = pos.generation;
+        let metrics = crate::metrics::global();
+        metrics.stream_at(generation.0, pos.offset);
+        metrics.link_attached();
         let mut scanner = CommandScanner::new(pos.db);
         let mut durable = self.durable.clone();
         let ack_value = |d: &Durable| -> u64 {
@@ -936,6 +979,37 @@ impl Renewer {
                 writing: format!("anything more: its renewal failed ({e})"),
             },
         }
+    }
+}
+
+/// The `cause` label of `pitr_link_reconnects_total` for why a session ended.
+fn reconnect_cause(e: &ArchiveError) -> Cause {
+    use std::io::ErrorKind as K;
+    match e {
+        ArchiveError::Link(l) => match l {
+            LinkError::Timeout { .. } => Cause::Timeout,
+            LinkError::Closed { .. } => Cause::Closed,
+            LinkError::Connect { source, .. } | LinkError::Io { source, .. } => {
+                match source.kind() {
+                    K::ConnectionRefused => Cause::Refused,
+                    K::TimedOut => Cause::Timeout,
+                    K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::BrokenPipe
+                    | K::UnexpectedEof => Cause::Closed,
+                    _ => Cause::Other,
+                }
+            }
+            LinkError::Refused { .. } | LinkError::Auth { .. } | LinkError::NotReady { .. } => {
+                Cause::Refused
+            }
+            LinkError::Protocol { .. } => Cause::Protocol,
+        },
+        ArchiveError::Stream(_)
+        | ArchiveError::BadSnapshot { .. }
+        | ArchiveError::UnexpectedContinue { .. } => Cause::Protocol,
+        ArchiveError::Store(_) | ArchiveError::SnapshotUpload { .. } => Cause::Store,
+        _ => Cause::Other,
     }
 }
 
@@ -1195,6 +1269,9 @@ pub(crate) async fn receive_snapshot(
         return Err(e.into());
     }
     let done = finish_snapshot(upload, &name).await?;
+    let metrics = crate::metrics::global();
+    metrics.uploaded(Upload::Snapshot, done.stored, started.elapsed());
+    metrics.snapshot_at(header.time_ms);
     Ok(Received::Stored {
         done,
         secs: started.elapsed().as_secs_f64(),
@@ -1229,10 +1306,12 @@ fn take_commands(
         let bytes = conn.buffer().split_to(s.consumed).freeze();
         pos.offset += s.consumed as u64;
         pos.db = scanner.db();
+        let ms = now_ms();
+        crate::metrics::global().received(pos.generation.0, pos.offset, ms);
         Chunk {
             bytes,
             end: pos.offset,
-            ms: now_ms(),
+            ms,
             db_after: pos.db,
             getack: s.getack,
             permit: None,

@@ -24,6 +24,7 @@ use crate::archive::format::{self, SegmentBody, SegmentHeader, TimeMark};
 use crate::archive::lease::{LeaseError, LeaseGuard};
 use crate::archive::names::{GenerationId, ObjectName, ReplId};
 use crate::archive::store::{Store, StoreError};
+use crate::metrics::Upload;
 
 /// Where the archive stands: the generation, the replication id, the offset just past the last
 /// byte, the selected database there, and the stream sum there (which the next segment starts
@@ -432,8 +433,14 @@ async fn put_until_stored(
                 .await
                 .map_err(|e| SegmentError::Lease(Box::new(e)))?;
         }
+        let started = Instant::now();
         match store.put_new(name, object.clone()).await {
-            Ok(()) => break,
+            Ok(()) => {
+                let m = crate::metrics::global();
+                m.uploaded(Upload::Segment, object.len() as u64, started.elapsed());
+                m.restorable_until(name.last_ms);
+                break;
+            }
             Err(e @ StoreError::Conflict { .. }) => return Err(SegmentError::Store(e)),
             Err(e) => {
                 attempts += 1;

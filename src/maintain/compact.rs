@@ -641,8 +641,13 @@ pub async fn compact_run(
     lease
         .wait_valid(&format!("compacted segment {name}"))
         .await?;
+    let started = std::time::Instant::now();
     match store.put_new_parts(&name, parts.chunks()).await {
-        Ok(()) => {}
+        Ok(()) => crate::metrics::global().uploaded(
+            crate::metrics::Upload::Compacted,
+            parts.len(),
+            started.elapsed(),
+        ),
         Err(StoreError::Conflict { .. }) => {
             tracing::info!(object = %name, "the compacted object is there already (an earlier pass was interrupted): checking it");
         }
@@ -873,8 +878,10 @@ pub async fn compact_listing(
     skip: &mut Skip,
 ) -> Result<Report, CompactError> {
     if cfg.levels.is_off() {
+        let catalog = Catalog::from_listing(listing);
+        crate::metrics::global().observe_catalog(&catalog, true);
         return Ok(Report {
-            generations: Catalog::from_listing(listing).generations.len(),
+            generations: catalog.generations.len(),
             ..Default::default()
         });
     }
@@ -883,6 +890,9 @@ pub async fn compact_listing(
     let mut listing = listing.clone();
     listing.objects.retain(|o| !retired.contains(o));
     let catalog = Catalog::from_listing(&listing);
+    crate::metrics::global().observe_catalog(&catalog, true);
+    // Level 0 segments left uncompacted after this pass.
+    let mut backlog = 0usize;
     let mut report = Report {
         generations: catalog.generations.len(),
         objects_deleted: retired.len() as u64,
@@ -952,7 +962,14 @@ pub async fn compact_listing(
                 }
             }
         }
+        backlog += objects
+            .iter()
+            .filter(|o| o.name.kind == ObjectKind::Segment && o.name.level == 0)
+            .count();
     }
+    crate::metrics::global()
+        .compaction_backlog
+        .set(backlog as i64);
     Ok(report)
 }
 

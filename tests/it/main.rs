@@ -13,6 +13,7 @@ mod fidelity;
 mod format_v1;
 mod harness;
 mod lease;
+mod metrics;
 mod moments;
 mod prune;
 mod rdb_fixtures;

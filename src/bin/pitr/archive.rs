@@ -1,5 +1,6 @@
 //! `pitr archive`: attach to a master as a replica and archive it until stopped.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -8,6 +9,7 @@ use redis_pitr::archive::store::redact_store_url;
 use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
 use redis_pitr::maintain::compact::{self, CompactConfig, Levels};
 use redis_pitr::maintain::prune::Policy;
+use redis_pitr::metrics;
 use redis_pitr::net::Source;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +67,19 @@ pub struct ArchiveArgs {
     /// Keep at least this many of the newest snapshots (as `pitr prune --retain-snapshots`).
     #[arg(long, value_name = "N")]
     retain_snapshots: Option<usize>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this host:port; `off` serves
+    /// nothing. Default: 127.0.0.1:9187, skipped with a warning when that port is taken
+    /// (another archiver on the host); an address given here that cannot be bound is an
+    /// error.
+    #[arg(long, env = "PITR_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+}
+
+/// What `pitr archive` runs with.
+pub struct Settings {
+    archive: ArchiveConfig,
+    /// Where to serve the metrics, and whether the address was given; `None`: off.
+    metrics_addr: Option<(String, bool)>,
 }
 
 /// The password from the environment, if any: PITR_SOURCE_PASSWORD, then REDISCLI_AUTH.
@@ -76,7 +91,7 @@ pub fn env_password() -> Option<String> {
 
 impl ArchiveArgs {
     /// The archiver's configuration, or the first unusable value.
-    pub fn config(self) -> anyhow::Result<ArchiveConfig> {
+    pub fn config(self) -> anyhow::Result<Settings> {
         // The message names the URL without its password.
         let source = Source::parse(&self.source, env_password())
             .map_err(|reason| Usage::new("--source", reason))?;
@@ -89,8 +104,23 @@ impl ArchiveArgs {
         if self.retain_snapshots == Some(0) {
             return Err(Usage::new("--retain-snapshots", "at least 1").into());
         }
+        let metrics_addr = match self.metrics_addr.as_deref().map(str::trim) {
+            None => Some((metrics::DEFAULT_ADDR.to_string(), false)),
+            Some("off") => None,
+            Some(a)
+                if a.rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+            {
+                Some((a.to_string(), true))
+            }
+            Some(a) => {
+                return Err(
+                    Usage::new("--metrics-addr", format!("{a:?} is not host:port or off")).into(),
+                )
+            }
+        };
         let store = self.store.open()?;
-        Ok(ArchiveConfig {
+        let archive = ArchiveConfig {
             source,
             store,
             flush_interval: self.flush_interval,
@@ -110,13 +140,34 @@ impl ArchiveArgs {
                 retain: self.retain,
                 retain_snapshots: self.retain_snapshots,
             },
+        };
+        Ok(Settings {
+            archive,
+            metrics_addr,
         })
     }
 }
 
 /// Archives until SIGTERM or SIGINT (then flushes, uploads, ACKs and returns); a second signal
 /// exits at once with 130.
-pub async fn run(cfg: ArchiveConfig) -> anyhow::Result<()> {
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let Settings {
+        archive: cfg,
+        metrics_addr,
+    } = settings;
+    // Stopped when the archiver has returned (the process exits then anyway).
+    let stop_metrics = CancellationToken::new();
+    let _stop_metrics = stop_metrics.clone().drop_guard();
+    if let Some((addr, given)) = metrics_addr {
+        let ready: metrics::Readiness = Arc::new(|| metrics::global().archive_ready());
+        match metrics::serve(&addr, ready, stop_metrics).await {
+            Ok(local) => tracing::info!(addr = %local, "serving /metrics, /healthz and /readyz"),
+            Err(e) if given => return Err(Usage::new("--metrics-addr", e.to_string()).into()),
+            // The default port, taken (by another archiver on this host, say): go on without.
+            Err(e) => tracing::warn!(error = %e,
+                "serving no metrics: the default address is taken (pass --metrics-addr HOST:PORT or off)"),
+        }
+    }
     tracing::info!(source = %cfg.source.addr(), store = %redact_store_url(cfg.store.url()),
         flush_interval_ms = cfg.flush_interval.as_millis() as u64, "pitr archive starting");
     let shutdown = CancellationToken::new();
