@@ -16,5 +16,6 @@ mod prune;
 mod rdb_fixtures;
 mod restore_files;
 mod restore_live;
+mod ship;
 mod snapshot_sched;
 mod state_dump;
