@@ -481,10 +481,7 @@ impl Shipper {
     /// Streams a snapshot from the source into the destination, as its bytes are.
     async fn copy_snapshot(&self, o: &Listed) -> Result<(), StoreError> {
         let (_, mut stream) = self.src.get_stream(&o.name).await?;
-        let mut up = self
-            .dst
-            .raw_upload(&o.name, self.cfg.part_patience)
-            .await?;
+        let mut up = self.dst.raw_upload(&o.name, self.cfg.part_patience).await?;
         loop {
             let piece = match stream.next().await {
                 None => break,
@@ -493,11 +490,7 @@ impl Shipper {
                     up.abort().await;
                     return Err(StoreError::Backend {
                         op: "get",
-                        object: format!(
-                            "{}/{}",
-                            self.src.url().trim_end_matches('/'),
-                            o.name
-                        ),
+                        object: format!("{}/{}", self.src.url().trim_end_matches('/'), o.name),
                         source,
                     });
                 }
@@ -526,12 +519,14 @@ impl Shipper {
         };
         // Each source generation's first snapshot: its window starts there.
         let mut first_snapshot: HashMap<GenerationId, u64> = HashMap::new();
-        for o in source.iter().filter(|o| o.name.kind == ObjectKind::Snapshot) {
+        for o in source
+            .iter()
+            .filter(|o| o.name.kind == ObjectKind::Snapshot)
+        {
             let e = first_snapshot.entry(o.name.generation).or_insert(u64::MAX);
             *e = (*e).min(o.name.start);
         }
-        let source_gens: HashSet<GenerationId> =
-            source.iter().map(|o| o.name.generation).collect();
+        let source_gens: HashSet<GenerationId> = source.iter().map(|o| o.name.generation).collect();
         // What replaces an object: shipped, checked objects the source has, by generation.
         let replacements: Vec<ObjectName> = self
             .dest
@@ -556,15 +551,14 @@ impl Shipper {
             }
             let older_than_window = d.generation < oldest
                 || (source_gens.contains(&d.generation)
-                    && first_snapshot.get(&d.generation).is_some_and(|&at| {
-                        match d.kind {
+                    && first_snapshot
+                        .get(&d.generation)
+                        .is_some_and(|&at| match d.kind {
                             ObjectKind::Segment => d.end <= at,
                             ObjectKind::Snapshot => d.start < at,
-                        }
-                    }));
-            let replaced = d.kind == ObjectKind::Segment
-                && source_gens.contains(&d.generation)
-                && covered(&d);
+                        }));
+            let replaced =
+                d.kind == ObjectKind::Segment && source_gens.contains(&d.generation) && covered(&d);
             if older_than_window || replaced {
                 gone.push((d, size));
             }
@@ -842,11 +836,17 @@ pub async fn run(
         match shipper.pass(&guard, full, &stop).await {
             Ok(r) => {
                 tracing::info!(
-                    round, copied = r.objects_copied, bytes_copied = r.bytes_copied,
-                    skipped = r.objects_skipped, checked = r.objects_checked,
-                    deleted = r.objects_deleted, errors = r.errors.len(),
-                    lag_objects = r.lag.objects, lag_bytes = r.lag.bytes,
-                    lag_seconds = r.lag.seconds, "ship round"
+                    round,
+                    copied = r.objects_copied,
+                    bytes_copied = r.bytes_copied,
+                    skipped = r.objects_skipped,
+                    checked = r.objects_checked,
+                    deleted = r.objects_deleted,
+                    errors = r.errors.len(),
+                    lag_objects = r.lag.objects,
+                    lag_bytes = r.lag.bytes,
+                    lag_seconds = r.lag.seconds,
+                    "ship round"
                 );
                 on_round(&r);
                 total.add(&r);
@@ -895,4 +895,120 @@ pub async fn run(
     result?;
     total.seconds = started.elapsed().as_secs_f64();
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::archive::names::ArchiveName;
+    use crate::maintain::verify::test_objects::{segment, snapshot};
+    use crate::replay::plan::{plan, Target};
+
+    fn memory() -> Store {
+        Store::open("memory://", &"default".parse::<ArchiveName>().unwrap()).unwrap()
+    }
+
+    /// Two generations, the second with a scheduled-less chain of segments.
+    async fn source() -> Store {
+        let src = memory();
+        for g in 1..=2u64 {
+            let t0 = 1_796_000_000_000 + g * 100_000;
+            let (_, mut sum) = snapshot(&src, g, 0, t0).await;
+            let mut at = 0;
+            for i in 0..6u64 {
+                let (n, s) = segment(&src, g, at, 3, t0 + 1000 * (i + 1), sum).await;
+                (at, sum) = (n.end, s);
+            }
+        }
+        src
+    }
+
+    /// A pass cut short after any number of copies leaves the destination a contiguous
+    /// prefix: no holes or problems in its catalog, and `latest` plans without a hole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_cut_short_anywhere_leaves_a_restorable_prefix() {
+        let src = source().await;
+        let total = src.list().await.unwrap().objects.len() as u64;
+        for k in 1..=total {
+            let dst = memory();
+            let lease = Lease::acquire(&dst, LeaseCommand::Ship, LeaseConfig::default())
+                .await
+                .unwrap();
+            let cfg = ShipConfig {
+                max_copies: Some(k),
+                parallel: 3,
+                ..ShipConfig::default()
+            };
+            let mut s = Shipper::new(src.clone(), dst.clone(), cfg);
+            let r = s
+                .pass(&lease.guard(), true, &CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(r.objects_copied, k);
+            assert_eq!(r.lag.objects, total - k);
+            let catalog = Catalog::from_listing(&dst.list().await.unwrap());
+            assert!(
+                catalog.problems().is_empty(),
+                "after {k}: {:?}",
+                catalog.problems()
+            );
+            for g in &catalog.generations {
+                assert!(g.is_contiguous(), "after {k}: {:?}", g.holes);
+            }
+            let p = plan(&catalog, Target::Latest).unwrap();
+            assert_eq!(p.generation.0, if k <= 7 { 1 } else { 2 });
+            // Run to the end: nothing copied twice.
+            let mut s2 = Shipper::new(src.clone(), dst.clone(), ShipConfig::default());
+            let rest = s2
+                .pass(&lease.guard(), true, &CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!((rest.objects_copied, rest.objects_skipped), (total - k, k));
+            lease.release().await.unwrap();
+        }
+    }
+
+    #[test]
+    fn covered_and_trimmed_segments_are_not_selected() {
+        use crate::archive::store::test_listing::{seg, snap};
+        let mut l1 = seg(1, 100, 200, 1100, 1300, 'a');
+        l1.name = l1.name.v2(1);
+        let objects: Vec<Listed> = [
+            snap(1, 100, 1000, 'a'),
+            seg(1, 50, 100, 900, 950, 'a'),
+            seg(1, 100, 150, 1100, 1150, 'a'),
+            seg(1, 150, 200, 1200, 1300, 'a'),
+            seg(1, 200, 250, 1400, 1500, 'a'),
+        ]
+        .into_iter()
+        .map(|mut o| {
+            o.name = o.name.v2(0);
+            o
+        })
+        .chain([l1])
+        .collect();
+        let picked: Vec<(u64, u64, u8)> = select(&objects, &HashSet::new())
+            .iter()
+            .map(|o| (o.name.start, o.name.end, o.name.level))
+            .collect();
+        assert_eq!(picked, vec![(100, 100, 0), (100, 200, 1), (200, 250, 0)]);
+        let bad: HashSet<GenerationId> = [GenerationId(1)].into();
+        assert!(select(&objects, &bad).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_bucket_paces_bytes() {
+        let b = Bucket::new(100_000);
+        let t = Instant::now();
+        for _ in 0..4 {
+            b.take(50_000).await;
+        }
+        // 200 kB at 100 kB/s, the first 100 kB from the full bucket.
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+    }
 }

@@ -404,7 +404,10 @@ pub async fn newer(
     let mut scan = Scan::new(store);
     let ids = scan.generations().await?;
     let mut objects = Vec::new();
-    for &g in ids.iter().filter(|&&g| since.generation.is_none_or(|f| g >= f)) {
+    for &g in ids
+        .iter()
+        .filter(|&&g| since.generation.is_none_or(|f| g >= f))
+    {
         let layout = scan.layout(g).await?;
         objects.extend(layout.v1.iter().cloned());
         objects.extend(layout.snapshots.iter().cloned());

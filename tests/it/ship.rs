@@ -14,12 +14,7 @@ use crate::support::*;
 /// The exit code of a refused lease (README, "Exit codes").
 const EXIT_LEASE: i32 = 6;
 
-const ARCHIVER_ARGS: &[&str] = &[
-    "--flush-interval",
-    "50ms",
-    "--compaction-levels",
-    "off",
-];
+const ARCHIVER_ARGS: &[&str] = &["--flush-interval", "50ms", "--compaction-levels", "off"];
 
 fn ship_args<'a>(from: &'a Archive, to: &'a Archive, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec!["ship", "--from", from.store(), "--to", to.store(), "--json"];
@@ -60,7 +55,10 @@ fn write_some(con: &mut redis::Connection, from: u64, n: u64) -> u64 {
     for i in from..from + n {
         exec(con, &["SET", &format!("k{}", i % 300), &i.to_string()]);
         if i % 7 == 0 {
-            exec(con, &["HSET", &format!("h{}", i % 20), &format!("f{i}"), "v"]);
+            exec(
+                con,
+                &["HSET", &format!("h{}", i % 20), &format!("f{i}"), "v"],
+            );
         }
         if i % 11 == 0 {
             exec(con, &["PEXPIRE", &format!("k{}", i % 300), "3600000"]);
@@ -93,10 +91,7 @@ fn ship_to_garage_restores_the_same_mirrors_compaction_and_refuses_a_second_writ
     let envs = g.env();
 
     // A ship that holds the destination's lease: a second one is refused, so is an archiver.
-    let follow = PitrProcess::spawn(
-        &ship_args(&a, &b, &["--follow", "--interval", "1s"]),
-        &envs,
-    );
+    let follow = PitrProcess::spawn(&ship_args(&a, &b, &["--follow", "--interval", "1s"]), &envs);
     follow.wait_for_log("ship round", Duration::from_secs(60));
     let second = run_pitr(&ship_args(&a, &b, &[]), &envs);
     assert_eq!(
@@ -107,7 +102,13 @@ fn ship_to_garage_restores_the_same_mirrors_compaction_and_refuses_a_second_writ
     );
     assert!(String::from_utf8_lossy(&second.stderr).contains("pitr ship"));
     let archiver = run_pitr_timeout(
-        &["archive", "--source", &plain_url(&master), "--store", b.store()],
+        &[
+            "archive",
+            "--source",
+            &plain_url(&master),
+            "--store",
+            b.store(),
+        ],
         &envs,
         Duration::from_secs(30),
     );
@@ -139,7 +140,10 @@ fn ship_to_garage_restores_the_same_mirrors_compaction_and_refuses_a_second_writ
     assert_eq!(without["objects_deleted"], 0, "{without}");
     assert!(without["objects_copied"].as_u64().unwrap() > 0, "{without}");
     let mirrored = ship_ok(&a, &b, &envs, &["--mirror-deletes"]);
-    assert!(mirrored["objects_deleted"].as_u64().unwrap() > 0, "{mirrored}");
+    assert!(
+        mirrored["objects_deleted"].as_u64().unwrap() > 0,
+        "{mirrored}"
+    );
     let (la, lb) = (a.ls(), b.ls());
     assert_eq!(
         la["generations"][0]["segments_by_level"], lb["generations"][0]["segments_by_level"],
@@ -161,14 +165,25 @@ fn ship_to_garage_restores_the_same_mirrors_compaction_and_refuses_a_second_writ
             .into_iter()
             .find(|m| m.location.as_ref().ends_with(".segment"))
             .expect("a segment");
-        let mut bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap().to_vec();
+        let mut bytes = store
+            .get(&m.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec();
         let at = bytes.len() / 2;
         bytes[at] ^= 0x40;
         store.put(&m.location, bytes.into()).await.unwrap();
         m.location.to_string()
     });
     let out = run_pitr(&ship_args(&a, &b, &[]), &envs);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let log = String::from_utf8_lossy(&out.stderr);
     let file = victim.rsplit('/').next().unwrap();
     assert!(
@@ -190,7 +205,11 @@ fn follow_killed_under_load_and_run_again_catches_up_with_no_lag() {
     let mut con = master.client();
     write_some(&mut con, 0, 100);
     let ship = PitrProcess::spawn(
-        &ship_args(&a, &b, &["--follow", "--interval", "200ms", "--parallel", "4"]),
+        &ship_args(
+            &a,
+            &b,
+            &["--follow", "--interval", "200ms", "--parallel", "4"],
+        ),
         &[],
     );
     // Writes go on while it ships; killed in the middle.
@@ -205,7 +224,10 @@ fn follow_killed_under_load_and_run_again_catches_up_with_no_lag() {
     assert!(killed_with > 0);
     // While the source keeps growing, a restore from the copy sees a contiguous prefix.
     let r = b.restore("latest", &["--dry-run"]);
-    assert!(r.get("segments").is_some() || r.get("plan").is_some(), "{r}");
+    assert!(
+        r.get("segments").is_some() || r.get("plan").is_some(),
+        "{r}"
+    );
 
     // Run again (the killed one's lease is taken over), writes still going on, then stop them.
     let ship = PitrProcess::spawn(
@@ -226,11 +248,15 @@ fn follow_killed_under_load_and_run_again_catches_up_with_no_lag() {
     wait_until_msg(Duration::from_secs(60), "the lag to fall to 0", || {
         let out = ship.stdout();
         let mut rounds = out.lines().skip(rounds_before);
-        rounds.filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|r| {
-            r["lag"]["objects"] == 0
-                && r["lag"]["seconds"].as_f64() == Some(0.0)
-                && r["lag"]["destination_newest_ms"].as_u64().is_some_and(|d| d + 1000 >= last)
-        })
+        rounds
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|r| {
+                r["lag"]["objects"] == 0
+                    && r["lag"]["seconds"].as_f64() == Some(0.0)
+                    && r["lag"]["destination_newest_ms"]
+                        .as_u64()
+                        .is_some_and(|d| d + 1000 >= last)
+            })
     });
     ship.stop_gracefully(Duration::from_secs(30));
     let again = ship_ok(&a, &b, &[], &[]);
