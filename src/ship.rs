@@ -682,9 +682,7 @@ pub fn select(objects: &[Listed], bad: &HashSet<GenerationId>) -> Vec<Listed> {
             };
             match n.kind {
                 ObjectKind::Snapshot => true,
-                ObjectKind::Segment => {
-                    (n.version < 2 || n.end > first) && !(n.version >= 2 && covered(n))
-                }
+                ObjectKind::Segment => n.version < 2 || (n.end > first && !covered(n)),
             }
         })
         .cloned()

@@ -247,7 +247,7 @@ fn follow_killed_under_load_and_run_again_catches_up_with_no_lag() {
     // The lag falls to 0 once the writes stop.
     wait_until_msg(Duration::from_secs(60), "the lag to fall to 0", || {
         let out = ship.stdout();
-        let mut rounds = out.lines().skip(rounds_before);
+        let rounds = out.lines().skip(rounds_before);
         rounds
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .any(|r| {
