@@ -32,3 +32,4 @@ pub mod net;
 pub mod rdb;
 pub mod replay;
 pub mod resp;
+pub mod ship;

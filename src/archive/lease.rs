@@ -46,6 +46,8 @@ pub enum LeaseCommand {
     Archive,
     Compact,
     Prune,
+    /// `pitr ship`, writing a copy of another archive into this one.
+    Ship,
 }
 
 impl LeaseCommand {
@@ -54,6 +56,7 @@ impl LeaseCommand {
             LeaseCommand::Archive => "archive",
             LeaseCommand::Compact => "compact",
             LeaseCommand::Prune => "prune",
+            LeaseCommand::Ship => "ship",
         }
     }
 }

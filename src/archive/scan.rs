@@ -364,6 +364,72 @@ pub async fn newest_generation(store: &Store) -> Result<Option<GenerationId>, St
     Ok(Scan::new(store).generations().await?.last().copied())
 }
 
+/// Where a listing of an archive's newest objects stands: the newest generation seen and, per
+/// generation and level, the newest partition seen (see [`newer`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frontier {
+    pub generation: Option<GenerationId>,
+    pub partitions: HashMap<(GenerationId, u8), String>,
+}
+
+impl Frontier {
+    /// The frontier of a listing: its newest generation and each level's newest partition.
+    pub fn of(objects: &[Listed]) -> Frontier {
+        let mut f = Frontier::default();
+        for o in objects {
+            let n = &o.name;
+            f.generation = f.generation.max(Some(n.generation));
+            if n.kind == ObjectKind::Segment && n.version >= 2 {
+                let p = partition(n.level, n.first_ms);
+                let e = f.partitions.entry((n.generation, n.level)).or_default();
+                if *e < p {
+                    *e = p;
+                }
+            }
+        }
+        f
+    }
+}
+
+/// What is new in an archive since `since`, without listing its whole history: the
+/// generations (1 LIST), and for each generation from the frontier's on, its snapshots and
+/// levels, and at each level the partitions from the frontier's on (a level or generation the
+/// frontier does not know is listed whole). Objects written since into older partitions (a
+/// compaction of a window that closed long ago) are not seen: a whole listing finds them.
+/// Returns the objects listed, in offset order, the new frontier and the LIST requests made.
+pub async fn newer(
+    store: &Store,
+    since: &Frontier,
+) -> Result<(Vec<Listed>, Frontier, u64), StoreError> {
+    let mut scan = Scan::new(store);
+    let ids = scan.generations().await?;
+    let mut objects = Vec::new();
+    for &g in ids
+        .iter()
+        .filter(|&&g| since.generation.is_none_or(|f| g >= f))
+    {
+        let layout = scan.layout(g).await?;
+        objects.extend(layout.v1.iter().cloned());
+        objects.extend(layout.snapshots.iter().cloned());
+        for (level, parts) in &layout.levels {
+            let from = since.partitions.get(&(g, *level));
+            for p in parts.iter().filter(|p| from.is_none_or(|f| *p >= f)) {
+                objects.extend(scan.partition(g, *level, p).await?);
+            }
+        }
+    }
+    objects.sort_by_key(|o| (o.name.sort_key(), o.name.first_ms));
+    let mut frontier = Frontier::of(&objects);
+    frontier.generation = frontier.generation.max(since.generation);
+    for (k, p) in &since.partitions {
+        let e = frontier.partitions.entry(*k).or_default();
+        if *e < *p {
+            *e = p.clone();
+        }
+    }
+    Ok((objects, frontier, scan.lists))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -651,6 +651,111 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Starts an upload of an object's bytes exactly as they are given: a copy of an object
+    /// read from another store (`pitr ship`), streamed in parts as a snapshot is, and visible
+    /// only once [`finish`](RawUpload::finish) completes it. Fails with
+    /// [`StoreError::Conflict`] if an object of that name already exists.
+    pub async fn raw_upload(
+        &self,
+        name: &ObjectName,
+        part_patience: Duration,
+    ) -> Result<RawUpload, StoreError> {
+        let path = self.path(name);
+        let object = name.to_string();
+        match self.inner.head(&path).await {
+            Ok(_) => return Err(StoreError::Conflict { object }),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.backend_err("head", &object, e)),
+        }
+        let target = match &self.parts {
+            Some(parts) => {
+                let path = parts.full_path(&path);
+                let id = parts
+                    .store
+                    .create_multipart(&path)
+                    .await
+                    .map_err(|e| self.backend_err("put", &object, e))?;
+                Target::Indexed {
+                    store: parts.store.clone(),
+                    path,
+                    id,
+                }
+            }
+            None => Target::Upload(
+                self.inner
+                    .put_multipart_opts(&path, PutMultipartOptions::default())
+                    .await
+                    .map_err(|e| self.backend_err("put", &object, e))?,
+            ),
+        };
+        Ok(RawUpload {
+            store: self.clone(),
+            name: *name,
+            parts: Parts {
+                object: format!("{}/{}", self.url.trim_end_matches('/'), object),
+                target,
+                patience: part_patience,
+                running: JoinSet::new(),
+                sent: Vec::new(),
+            },
+            out: Vec::with_capacity(OUT_CAPACITY),
+            written: 0,
+        })
+    }
+}
+
+/// An object's bytes being copied into the store as they are ([`Store::raw_upload`]).
+pub struct RawUpload {
+    store: Store,
+    name: ObjectName,
+    parts: Parts,
+    out: Vec<u8>,
+    written: u64,
+}
+
+impl RawUpload {
+    /// Queues `data`; waits while too many parts are in flight.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.out.extend_from_slice(data);
+        self.written += data.len() as u64;
+        while self.out.len() >= PART_SIZE {
+            self.parts.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+            let rest = self.out.split_off(PART_SIZE);
+            let part = std::mem::replace(&mut self.out, rest);
+            self.parts.send(Bytes::from(part));
+        }
+        Ok(())
+    }
+
+    /// Sends the last part and completes the upload: the object appears, whole. Returns the
+    /// bytes written. On an error the upload is aborted.
+    pub async fn finish(mut self) -> Result<u64, StoreError> {
+        let r = async {
+            if !self.out.is_empty() || self.parts.sent.is_empty() {
+                self.parts.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                let part = std::mem::take(&mut self.out);
+                self.parts.send(Bytes::from(part));
+            }
+            self.parts.complete().await
+        }
+        .await;
+        match r {
+            Ok(()) => Ok(self.written),
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Abandons the upload: nothing becomes visible.
+    pub async fn abort(mut self) {
+        self.parts.abort().await;
+        self.store.remove_staging_of(&self.name).await;
+    }
+}
+
 /// Capacity of the buffer of compressed bytes not yet cut into a part: a part and the output
 /// of one more piece, mostly.
 const OUT_CAPACITY: usize = PART_SIZE + (1 << 20);

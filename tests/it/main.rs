@@ -20,5 +20,6 @@ mod rdb_fixtures;
 mod restore_files;
 mod restore_live;
 mod runbook;
+mod ship;
 mod snapshot_sched;
 mod state_dump;

@@ -13,6 +13,7 @@ mod output;
 mod prune;
 mod restore;
 mod secrets;
+mod ship;
 mod snapshot;
 mod timeline;
 mod verify;
@@ -94,6 +95,9 @@ enum Command {
     /// Remove what the retention policy no longer needs (--retain, --retain-snapshots): prints
     /// what it would delete, deletes with --confirm; a running archiver does this itself.
     Prune(prune::PruneArgs),
+    /// Copy the archive into another store (another region): every object read back and
+    /// checked there; with --follow, keep copying what is new.
+    Ship(ship::ShipArgs),
 }
 
 /// What a command found that is not a success, though nothing failed.
@@ -193,6 +197,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Drill(a) => drill::run(drill::config(a)?).await,
         Command::Compact(a) => compact::run(compact::config(a)?).await,
         Command::Prune(a) => prune::run(prune::config(a)?).await,
+        Command::Ship(a) => ship::run(ship::config(a)?).await,
     }
 }
 
@@ -270,6 +275,12 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
         return Some(match e {
             PruneError::Store(s) => store_code(s),
             PruneError::Lease(l) => lease_code(l),
+        });
+    }
+    if let Some(e) = e.downcast_ref::<redis_pitr::ship::ShipError>() {
+        return Some(match e {
+            redis_pitr::ship::ShipError::Store(s) => store_code(s),
+            redis_pitr::ship::ShipError::Lease(l) => lease_code(l),
         });
     }
     if e.is::<LinkError>() {
