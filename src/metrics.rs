@@ -219,6 +219,14 @@ pub struct Metrics {
     pub window_end: FloatGauge,
     pub retention_seconds: FloatGauge,
     pub lease_held: Gauge,
+    pub ship_lag_seconds: FloatGauge,
+    pub ship_lag_objects: Gauge,
+    pub ship_lag_bytes: Gauge,
+    pub ship_copied_objects: Counter,
+    pub ship_copied_bytes: Counter,
+    pub ship_errors: Counter,
+    /// Whether the last round of a shipper succeeded (`None`: no round yet).
+    ship_last_round: Mutex<Option<Result<(), String>>>,
     /// Newest snapshot time (ms), 0 when none is known.
     newest_snapshot_ms: AtomicU64,
     /// Newest restorable moment (ms) known from durable segments and snapshots.
@@ -263,6 +271,13 @@ impl Metrics {
             window_end: FloatGauge::default(),
             retention_seconds: FloatGauge::default(),
             lease_held: Gauge::default(),
+            ship_lag_seconds: FloatGauge::default(),
+            ship_lag_objects: Gauge::default(),
+            ship_lag_bytes: Gauge::default(),
+            ship_copied_objects: Counter::default(),
+            ship_copied_bytes: Counter::default(),
+            ship_errors: Counter::default(),
+            ship_last_round: Mutex::new(None),
             newest_snapshot_ms: AtomicU64::new(0),
             window_end_ms: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
@@ -354,6 +369,36 @@ impl Metrics {
             "pitr_lease_held",
             "1 while this process holds a valid lease on the archive, 0 otherwise",
             m.lease_held.clone(),
+        );
+        registry.register(
+            "pitr_ship_lag_seconds",
+            "pitr ship and --also-to: newest arrival time in the source minus the destination's, after the last round",
+            m.ship_lag_seconds.clone(),
+        );
+        registry.register(
+            "pitr_ship_lag_objects",
+            "pitr ship and --also-to: objects the destination still lacks after the last round",
+            m.ship_lag_objects.clone(),
+        );
+        registry.register(
+            "pitr_ship_lag_bytes",
+            "pitr ship and --also-to: stored bytes the destination still lacks after the last round",
+            m.ship_lag_bytes.clone(),
+        );
+        registry.register(
+            "pitr_ship_copied_objects",
+            "pitr ship and --also-to: objects copied to the destination and checked there",
+            m.ship_copied_objects.clone(),
+        );
+        registry.register(
+            "pitr_ship_copied_bytes",
+            "pitr ship and --also-to: stored bytes copied to the destination and checked there",
+            m.ship_copied_bytes.clone(),
+        );
+        registry.register(
+            "pitr_ship_errors",
+            "pitr ship and --also-to: objects that failed their check on the destination, and failed rounds",
+            m.ship_errors.clone(),
         );
         let build_info: Family<VersionLabel, Gauge> = Family::default();
         build_info
@@ -575,6 +620,34 @@ impl Metrics {
                 p.received - p.durable
             )),
             _ => Ok(()),
+        }
+    }
+}
+
+impl Metrics {
+    /// A shipper's round ended: its copies, its lag, its errors.
+    pub fn ship_round(&self, copied: u64, bytes: u64, errors: u64, lag: (u64, u64, f64)) {
+        self.ship_copied_objects.inc_by(copied);
+        self.ship_copied_bytes.inc_by(bytes);
+        self.ship_errors.inc_by(errors);
+        self.ship_lag_objects.set(lag.0 as i64);
+        self.ship_lag_bytes.set(lag.1 as i64);
+        self.ship_lag_seconds.set(lag.2);
+        *self.ship_last_round.lock().unwrap() = Some(Ok(()));
+    }
+
+    /// A shipper's round failed (a store error; the next round tries again).
+    pub fn ship_round_failed(&self, why: impl Into<String>) {
+        self.ship_errors.inc();
+        *self.ship_last_round.lock().unwrap() = Some(Err(why.into()));
+    }
+
+    /// `pitr ship --follow`'s readiness: its last round succeeded.
+    pub fn ship_ready(&self) -> Result<(), String> {
+        match &*self.ship_last_round.lock().unwrap() {
+            None => Err("no round finished yet".into()),
+            Some(Ok(())) => Ok(()),
+            Some(Err(why)) => Err(format!("the last round failed: {why}")),
         }
     }
 }

@@ -846,11 +846,18 @@ pub async fn run(
                     lag_seconds = r.lag.seconds,
                     "ship round"
                 );
+                crate::metrics::global().ship_round(
+                    r.objects_copied,
+                    r.bytes_copied,
+                    r.errors.len() as u64,
+                    (r.lag.objects, r.lag.bytes, r.lag.seconds),
+                );
                 on_round(&r);
                 total.add(&r);
             }
             Err(ShipError::Store(e)) if follow.is_some() => {
                 tracing::warn!(error = %e, "ship round failed; trying again next round");
+                crate::metrics::global().ship_round_failed(e.to_string());
                 shipper.relist();
             }
             Err(e) => break Err(e),

@@ -29,7 +29,7 @@ fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_string()))
 }
 
-fn get_ok(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn get_ok(port: u16, path: &str) -> (u16, String) {
     get(port, path).unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
 }
 
@@ -41,7 +41,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-fn metric(port: u16, name: &str) -> f64 {
+pub(crate) fn metric(port: u16, name: &str) -> f64 {
     let (status, text) = get_ok(port, "/metrics");
     assert_eq!(status, 200, "{text}");
     sample(&text, name).unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::metrics::{get_ok, metric};
 use crate::support::archiving::*;
 use crate::support::*;
 
@@ -230,8 +231,21 @@ fn follow_killed_under_load_and_run_again_catches_up_with_no_lag() {
     );
 
     // Run again (the killed one's lease is taken over), writes still going on, then stop them.
+    let port = free_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
     let ship = PitrProcess::spawn(
-        &ship_args(&a, &b, &["--follow", "--interval", "200ms", "--takeover"]),
+        &ship_args(
+            &a,
+            &b,
+            &[
+                "--follow",
+                "--interval",
+                "200ms",
+                "--takeover",
+                "--metrics-addr",
+                &addr,
+            ],
+        ),
         &[],
     );
     let started = Instant::now();
@@ -258,6 +272,14 @@ fn follow_killed_under_load_and_run_again_catches_up_with_no_lag() {
                         .is_some_and(|d| d + 1000 >= last)
             })
     });
+    // Its own lag, as metrics: none left, copies counted, ready.
+    let port: u16 = port.parse().unwrap();
+    wait_until_msg(Duration::from_secs(30), "pitr_ship_lag_objects 0", || {
+        metric(port, "pitr_ship_lag_objects") == 0.0
+    });
+    assert_eq!(metric(port, "pitr_ship_lag_seconds"), 0.0);
+    assert!(metric(port, "pitr_ship_copied_objects_total") > 0.0);
+    assert_eq!(get_ok(port, "/readyz").0, 200);
     ship.stop_gracefully(Duration::from_secs(30));
     let again = ship_ok(&a, &b, &[], &[]);
     assert_eq!(again["objects_copied"], 0, "{again}");
@@ -266,4 +288,69 @@ fn follow_killed_under_load_and_run_again_catches_up_with_no_lag() {
     assert_eq!(digest_at(&a, "latest"), digest_at(&b, "latest"));
     let t = mid.to_string();
     assert_eq!(digest_at(&a, &t), digest_at(&b, &t));
+}
+
+/// `pitr archive --also-to`: a second store kept by the archiver itself; a restore from it
+/// equals the master, at the end and at a moment in the middle; the copy's lease is held
+/// meanwhile (a ship to it is refused), and after a graceful stop the copy holds every object.
+#[test]
+fn archive_also_to_keeps_a_checked_copy() {
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let a = Archive::local();
+    let b = Archive::local();
+    let mut args = ARCHIVER_ARGS.to_vec();
+    args.extend_from_slice(&["--also-to", b.store()]);
+    let p = a.archiver(&master, &args);
+    wait_online(&master, Duration::from_secs(60));
+    let mut con = master.client();
+    let mid = write_some(&mut con, 0, 200);
+    let before = master_offset(&master);
+    wait_until_msg(
+        Duration::from_secs(60),
+        "the copy to reach the master",
+        || {
+            // Empty (exit 3) until the first copy.
+            let out = run_pitr(&["ls", "--store", b.store(), "--objects", "--json"], &[]);
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)["generations"]
+                .as_array()
+                .and_then(|g| g.last())
+                .and_then(|g| g["last_offset"].as_u64())
+                .is_some_and(|o| o >= before)
+        },
+    );
+    // The copy's writer is the archiver: a ship to it is refused.
+    let out = run_pitr(&ship_args(&a, &b, &[]), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_LEASE),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = write_some(&mut con, 200, 100);
+    assert!(last >= mid);
+    p.stop_gracefully(Duration::from_secs(60));
+    assert!(
+        p.log().contains("--also-to: the copy is up to date"),
+        "{}",
+        p.log_tail(20)
+    );
+    assert_eq!(names_under(a.store()), names_under(b.store()));
+    b.verify();
+    assert_eq!(digest_at(&a, "latest"), digest_at(&b, "latest"));
+    let t = mid.to_string();
+    assert_eq!(digest_at(&a, &t), digest_at(&b, &t));
+    // --also-to the archive's own store is a usage error.
+    let out = run_pitr(
+        &[
+            "archive",
+            "--source",
+            &plain_url(&master),
+            "--store",
+            a.store(),
+            "--also-to",
+            a.store(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
 }

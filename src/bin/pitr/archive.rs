@@ -5,16 +5,19 @@ use std::time::Duration;
 
 use clap::Args;
 
-use redis_pitr::archive::store::redact_store_url;
+use redis_pitr::archive::lease::LeaseConfig;
+use redis_pitr::archive::store::{redact_store_url, Store, StoreError};
 use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
 use redis_pitr::maintain::compact::{self, CompactConfig, Levels};
 use redis_pitr::maintain::prune::Policy;
 use redis_pitr::metrics;
 use redis_pitr::net::Source;
+use redis_pitr::ship::{self, Follow, ShipConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    parse_duration, parse_interval, parse_levels, parse_size, LeaseArgs, StoreArgs, Usage,
+    metrics_addr, parse_duration, parse_interval, parse_levels, parse_size, serve_metrics,
+    LeaseArgs, StoreArgs, Usage,
 };
 
 #[derive(Args, Debug)]
@@ -73,6 +76,13 @@ pub struct ArchiveArgs {
     /// error.
     #[arg(long, env = "PITR_METRICS_ADDR", value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Keep a copy of the archive in a second store (another region, another provider): a
+    /// shipper runs beside the archiver, as `pitr ship --follow --mirror-deletes`, a round
+    /// every 5 s, under the copy's own lease; every object is checked there. A failure of the
+    /// copy never stops the archiver (it is logged, counted in pitr_ship_errors, and tried
+    /// again); pitr_ship_lag_seconds says how far behind the copy is.
+    #[arg(long, value_name = "URL")]
+    also_to: Option<String>,
 }
 
 /// What `pitr archive` runs with.
@@ -80,6 +90,8 @@ pub struct Settings {
     archive: ArchiveConfig,
     /// Where to serve the metrics, and whether the address was given; `None`: off.
     metrics_addr: Option<(String, bool)>,
+    /// `--also-to`: the store that keeps a copy.
+    also_to: Option<Store>,
 }
 
 /// The password from the environment, if any: PITR_SOURCE_PASSWORD, then REDISCLI_AUTH.
@@ -104,22 +116,26 @@ impl ArchiveArgs {
         if self.retain_snapshots == Some(0) {
             return Err(Usage::new("--retain-snapshots", "at least 1").into());
         }
-        let metrics_addr = match self.metrics_addr.as_deref().map(str::trim) {
-            None => Some((metrics::DEFAULT_ADDR.to_string(), false)),
-            Some("off") => None,
-            Some(a)
-                if a.rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
-            {
-                Some((a.to_string(), true))
-            }
-            Some(a) => {
-                return Err(
-                    Usage::new("--metrics-addr", format!("{a:?} is not host:port or off")).into(),
-                )
+        let metrics_addr = metrics_addr(self.metrics_addr.as_deref(), Some(metrics::DEFAULT_ADDR))?;
+        let also_to = match &self.also_to {
+            None => None,
+            Some(url) => {
+                let name = &self.store.name;
+                let dst = Store::open(url, name).map_err(|e| match e {
+                    StoreError::Config { reason, .. } => Usage::new(
+                        "--also-to",
+                        format!("{:?}: {reason}", redact_store_url(url)),
+                    )
+                    .into(),
+                    e => anyhow::Error::from(e),
+                })?;
+                Some(dst)
             }
         };
         let store = self.store.open()?;
+        if also_to.as_ref().is_some_and(|d| d.url() == store.url()) {
+            return Err(Usage::new("--also-to", "the same store as --store").into());
+        }
         let archive = ArchiveConfig {
             source,
             store,
@@ -144,6 +160,7 @@ impl ArchiveArgs {
         Ok(Settings {
             archive,
             metrics_addr,
+            also_to,
         })
     }
 }
@@ -154,20 +171,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let Settings {
         archive: cfg,
         metrics_addr,
+        also_to,
     } = settings;
     // Stopped when the archiver has returned (the process exits then anyway).
     let stop_metrics = CancellationToken::new();
     let _stop_metrics = stop_metrics.clone().drop_guard();
-    if let Some((addr, given)) = metrics_addr {
-        let ready: metrics::Readiness = Arc::new(|| metrics::global().archive_ready());
-        match metrics::serve(&addr, ready, stop_metrics).await {
-            Ok(local) => tracing::info!(addr = %local, "serving /metrics, /healthz and /readyz"),
-            Err(e) if given => return Err(Usage::new("--metrics-addr", e.to_string()).into()),
-            // The default port, taken (by another archiver on this host, say): go on without.
-            Err(e) => tracing::warn!(error = %e,
-                "serving no metrics: the default address is taken (pass --metrics-addr HOST:PORT or off)"),
-        }
-    }
+    let ready: metrics::Readiness = Arc::new(|| metrics::global().archive_ready());
+    serve_metrics(metrics_addr, ready, stop_metrics).await?;
     tracing::info!(source = %cfg.source.addr(), store = %redact_store_url(cfg.store.url()),
         flush_interval_ms = cfg.flush_interval.as_millis() as u64, "pitr archive starting");
     let shutdown = CancellationToken::new();
@@ -192,6 +202,67 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     });
-    Archiver::run(cfg, shutdown).await?;
+    let copy = also_to.map(|dst| {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(keep_copy(
+            cfg.store.clone(),
+            dst,
+            cfg.lease.clone(),
+            stop.clone(),
+        ));
+        (stop, task)
+    });
+    let archived = Archiver::run(cfg, shutdown).await;
+    if let Some((stop, task)) = copy {
+        stop.cancel();
+        let _ = task.await;
+    }
+    archived?;
     Ok(())
+}
+
+/// How often `--also-to` ships what is new.
+const ALSO_TO_EVERY: Duration = Duration::from_secs(5);
+
+/// `--also-to`: a shipper beside the archiver (as `pitr ship --follow --mirror-deletes`) until
+/// `stop`, then one last round for what the archiver wrote last. A failure of the copy never
+/// stops the archiver: it is logged, counted (`pitr_ship_errors`), and tried again.
+async fn keep_copy(src: Store, dst: Store, lease: LeaseConfig, stop: CancellationToken) {
+    let cfg = ShipConfig {
+        mirror_deletes: true,
+        ..ShipConfig::default()
+    };
+    let to = redact_store_url(dst.url());
+    tracing::info!(to = %to, "--also-to: keeping a copy of the archive");
+    while !stop.is_cancelled() {
+        let follow = Some(Follow {
+            interval: ALSO_TO_EVERY,
+        });
+        let run = ship::run(
+            src.clone(),
+            dst.clone(),
+            cfg.clone(),
+            lease.clone(),
+            follow,
+            stop.clone(),
+            |_| {},
+        );
+        if let Err(e) = run.await {
+            tracing::warn!(to = %to, error = %e, "--also-to: the copy stopped; trying again in 30 s");
+            metrics::global().ship_round_failed(e.to_string());
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+    }
+    let last = ship::run(src, dst, cfg, lease, None, CancellationToken::new(), |_| {});
+    match last.await {
+        Ok(r) => {
+            tracing::info!(to = %to, copied = r.objects_copied, "--also-to: the copy is up to date")
+        }
+        Err(e) => {
+            tracing::warn!(to = %to, error = %e, "--also-to: the last round failed; run pitr ship to finish the copy")
+        }
+    }
 }

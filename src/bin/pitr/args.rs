@@ -199,3 +199,45 @@ mod tests {
         assert!(parse_interval("daily").is_err());
     }
 }
+
+/// `--metrics-addr`: `None` for `off`; otherwise the address and whether it was given (the
+/// default is `default`, or off when `default` is `None`).
+pub fn metrics_addr(
+    value: Option<&str>,
+    default: Option<&str>,
+) -> Result<Option<(String, bool)>, Usage> {
+    match value.map(str::trim) {
+        None => Ok(default.map(|d| (d.to_string(), false))),
+        Some("off") => Ok(None),
+        Some(a)
+            if a.rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+        {
+            Ok(Some((a.to_string(), true)))
+        }
+        Some(a) => Err(Usage::new(
+            "--metrics-addr",
+            format!("{a:?} is not host:port or off"),
+        )),
+    }
+}
+
+/// Serves /metrics, /healthz and /readyz at `addr` (from [`metrics_addr`]) until `stop`. An
+/// address given that cannot be bound is a usage error; the default one, taken (by another
+/// pitr on this host), only a warning.
+pub async fn serve_metrics(
+    addr: Option<(String, bool)>,
+    ready: redis_pitr::metrics::Readiness,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let Some((addr, given)) = addr else {
+        return Ok(());
+    };
+    match redis_pitr::metrics::serve(&addr, ready, stop).await {
+        Ok(local) => tracing::info!(addr = %local, "serving /metrics, /healthz and /readyz"),
+        Err(e) if given => return Err(Usage::new("--metrics-addr", e.to_string()).into()),
+        Err(e) => tracing::warn!(error = %e,
+            "serving no metrics: the default address is taken (pass --metrics-addr HOST:PORT or off)"),
+    }
+    Ok(())
+}
