@@ -204,12 +204,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     });
     let copy = also_to.map(|dst| {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(keep_copy(
-            cfg.store.clone(),
-            dst,
-            cfg.lease.clone(),
-            stop.clone(),
-        ));
+        let task = tokio::spawn(keep_copy(cfg.store.clone(), dst, cfg.lease, stop.clone()));
         (stop, task)
     });
     let archived = Archiver::run(cfg, shutdown).await;
@@ -242,7 +237,7 @@ async fn keep_copy(src: Store, dst: Store, lease: LeaseConfig, stop: Cancellatio
             src.clone(),
             dst.clone(),
             cfg.clone(),
-            lease.clone(),
+            lease,
             follow,
             stop.clone(),
             |_| {},

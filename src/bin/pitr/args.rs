@@ -160,46 +160,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_size("64 MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_size("8mib").unwrap(), 8 << 20);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("1.5GB").unwrap(), 1_500_000_000);
-        assert_eq!(parse_size("100MB").unwrap(), 100_000_000);
-        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("2PiB").is_err());
-        assert!(parse_size("99999999999EiB").is_err());
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("soon").is_err());
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-    }
-
-    #[test]
-    fn intervals_parse_and_zero_is_off() {
-        assert_eq!(parse_interval("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_interval("0s").unwrap(), Duration::ZERO);
-        assert_eq!(parse_interval("24h").unwrap(), Duration::from_secs(86400));
-        assert_eq!(parse_interval("3s").unwrap(), Duration::from_secs(3));
-        assert_eq!(parse_interval("500ms").unwrap(), Duration::from_millis(500));
-        assert!(parse_interval("1ms").is_err());
-        assert!(parse_interval("daily").is_err());
-    }
-}
-
 /// `--metrics-addr`: `None` for `off`; otherwise the address and whether it was given (the
 /// default is `default`, or off when `default` is `None`).
 pub fn metrics_addr(
@@ -240,4 +200,44 @@ pub async fn serve_metrics(
             "serving no metrics: the default address is taken (pass --metrics-addr HOST:PORT or off)"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64 MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("8mib").unwrap(), 8 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1.5GB").unwrap(), 1_500_000_000);
+        assert_eq!(parse_size("100MB").unwrap(), 100_000_000);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("2PiB").is_err());
+        assert!(parse_size("99999999999EiB").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn intervals_parse_and_zero_is_off() {
+        assert_eq!(parse_interval("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_interval("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_interval("24h").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_interval("3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_interval("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_interval("1ms").is_err());
+        assert!(parse_interval("daily").is_err());
+    }
 }
