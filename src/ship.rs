@@ -36,7 +36,7 @@ use crate::archive::lease::{Lease, LeaseCommand, LeaseConfig, LeaseError, LeaseG
 use crate::archive::names::{GenerationId, ObjectKind, ObjectName};
 use crate::archive::scan::{self, Frontier};
 use crate::archive::store::{Listed, Store, StoreError};
-use crate::maintain::verify::{check_segment, read_snapshot, Problem};
+use crate::maintain::verify::{check_segment, Problem};
 
 /// Objects read ahead of the writes by default.
 pub const DEFAULT_PARALLEL: usize = 8;
@@ -773,28 +773,9 @@ async fn check_snapshot(
     store: &Store,
     name: &ObjectName,
 ) -> Result<Result<(), Problem>, StoreError> {
-    let mut parser = crate::rdb::Parser::new(crate::rdb::ParserConfig {
-        max_raw_value: 0,
-        ..Default::default()
-    });
-    let mut events = Vec::new();
-    let r = read_snapshot(store, *name, move |raw| {
-        events.clear();
-        match raw {
-            Some(raw) => raw.chunks(crate::rdb::FEED_PIECE).try_for_each(|piece| {
-                events.clear();
-                parser
-                    .feed(piece, &mut events)
-                    .map_err(|e| format!("the RDB inside: {e}"))
-            }),
-            None => parser
-                .finish()
-                .map(|_| ())
-                .map_err(|e| format!("the RDB inside: {e}")),
-        }
-    })
-    .await?;
-    Ok(r.map(|_| ()))
+    Ok(crate::maintain::verify::check_snapshot_named(store, *name)
+        .await?
+        .map(drop))
 }
 
 /// How a run goes on after its first pass.

@@ -582,6 +582,32 @@ impl Store {
         }
     }
 
+    /// Starts a multipart upload to `path` (`object` names it in errors): through the
+    /// store's own multipart API when it has one, else object_store's.
+    async fn start_multipart(&self, path: &Path, object: &str) -> Result<Target, StoreError> {
+        Ok(match &self.parts {
+            Some(parts) => {
+                let path = parts.full_path(path);
+                let id = parts
+                    .store
+                    .create_multipart(&path)
+                    .await
+                    .map_err(|e| self.backend_err("put", object, e))?;
+                Target::Indexed {
+                    store: parts.store.clone(),
+                    path,
+                    id,
+                }
+            }
+            None => Target::Upload(
+                self.inner
+                    .put_multipart_opts(path, PutMultipartOptions::default())
+                    .await
+                    .map_err(|e| self.backend_err("put", object, e))?,
+            ),
+        })
+    }
+
     /// Starts a snapshot upload. Fails if an object of that name already exists.
     ///
     /// On a store with explicit part indices (S3, GCS, Azure, memory), a part the store fails
@@ -605,27 +631,7 @@ impl Store {
             url: self.url.clone(),
             reason: format!("zstd: {e}"),
         })?;
-        let target = match &self.parts {
-            Some(parts) => {
-                let path = parts.full_path(&path);
-                let id = parts
-                    .store
-                    .create_multipart(&path)
-                    .await
-                    .map_err(|e| self.backend_err("put", &object, e))?;
-                Target::Indexed {
-                    store: parts.store.clone(),
-                    path,
-                    id,
-                }
-            }
-            None => Target::Upload(
-                self.inner
-                    .put_multipart_opts(&path, PutMultipartOptions::default())
-                    .await
-                    .map_err(|e| self.backend_err("put", &object, e))?,
-            ),
-        };
+        let target = self.start_multipart(&path, &object).await?;
         let pre = format::preamble(Kind::Snapshot, header.version(), &header.encode());
         let mut object_hash = Xxh3::new();
         object_hash.update(&pre);
@@ -668,27 +674,7 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(self.backend_err("head", &object, e)),
         }
-        let target = match &self.parts {
-            Some(parts) => {
-                let path = parts.full_path(&path);
-                let id = parts
-                    .store
-                    .create_multipart(&path)
-                    .await
-                    .map_err(|e| self.backend_err("put", &object, e))?;
-                Target::Indexed {
-                    store: parts.store.clone(),
-                    path,
-                    id,
-                }
-            }
-            None => Target::Upload(
-                self.inner
-                    .put_multipart_opts(&path, PutMultipartOptions::default())
-                    .await
-                    .map_err(|e| self.backend_err("put", &object, e))?,
-            ),
-        };
+        let target = self.start_multipart(&path, &object).await?;
         Ok(RawUpload {
             store: self.clone(),
             name: *name,

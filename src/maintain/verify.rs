@@ -333,12 +333,21 @@ async fn check_snapshot(
     store: &Store,
     listed: &Listed,
 ) -> Result<Result<SnapshotOk, Problem>, StoreError> {
+    check_snapshot_named(store, listed.name).await
+}
+
+/// [`check_snapshot`] by name: what `pitr verify` checks of one snapshot, for the commands
+/// that check the objects they read or wrote (`drill`, `ship`).
+pub async fn check_snapshot_named(
+    store: &Store,
+    name: ObjectName,
+) -> Result<Result<SnapshotOk, Problem>, StoreError> {
     let mut parser = crate::rdb::Parser::new(crate::rdb::ParserConfig {
         max_raw_value: 0,
         ..Default::default()
     });
     let mut events = Vec::new();
-    read_snapshot(store, listed.name, move |raw| {
+    read_snapshot(store, name, move |raw| {
         events.clear();
         match raw {
             // In small pieces: an LZF string expands up to 88 times, and the events of one

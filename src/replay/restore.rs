@@ -683,6 +683,18 @@ fn joined<T>(r: Result<T, JoinError>) -> T {
     }
 }
 
+/// The plan's segments as [`OrderedFetch`] wants them: name, stored size and raw size.
+pub fn segments_wanted(plan: &Plan) -> Vec<Wanted> {
+    plan.segments
+        .iter()
+        .map(|s| Wanted {
+            name: s.object,
+            stored: s.bytes,
+            raw: s.end.saturating_sub(s.offset),
+        })
+        .collect()
+}
+
 /// A segment fetched and decoded: its name, content and stored size.
 type Fetched = (String, format::Segment, u64);
 
@@ -702,15 +714,7 @@ impl SegmentFetcher {
         progress: Arc<Progress>,
         snapshot_done: oneshot::Receiver<()>,
     ) -> SegmentFetcher {
-        let wanted = plan
-            .segments
-            .iter()
-            .map(|s| Wanted {
-                name: s.object,
-                stored: s.bytes,
-                raw: s.end.saturating_sub(s.offset),
-            })
-            .collect();
+        let wanted = segments_wanted(plan);
         SegmentFetcher(OrderedFetch::start(
             store,
             wanted,

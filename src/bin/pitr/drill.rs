@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use redis_pitr::archive::fetch::{FetchConfig, OrderedFetch, Wanted};
+use redis_pitr::archive::fetch::{FetchConfig, OrderedFetch};
 use redis_pitr::archive::store::Store;
 use redis_pitr::ingest::archiver::now_ms;
 use redis_pitr::maintain::verify::{self, Problem};
@@ -531,27 +531,9 @@ async fn verify_plan(
         bytes: plan.bytes,
         ..Default::default()
     };
-    let mut parser = redis_pitr::rdb::Parser::new(redis_pitr::rdb::ParserConfig {
-        max_raw_value: 0,
-        ..Default::default()
-    });
-    let mut events = Vec::new();
-    let snap = verify::read_snapshot(store, plan.snapshot.object, move |raw| match raw {
-        Some(raw) => raw
-            .chunks(redis_pitr::rdb::FEED_PIECE)
-            .try_for_each(|piece| {
-                events.clear();
-                parser
-                    .feed(piece, &mut events)
-                    .map_err(|e| format!("the RDB inside: {e}"))
-            }),
-        None => parser
-            .finish()
-            .map(drop)
-            .map_err(|e| format!("the RDB inside: {e}")),
-    })
-    .await
-    .context("verifying the snapshot the restore read")?;
+    let snap = verify::check_snapshot_named(store, plan.snapshot.object)
+        .await
+        .context("verifying the snapshot the restore read")?;
     // The chain starts at the snapshot; a scheduled snapshot inside the first segment is not
     // at that segment's start, so that link is not checked (as `pitr verify` does).
     let mut prev = match snap {
@@ -561,15 +543,7 @@ async fn verify_plan(
             None
         }
     };
-    let wanted = plan
-        .segments
-        .iter()
-        .map(|s| Wanted {
-            name: s.object,
-            stored: s.bytes,
-            raw: s.end.saturating_sub(s.offset),
-        })
-        .collect();
+    let wanted = redis_pitr::replay::restore::segments_wanted(plan);
     let mut segments = OrderedFetch::start(store, wanted, fetch, None, |name, bytes| {
         verify::inspect_segment(name, &bytes)
     });
