@@ -375,6 +375,36 @@ metrics_token = "{metrics_token}"
         ))
     }
 
+    /// Creates bucket `name` with the test key allowed to read, write and own it; returns
+    /// the store URL of `prefix` in it.
+    pub fn create_bucket(&self, name: &str, prefix: &str) -> String {
+        self.cli_ok(&["bucket", "create", name]);
+        self.cli_ok(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            name,
+            "--key",
+            &self.access_key,
+        ]);
+        format!("s3://{name}/{}", prefix.trim_matches('/'))
+    }
+
+    /// An `object_store` client for bucket `bucket` seeing only `prefix`.
+    pub fn object_store_in(&self, bucket: &str, prefix: &str) -> Arc<dyn ObjectStore> {
+        let s3 = self
+            .s3_builder()
+            .with_bucket_name(bucket)
+            .build()
+            .expect("build AmazonS3 for garage");
+        Arc::new(object_store::prefix::PrefixStore::new(
+            s3,
+            prefix.trim_matches('/'),
+        ))
+    }
+
     /// The configured builder behind [`Garage::object_store`].
     pub fn s3_builder(&self) -> object_store::aws::AmazonS3Builder {
         object_store::aws::AmazonS3Builder::new()
