@@ -1237,7 +1237,7 @@ objectz = true
             ":10: archive.read-timeout: a `$` must start `${NAME}`",
             // Tables of other commands are checked too.
             ":12: restore.db: invalid value 'three'",
-            ":13: restore.lease-ttl: unknown key: pitr restore has no --lease-ttl (a flag of archive, compact, prune)",
+            ":13: restore.lease-ttl: unknown key: pitr restore has no --lease-ttl (a flag of archive, compact, prune, ship)",
             ":15: common.objectz: unknown key: no command has --objectz (did you mean `objects`?)",
         ];
         assert_eq!(lines.len(), want.len(), "{lines:#?}");
