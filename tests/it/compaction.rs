@@ -165,3 +165,81 @@ fn restores_to_moments_inside_compacted_objects_equal_the_master() {
         }
     }
 }
+
+/// `pitr compact --max-run`: a window of more raw bytes is cut into objects of at most that
+/// much, which restore as the master; a run size under 1 MiB is a usage error.
+#[test]
+fn max_run_cuts_a_window_into_objects_of_at_most_that_size() {
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let archive = Archive::local();
+    let p = archive.archiver(
+        &master,
+        &[
+            "--flush-interval",
+            "50ms",
+            "--segment-max-bytes",
+            "256KiB",
+            "--compaction-levels",
+            "off",
+        ],
+    );
+    wait_online(&master, Duration::from_secs(60));
+    let mut con = master.client();
+    // About 5 MB of stream in segments of at most 256 KiB, within a second or two; then, once those
+    // 1 s windows have closed, a later segment (a window is merged once one exists).
+    let value = "v".repeat(10_000);
+    for i in 0..500 {
+        exec(&mut con, &["SET", &format!("k{}", i % 100), &value]);
+    }
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    std::thread::sleep(Duration::from_millis(2100));
+    exec(&mut con, &["SET", "later", "1"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    let state = crate::support::state::logical_state(&master, 0);
+    p.stop_gracefully(Duration::from_secs(30));
+
+    let out = run_pitr(
+        &[
+            "compact",
+            "--store",
+            archive.store(),
+            "--levels",
+            "1m",
+            "--max-run",
+            "1KiB",
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The windows of a second hold megabytes: cut into runs of at most 1 MiB.
+    archive.json("compact", &["--levels", "1s", "--max-run", "1MiB"]);
+    let compacted: Vec<(u64, u64)> = files_under(Path::new(archive.store()))
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains("/L1/"))
+        .map(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            let mut parts = name.split('-').map(|p| p.parse::<u64>());
+            (
+                parts.next().unwrap().unwrap(),
+                parts.next().unwrap().unwrap(),
+            )
+        })
+        .collect();
+    assert!(compacted.len() >= 3, "{compacted:?}");
+    assert!(
+        compacted.iter().all(|(s, e)| e - s <= 1 << 20),
+        "{compacted:?}"
+    );
+    archive.verify();
+    let restored = archive.restore_as_files_and_start("latest", &[]);
+    assert_eq!(
+        crate::support::state::logical_state_con(&mut restored.con(), 0),
+        state
+    );
+}

@@ -16,8 +16,8 @@ use redis_pitr::ship::{self, Follow, ShipConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    metrics_addr, parse_duration, parse_interval, parse_levels, parse_size, serve_metrics,
-    LeaseArgs, StoreArgs, Usage,
+    compaction_with_run, metrics_addr, parse_duration, parse_interval, parse_levels, parse_size,
+    serve_metrics, LeaseArgs, StoreArgs, Usage,
 };
 
 #[derive(Args, Debug)]
@@ -57,6 +57,11 @@ pub struct ArchiveArgs {
     /// them (the first pass after it deletes them). `0` deletes them at once.
     #[arg(long, default_value = "5m", value_parser = parse_interval)]
     compaction_grace: Duration,
+    /// The most raw stream bytes one compacted object holds (a window with more is cut into
+    /// several). Compaction holds about twice this, plus as much fetched ahead (at most
+    /// 64 MiB): lower it to keep the archiver's memory small on a busy master.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "BYTES")]
+    compaction_max_run: u64,
     /// Take a fresh snapshot this often, through a second replica link of its own, so that a
     /// restore replays at most this much stream. Counted from the newest snapshot of the
     /// generation (a restart does not reset it). 0 turns scheduled snapshots off (`pitr
@@ -146,11 +151,15 @@ impl ArchiveArgs {
             announce_port: self.announce_port,
             read_timeout: self.read_timeout,
             lease: self.lease.config()?,
-            compaction: CompactConfig {
-                levels: self.compaction_levels,
-                grace: self.compaction_grace,
-                ..CompactConfig::default()
-            },
+            compaction: compaction_with_run(
+                CompactConfig {
+                    levels: self.compaction_levels,
+                    grace: self.compaction_grace,
+                    ..CompactConfig::default()
+                },
+                self.compaction_max_run,
+                "--compaction-max-run",
+            )?,
             snapshot_interval: Some(self.snapshot_interval).filter(|d| !d.is_zero()),
             retention: Policy {
                 retain: self.retain,

@@ -202,6 +202,27 @@ pub async fn serve_metrics(
     Ok(())
 }
 
+/// The compaction settings of a run size (`--compaction-max-run`, `--max-run`): runs of at
+/// most `max_run` raw bytes, and at most that much fetched ahead (within the default budget),
+/// so that a pass holds about `2 × max_run + min(max_run, 64 MiB)`.
+pub fn compaction_with_run(
+    base: redis_pitr::maintain::compact::CompactConfig,
+    max_run: u64,
+    flag: &'static str,
+) -> Result<redis_pitr::maintain::compact::CompactConfig, Usage> {
+    if max_run < 1 << 20 {
+        return Err(Usage::new(flag, "at least 1MiB"));
+    }
+    Ok(redis_pitr::maintain::compact::CompactConfig {
+        max_run_raw: max_run,
+        fetch: redis_pitr::archive::fetch::FetchConfig {
+            max_bytes: max_run.min(base.fetch.max_bytes),
+            ..base.fetch
+        },
+        ..base
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use redis_pitr::archive::lease::{Lease, LeaseCommand, LeaseConfig};
 use redis_pitr::archive::store::Store;
 use redis_pitr::maintain::compact::{self, CompactConfig, Levels, Skip};
 
-use crate::args::{parse_levels, LeaseArgs, ReadArgs};
+use crate::args::{compaction_with_run, parse_levels, parse_size, LeaseArgs, ReadArgs};
 use crate::output::{fmt_bytes, outln, Out};
 use crate::Finding;
 
@@ -19,6 +19,10 @@ pub struct CompactArgs {
     /// (`1m,1h,24h`: minutes, hours, days), or `off`.
     #[arg(long, default_value = compact::DEFAULT_LEVELS, value_parser = parse_levels)]
     levels: Levels,
+    /// The most raw stream bytes one compacted object holds, as `pitr archive
+    /// --compaction-max-run`: the pass holds about twice this, plus as much fetched ahead.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "BYTES")]
+    max_run: u64,
     #[command(flatten)]
     lease: LeaseArgs,
 }
@@ -35,10 +39,14 @@ pub fn config(a: CompactArgs) -> anyhow::Result<CompactRun> {
         lease: a.lease.config()?,
         store: a.read.store.open()?,
         json: a.read.json,
-        compaction: CompactConfig {
-            levels: a.levels,
-            ..CompactConfig::default()
-        },
+        compaction: compaction_with_run(
+            CompactConfig {
+                levels: a.levels,
+                ..CompactConfig::default()
+            },
+            a.max_run,
+            "--max-run",
+        )?,
     })
 }
 
