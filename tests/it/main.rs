@@ -20,6 +20,7 @@ mod rdb_fixtures;
 mod restore_files;
 mod restore_live;
 mod runbook;
+mod sentinel;
 mod ship;
 mod snapshot_sched;
 mod state_dump;
