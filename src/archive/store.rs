@@ -582,17 +582,29 @@ impl Store {
         }
     }
 
-    /// Starts a multipart upload to `path` (`object` names it in errors): through the
-    /// store's own multipart API when it has one, else object_store's.
-    async fn start_multipart(&self, path: &Path, object: &str) -> Result<Target, StoreError> {
-        Ok(match &self.parts {
+    /// Starts a multipart upload of `name`, after checking that no object of that name
+    /// exists ([`StoreError::Conflict`]): through the store's own multipart API when it has
+    /// one, else object_store's. Its parts are sent again for up to `part_patience`.
+    async fn start_parts(
+        &self,
+        name: &ObjectName,
+        part_patience: Duration,
+    ) -> Result<Parts, StoreError> {
+        let path = self.path(name);
+        let object = name.to_string();
+        match self.inner.head(&path).await {
+            Ok(_) => return Err(StoreError::Conflict { object }),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.backend_err("head", &object, e)),
+        }
+        let target = match &self.parts {
             Some(parts) => {
-                let path = parts.full_path(path);
+                let path = parts.full_path(&path);
                 let id = parts
                     .store
                     .create_multipart(&path)
                     .await
-                    .map_err(|e| self.backend_err("put", object, e))?;
+                    .map_err(|e| self.backend_err("put", &object, e))?;
                 Target::Indexed {
                     store: parts.store.clone(),
                     path,
@@ -601,10 +613,17 @@ impl Store {
             }
             None => Target::Upload(
                 self.inner
-                    .put_multipart_opts(path, PutMultipartOptions::default())
+                    .put_multipart_opts(&path, PutMultipartOptions::default())
                     .await
-                    .map_err(|e| self.backend_err("put", object, e))?,
+                    .map_err(|e| self.backend_err("put", &object, e))?,
             ),
+        };
+        Ok(Parts {
+            object: format!("{}/{}", self.url.trim_end_matches('/'), object),
+            target,
+            patience: part_patience,
+            running: JoinSet::new(),
+            sent: Vec::new(),
         })
     }
 
@@ -619,19 +638,12 @@ impl Store {
         header: &SnapshotHeader,
         part_patience: Duration,
     ) -> Result<SnapshotUpload, StoreError> {
-        let path = self.path(name);
-        let object = name.to_string();
-        match self.inner.head(&path).await {
-            Ok(_) => return Err(StoreError::Conflict { object }),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.backend_err("head", &object, e)),
-        }
         // Before the upload starts, so that a failure here leaves no upload behind.
         let encoder = FrameEncoder::new(format::ZSTD_LEVEL).map_err(|e| StoreError::Config {
             url: self.url.clone(),
             reason: format!("zstd: {e}"),
         })?;
-        let target = self.start_multipart(&path, &object).await?;
+        let parts = self.start_parts(name, part_patience).await?;
         let pre = format::preamble(Kind::Snapshot, header.version(), &header.encode());
         let mut object_hash = Xxh3::new();
         object_hash.update(&pre);
@@ -640,13 +652,7 @@ impl Store {
         Ok(SnapshotUpload {
             store: self.clone(),
             name: *name,
-            parts: Parts {
-                object: format!("{}/{}", self.url.trim_end_matches('/'), object),
-                target,
-                patience: part_patience,
-                running: JoinSet::new(),
-                sent: Vec::new(),
-            },
+            parts,
             encoder,
             out,
             raw_hash: Xxh3::new(),
@@ -667,24 +673,10 @@ impl Store {
         name: &ObjectName,
         part_patience: Duration,
     ) -> Result<RawUpload, StoreError> {
-        let path = self.path(name);
-        let object = name.to_string();
-        match self.inner.head(&path).await {
-            Ok(_) => return Err(StoreError::Conflict { object }),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.backend_err("head", &object, e)),
-        }
-        let target = self.start_multipart(&path, &object).await?;
         Ok(RawUpload {
             store: self.clone(),
             name: *name,
-            parts: Parts {
-                object: format!("{}/{}", self.url.trim_end_matches('/'), object),
-                target,
-                patience: part_patience,
-                running: JoinSet::new(),
-                sent: Vec::new(),
-            },
+            parts: self.start_parts(name, part_patience).await?,
             out: Vec::with_capacity(OUT_CAPACITY),
             written: 0,
         })

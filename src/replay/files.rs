@@ -72,7 +72,11 @@ pub struct Written {
     /// `rdb`, `aof-multipart` or `aof-preamble`.
     pub layout: &'static str,
     pub files: Vec<String>,
+    /// `args`, quoted for a shell.
     pub command_line: String,
+    /// The server binary and its arguments that load the files.
+    #[serde(skip)]
+    pub args: Vec<String>,
 }
 
 pub struct FilesWriter {
@@ -331,16 +335,17 @@ impl FilesWriter {
             "redis-server"
         };
         let multipart = self.magic == Magic::Valkey || self.version >= 10;
-        let (layout, files, command_line) = if !has_commands && self.conv.is_none() {
+        let (layout, files, args) = if !has_commands && self.conv.is_none() {
             let dest = dir.join("dump.rdb");
             remove_stale(&dir, "dump.rdb").await?;
             rename(&base_path, &dest).await?;
             (
                 "rdb",
                 vec!["dump.rdb".to_string()],
-                format!(
-                    "{server} --dir {} --dbfilename dump.rdb --appendonly no",
-                    shell_quote(&dir)
+                args(
+                    server,
+                    &dir,
+                    &["--dbfilename", "dump.rdb", "--appendonly", "no"],
                 ),
             )
         } else if multipart {
@@ -371,9 +376,17 @@ impl FilesWriter {
                     format!("appendonlydir/{incr_name}"),
                     "appendonlydir/appendonly.aof.manifest".to_string(),
                 ],
-                format!(
-                    "{server} --dir {} --appendonly yes --appenddirname appendonlydir --appendfilename appendonly.aof",
-                    shell_quote(&dir)
+                args(
+                    server,
+                    &dir,
+                    &[
+                        "--appendonly",
+                        "yes",
+                        "--appenddirname",
+                        "appendonlydir",
+                        "--appendfilename",
+                        "appendonly.aof",
+                    ],
                 ),
             )
         } else {
@@ -397,9 +410,17 @@ impl FilesWriter {
             (
                 "aof-preamble",
                 vec!["appendonly.aof".to_string()],
-                format!(
-                    "{server} --dir {} --appendonly yes --appendfilename appendonly.aof --aof-use-rdb-preamble yes",
-                    shell_quote(&dir)
+                args(
+                    server,
+                    &dir,
+                    &[
+                        "--appendonly",
+                        "yes",
+                        "--appendfilename",
+                        "appendonly.aof",
+                        "--aof-use-rdb-preamble",
+                        "yes",
+                    ],
                 ),
             )
         };
@@ -411,7 +432,12 @@ impl FilesWriter {
             dir: dir.display().to_string(),
             layout,
             files,
-            command_line,
+            command_line: args
+                .iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" "),
+            args,
         })
     }
 }
@@ -624,12 +650,20 @@ async fn write_synced(path: &Path, data: &[u8]) -> Result<(), RestoreError> {
     f.sync_all().await.map_err(|e| fio(path, "sync", e))
 }
 
-fn shell_quote(p: &Path) -> String {
-    let s = p.display().to_string();
+/// `server --dir <dir> <rest…>`.
+fn args(server: &str, dir: &Path, rest: &[&str]) -> Vec<String> {
+    [server, "--dir", &dir.display().to_string()]
+        .into_iter()
+        .chain(rest.iter().copied())
+        .map(String::from)
+        .collect()
+}
+
+fn shell_quote(s: &str) -> String {
     if s.bytes()
         .all(|c| c.is_ascii_alphanumeric() || b"/._-+:".contains(&c))
     {
-        s
+        s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
@@ -732,6 +766,19 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("staging files left after the writer was dropped");
+    }
+
+    /// The command line a shell runs gives the server exactly `args`.
+    #[test]
+    fn command_lines_quote_what_a_shell_would_split() {
+        let a = args("valkey-server", Path::new("/tmp/it's here"), &["--x"]);
+        assert_eq!(a, ["valkey-server", "--dir", "/tmp/it's here", "--x"]);
+        let line: Vec<String> = a.iter().map(|w| shell_quote(w)).collect();
+        assert_eq!(
+            line.join(" "),
+            r"valkey-server --dir '/tmp/it'\''s here' --x"
+        );
+        assert_eq!(shell_quote("/tmp/a"), "/tmp/a");
     }
 
     #[test]

@@ -798,7 +798,8 @@ return cursor .. ':' .. fixed
         }
     }
 
-    async fn info(&mut self, section: &'static str) -> Result<String, TargetError> {
+    /// `INFO <section>`.
+    pub async fn info(&mut self, section: &'static str) -> Result<String, TargetError> {
         let r = self
             .call(&[
                 Bytes::from_static(b"INFO"),

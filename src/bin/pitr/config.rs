@@ -928,29 +928,13 @@ fn expand(s: &str, env: Option<&Lookup<'_>>) -> Result<Option<String>, String> {
 /// ` (did you mean `x`?)` for the nearest name, if one is near.
 fn suggest<'n>(name: &str, names: impl Iterator<Item = &'n str>) -> String {
     let best = names
-        .map(|n| (distance(name, n), n))
+        .map(|n| (strsim::levenshtein(name, n), n))
         .filter(|(d, n)| *d <= (n.len().max(name.len()) / 3).max(2))
         .min();
     match best {
         Some((_, n)) => format!(" (did you mean `{n}`?)"),
         None => String::new(),
     }
-}
-
-/// Levenshtein distance.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -1466,7 +1450,6 @@ objectz = true
         assert!(expand("${B}", Some(env))
             .unwrap_err()
             .contains("B is not set"));
-        assert_eq!(distance("flush-intervall", "flush-interval"), 1);
         assert_eq!(
             suggest("retian", ["retain", "store"].into_iter()),
             " (did you mean `retain`?)"

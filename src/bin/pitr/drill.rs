@@ -15,18 +15,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use redis_pitr::archive::fetch::{FetchConfig, OrderedFetch};
 use redis_pitr::archive::store::Store;
 use redis_pitr::ingest::archiver::now_ms;
 use redis_pitr::maintain::verify::{self, Problem};
-use redis_pitr::net::{redact_url, Source};
+use redis_pitr::net::redact_url;
+use redis_pitr::replay::live::{LiveTarget, TargetError};
 use redis_pitr::replay::plan::{Plan, Target};
 use redis_pitr::replay::{self as restore, Destination, RestoreConfig};
 
-use crate::args::{parse_duration, FetchArgs, StoreArgs, Usage};
+use crate::args::{parse_duration, FetchArgs, StoreArgs};
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
 use crate::Finding;
 
@@ -314,11 +313,8 @@ async fn drill(cmd: &DrillCmd) -> anyhow::Result<DrillReport> {
             let Destination::Live { url, password } = destination else {
                 unreachable!("a live mode has a live destination")
             };
-            let ep = Source::parse(url, password.clone())
-                .map_err(|reason| Usage::new("--target", reason))?;
-            let mut c = Probe::connect(&ep.host, ep.port, Duration::from_secs(60)).await?;
-            c.auth(&ep).await?;
-            let probed = c.probe().await?;
+            let mut c = LiveTarget::connect(url, password.clone()).await?;
+            let probed = probe(&mut c).await?;
             let server = ServerInfo {
                 url: Some(redact_url(url)),
                 ..Default::default()
@@ -333,7 +329,7 @@ async fn drill(cmd: &DrillCmd) -> anyhow::Result<DrillReport> {
             let report = crate::restore::execute(&cfg, &plan, false).await?;
             let restore_seconds = t0.elapsed().as_secs_f64();
             let written = report.files.clone().context("the restore wrote no files")?;
-            let mut argv = shell_words(&written.command_line);
+            let mut argv = written.args.clone();
             if argv.is_empty() {
                 anyhow::bail!("the restore printed no command line");
             }
@@ -348,7 +344,7 @@ async fn drill(cmd: &DrillCmd) -> anyhow::Result<DrillReport> {
             let pid = scratch.child.as_ref().map(Child::id);
             let mut c = scratch.wait_loaded(port, cmd.load_timeout).await?;
             let load_seconds = loaded.elapsed().as_secs_f64();
-            let probed = c.probe().await?;
+            let probed = probe(&mut c).await?;
             drop(c);
             scratch.remove();
             let server = ServerInfo {
@@ -563,44 +559,6 @@ async fn verify_plan(
     Ok(report)
 }
 
-/// Splits a command line as a POSIX shell does for what the restore prints: words separated
-/// by spaces, single quotes, and `\'` outside them.
-fn shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quoted = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                quoted = !quoted;
-                in_word = true;
-            }
-            '\\' if !quoted => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-                in_word = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    words
-}
-
 /// The scratch directory (`<tmp>/pitr-drill-<pid>-<n>/`: `data/` for the files, the server's
 /// log beside it) and the server started there. Dropping it kills and reaps the server and
 /// removes the directory.
@@ -662,11 +620,12 @@ impl Scratch {
         Ok(port)
     }
 
-    /// Waits until the server answers `INFO persistence` with `loading:0`; an error (with the
+    /// Waits until the server has loaded the files: it answers `PING` (a loading server
+    /// answers `-LOADING`, and a multi-part AOF is loaded file by file); an error (with the
     /// end of its log) if it exits first or takes longer than `timeout`.
-    async fn wait_loaded(&mut self, port: u16, timeout: Duration) -> anyhow::Result<Probe> {
+    async fn wait_loaded(&mut self, port: u16, timeout: Duration) -> anyhow::Result<LiveTarget> {
         let deadline = Instant::now() + timeout;
-        let mut conn: Option<Probe> = None;
+        let url = format!("redis://127.0.0.1:{port}");
         loop {
             if let Some(child) = &mut self.child {
                 if let Some(st) = child.try_wait()? {
@@ -676,19 +635,14 @@ impl Scratch {
                     );
                 }
             }
-            if conn.is_none() {
-                conn = Probe::connect("127.0.0.1", port, Duration::from_secs(1))
-                    .await
-                    .ok();
-            }
-            if let Some(c) = &mut conn {
-                match c.info("persistence").await {
-                    Ok(info) if info_field(&info, "loading") == Some("0") => {
-                        return Ok(conn.take().expect("connected"))
-                    }
-                    Ok(_) => {}
-                    Err(_) => conn = None,
-                }
+            match LiveTarget::connect_with_timeout(&url, None, Duration::from_secs(1)).await {
+                Ok(t) => return Ok(t),
+                Err(
+                    TargetError::Loading { .. }
+                    | TargetError::Connect { .. }
+                    | TargetError::Timeout { .. },
+                ) => {}
+                Err(e) => return Err(e.into()),
             }
             if Instant::now() >= deadline {
                 anyhow::bail!(
@@ -741,95 +695,19 @@ struct Probed {
     keyspace: Vec<DbKeys>,
 }
 
-/// A plain connection for `INFO` (which a loading server answers, unlike most commands).
-struct Probe {
-    addr: String,
-    io: BufReader<TcpStream>,
-}
-
-impl Probe {
-    async fn connect(host: &str, port: u16, timeout: Duration) -> anyhow::Result<Probe> {
-        let addr = format!("{host}:{port}");
-        let stream = redis_pitr::net::dial(host, port, timeout)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        Ok(Probe {
-            addr,
-            io: BufReader::new(stream),
-        })
-    }
-
-    async fn auth(&mut self, ep: &Source) -> anyhow::Result<()> {
-        let Some(pw) = &ep.password else {
-            return Ok(());
-        };
-        let mut args = vec!["AUTH"];
-        if let Some(u) = &ep.user {
-            args.push(u);
-        }
-        args.push(pw);
-        match self.call(&args).await? {
-            Ok(_) => Ok(()),
-            Err(e) if e.contains("without any password configured") => Ok(()),
-            Err(e) => anyhow::bail!("{}: AUTH refused: {e}", self.addr),
-        }
-    }
-
-    async fn info(&mut self, section: &str) -> anyhow::Result<String> {
-        match self.call(&["INFO", section]).await? {
-            Ok(s) => Ok(s),
-            Err(e) => anyhow::bail!("{}: INFO {section}: {e}", self.addr),
-        }
-    }
-
-    async fn probe(&mut self) -> anyhow::Result<Probed> {
-        let server = self.info("server").await?;
-        let keyspace = self.info("keyspace").await?;
-        let name = info_field(&server, "server_name").unwrap_or("redis");
-        let version = info_field(&server, "valkey_version")
-            .or_else(|| info_field(&server, "redis_version"))
-            .unwrap_or("unknown");
-        Ok(Probed {
-            name: name.to_string(),
-            version: version.to_string(),
-            keyspace: parse_keyspace(&keyspace),
-        })
-    }
-
-    /// One command; its reply (a bulk or simple string, or an integer as text), or the error
-    /// reply's text.
-    async fn call(&mut self, args: &[&str]) -> anyhow::Result<Result<String, String>> {
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        let addr = self.addr.clone();
-        let io = async {
-            self.io.get_mut().write_all(req.as_bytes()).await?;
-            let mut line = String::new();
-            self.io.read_line(&mut line).await?;
-            let line = line.trim_end_matches(['\r', '\n']);
-            let (kind, rest) = line.split_at(line.len().min(1));
-            Ok::<_, std::io::Error>(match kind {
-                "+" | ":" => Ok(rest.to_string()),
-                "-" => Err(rest.to_string()),
-                "$" => {
-                    let n: usize = rest
-                        .parse()
-                        .map_err(|_| std::io::Error::other(format!("bad bulk length {rest:?}")))?;
-                    let mut buf = vec![0; n + 2];
-                    self.io.read_exact(&mut buf).await?;
-                    buf.truncate(n);
-                    Ok(String::from_utf8_lossy(&buf).into_owned())
-                }
-                _ => return Err(std::io::Error::other(format!("unexpected reply {line:?}"))),
-            })
-        };
-        tokio::time::timeout(Duration::from_secs(60), io)
-            .await
-            .map_err(|_| anyhow::anyhow!("{addr}: no reply to {} within 60 s", args[0]))?
-            .with_context(|| format!("{addr}: {}", args[0]))
-    }
+/// The restored server's name, version and keys per database.
+async fn probe(t: &mut LiveTarget) -> anyhow::Result<Probed> {
+    let server = t.info("server").await?;
+    let keyspace = t.info("keyspace").await?;
+    let name = info_field(&server, "server_name").unwrap_or("redis");
+    let version = info_field(&server, "valkey_version")
+        .or_else(|| info_field(&server, "redis_version"))
+        .unwrap_or("unknown");
+    Ok(Probed {
+        name: name.to_string(),
+        version: version.to_string(),
+        keyspace: parse_keyspace(&keyspace),
+    })
 }
 
 fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
@@ -868,18 +746,6 @@ fn parse_keyspace(info: &str) -> Vec<DbKeys> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn command_lines_split_as_a_shell_does() {
-        assert_eq!(
-            shell_words("redis-server --dir /tmp/a --appendonly yes"),
-            ["redis-server", "--dir", "/tmp/a", "--appendonly", "yes"]
-        );
-        assert_eq!(
-            shell_words(r"valkey-server --dir '/tmp/it'\''s here' --x"),
-            ["valkey-server", "--dir", "/tmp/it's here", "--x"]
-        );
-    }
 
     #[test]
     fn keyspace_lines_parse() {
