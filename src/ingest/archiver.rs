@@ -1000,9 +1000,10 @@ fn reconnect_cause(e: &ArchiveError) -> Cause {
                     _ => Cause::Other,
                 }
             }
-            LinkError::Refused { .. } | LinkError::Auth { .. } | LinkError::NotReady { .. } => {
-                Cause::Refused
-            }
+            LinkError::Refused { .. }
+            | LinkError::Auth { .. }
+            | LinkError::NotReady { .. }
+            | LinkError::Locate { .. } => Cause::Refused,
             LinkError::Protocol { .. } => Cause::Protocol,
         },
         ArchiveError::Stream(_)

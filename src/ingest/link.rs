@@ -58,6 +58,9 @@ pub enum LinkError {
         what: &'static str,
         detail: String,
     },
+    /// Sentinel or the cluster could not say where the master is now.
+    #[error("cannot locate the master: {what}")]
+    Locate { what: String },
     #[error("no data from {addr} for {secs} s {during}")]
     Timeout {
         addr: String,
@@ -128,8 +131,13 @@ pub struct Connection<S = BoxedStream> {
 }
 
 impl Connection {
-    /// Dials `source` (see [`crate::net::connect`]) within `timeout`.
+    /// Dials `source` (see [`crate::net::connect`]) within `timeout`, where it is now: a source
+    /// that can move is [resolved](Source::resolve) first.
     pub async fn connect(source: &Source, timeout: Duration) -> Result<Connection, LinkError> {
+        let source = &source
+            .resolve(timeout)
+            .await
+            .map_err(|what| LinkError::Locate { what })?;
         let addr = source.addr();
         let stream = crate::net::connect(source, timeout)
             .await

@@ -3,18 +3,42 @@
 //! way of reaching a server (TLS, Sentinel, Cluster) is a change here, not in their loops.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 /// Where and as whom to connect. The password is never printed.
+///
+/// `host` and `port` are the server to dial. A source whose master can move (behind Sentinel,
+/// a shard of a cluster) also has a [`Locate`]: [`Source::resolve`] asks it where the master is
+/// now before each connection, and its [`Locate::moved`] tells a running link to let go.
 #[derive(Clone)]
 pub struct Source {
     pub host: String,
     pub port: u16,
     pub user: Option<String>,
     pub password: Option<String>,
+    pub locate: Option<Arc<dyn Locate>>,
+}
+
+/// Finds the master of a source that can move: Sentinel's view of a named master, or the
+/// master of one shard of a cluster.
+pub trait Locate: Send + Sync {
+    /// The master's address now, within `timeout`; the error names what was asked and why it
+    /// failed (never a password).
+    fn master(&self, timeout: Duration) -> BoxFuture<'_, Result<(String, u16), String>>;
+    /// A value that changes whenever the master is known to have moved (a `+switch-master`, a
+    /// new topology), so that a link to the old one is dropped at once rather than when it
+    /// times out. `None`: only a failed link says so.
+    fn moved(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+    /// What is followed, for messages: `sentinel 10.0.0.1:26379/mymaster`.
+    fn describe(&self) -> String;
 }
 
 impl fmt::Debug for Source {
@@ -24,6 +48,7 @@ impl fmt::Debug for Source {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("locate", &self.locate.as_ref().map(|l| l.describe()))
             .finish()
     }
 }
@@ -54,6 +79,21 @@ impl Source {
             port: u.port().unwrap_or(6379),
             user,
             password,
+            locate: None,
+        })
+    }
+
+    /// This source with `host` and `port` set to where its master is now: itself when nothing
+    /// locates it, otherwise what its [`Locate`] answers within `timeout`.
+    pub async fn resolve(&self, timeout: Duration) -> Result<Source, String> {
+        let Some(locate) = &self.locate else {
+            return Ok(self.clone());
+        };
+        let (host, port) = locate.master(timeout).await?;
+        Ok(Source {
+            host,
+            port,
+            ..self.clone()
         })
     }
 
