@@ -90,17 +90,20 @@ pub enum Cause {
     FullResync,
     /// The store failed (the session ended to wait for it).
     Store,
+    /// The master moved (Sentinel's `+switch-master`, a cluster's new topology).
+    Failover,
     Other,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 7] = [
+    pub const ALL: [Cause; 8] = [
         Cause::Timeout,
         Cause::Closed,
         Cause::Refused,
         Cause::Protocol,
         Cause::FullResync,
         Cause::Store,
+        Cause::Failover,
         Cause::Other,
     ];
 
@@ -112,6 +115,7 @@ impl Cause {
             Cause::Protocol => "protocol",
             Cause::FullResync => "full_resync",
             Cause::Store => "store",
+            Cause::Failover => "failover",
             Cause::Other => "other",
         }
     }

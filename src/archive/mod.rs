@@ -6,6 +6,7 @@
 //! ([`lease`]), and the request for a snapshot now that `pitr snapshot` leaves for the archiver
 //! ([`request`]).
 
+pub mod branch;
 pub mod catalog;
 #[cfg(test)]
 pub(crate) mod fault_store;

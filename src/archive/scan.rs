@@ -100,6 +100,7 @@ impl<'a> Scan<'a> {
         for p in root.prefixes {
             match p.parse::<GenerationId>() {
                 Ok(g) if g.to_string() == p => gens.push(g),
+                _ if p == crate::archive::branch::BRANCHES_DIR => {}
                 _ => self.foreign.push(format!("{p}/")),
             }
         }

@@ -337,6 +337,11 @@ impl Store {
     }
 
     /// The archive's lease object (`archive::lease`).
+    /// A path under the archive prefix (`rel` relative to it).
+    pub fn rel_path(&self, rel: &str) -> Path {
+        Path::from(format!("{}/{rel}", self.prefix))
+    }
+
     pub fn lease_path(&self) -> Path {
         Path::from(format!(
             "{}/{}",
@@ -391,6 +396,9 @@ impl Store {
             let rel = loc.strip_prefix(&strip).unwrap_or(loc);
             if rel == crate::archive::lease::LEASE_OBJECT
                 || rel == crate::archive::request::REQUEST_OBJECT
+                || rel
+                    .strip_prefix(crate::archive::branch::BRANCHES_DIR)
+                    .is_some_and(|r| r.starts_with('/'))
             {
                 continue;
             }

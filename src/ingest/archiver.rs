@@ -13,10 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::archive::branch::{self, Branch};
 use crate::archive::format::{self, SnapshotHeader};
 use crate::archive::lease::{Lease, LeaseCommand, LeaseConfig, LeaseError, LeaseGuard, Vouched};
 use crate::archive::names::{GenerationId, ObjectKind, ObjectName};
 use crate::archive::store::{SnapshotDone, SnapshotUpload, Store, StoreError};
+use crate::ingest::follow::{self, Resume};
 use crate::ingest::link::{eof_step, Connection, EofStep, LinkError, Payload, Psync};
 use crate::ingest::scheduled::{Attached, Schedule, Scheduler};
 use crate::ingest::segment::{
@@ -35,6 +37,9 @@ pub struct ArchiveConfig {
     pub flush_interval: Duration,
     pub segment_max_bytes: usize,
     pub max_buffer: usize,
+    /// Follow the master when the server attached to turns out to be a replica (a `FAILOVER`
+    /// or `REPLICAOF` demoted it); off: archive from it as it is.
+    pub follow: bool,
     /// The port sent with `REPLCONF listening-port` (0: nothing listens, so neither Sentinel
     /// nor `FAILOVER` can pick the archiver as a master).
     pub announce_port: u16,
@@ -393,6 +398,9 @@ enum SessionEnd {
 /// The longest wait between two attempts to reach the master (or the store).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
+/// How long finding the master and connecting to it may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Delays between attempts to reach the master: 100 ms doubling to at most 5 s, each with a
 /// random jitter of up to its own length, so that archivers cut off together do not retry in
 /// step. Started anew whenever a session is established, so a link that drops now and then
@@ -674,14 +682,18 @@ impl Archiver {
             true => None,
             false => self.pos.map(|p| (p.replid, p.offset)),
         };
+        let follow = self.cfg.follow;
         let attach = async {
-            let mut conn = Connection::connect(&source, Duration::from_secs(10)).await?;
+            // Where the master is now, and how the archive continues there.
+            let found = follow::find(&source, resume, follow, CONNECT_TIMEOUT).await?;
+            let decision = found.standing.as_ref().map(|s| s.resume(resume));
+            let mut conn = Connection::connect(&found.source, CONNECT_TIMEOUT).await?;
             conn.read_timeout = read_timeout;
-            conn.handshake(&source, announce_port).await?;
+            conn.handshake(&found.source, announce_port).await?;
             let reply = conn.psync(resume).await?;
-            Ok::<_, LinkError>((conn, reply))
+            Ok::<_, LinkError>((conn, reply, decision))
         };
-        let (mut conn, reply) = tokio::select! {
+        let (mut conn, reply, decision) = tokio::select! {
             r = attach => r?,
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
         };
@@ -695,11 +707,18 @@ impl Archiver {
                         %generation, %replid, offset,
                         "full sync after the refused command: new generation; the archive has a gap"
                     ),
-                    Some(p) => warn!(
-                        previous_generation = %p.generation, previous_offset = p.offset,
-                        %generation, %replid, offset,
-                        "the master refused to continue: full resync, new generation; the archive has a gap"
-                    ),
+                    Some(p) => {
+                        if let Some(Resume::Branch { at, archived_end }) = decision {
+                            self.record_branch(p, at, archived_end, replid, conn.addr(), generation)
+                                .await?;
+                        } else {
+                            warn!(
+                                previous_generation = %p.generation, previous_offset = p.offset,
+                                %generation, %replid, offset,
+                                "the master refused to continue: full resync, new generation; the archive has a gap"
+                            )
+                        }
+                    }
                     None => info!(%generation, %replid, offset, "full sync: new generation"),
                 }
                 if self.pos.is_some() {
@@ -758,6 +777,38 @@ impl Archiver {
             }
         }
         self.stream(&mut conn, floor, shutdown).await
+    }
+
+    /// Records that the failover to `new_master` lost the archived bytes `[at, archived_end)`
+    /// of the generation at `p` (see [`crate::archive::branch`]); the archive goes on in
+    /// `continued_in` from a full sync.
+    async fn record_branch(
+        &self,
+        p: Position,
+        at: u64,
+        archived_end: u64,
+        new_replid: crate::archive::names::ReplId,
+        new_master: &str,
+        continued_in: GenerationId,
+    ) -> Result<(), ArchiveError> {
+        let b = Branch {
+            generation: p.generation.0,
+            at,
+            archived_end: archived_end.max(p.offset),
+            replid: p.replid.to_string(),
+            new_replid: new_replid.to_string(),
+            new_master: new_master.to_string(),
+            found_ms: now_ms(),
+            continued_in: continued_in.0,
+        };
+        error!(
+            generation = %p.generation, at, archived_end = b.archived_end, lost_bytes = b.lost_bytes(),
+            %new_master, continued_in = %continued_in,
+            "the failover lost writes: the archive holds bytes past the promoted replica's history; they stay restorable for moments before the failover, and the archive goes on in a new generation from a full sync"
+        );
+        self.lease.check(&"a branch record")?;
+        branch::put(&self.cfg.store, &b).await?;
+        Ok(())
     }
 
     /// Receives the full-sync payload into the generation's base snapshot. Returns its
@@ -834,6 +885,12 @@ impl Archiver {
         };
         let mut ack_tick = tokio::time::interval(Duration::from_secs(1));
         ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Sentinel or the cluster saying the master moved: the link lets go at once.
+        let locate = self.cfg.source.locate.clone();
+        let mut moved = locate.as_ref().and_then(|l| l.moved());
+        if let Some(m) = moved.as_mut() {
+            m.borrow_and_update();
+        }
         // Bytes that came with the snapshot (a `$len` payload is followed by the stream at once).
         let (mut pending, mut early_error) = take_commands(&mut scanner, conn, &mut pos);
         self.pos = Some(pos);
@@ -856,6 +913,17 @@ impl Archiver {
                         info!(generation = %d.generation, offset = d.offset, "flushed and acknowledged; stopping");
                     }
                     break Ok(SessionEnd::Shutdown);
+                }
+                r = async { moved.as_mut().expect("guarded").changed().await }, if moved.is_some() => {
+                    if r.is_err() {
+                        moved = None;
+                        continue;
+                    }
+                    break Err(LinkError::Moved {
+                        addr: conn.addr().to_string(),
+                        what: locate.as_ref().map(|l| l.describe()).unwrap_or_default(),
+                    }
+                    .into());
                 }
                 r = durable.changed() => {
                     if r.is_ok() {
@@ -1005,6 +1073,7 @@ fn reconnect_cause(e: &ArchiveError) -> Cause {
             | LinkError::NotReady { .. }
             | LinkError::Locate { .. } => Cause::Refused,
             LinkError::Protocol { .. } => Cause::Protocol,
+            LinkError::Moved { .. } => Cause::Failover,
         },
         ArchiveError::Stream(_)
         | ArchiveError::BadSnapshot { .. }

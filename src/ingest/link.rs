@@ -58,6 +58,9 @@ pub enum LinkError {
         what: &'static str,
         detail: String,
     },
+    /// Sentinel or the cluster said the master moved: the link to `addr` is let go.
+    #[error("the master moved ({what}): letting go of {addr}")]
+    Moved { addr: String, what: String },
     /// Sentinel or the cluster could not say where the master is now.
     #[error("cannot locate the master: {what}")]
     Locate { what: String },

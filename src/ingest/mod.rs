@@ -5,6 +5,7 @@
 //! their own ([`scheduled`]). Never imports `replay`.
 
 pub mod archiver;
+pub mod follow;
 pub mod link;
 pub mod scheduled;
 pub mod segment;

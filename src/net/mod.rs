@@ -2,6 +2,9 @@
 //! replica link (`ingest`) and a restore's live target (`replay`) connect through here, so a new
 //! way of reaching a server (TLS, Sentinel, Cluster) is a change here, not in their loops.
 
+pub mod client;
+pub mod sentinel;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +19,7 @@ use tokio::sync::watch;
 /// `host` and `port` are the server to dial. A source whose master can move (behind Sentinel,
 /// a shard of a cluster) also has a [`Locate`]: [`Source::resolve`] asks it where the master is
 /// now before each connection, and its [`Locate::moved`] tells a running link to let go.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Source {
     pub host: String,
     pub port: u16,
@@ -117,7 +120,7 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()

@@ -158,6 +158,8 @@ fn start_archiver(port: u16) -> Running {
         flush_interval: Duration::from_millis(100),
         segment_max_bytes: 1 << 20,
         max_buffer: 8 << 20,
+        // The script counts connections: no INFO connection before each attach.
+        follow: false,
         announce_port: 0,
         read_timeout: Duration::from_secs(5),
         lease: Default::default(),

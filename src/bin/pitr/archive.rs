@@ -11,6 +11,7 @@ use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
 use redis_pitr::maintain::compact::{self, CompactConfig, Levels};
 use redis_pitr::maintain::prune::Policy;
 use redis_pitr::metrics;
+use redis_pitr::net::sentinel::{self, SentinelAuth};
 use redis_pitr::net::Source;
 use redis_pitr::ship::{self, Follow, ShipConfig};
 use tokio_util::sync::CancellationToken;
@@ -22,10 +23,21 @@ use crate::args::{
 
 #[derive(Args, Debug)]
 pub struct ArchiveArgs {
-    /// The master: redis://[user[:password]@]host:port. Prefer the password in
-    /// PITR_SOURCE_PASSWORD or REDISCLI_AUTH, which keeps it out of the process list.
+    /// The master: redis://[user[:password]@]host:port, or behind Sentinel
+    /// sentinel://[user[:password]@]host:port[,host:port…]/<master-name> (the credentials are
+    /// the master's; the sentinels' are --sentinel-user and PITR_SENTINEL_PASSWORD). Prefer
+    /// the password in PITR_SOURCE_PASSWORD or REDISCLI_AUTH, which keeps it out of the
+    /// process list.
     #[arg(long, env = "PITR_SOURCE")]
     source: String,
+    /// The sentinels' user, for a sentinel:// source (their password: PITR_SENTINEL_PASSWORD).
+    #[arg(long, env = "PITR_SENTINEL_USER")]
+    sentinel_user: Option<String>,
+    /// Archive from the server --source names even when it is a replica. By default a
+    /// server that answers as a replica (a FAILOVER or REPLICAOF demoted the master) is
+    /// followed to its master.
+    #[arg(long, env = "PITR_NO_FOLLOW")]
+    no_follow: bool,
     #[command(flatten)]
     store: StoreArgs,
     /// Longest time a received write waits before its segment is sealed and uploaded.
@@ -110,8 +122,18 @@ impl ArchiveArgs {
     /// The archiver's configuration, or the first unusable value.
     pub fn config(self) -> anyhow::Result<Settings> {
         // The message names the URL without its password.
-        let source = Source::parse(&self.source, env_password())
-            .map_err(|reason| Usage::new("--source", reason))?;
+        let source = if self.source.starts_with("sentinel://") {
+            let auth = SentinelAuth {
+                user: self.sentinel_user.clone(),
+                password: std::env::var("PITR_SENTINEL_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty()),
+            };
+            sentinel::parse(&self.source, env_password(), auth, &Source::default())
+        } else {
+            Source::parse(&self.source, env_password())
+        }
+        .map_err(|reason| Usage::new("--source", reason))?;
         if self.segment_max_bytes > (1 << 32) {
             return Err(Usage::new("--segment-max-bytes", "at most 4GiB").into());
         }
@@ -148,6 +170,7 @@ impl ArchiveArgs {
             segment_max_bytes: self.segment_max_bytes as usize,
             max_buffer: usize::try_from(self.max_buffer)
                 .map_err(|_| Usage::new("--max-buffer", "too large for this machine"))?,
+            follow: !self.no_follow,
             announce_port: self.announce_port,
             read_timeout: self.read_timeout,
             lease: self.lease.config()?,
