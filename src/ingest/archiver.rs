@@ -421,6 +421,9 @@ pub struct Archiver {
     cfg: ArchiveConfig,
     /// The received position: where the next byte from the master belongs.
     pos: Option<Position>,
+    /// Archive offset less master offset in the current generation: the bytes of branches
+    /// that changed no data (`archive::branch`); 0 in a generation without one.
+    delta: u64,
     next_generation: GenerationId,
     tx: mpsc::UnboundedSender<Msg>,
     durable: watch::Receiver<Durable>,
@@ -493,6 +496,17 @@ impl Archiver {
         renewer: &mut Renewer,
     ) -> Result<(), ArchiveError> {
         let (pos, next_generation) = resume_point(&cfg.store).await?;
+        // The delta of the resumed generation, from its branch records.
+        let delta = match &pos {
+            Some(p) => branch::list(&cfg.store)
+                .await?
+                .iter()
+                .filter(|b| b.generation == p.generation.0 && b.shifted)
+                .map(|b| b.delta)
+                .max()
+                .unwrap_or(0),
+            None => 0,
+        };
         match &pos {
             Some(p) => info!(
                 generation = %p.generation, replid = %p.replid, offset = p.offset, db = p.db,
@@ -571,6 +585,7 @@ impl Archiver {
         let mut me = Archiver {
             cfg,
             pos,
+            delta,
             next_generation,
             tx,
             durable,
@@ -678,9 +693,12 @@ impl Archiver {
         let source = self.cfg.source.clone();
         let read_timeout = self.cfg.read_timeout;
         let announce_port = self.cfg.announce_port;
+        // In the master's offsets: the archive's less the generation's delta (see
+        // `archive::branch`).
+        let delta = self.delta;
         let resume = match self.force_full_sync {
             true => None,
-            false => self.pos.map(|p| (p.replid, p.offset)),
+            false => self.pos.map(|p| (p.replid, p.offset.saturating_sub(delta))),
         };
         let follow = self.cfg.follow;
         let attach = async {
@@ -690,11 +708,31 @@ impl Archiver {
             let mut conn = Connection::connect(&found.source, CONNECT_TIMEOUT).await?;
             conn.read_timeout = read_timeout;
             conn.handshake(&found.source, announce_port).await?;
-            let reply = conn.psync(resume).await?;
-            Ok::<_, LinkError>((conn, reply, decision))
+            Ok::<_, LinkError>((conn, decision))
         };
-        let (mut conn, reply, decision) = tokio::select! {
+        let (mut conn, decision) = tokio::select! {
             r = attach => r?,
+            _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+        };
+        // A failover that left the archive past the new master's history: a branch.
+        let mut branch = None;
+        let mut psync_from = resume;
+        if let (Some(Resume::Branch { at, archived_end }), Some(p), Some(_)) =
+            (decision, self.pos, resume)
+        {
+            let b = self
+                .examine_branch(p, at, archived_end, conn.addr())
+                .await?;
+            psync_from = b.shifted.then_some((p.replid, at));
+            if b.shifted {
+                // Written before the PSYNC: a restart after it must know the delta.
+                self.lease.check(&"a branch record")?;
+                branch::put(&self.cfg.store, &b).await?;
+            }
+            branch = Some(b);
+        }
+        let reply = tokio::select! {
+            r = conn.psync(psync_from) => r?,
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
         };
         let mut floor = None;
@@ -708,9 +746,17 @@ impl Archiver {
                         "full sync after the refused command: new generation; the archive has a gap"
                     ),
                     Some(p) => {
-                        if let Some(Resume::Branch { at, archived_end }) = decision {
-                            self.record_branch(p, at, archived_end, replid, conn.addr(), generation)
-                                .await?;
+                        if let Some(mut b) = branch.take().filter(|b| !b.shifted) {
+                            b.new_replid = replid.to_string();
+                            b.continued_in = generation.0;
+                            error!(
+                                generation = %p.generation, archive_at = b.archive_at, lost_bytes = b.lost_bytes(),
+                                lost_commands = ?b.lost_commands, lost_data_commands = ?b.lost_data_commands,
+                                new_master = %b.new_master, continued_in = %generation,
+                                "the failover lost writes: the archive holds commands past the promoted replica's history; they stay restorable for moments before the failover, and the archive goes on in a new generation from a full sync"
+                            );
+                            self.lease.check(&"a branch record")?;
+                            branch::put(&self.cfg.store, &b).await?;
                         } else {
                             warn!(
                                 previous_generation = %p.generation, previous_offset = p.offset,
@@ -741,6 +787,7 @@ impl Archiver {
                     .map_err(|e| ArchiveError::Archive(e.to_string()))?;
                 self.force_full_sync = false;
                 self.established = true;
+                self.delta = 0;
                 let p = Position {
                     generation,
                     replid,
@@ -750,8 +797,11 @@ impl Archiver {
                 };
                 let _ = self.tx.send(Msg::Start(p));
                 self.pos = Some(p);
-                self.attached
-                    .send_replace(Some(Attached { generation, replid }));
+                self.attached.send_replace(Some(Attached {
+                    generation,
+                    replid,
+                    delta: 0,
+                }));
                 floor = Some(offset);
                 conn.ack(offset).await?;
             }
@@ -762,6 +812,14 @@ impl Archiver {
                     });
                 };
                 self.established = true;
+                if let Some(b) = branch.take().filter(|b| b.shifted) {
+                    warn!(
+                        generation = %p.generation, archive_at = b.archive_at, lost_bytes = b.lost_bytes(),
+                        lost_commands = ?b.lost_commands, delta = b.delta, new_master = %b.new_master,
+                        "the failover left no-op commands of the old master past the promotion (a branch that changes no data): same generation, its offsets now the master's plus the delta"
+                    );
+                    self.delta = b.delta;
+                }
                 if let Some(id) = replid.filter(|id| *id != p.replid) {
                     info!(generation = %p.generation, old = %p.replid, new = %id, offset = p.offset,
                         "partial resync under a new replication id (failover): same generation");
@@ -773,42 +831,61 @@ impl Archiver {
                 self.attached.send_replace(Some(Attached {
                     generation: p.generation,
                     replid: p.replid,
+                    delta: self.delta,
                 }));
             }
         }
         self.stream(&mut conn, floor, shutdown).await
     }
 
-    /// Records that the failover to `new_master` lost the archived bytes `[at, archived_end)`
-    /// of the generation at `p` (see [`crate::archive::branch`]); the archive goes on in
-    /// `continued_in` from a full sync.
-    async fn record_branch(
+    /// What a failover to `new_master` left past its history: the archive at `p` holds the
+    /// master offsets `[at, archived_end)` the new master never had. The received bytes are
+    /// made durable and read back, so that the record says what they were: only no-ops, and
+    /// the generation goes on from `at` (`shifted`), or writes, and a full sync starts the
+    /// next one. A range that cannot be read counts as writes.
+    async fn examine_branch(
         &self,
         p: Position,
         at: u64,
         archived_end: u64,
-        new_replid: crate::archive::names::ReplId,
         new_master: &str,
-        continued_in: GenerationId,
-    ) -> Result<(), ArchiveError> {
-        let b = Branch {
+    ) -> Result<Branch, ArchiveError> {
+        let archive_at = at + self.delta;
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Msg::Finish(reply)).is_ok() {
+            let _ = done.await;
+        }
+        let counted = tokio::time::timeout(
+            Duration::from_secs(60),
+            branch::count_commands(&self.cfg.store, p.generation.0, archive_at, p.offset),
+        )
+        .await
+        .unwrap_or_else(|_| Err("reading the lost range took more than 60 s".into()));
+        let (lost_commands, lost_data_commands) = match counted {
+            Ok((all, data)) => (Some(all), Some(data)),
+            Err(e) => {
+                warn!(generation = %p.generation, archive_at, end = p.offset, error = %e,
+                    "cannot read what the failover lost: taken as writes");
+                (None, None)
+            }
+        };
+        let shifted = lost_data_commands == Some(0);
+        let lost = archived_end.saturating_sub(at);
+        Ok(Branch {
             generation: p.generation.0,
             at,
-            archived_end: archived_end.max(p.offset),
+            archived_end,
             replid: p.replid.to_string(),
-            new_replid: new_replid.to_string(),
+            new_replid: String::new(),
             new_master: new_master.to_string(),
             found_ms: now_ms(),
-            continued_in: continued_in.0,
-        };
-        error!(
-            generation = %p.generation, at, archived_end = b.archived_end, lost_bytes = b.lost_bytes(),
-            %new_master, continued_in = %continued_in,
-            "the failover lost writes: the archive holds bytes past the promoted replica's history; they stay restorable for moments before the failover, and the archive goes on in a new generation from a full sync"
-        );
-        self.lease.check(&"a branch record")?;
-        branch::put(&self.cfg.store, &b).await?;
-        Ok(())
+            continued_in: p.generation.0,
+            shifted,
+            archive_at,
+            delta: if shifted { self.delta + lost } else { 0 },
+            lost_commands,
+            lost_data_commands,
+        })
     }
 
     /// Receives the full-sync payload into the generation's base snapshot. Returns its
@@ -909,7 +986,7 @@ impl Archiver {
                     }
                     let _ = self.tx.send(Msg::Finish(reply));
                     if let Ok(d) = done.await {
-                        let _ = conn.ack(ack_value(&d)).await;
+                        let _ = conn.ack(ack_value(&d).saturating_sub(self.delta)).await;
                         info!(generation = %d.generation, offset = d.offset, "flushed and acknowledged; stopping");
                     }
                     break Ok(SessionEnd::Shutdown);
@@ -931,7 +1008,7 @@ impl Archiver {
                         self.vouch_if_idle(&d, &pos, pending.is_none() && conn.buffer().is_empty());
                         let v = ack_value(&d);
                         if v != last_acked {
-                            if let Err(e) = conn.ack(v).await {
+                            if let Err(e) = conn.ack(v.saturating_sub(self.delta)).await {
                                 break Err(e.into());
                             }
                             last_acked = v;
@@ -942,7 +1019,7 @@ impl Archiver {
                     let d = *durable.borrow();
                     self.vouch_if_idle(&d, &pos, pending.is_none() && conn.buffer().is_empty());
                     let v = ack_value(&d);
-                    if let Err(e) = conn.ack(v).await {
+                    if let Err(e) = conn.ack(v.saturating_sub(self.delta)).await {
                         break Err(e.into());
                     }
                     last_acked = v;

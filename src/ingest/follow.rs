@@ -51,7 +51,9 @@ impl Standing {
         let master_of = match role.as_str() {
             "master" => None,
             "slave" | "replica" => {
-                let host = f.get("master_host").ok_or("a replica without master_host")?;
+                let host = f
+                    .get("master_host")
+                    .ok_or("a replica without master_host")?;
                 let port = f
                     .get("master_port")
                     .and_then(|p| p.parse().ok())
@@ -166,9 +168,11 @@ pub async fn find(
             }
             _ => break,
         };
+        // Stay on a replica only while it is attached to its master and can continue the
+        // archive where its master cannot (chained replication gives the same stream).
         let better = match (standing.resume(pos), next_standing.resume(pos)) {
             (_, Resume::Continue) => true,
-            (Resume::Continue, _) => false,
+            (Resume::Continue, _) => !standing.link_up,
             _ => true,
         };
         if !better {

@@ -42,6 +42,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Attached {
     pub generation: GenerationId,
     pub replid: ReplId,
+    /// Archive offset less master offset in the generation (`archive::branch`).
+    pub delta: u64,
 }
 
 /// The snapshots a generation holds, from a listing of it.
@@ -367,6 +369,8 @@ impl Scheduler {
                 addr: conn.addr().to_string(),
             });
         };
+        // In the archive's offsets.
+        let offset = offset + at.delta;
         let generation = at.generation;
         // Dropping the link before its RDB is read ends the master's transfer.
         if let Err(why) = accept(replid, offset, generation, *self.attached.borrow(), held) {
@@ -481,7 +485,13 @@ mod tests {
             offsets: vec![1000, 5000],
             times: vec![1, 5],
         };
-        let on = |generation, replid| Some(Attached { generation, replid });
+        let on = |generation, replid| {
+            Some(Attached {
+                generation,
+                replid,
+                delta: 0,
+            })
+        };
         assert_eq!(accept(rid('a'), 6000, g, on(g, rid('a')), &held), Ok(()));
         // Exactly at the base's offset is within the generation, but taken already.
         assert!(accept(rid('a'), 1000, g, on(g, rid('a')), &held)

@@ -84,12 +84,13 @@ impl Client {
     /// reply.
     pub async fn connect(source: &Source, timeout: Duration) -> Result<Client, ClientError> {
         let addr = source.addr();
-        let stream = super::connect(source, timeout)
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
+        let stream =
+            super::connect(source, timeout)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?;
         let mut client = Client {
             stream,
             buf: BytesMut::with_capacity(4096),

@@ -153,7 +153,11 @@ impl SentinelLocate {
         let reply = c
             .call_ok(
                 "SENTINEL GET-MASTER-ADDR-BY-NAME",
-                &[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", self.master.as_bytes()],
+                &[
+                    b"SENTINEL",
+                    b"GET-MASTER-ADDR-BY-NAME",
+                    self.master.as_bytes(),
+                ],
             )
             .await
             .map_err(|e| e.to_string())?;
@@ -258,7 +262,10 @@ impl ClientError {
 async fn listen(s: &Source, master: &str, tx: &watch::Sender<u64>) -> Result<(), ClientError> {
     let mut c = Client::connect(s, Duration::from_secs(5)).await?;
     c.send(&[b"SUBSCRIBE", b"+switch-master"]).await?;
-    match c.read("subscribing to +switch-master", Duration::from_secs(5)).await? {
+    match c
+        .read("subscribing to +switch-master", Duration::from_secs(5))
+        .await?
+    {
         Frame::Error(reply) => {
             return Err(ClientError::Refused {
                 addr: c.addr().to_string(),
@@ -285,7 +292,9 @@ async fn listen(s: &Source, master: &str, tx: &watch::Sender<u64>) -> Result<(),
         if parts.len() != 3 || text(&parts[0]).as_deref() != Some("message") {
             continue;
         }
-        let Some(body) = text(&parts[2]) else { continue };
+        let Some(body) = text(&parts[2]) else {
+            continue;
+        };
         let words: Vec<&str> = body.split_ascii_whitespace().collect();
         if words.len() == 5 && words[0] == master {
             info!(master, from = %format!("{}:{}", words[1], words[2]),
@@ -357,7 +366,10 @@ mod tests {
         )
         .unwrap();
         let e = s.resolve(Duration::from_secs(2)).await.unwrap_err();
-        assert!(e.contains("127.0.0.1:1") && e.contains("127.0.0.1:2"), "{e}");
+        assert!(
+            e.contains("127.0.0.1:1") && e.contains("127.0.0.1:2"),
+            "{e}"
+        );
         assert!(e.contains("\"m\""), "{e}");
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
+use redis_pitr::archive::branch::{self, Branch};
 use redis_pitr::archive::catalog::{Catalog, Coverage};
 use redis_pitr::archive::lease::{Lease, LeaseInfo};
 use redis_pitr::archive::scan;
@@ -83,6 +84,7 @@ pub async fn run(cfg: LsConfig) -> anyhow::Result<()> {
     {
         catalog.extend_to_vouched(g, o, ms);
     }
+    let branches = branches(&cfg.store).await?;
     let mut out = Out::stdout();
     match cfg.timeline {
         Some(width) => {
@@ -96,7 +98,7 @@ pub async fn run(cfg: LsConfig) -> anyhow::Result<()> {
                 }
             }
         }
-        None => print(&mut out, &cfg, &catalog, &lease, now_ms())?,
+        None => print(&mut out, &cfg, &catalog, &lease, &branches, now_ms())?,
     }
     out.flush()?;
     if catalog.generations.is_empty() {
@@ -107,6 +109,27 @@ pub async fn run(cfg: LsConfig) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// A branch record as shown: with the bytes it lost.
+#[derive(serde::Serialize)]
+struct BranchShown {
+    #[serde(flatten)]
+    branch: Branch,
+    lost_bytes: u64,
+}
+
+/// The archive's branch records (failovers that left commands past the new master's history).
+async fn branches(store: &Store) -> anyhow::Result<Vec<BranchShown>> {
+    Ok(branch::list(store)
+        .await
+        .context("reading the branch records")?
+        .into_iter()
+        .map(|b| BranchShown {
+            lost_bytes: b.lost_bytes(),
+            branch: b,
+        })
+        .collect())
 }
 
 fn now_ms() -> u64 {
@@ -198,6 +221,7 @@ fn print(
     cfg: &LsConfig,
     catalog: &Catalog,
     lease: &Result<Option<LeaseInfo>, String>,
+    branches: &[BranchShown],
     now: u64,
 ) -> anyhow::Result<()> {
     let url = cfg.store.url();
@@ -205,6 +229,7 @@ fn print(
         let mut v = serde_json::to_value(catalog)?;
         if let Some(m) = v.as_object_mut() {
             m.insert("lease".into(), lease_json(lease, now));
+            m.insert("branches".into(), serde_json::to_value(branches)?);
         }
         outln!(out, "{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -289,6 +314,38 @@ fn print(
         }
         for p in &g.problems {
             outln!(out, "  BROKEN       {p} (run pitr verify)");
+        }
+    }
+    for b in branches {
+        let r = &b.branch;
+        let count =
+            |n: Option<u64>| n.map_or_else(|| "an unknown number of".into(), |n| n.to_string());
+        outln!(out);
+        if r.shifted {
+            outln!(
+                out,
+                "branch in generation {:010} at offset {}: the failover to {} (found at {}) left {} commands of the old master ({}) past the promotion, none of which changes data; the generation goes on, its offsets from there on the master's plus {}",
+                r.generation,
+                r.archive_at,
+                r.new_master,
+                fmt_time(r.found_ms),
+                count(r.lost_commands),
+                fmt_bytes(b.lost_bytes),
+                r.delta
+            );
+        } else {
+            outln!(
+                out,
+                "branch in generation {:010} at offset {}: the failover to {} (found at {}) lost {} commands ({} of them writes, {}) that the old master had taken; they restore only for moments before it, and the archive goes on in generation {:010}",
+                r.generation,
+                r.archive_at,
+                r.new_master,
+                fmt_time(r.found_ms),
+                count(r.lost_commands),
+                count(r.lost_data_commands),
+                fmt_bytes(b.lost_bytes),
+                r.continued_in
+            );
         }
     }
     for gap in &catalog.gaps {
