@@ -3,6 +3,7 @@
 
 mod support;
 
+mod acl;
 mod archive_garage;
 mod archive_redis;
 mod compaction;
