@@ -21,6 +21,7 @@ mod rdb_fixtures;
 mod restore_files;
 mod restore_live;
 mod runbook;
+mod secrets;
 mod sentinel;
 mod ship;
 mod snapshot_sched;
