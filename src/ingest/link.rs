@@ -41,6 +41,7 @@ pub enum LinkError {
     },
     #[error("{addr} closed the connection {during}")]
     Closed { addr: String, during: &'static str },
+    /// An error reply; `-NOPERM` (the user lacks the ACL permission for `command`) is fatal.
     #[error("{addr} refused {command}: {reply}")]
     Refused {
         addr: String,
@@ -75,7 +76,11 @@ pub enum LinkError {
 impl LinkError {
     /// Whether retrying can never help (wrong password, missing permission).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, LinkError::Auth { .. })
+        match self {
+            LinkError::Auth { .. } => true,
+            LinkError::Refused { reply, .. } => reply.starts_with("NOPERM"),
+            _ => false,
+        }
     }
 }
 
@@ -346,8 +351,15 @@ impl<S: ServerStream> Connection<S> {
             )
             .await?
         {
-            if e.starts_with("NOAUTH") || e.starts_with("NOPERM") {
+            if e.starts_with("NOAUTH") {
                 return Err(LinkError::Auth { addr, reply: e });
+            }
+            if e.starts_with("NOPERM") {
+                return Err(LinkError::Refused {
+                    addr,
+                    command: "REPLCONF listening-port",
+                    reply: e,
+                });
             }
             tracing::debug!(reply = %e, "REPLCONF listening-port refused (not critical)");
         }
@@ -424,12 +436,10 @@ impl<S: ServerStream> Connection<S> {
                     reply: line[1..].to_string(),
                 })
             }
-            Some(w) if w.starts_with("-NOAUTH") || w.starts_with("-NOPERM") => {
-                Err(LinkError::Auth {
-                    addr,
-                    reply: line[1..].to_string(),
-                })
-            }
+            Some(w) if w.starts_with("-NOAUTH") => Err(LinkError::Auth {
+                addr,
+                reply: line[1..].to_string(),
+            }),
             Some(w) if w.starts_with('-') => Err(LinkError::Refused {
                 addr,
                 command: "PSYNC",
@@ -475,6 +485,19 @@ impl<S: ServerStream> Connection<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_permission_is_fatal_and_named() {
+        let refused = |reply: &str| LinkError::Refused {
+            addr: "m:6379".into(),
+            command: "PSYNC",
+            reply: reply.into(),
+        };
+        let e = refused("NOPERM this user has no permissions to run the 'psync' command");
+        assert!(e.is_fatal());
+        assert!(e.to_string().contains("refused PSYNC: NOPERM"), "{e}");
+        assert!(!refused("ERR something transient").is_fatal());
+    }
 
     #[test]
     fn eof_mark_found_at_every_split_point() {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod acl;
 mod archive_garage;
 mod archive_redis;
 mod compaction;
@@ -20,6 +21,7 @@ mod rdb_fixtures;
 mod restore_files;
 mod restore_live;
 mod runbook;
+mod secrets;
 mod sentinel;
 mod ship;
 mod snapshot_sched;

@@ -18,15 +18,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::{
     compaction_with_run, metrics_addr, parse_duration, parse_interval, parse_levels, parse_size,
-    serve_metrics, LeaseArgs, StoreArgs, Usage,
+    serve_metrics, LeaseArgs, SentinelPasswordFile, SourcePasswordFile, StoreArgs, Usage,
 };
 
 #[derive(Args, Debug)]
 pub struct ArchiveArgs {
     /// The master: redis://[user[:password]@]host:port, or behind Sentinel
     /// sentinel://[user[:password]@]host:port[,host:port…]/<master-name> (the credentials are
-    /// the master's; the sentinels' are --sentinel-user and PITR_SENTINEL_PASSWORD). Prefer
-    /// the password in PITR_SOURCE_PASSWORD or REDISCLI_AUTH, which keeps it out of the
+    /// the master's; the sentinels' are --sentinel-user and PITR_SENTINEL_PASSWORD or
+    /// --sentinel-password-file). Prefer the password in PITR_SOURCE_PASSWORD or
+    /// REDISCLI_AUTH, or in a file (--source-password-file), which keeps it out of the
     /// process list.
     #[arg(long, env = "PITR_SOURCE")]
     source: String,
@@ -38,6 +39,10 @@ pub struct ArchiveArgs {
     /// followed to its master.
     #[arg(long, env = "PITR_NO_FOLLOW")]
     no_follow: bool,
+    #[command(flatten)]
+    pub(crate) source_password_file: SourcePasswordFile,
+    #[command(flatten)]
+    pub(crate) sentinel_password_file: SentinelPasswordFile,
     #[command(flatten)]
     store: StoreArgs,
     /// Longest time a received write waits before its segment is sealed and uploaded.

@@ -1,6 +1,7 @@
 //! Argument types shared by the commands, their value parsers, and the usage error that a
 //! value which parses but cannot be used becomes.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -55,6 +56,73 @@ impl StoreArgs {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// `--source-password-file`: what `archive` and `snapshot` take.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SourcePasswordFile {
+    /// Read the master's password from this file (as PITR_SOURCE_PASSWORD_FILE does: read once,
+    /// one trailing newline dropped; refused beside PITR_SOURCE_PASSWORD or its _FILE).
+    #[arg(long, value_name = "PATH")]
+    pub source_password_file: Option<PathBuf>,
+}
+
+impl SourcePasswordFile {
+    pub fn flag(&self) -> crate::secrets::FileFlag {
+        crate::secrets::FileFlag::new(
+            crate::secrets::SOURCE_FLAG,
+            self.source_password_file.clone(),
+        )
+    }
+}
+
+/// `--target-password-file`: what `restore` and `drill` take (with `--target`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TargetPasswordFile {
+    /// Read the live target's password from this file (as PITR_TARGET_PASSWORD_FILE does: read
+    /// once, one trailing newline dropped; refused beside PITR_TARGET_PASSWORD or its _FILE).
+    #[arg(long, value_name = "PATH")]
+    pub target_password_file: Option<PathBuf>,
+}
+
+impl TargetPasswordFile {
+    /// The flag is for a live target only: without `--target` it is a usage error. (clap's
+    /// `requires` lets it through beside `--output-dir` or `--redis-server`, which conflict
+    /// with `--target`.)
+    pub fn check(&self, target: Option<&str>) -> Result<(), Usage> {
+        match (&self.target_password_file, target) {
+            (Some(_), None) => Err(Usage::new(
+                "--target-password-file",
+                "only with --target (the password of a live target)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn flag(&self) -> crate::secrets::FileFlag {
+        crate::secrets::FileFlag::new(
+            crate::secrets::TARGET_FLAG,
+            self.target_password_file.clone(),
+        )
+    }
+}
+
+/// `--sentinel-password-file`: what `archive` takes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SentinelPasswordFile {
+    /// Read the Sentinels' password from this file (as PITR_SENTINEL_PASSWORD_FILE does: read
+    /// once, one trailing newline dropped; refused beside PITR_SENTINEL_PASSWORD or its _FILE).
+    #[arg(long, value_name = "PATH")]
+    pub sentinel_password_file: Option<PathBuf>,
+}
+
+impl SentinelPasswordFile {
+    pub fn flag(&self) -> crate::secrets::FileFlag {
+        crate::secrets::FileFlag::new(
+            crate::secrets::SENTINEL_FLAG,
+            self.sentinel_password_file.clone(),
+        )
     }
 }
 

@@ -25,7 +25,7 @@ use redis_pitr::replay::live::{LiveTarget, TargetError};
 use redis_pitr::replay::plan::{Plan, Target};
 use redis_pitr::replay::{self as restore, Destination, RestoreConfig};
 
-use crate::args::{parse_duration, FetchArgs, StoreArgs};
+use crate::args::{parse_duration, FetchArgs, StoreArgs, TargetPasswordFile};
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
 use crate::Finding;
 
@@ -38,9 +38,12 @@ pub struct DrillArgs {
     #[arg(long, default_value = "latest")]
     to: Target,
     /// Restore into this live server (redis://[user[:password]@]host:port; password in
-    /// PITR_TARGET_PASSWORD), which must hold no keys, instead of files and a scratch server.
+    /// PITR_TARGET_PASSWORD or --target-password-file), which must hold no keys, instead of
+    /// files and a scratch server.
     #[arg(long)]
     target: Option<String>,
+    #[command(flatten)]
+    pub(crate) target_password_file: TargetPasswordFile,
     /// The server binary started on the restored files (default: `redis-server` on PATH, or
     /// `valkey-server` for a Valkey archive).
     #[arg(long, value_name = "BIN")]
@@ -106,6 +109,7 @@ enum Mode {
 }
 
 pub fn config(a: DrillArgs) -> anyhow::Result<DrillCmd> {
+    a.target_password_file.check(a.target.as_deref())?;
     let store = a.store.open()?;
     let mode = match (a.target, a.redis_server) {
         (Some(url), _) => Mode::Live {

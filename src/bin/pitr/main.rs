@@ -142,6 +142,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return ExitCode::from(code),
     };
+    // Before the runtime starts and before the commands read the variables they set.
+    if let Err(e) = secrets::load_flags(&password_files(&cli.command)) {
+        let _ = writeln!(std::io::stderr(), "pitr: error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     init_logging(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -183,6 +188,20 @@ fn parse() -> Result<Cli, u8> {
         }
         EXIT_USAGE
     })
+}
+
+/// The password flags of the command (`--source-password-file` and the like), given or not.
+fn password_files(command: &Command) -> Vec<secrets::FileFlag> {
+    match command {
+        Command::Archive(a) => vec![
+            a.source_password_file.flag(),
+            a.sentinel_password_file.flag(),
+        ],
+        Command::Snapshot(a) => vec![a.source_password_file.flag()],
+        Command::Restore(a) => vec![a.target_password_file.flag()],
+        Command::Drill(a) => vec![a.target_password_file.flag()],
+        _ => Vec::new(),
+    }
 }
 
 /// Validates the arguments into the command's configuration (usage errors, before any work),

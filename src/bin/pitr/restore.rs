@@ -15,7 +15,7 @@ use redis_pitr::net::Source;
 use redis_pitr::replay::plan::{Plan, Target};
 use redis_pitr::replay::{self as restore, Destination, Progress, RestoreConfig};
 
-use crate::args::{parse_duration, parse_size, FetchArgs, StoreArgs, Usage};
+use crate::args::{parse_duration, parse_size, FetchArgs, StoreArgs, TargetPasswordFile, Usage};
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
 
 #[derive(Args, Debug)]
@@ -28,9 +28,12 @@ pub struct RestoreArgs {
     #[arg(long)]
     to: Target,
     /// A live server to restore into: redis://[user[:password]@]host:port. Prefer the password
-    /// in PITR_TARGET_PASSWORD. It must hold no keys unless --force.
+    /// in PITR_TARGET_PASSWORD or in a file (--target-password-file). It must hold no keys
+    /// unless --force.
     #[arg(long)]
     target: Option<String>,
+    #[command(flatten)]
+    pub(crate) target_password_file: TargetPasswordFile,
     /// Write files a stock redis-server loads natively into this directory, and print the
     /// command line that starts one on them.
     #[arg(long)]
@@ -72,6 +75,7 @@ pub struct RestoreCmd {
 
 impl RestoreArgs {
     pub fn config(self) -> anyhow::Result<RestoreCmd> {
+        self.target_password_file.check(self.target.as_deref())?;
         let store = self.store.open()?;
         let restore = if self.dry_run {
             None

@@ -18,7 +18,7 @@ use redis_pitr::archive::store::Store;
 use redis_pitr::ingest::archiver::now_ms;
 use redis_pitr::net::Source;
 
-use crate::args::{parse_duration, ReadArgs, Usage};
+use crate::args::{parse_duration, ReadArgs, SourcePasswordFile, Usage};
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
 use crate::Finding;
 
@@ -34,6 +34,10 @@ pub struct SnapshotArgs {
     /// always taken of the master the archiver archives.
     #[arg(long, env = "PITR_SOURCE")]
     source: Option<String>,
+    /// Accepted (and checked) as for `pitr archive`, so that both can share their settings;
+    /// `pitr snapshot` itself never connects to the master.
+    #[command(flatten)]
+    pub(crate) source_password_file: SourcePasswordFile,
     #[command(flatten)]
     read: ReadArgs,
     /// How long to wait for the snapshot.
