@@ -839,6 +839,8 @@ impl Archiver {
         self.pos = Some(pos);
         let mut last_acked = 0u64;
         let mut paused = false;
+        // A source that can move says so here: the link to the old master is let go at once.
+        let mut moved = self.cfg.source.locate.as_ref().and_then(|l| l.moved());
         let result: Result<SessionEnd, ArchiveError> = loop {
             if let Some(e) = early_error.take() {
                 break Err(e.into());
@@ -856,6 +858,12 @@ impl Archiver {
                         info!(generation = %d.generation, offset = d.offset, "flushed and acknowledged; stopping");
                     }
                     break Ok(SessionEnd::Shutdown);
+                }
+                _ = master_moved(&mut moved) => {
+                    let what = self.cfg.source.locate.as_ref().map_or_else(String::new, |l| l.describe());
+                    break Err(LinkError::Locate {
+                        what: format!("{what}: the master moved; letting go of {}", conn.addr()),
+                    }.into());
                 }
                 r = durable.changed() => {
                     if r.is_ok() {
@@ -948,6 +956,19 @@ impl Archiver {
             }));
         }
     }
+}
+
+/// Resolves when the source's master is known to have moved; never without a [`Locate::moved`]
+/// watch, nor once its sender is gone.
+///
+/// [`Locate::moved`]: crate::net::Locate::moved
+async fn master_moved(moved: &mut Option<watch::Receiver<u64>>) {
+    if let Some(rx) = moved {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 /// The task that keeps the lease renewed; awaited once, by whoever sees it end first.
