@@ -13,6 +13,7 @@
 
 pub mod archive;
 pub mod client;
+pub mod restore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
