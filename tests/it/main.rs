@@ -5,6 +5,7 @@ mod support;
 
 mod archive_garage;
 mod archive_redis;
+mod cluster;
 mod compaction;
 mod config;
 mod drill;
