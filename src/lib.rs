@@ -25,6 +25,7 @@
 //!
 //! `ingest` and `replay` never import each other; the parsers import no tokio.
 pub mod archive;
+pub mod cluster;
 pub mod ingest;
 pub mod maintain;
 pub mod metrics;

@@ -6,6 +6,7 @@ mod support;
 mod acl;
 mod archive_garage;
 mod archive_redis;
+mod cluster;
 mod compaction;
 mod config;
 mod drill;

@@ -6,7 +6,10 @@ use std::time::Duration;
 use clap::Args;
 
 use redis_pitr::archive::lease::LeaseConfig;
+use redis_pitr::archive::names::ArchiveName;
 use redis_pitr::archive::store::{redact_store_url, Store, StoreError};
+use redis_pitr::cluster::archive::ClusterArchive;
+use redis_pitr::cluster::ClusterSource;
 use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
 use redis_pitr::maintain::compact::{self, CompactConfig, Levels};
 use redis_pitr::maintain::prune::Policy;
@@ -23,12 +26,13 @@ use crate::args::{
 
 #[derive(Args, Debug)]
 pub struct ArchiveArgs {
-    /// The master: redis://[user[:password]@]host:port, or behind Sentinel
+    /// The master: redis://[user[:password]@]host:port; behind Sentinel,
     /// sentinel://[user[:password]@]host:port[,host:port…]/<master-name> (the credentials are
     /// the master's; the sentinels' are --sentinel-user and PITR_SENTINEL_PASSWORD or
-    /// --sentinel-password-file). Prefer the password in PITR_SOURCE_PASSWORD or
-    /// REDISCLI_AUTH, or in a file (--source-password-file), which keeps it out of the
-    /// process list.
+    /// --sentinel-password-file); or a whole Redis Cluster,
+    /// cluster://[user[:password]@]host:port[,host:port…] (one archive per shard, under
+    /// <name>/<shard-id>). Prefer the password in PITR_SOURCE_PASSWORD or REDISCLI_AUTH, or in
+    /// a file (--source-password-file), which keeps it out of the process list.
     #[arg(long, env = "PITR_SOURCE")]
     source: String,
     /// The sentinels' user, for a sentinel:// source (their password: PITR_SENTINEL_PASSWORD).
@@ -114,6 +118,8 @@ pub struct Settings {
     metrics_addr: Option<(String, bool)>,
     /// `--also-to`: the store that keeps a copy.
     also_to: Option<Store>,
+    /// A `cluster://` source: the cluster, and `--store` and `--name` as given.
+    cluster: Option<(ClusterSource, String, ArchiveName)>,
 }
 
 /// The password from the environment, if any: PITR_SOURCE_PASSWORD, then REDISCLI_AUTH.
@@ -125,20 +131,47 @@ pub fn env_password() -> Option<String> {
 
 impl ArchiveArgs {
     /// The archiver's configuration, or the first unusable value.
-    pub fn config(self) -> anyhow::Result<Settings> {
+    pub fn config(mut self) -> anyhow::Result<Settings> {
         // The message names the URL without its password.
-        let source = if self.source.starts_with("sentinel://") {
-            let auth = SentinelAuth {
-                user: self.sentinel_user.clone(),
-                password: std::env::var("PITR_SENTINEL_PASSWORD")
-                    .ok()
-                    .filter(|p| !p.is_empty()),
-            };
-            sentinel::parse(&self.source, env_password(), auth, &Source::default())
+        let cluster = if ClusterSource::is_cluster_url(&self.source) {
+            let c = ClusterSource::parse(&self.source, env_password())
+                .map_err(|reason| Usage::new("--source", reason))?;
+            // Metrics are per process: the shards' archivers would mix theirs.
+            if self.metrics_addr.as_deref().is_some_and(|a| a != "off") {
+                return Err(Usage::new(
+                    "--metrics-addr",
+                    "not available with a cluster:// source yet (the metrics of the shards' archivers would mix); leave it unset or `off`",
+                )
+                .into());
+            }
+            if self.also_to.is_some() {
+                return Err(Usage::new(
+                    "--also-to",
+                    "not available with a cluster:// source yet (run pitr ship --follow for each shard)",
+                )
+                .into());
+            }
+            self.metrics_addr = Some("off".into());
+            Some((c, self.store.store.clone(), self.store.name.clone()))
         } else {
-            Source::parse(&self.source, env_password())
-        }
-        .map_err(|reason| Usage::new("--source", reason))?;
+            None
+        };
+        let source = match &cluster {
+            // Each shard's archiver gets a source of its own.
+            Some((c, _, _)) => c.node(&c.seeds[0].0, c.seeds[0].1),
+            None if self.source.starts_with("sentinel://") => {
+                let auth = SentinelAuth {
+                    user: self.sentinel_user.clone(),
+                    password: std::env::var("PITR_SENTINEL_PASSWORD")
+                        .ok()
+                        .filter(|p| !p.is_empty()),
+                };
+                sentinel::parse(&self.source, env_password(), auth, &Source::default())
+                    .map_err(|reason| Usage::new("--source", reason))?
+            }
+            None => Source::parse(&self.source, env_password())
+                .map_err(|reason| Usage::new("--source", reason))?,
+        };
         if self.segment_max_bytes > (1 << 32) {
             return Err(Usage::new("--segment-max-bytes", "at most 4GiB").into());
         }
@@ -198,6 +231,7 @@ impl ArchiveArgs {
             archive,
             metrics_addr,
             also_to,
+            cluster,
         })
     }
 }
@@ -209,6 +243,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         archive: cfg,
         metrics_addr,
         also_to,
+        cluster,
     } = settings;
     // Stopped when the archiver has returned (the process exits then anyway).
     let stop_metrics = CancellationToken::new();
@@ -239,6 +274,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     });
+    if let Some((source, store_url, name)) = cluster {
+        tracing::info!(seeds = ?source.seeds, "archiving a Redis Cluster: one archive per shard (metrics are off for cluster sources)");
+        let c = ClusterArchive {
+            source,
+            store_url,
+            name,
+            store: cfg.store.clone(),
+            template: cfg,
+        };
+        redis_pitr::cluster::archive::run(c, shutdown).await?;
+        return Ok(());
+    }
     let copy = also_to.map(|dst| {
         let stop = CancellationToken::new();
         let task = tokio::spawn(keep_copy(cfg.store.clone(), dst, cfg.lease, stop.clone()));

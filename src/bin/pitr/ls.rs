@@ -8,8 +8,10 @@ use anyhow::Context;
 use redis_pitr::archive::branch::{self, Branch};
 use redis_pitr::archive::catalog::{Catalog, Coverage};
 use redis_pitr::archive::lease::{Lease, LeaseInfo};
+use redis_pitr::archive::names::ArchiveName;
 use redis_pitr::archive::scan;
 use redis_pitr::archive::store::Store;
+use redis_pitr::cluster;
 
 use crate::args::ReadArgs;
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
@@ -65,6 +67,15 @@ pub fn config(a: LsArgs) -> anyhow::Result<LsConfig> {
 
 /// Prints the catalog; an empty archive is [`Finding::Empty`] (exit 3) after the report.
 pub async fn run(cfg: LsConfig) -> anyhow::Result<()> {
+    if let Ok(name) = cfg.name.parse::<ArchiveName>() {
+        // A store that cannot be listed fails below, with the usual message and exit code.
+        let records = cluster::read_records(&cfg.store, &name)
+            .await
+            .unwrap_or_default();
+        if !records.is_empty() {
+            return run_cluster(&cfg, &name, records).await;
+        }
+    }
     let mut catalog = if cfg.objects || cfg.timeline.is_some() {
         let listing = cfg.store.list().await.context("listing the archive")?;
         Catalog::from_listing(&listing)
@@ -130,6 +141,120 @@ async fn branches(store: &Store) -> anyhow::Result<Vec<BranchShown>> {
             branch: b,
         })
         .collect())
+}
+
+/// A cluster archive: each shard (its slots now, its windows) and the topology records.
+async fn run_cluster(
+    cfg: &LsConfig,
+    name: &ArchiveName,
+    records: Vec<cluster::Topology>,
+) -> anyhow::Result<()> {
+    let url = cfg.store.url().to_string();
+    let newest = records.last().cloned();
+    let mut shards = Vec::new();
+    for id in cluster::all_shards(&records) {
+        let store = cluster::shard_store(&url, name, &id)?;
+        let mut catalog = scan::summary(&store)
+            .await
+            .with_context(|| format!("listing shard {id}"))?
+            .0;
+        let lease = Lease::read(&store).await.map_err(|e| e.to_string());
+        if let Some((g, o, ms)) = lease
+            .as_ref()
+            .ok()
+            .and_then(|l| l.as_ref())
+            .and_then(|l| l.vouched_point())
+        {
+            catalog.extend_to_vouched(g, o, ms);
+        }
+        let now = newest.as_ref().and_then(|t| t.shard(&id)).cloned();
+        shards.push((id, now, catalog, lease));
+    }
+    let mut out = Out::stdout();
+    let now = now_ms();
+    if cfg.json {
+        let v = serde_json::json!({
+            "cluster": name.as_str(),
+            "shards": shards.iter().map(|(id, s, c, l)| serde_json::json!({
+                "id": id,
+                "store": cluster::shards_url(&url, name),
+                "current": s,
+                "generations": c.generations,
+                "gaps": c.gaps,
+                "lease": lease_json(l, now),
+            })).collect::<Vec<_>>(),
+            "topology": records,
+        });
+        outln!(out, "{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        outln!(
+            out,
+            "cluster archive {:?} in {url}: {} shards (each an archive in {})",
+            name.as_str(),
+            shards.len(),
+            cluster::shards_url(&url, name)
+        );
+        for (id, s, c, _) in &shards {
+            outln!(out);
+            match s {
+                Some(s) => outln!(
+                    out,
+                    "shard {id}  master {} ({})  slots {}",
+                    s.master.addr,
+                    s.master.id,
+                    slot_ranges(&s.slots)
+                ),
+                None => outln!(out, "shard {id}  (no longer in the cluster)"),
+            }
+            if c.generations.is_empty() {
+                outln!(out, "  empty");
+            }
+            for g in &c.generations {
+                outln!(
+                    out,
+                    "  generation {}  window {} .. {}  offsets {} .. {}",
+                    g.id,
+                    fmt_time(g.first_time_ms),
+                    fmt_time(g.last_time_ms),
+                    g.first_offset,
+                    g.last_offset
+                );
+            }
+        }
+        outln!(out);
+        outln!(out, "topology records (slot ownership over time):");
+        for t in &records {
+            let shards: Vec<String> = t
+                .shards
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{}@{} {}",
+                        &s.id[..s.id.len().min(8)],
+                        s.master.addr,
+                        slot_ranges(&s.slots)
+                    )
+                })
+                .collect();
+            outln!(out, "  {}  {}", fmt_time(t.time_ms), shards.join("; "));
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn slot_ranges(slots: &[(u16, u16)]) -> String {
+    slots
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn now_ms() -> u64 {

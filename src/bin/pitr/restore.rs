@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use redis_pitr::archive::names::ArchiveName;
 use redis_pitr::archive::store::Store;
+use redis_pitr::cluster;
 use redis_pitr::net::Source;
 use redis_pitr::replay::plan::{Plan, Target};
 use redis_pitr::replay::{self as restore, Destination, Progress, RestoreConfig};
@@ -67,6 +69,9 @@ pub struct RestoreArgs {
 /// A validated `pitr restore`.
 pub struct RestoreCmd {
     store: Store,
+    /// `--store` and `--name` as given, and `--target`/`--output-dir`: a cluster archive's
+    /// shards are found from them.
+    cluster: (String, ArchiveName, Option<PathBuf>),
     to: Target,
     json: bool,
     /// `None` for `--dry-run`.
@@ -77,6 +82,11 @@ impl RestoreArgs {
     pub fn config(self) -> anyhow::Result<RestoreCmd> {
         self.target_password_file.check(self.target.as_deref())?;
         let store = self.store.open()?;
+        let cluster = (
+            self.store.store.clone(),
+            self.store.name.clone(),
+            self.output_dir.clone(),
+        );
         let restore = if self.dry_run {
             None
         } else {
@@ -109,6 +119,7 @@ impl RestoreArgs {
         };
         Ok(RestoreCmd {
             store,
+            cluster,
             to: self.to,
             json: self.json,
             restore,
@@ -178,6 +189,13 @@ fn check_output_dir(dir: &Path, force: bool) -> Result<(), Usage> {
 }
 
 pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
+    // A store that cannot be listed fails below, with the usual message and exit code.
+    let records = cluster::read_records(&cmd.store, &cmd.cluster.1)
+        .await
+        .unwrap_or_default();
+    if !records.is_empty() {
+        return run_cluster(cmd, records).await;
+    }
     let plan = restore::make_plan(&cmd.store, cmd.to).await?;
     let mut out = Out::stdout();
     let Some(cfg) = cmd.restore else {
@@ -223,6 +241,63 @@ pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
             );
             outln!(out, "  start a server on it with:");
             outln!(out, "    {}", f.command_line);
+        }
+    }
+    Ok(out.flush()?)
+}
+
+/// A cluster archive (it has topology records): every shard to the same moment, as files in
+/// `<dir>/<shard-id>/` with `<dir>/cluster.json`.
+async fn run_cluster(cmd: RestoreCmd, records: Vec<cluster::Topology>) -> anyhow::Result<()> {
+    use cluster::restore::{self as cr, ClusterRestoreError as E};
+    let (url, name, dir) = cmd.cluster;
+    let usage = |e: E| -> anyhow::Error {
+        match e {
+            E::Usage(reason) => Usage::new("--to", reason).into(),
+            e => e.into(),
+        }
+    };
+    let to = cr::moment(&url, &name, &records, cmd.to)
+        .await
+        .map_err(usage)?;
+    let (Some(cfg), Some(dir)) = (cmd.restore, dir) else {
+        return Err(Usage::new(
+            "--target or --dry-run",
+            "a cluster archive is restored with --output-dir (one directory per shard) for now; \
+             restore one shard with --store <store>/<name> --name <shard-id>",
+        )
+        .into());
+    };
+    let report = cr::to_files(&url, &name, &records, to, dir.clone(), &cfg)
+        .await
+        .map_err(usage)?;
+    let mut out = Out::stdout();
+    if cmd.json {
+        outln!(out, "{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        outln!(
+            out,
+            "restored {} shards to {} (topology of {}) in {}",
+            report.shards.len(),
+            fmt_time(report.time_ms),
+            fmt_time(report.topology_ms),
+            dir.display()
+        );
+        for s in &report.shards {
+            let r = &s.report;
+            outln!(
+                out,
+                "  {}  slots {:?}  generation {} offset {}: {} keys, {} commands",
+                s.id,
+                s.slots,
+                r.generation,
+                r.offset,
+                r.keys,
+                r.commands
+            );
+            if let Some(f) = &r.files {
+                outln!(out, "    {}", f.command_line);
+            }
         }
     }
     Ok(out.flush()?)

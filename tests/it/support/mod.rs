@@ -16,6 +16,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod archiving;
+pub mod cluster;
 pub mod garage;
 pub mod pitr;
 pub mod process;
