@@ -17,4 +17,5 @@ pub mod lease;
 pub mod names;
 pub mod request;
 pub mod scan;
+pub mod stopped;
 pub mod store;

@@ -396,6 +396,7 @@ impl Store {
             let rel = loc.strip_prefix(&strip).unwrap_or(loc);
             if rel == crate::archive::lease::LEASE_OBJECT
                 || rel == crate::archive::request::REQUEST_OBJECT
+                || rel == crate::archive::stopped::STOPPED_OBJECT
                 || rel
                     .strip_prefix(crate::archive::branch::BRANCHES_DIR)
                     .is_some_and(|r| r.starts_with('/'))

@@ -17,6 +17,7 @@ use crate::archive::branch::{self, Branch};
 use crate::archive::format::{self, SnapshotHeader};
 use crate::archive::lease::{Lease, LeaseCommand, LeaseConfig, LeaseError, LeaseGuard, Vouched};
 use crate::archive::names::{GenerationId, ObjectKind, ObjectName};
+use crate::archive::stopped;
 use crate::archive::store::{SnapshotDone, SnapshotUpload, Store, StoreError};
 use crate::ingest::follow::{self, Resume};
 use crate::ingest::link::{eof_step, Connection, EofStep, LinkError, Payload, Psync};
@@ -457,12 +458,15 @@ impl Archiver {
         };
         let guard = lease.guard();
         let (vouch, vouched) = watch::channel(None);
+        // The last point vouched for, left behind on a clean stop (`archive::stopped`).
+        let last_vouched = vouched.clone();
         let stop_renewing = CancellationToken::new();
         let mut renewer = Renewer {
             object: lease.object().to_string(),
             task: None,
         };
         renewer.task = Some(tokio::spawn(lease.keep(vouched, stop_renewing.clone())));
+        let cfg_store = cfg.store.clone();
         let result = Self::run_holding(cfg, shutdown, guard, vouch, &mut renewer).await;
         // Released after everything else has ended (the last segments are uploaded).
         stop_renewing.cancel();
@@ -471,6 +475,12 @@ impl Archiver {
         };
         match task.await {
             Ok(Ok(lease)) => {
+                let last = *last_vouched.borrow();
+                if let (Ok(()), Some(v)) = (&result, last) {
+                    if let Err(e) = stopped::put(&cfg_store, v).await {
+                        warn!(error = %e, "could not leave the last vouched point: the window of the stopped archive ends at its last write");
+                    }
+                }
                 if let Err(e) = lease.release().await {
                     warn!(error = %e, "could not release the lease: the next archiver takes it once it expires");
                 }
@@ -986,6 +996,7 @@ impl Archiver {
                     }
                     let _ = self.tx.send(Msg::Finish(reply));
                     if let Ok(d) = done.await {
+                        self.vouch_if_idle(&d, &pos, conn.buffer().is_empty());
                         let _ = conn.ack(ack_value(&d).saturating_sub(self.delta)).await;
                         info!(generation = %d.generation, offset = d.offset, "flushed and acknowledged; stopping");
                     }

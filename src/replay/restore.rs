@@ -265,7 +265,8 @@ pub async fn make_plan(store: &Store, target: Target) -> Result<Plan, RestoreErr
 }
 
 /// Extends the newest generation's window to the point a running archiver vouches for in
-/// its lease (see [`Catalog::extend_to_vouched`]), and returns the lease. A lease that cannot
+/// its lease, or a stopped one left (see [`Catalog::extend_to_vouched`] and
+/// [`crate::archive::stopped`]), and returns the lease. A lease that cannot
 /// be read extends nothing: the window then ends at the last archived byte, as without an
 /// archiver.
 pub async fn vouched_window(
@@ -274,7 +275,9 @@ pub async fn vouched_window(
 ) -> Option<crate::archive::lease::LeaseInfo> {
     match crate::archive::lease::Lease::read(store).await {
         Ok(l) => {
-            if let Some((g, o, ms)) = l.as_ref().and_then(|l| l.vouched_point()) {
+            if let Some((g, o, ms)) =
+                crate::archive::stopped::vouched_point(store, l.as_ref()).await
+            {
                 catalog.extend_to_vouched(g, o, ms);
             }
             l

@@ -430,8 +430,8 @@ fn failover_and_replicaof_on_the_master_are_followed() {
     write_some(&m, "three", 100);
     assert_eq!(wait_acks(&m, 2), 2);
     checkpoints.push(checkpoint(&m));
-    write_some(&m, "end", 1);
-    assert_eq!(wait_acks(&m, 2), 2);
+    // Nothing written after the last moment: the stopped archiver's last vouched point
+    // (`archive::stopped`) keeps it inside the window.
     p.stop_gracefully(Duration::from_secs(30));
 
     let ls = a.ls_summary();

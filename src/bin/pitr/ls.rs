@@ -10,6 +10,7 @@ use redis_pitr::archive::catalog::{Catalog, Coverage};
 use redis_pitr::archive::lease::{Lease, LeaseInfo};
 use redis_pitr::archive::names::ArchiveName;
 use redis_pitr::archive::scan;
+use redis_pitr::archive::stopped;
 use redis_pitr::archive::store::Store;
 use redis_pitr::cluster;
 
@@ -87,11 +88,8 @@ pub async fn run(cfg: LsConfig) -> anyhow::Result<()> {
     };
     // A lease that cannot be read is shown, not fatal: the listing is what ls is for.
     let lease = Lease::read(&cfg.store).await.map_err(|e| e.to_string());
-    if let Some((g, o, ms)) = lease
-        .as_ref()
-        .ok()
-        .and_then(|l| l.as_ref())
-        .and_then(|l| l.vouched_point())
+    if let Some((g, o, ms)) =
+        stopped::vouched_point(&cfg.store, lease.as_ref().ok().and_then(|l| l.as_ref())).await
     {
         catalog.extend_to_vouched(g, o, ms);
     }
@@ -159,11 +157,8 @@ async fn run_cluster(
             .with_context(|| format!("listing shard {id}"))?
             .0;
         let lease = Lease::read(&store).await.map_err(|e| e.to_string());
-        if let Some((g, o, ms)) = lease
-            .as_ref()
-            .ok()
-            .and_then(|l| l.as_ref())
-            .and_then(|l| l.vouched_point())
+        if let Some((g, o, ms)) =
+            stopped::vouched_point(&store, lease.as_ref().ok().and_then(|l| l.as_ref())).await
         {
             catalog.extend_to_vouched(g, o, ms);
         }
