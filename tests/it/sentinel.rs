@@ -235,16 +235,7 @@ impl Deployment {
 
     /// The port the first sentinel names as the master's.
     fn named_master(&self) -> Option<u16> {
-        match sentinel(
-            self.sentinels[0].1,
-            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"],
-        ) {
-            Ok(redis::Value::Array(a)) if a.len() == 2 => match &a[1] {
-                redis::Value::BulkString(p) => String::from_utf8_lossy(p).parse().ok(),
-                _ => None,
-            },
-            _ => None,
-        }
+        named_master_at(self.sentinels[0].1)
     }
 
     fn server(&self, port: u16) -> &RedisServer {
@@ -266,6 +257,17 @@ impl Deployment {
             },
         );
         self.server(self.named_master().unwrap())
+    }
+}
+
+/// The port the sentinel at `port` names as the master's.
+fn named_master_at(port: u16) -> Option<u16> {
+    match sentinel(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]) {
+        Ok(redis::Value::Array(a)) if a.len() == 2 => match &a[1] {
+            redis::Value::BulkString(p) => String::from_utf8_lossy(p).parse().ok(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -564,4 +566,112 @@ fn writes_a_failover_lost_are_a_branch_restorable_only_before_it() {
     restores_equal(&a, &checkpoints);
     assert!(checkpoints[1].1.to_string().contains("lost:0"));
     assert!(!checkpoints[2].1.to_string().contains("lost:0"));
+}
+
+#[test]
+fn a_sentinel_failover_under_writes_restores_every_checkpoint() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let d = Deployment::start();
+    let a = Archive::local();
+    let p = a.archiver_with(&d.url(), &["--flush-interval", "100ms"], &[]);
+    let first = d.server(d.named_master().unwrap());
+    wait_until_msg(Duration::from_secs(60), "the archiver to attach", || {
+        wait_acks(first, 3) == 3
+    });
+
+    // A client that writes without pause to whichever server Sentinel names, as applications
+    // do: on an error it asks Sentinel again. A checkpoint holds the gate between two writes.
+    let gate = Arc::new(Mutex::new(()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (gate, stop, written) = (gate.clone(), stop.clone(), written.clone());
+        let sentinel_port = d.sentinels[0].1;
+        std::thread::spawn(move || {
+            let mut con: Option<redis::Connection> = None;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let held = gate.lock().unwrap();
+                if con.is_none() {
+                    con = named_master_at(sentinel_port).and_then(|port| {
+                        redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                            .ok()?
+                            .get_connection_with_timeout(Duration::from_secs(2))
+                            .ok()
+                    });
+                }
+                if let Some(c) = con.as_mut() {
+                    let r: redis::RedisResult<()> = redis::cmd("SET")
+                        .arg(format!("w:{}", i % 500))
+                        .arg(i)
+                        .query(c);
+                    match r {
+                        Ok(()) => {
+                            written.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => con = None,
+                    }
+                }
+                i += 1;
+                drop(held);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    // The current master's state while the writer waits, once the replicas and the archiver
+    // have everything.
+    let take = |replicas: i64| {
+        let _held = gate.lock().unwrap();
+        let m = d.server(d.named_master().unwrap());
+        wait_until_msg(
+            Duration::from_secs(60),
+            "the replicas and the archiver to catch up",
+            || wait_acks(m, replicas as usize) >= replicas,
+        );
+        checkpoint(m)
+    };
+    let mut checkpoints = Vec::new();
+    std::thread::sleep(Duration::from_millis(800));
+    checkpoints.push(take(3));
+    std::thread::sleep(Duration::from_millis(800));
+    checkpoints.push(take(3));
+
+    wait_until_msg(
+        Duration::from_secs(60),
+        "Sentinel to accept the failover",
+        || sentinel(d.sentinels[0].1, &["SENTINEL", "FAILOVER", "mymaster"]).is_ok(),
+    );
+    let second = d.wait_new_master(first.port());
+    let at_failover = written.load(Ordering::Relaxed);
+    wait_until_msg(Duration::from_secs(30), "writes to the new master", || {
+        written.load(Ordering::Relaxed) > at_failover + 200
+    });
+    checkpoints.push(take(3));
+    std::thread::sleep(Duration::from_millis(800));
+    checkpoints.push(take(3));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    write_some(second, "end", 1);
+    assert_eq!(wait_acks(second, 3), 3);
+    p.stop_gracefully(Duration::from_secs(30));
+
+    // One generation, or two when writes reached the old master after the promotion: then a
+    // branch that lost writes says so.
+    let ls = a.ls_summary();
+    let generations = ls["generations"].as_array().unwrap();
+    let branches = ls["branches"].as_array().unwrap();
+    let lossy: Vec<&Value> = branches.iter().filter(|b| b["shifted"] == false).collect();
+    assert_eq!(
+        generations.len(),
+        1 + lossy.len(),
+        "{ls:#}\n{}",
+        p.log_tail(40)
+    );
+    for b in lossy {
+        assert!(b["lost_data_commands"].as_u64().unwrap() > 0, "{b:#}");
+    }
+    a.verify();
+    restores_equal(&a, &checkpoints);
 }
