@@ -11,21 +11,23 @@ use redis_pitr::ingest::archiver::{ArchiveConfig, Archiver};
 use redis_pitr::maintain::compact::{self, CompactConfig, Levels};
 use redis_pitr::maintain::prune::Policy;
 use redis_pitr::metrics;
-use redis_pitr::net::Source;
 use redis_pitr::ship::{self, Follow, ShipConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
     compaction_with_run, metrics_addr, parse_duration, parse_interval, parse_levels, parse_size,
-    serve_metrics, LeaseArgs, StoreArgs, Usage,
+    serve_metrics, LeaseArgs, StoreArgs, TlsArgs, Usage,
 };
 
 #[derive(Args, Debug)]
 pub struct ArchiveArgs {
-    /// The master: redis://[user[:password]@]host:port. Prefer the password in
-    /// PITR_SOURCE_PASSWORD or REDISCLI_AUTH, which keeps it out of the process list.
+    /// The master: redis://[user[:password]@]host:port, or rediss://… for TLS (see --tls-*).
+    /// Prefer the password in PITR_SOURCE_PASSWORD or REDISCLI_AUTH, which keeps it out of the
+    /// process list.
     #[arg(long, env = "PITR_SOURCE")]
     source: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     store: StoreArgs,
     /// Longest time a received write waits before its segment is sealed and uploaded.
@@ -110,8 +112,8 @@ impl ArchiveArgs {
     /// The archiver's configuration, or the first unusable value.
     pub fn config(self) -> anyhow::Result<Settings> {
         // The message names the URL without its password.
-        let source = Source::parse(&self.source, env_password())
-            .map_err(|reason| Usage::new("--source", reason))?;
+        self.tls.install()?;
+        let source = self.tls.source(&self.source, env_password(), "--source")?;
         if self.segment_max_bytes > (1 << 32) {
             return Err(Usage::new("--segment-max-bytes", "at most 4GiB").into());
         }

@@ -16,9 +16,8 @@ use redis_pitr::archive::names::{GenerationId, ObjectName};
 use redis_pitr::archive::request::{self, Found, SnapshotRequest};
 use redis_pitr::archive::store::Store;
 use redis_pitr::ingest::archiver::now_ms;
-use redis_pitr::net::Source;
 
-use crate::args::{parse_duration, ReadArgs, Usage};
+use crate::args::{parse_duration, ReadArgs, TlsArgs};
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
 use crate::Finding;
 
@@ -34,6 +33,10 @@ pub struct SnapshotArgs {
     /// always taken of the master the archiver archives.
     #[arg(long, env = "PITR_SOURCE")]
     source: Option<String>,
+    /// Checked against --source as `pitr archive` does (a redis:// source with TLS flags is
+    /// refused), so that the archiver's arguments can be reused as they are.
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     read: ReadArgs,
     /// How long to wait for the snapshot.
@@ -53,11 +56,10 @@ pub struct SnapshotConfig {
 pub fn config(a: SnapshotArgs) -> anyhow::Result<SnapshotConfig> {
     let source = match &a.source {
         // Only the address goes into the request, so the password is not needed.
-        Some(url) => Some(
-            Source::parse(url, None)
-                .map_err(|reason| Usage::new("--source", reason))?
-                .addr(),
-        ),
+        Some(url) => {
+            a.tls.install()?;
+            Some(a.tls.source(url, None, "--source")?.addr())
+        }
         None => None,
     };
     Ok(SnapshotConfig {
