@@ -13,14 +13,18 @@
 //! connection it makes (the source, a restore's target) uses the same settings.
 
 use std::fmt;
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock, RwLock};
+use std::task::{Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
@@ -235,12 +239,12 @@ pub async fn handshake(
     host: &str,
     tls: &Tls,
     deadline: Instant,
-) -> std::io::Result<TlsStream<TcpStream>> {
+) -> std::io::Result<ClientTls> {
     let name = tls.server_name(host)?;
     let shown = name.to_str().into_owned();
     let connector = TlsConnector::from(tls.config.clone());
     match tokio::time::timeout_at(deadline, connector.connect(name, tcp)).await {
-        Ok(Ok(s)) => Ok(s),
+        Ok(Ok(s)) => Ok(ClientTls(s)),
         Ok(Err(e)) => Err(handshake_error(e, &shown, tls)),
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -267,16 +271,83 @@ fn handshake_error(e: std::io::Error, name: &str, tls: &Tls) -> std::io::Error {
             C::Expired | C::ExpiredContext { .. } => ": the server's certificate has expired".into(),
             _ => String::new(),
         },
-        Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired))
-        | Some(rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure)) => {
-            ": the server may require a client certificate (--tls-cert and --tls-key)".into()
-        }
         _ => String::new(),
     };
+    let e = explain(e);
     std::io::Error::new(
         e.kind(),
         format!("TLS handshake (server name {name:?}): {e}{hint}"),
     )
+}
+
+/// A TLS connection to a server: the stream, whose errors say what an alert from the server
+/// most likely means. With TLS 1.3 a server that refuses the client's certificate (or its
+/// absence) says so only after the handshake, on the first read.
+pub struct ClientTls(TlsStream<TcpStream>);
+
+impl ClientTls {
+    pub fn get_ref(&self) -> &TlsStream<TcpStream> {
+        &self.0
+    }
+}
+
+fn explain(e: std::io::Error) -> std::io::Error {
+    use rustls::AlertDescription as A;
+    let alert = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(a)) => *a,
+        _ => return e,
+    };
+    let hint = match alert {
+        A::CertificateRequired => "the server requires a client certificate (--tls-cert and --tls-key)",
+        A::BadCertificate | A::UnknownCA | A::UnsupportedCertificate | A::CertificateUnknown => {
+            "the server refused the client certificate (--tls-cert): is it issued by a CA the server trusts?"
+        }
+        A::CertificateExpired => "the server refused the client certificate: it has expired",
+        _ => return e,
+    };
+    std::io::Error::new(e.kind(), format!("{e}: {hint}"))
+}
+
+impl AsyncRead for ClientTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf).map_err(explain)
+    }
+}
+
+impl AsyncWrite for ClientTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf).map_err(explain)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0)
+            .poll_write_vectored(cx, bufs)
+            .map_err(explain)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx).map_err(explain)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx).map_err(explain)
+    }
 }
 
 fn read_certs(part: TlsPart, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
