@@ -187,3 +187,49 @@ pub async fn dial(host: &str, port: u16, timeout: Duration) -> std::io::Result<T
     stream.set_nodelay(true)?;
     Ok(stream)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insecure() -> Arc<Tls> {
+        Arc::new(
+            Tls::new(&TlsOptions {
+                insecure: true,
+                ..TlsOptions::default()
+            })
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn rediss_urls_are_tls_and_other_schemes_are_refused() {
+        tls::set_default(insecure());
+        let s = Source::parse("rediss://u:secret@127.0.0.1:6380", None).unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 6380));
+        assert!(s.tls.as_ref().is_some_and(|t| t.insecure()));
+        assert!(!format!("{s:?}").contains("secret"));
+        assert!(Source::parse("redis://h", None).unwrap().tls.is_none());
+        let e = Source::parse("http://u:secret@h:1", None).unwrap_err();
+        assert!(e.contains("rediss://") && !e.contains("secret"), "{e}");
+    }
+
+    /// A server that accepts the connection and never answers the handshake: the dial fails
+    /// within its timeout, as `TimedOut`.
+    #[tokio::test]
+    async fn a_silent_server_times_the_handshake_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accept = tokio::spawn(async move { listener.accept().await });
+        let tls = insecure();
+        let start = std::time::Instant::now();
+        let e = match connect_to("127.0.0.1", port, Some(&tls), Duration::from_millis(300)).await
+        {
+            Ok(_) => panic!("connected to a silent server"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        drop(accept);
+    }
+}
