@@ -223,13 +223,16 @@ mod tests {
         let accept = tokio::spawn(async move { listener.accept().await });
         let tls = insecure();
         let start = std::time::Instant::now();
-        let e = match connect_to("127.0.0.1", port, Some(&tls), Duration::from_millis(300)).await
-        {
+        let e = match connect_to("127.0.0.1", port, Some(&tls), Duration::from_millis(300)).await {
             Ok(_) => panic!("connected to a silent server"),
             Err(e) => e,
         };
         assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
-        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
         drop(accept);
     }
 }
