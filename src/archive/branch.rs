@@ -12,6 +12,7 @@
 //!   data, so the generation goes on from the new master without a full sync. Its stream
 //!   continues after the branch's bytes: from there on, the archive's offsets are the master's
 //!   plus `delta` (the lost bytes of this and every earlier such branch of the generation).
+//!
 //! The archiver writes one record per such failover, `<archive>/branches/<gen:010>-<at:020>.json`,
 //! beside the lease (a name that is not an archive object name: listings skip it), and `pitr
 //! ls` reports them (`docs/format.md`, "Branches").

@@ -39,6 +39,8 @@ pub struct ClusterSource {
     pub seeds: Vec<(String, u16)>,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// TLS for every node (`--tls` or a `--tls-*` flag).
+    pub tls: Option<std::sync::Arc<crate::net::Tls>>,
 }
 
 impl std::fmt::Debug for ClusterSource {
@@ -95,6 +97,7 @@ impl ClusterSource {
             seeds,
             user,
             password: password.or(env_password),
+            tls: None,
         })
     }
 
@@ -106,6 +109,7 @@ impl ClusterSource {
             user: self.user.clone(),
             password: self.password.clone(),
             locate: None,
+            tls: self.tls.clone(),
         }
     }
 }

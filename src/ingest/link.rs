@@ -549,7 +549,7 @@ mod tests {
         assert!(Source::parse("not a url", None).is_err());
         let s = Source::parse("redis://[::1]", Some("env".into())).unwrap();
         assert_eq!(s.addr(), "[::1]:6379");
-        let e = Source::parse("rediss://u:secret@h:1", None).unwrap_err();
+        let e = Source::parse("http://u:secret@h:1", None).unwrap_err();
         assert!(!e.contains("secret"), "{e}");
     }
 

@@ -3,8 +3,8 @@
 //!
 //! Why it exists: a restore sends millions of commands, and waiting for each reply would make
 //! it latency-bound. [`LiveTarget::send`] only encodes a command into a reusable buffer; the
-//! buffer goes out in large writes while the replies are read in the same loop (one
-//! `ready(READABLE | WRITABLE)` on the socket), so writing and reading overlap fully. Replies
+//! buffer goes out in large writes while the replies are read in the same loop (one poll of
+//! the stream for both, TCP or TLS alike), so writing and reading overlap fully. Replies
 //! are counted (`+OK` and `:n` without allocating) and matched to the commands in order; the
 //! first error reply fails the restore and names the command it answers, from a descriptor
 //! (command name and first key, truncated) kept for each command still unanswered. At most a
@@ -14,12 +14,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::net::{redact_url, Source};
+use crate::net::{redact_url, BoxedStream, Source};
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::Interest;
-use tokio::net::TcpStream;
+use tokio::io::AsyncWrite;
 
 use crate::rdb::logical::escape;
 
@@ -381,10 +382,14 @@ enum Until {
 /// A pipelined connection to the target server. See the module documentation.
 pub struct LiveTarget {
     addr: String,
-    stream: TcpStream,
+    /// TCP, or TLS over it (see [`crate::net::connect`]).
+    stream: BoxedStream,
     /// Encoded commands; `wbuf[wpos..]` is not written yet.
     wbuf: Vec<u8>,
     wpos: usize,
+    /// Bytes were written since the stream was last flushed: a TLS stream may hold the last
+    /// records until it is.
+    unflushed: bool,
     rbuf: BytesMut,
     /// Unanswered commands (written or queued), oldest first.
     pending: VecDeque<Desc>,
@@ -416,8 +421,9 @@ impl fmt::Debug for LiveTarget {
 }
 
 impl LiveTarget {
-    /// redis://[user[:password]@]host:port; the password may come from `password` (env), never
-    /// logged. Authenticates and checks that the server answers `PING`.
+    /// redis://[user[:password]@]host:port, or rediss://… for TLS (with the process's default
+    /// settings, see [`crate::net::tls::default_tls`]); the password may come from `password`
+    /// (env), never logged. Authenticates and checks that the server answers `PING`.
     pub async fn connect(url: &str, password: Option<String>) -> Result<LiveTarget, TargetError> {
         Self::connect_with_timeout(url, password, DEFAULT_TIMEOUT).await
     }
@@ -434,18 +440,36 @@ impl LiveTarget {
             url: redact_url(url),
             reason,
         })?;
-        let addr = ep.addr();
-        let stream = crate::net::dial(&ep.host, ep.port, timeout)
+        Self::connect_source(&ep, timeout).await
+    }
+
+    /// [`connect_with_timeout`](Self::connect_with_timeout) to a parsed `source`: its address
+    /// (where it is now, for a source that can move), user, password and TLS settings.
+    pub async fn connect_source(
+        source: &Source,
+        timeout: Duration,
+    ) -> Result<LiveTarget, TargetError> {
+        let ep = source
+            .resolve(timeout)
             .await
-            .map_err(|source| TargetError::Connect {
-                addr: addr.clone(),
-                source,
+            .map_err(|what| TargetError::Connect {
+                addr: source.addr(),
+                source: std::io::Error::other(what),
             })?;
+        let addr = ep.addr();
+        let stream =
+            crate::net::connect(&ep, timeout)
+                .await
+                .map_err(|source| TargetError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?;
         let mut t = LiveTarget {
             addr,
             stream,
             wbuf: Vec::with_capacity(2 * WRITE_AT),
             wpos: 0,
+            unflushed: false,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             pending: VecDeque::new(),
             pending_bytes: 0,
@@ -859,25 +883,90 @@ return cursor .. ':' .. fixed
 
     async fn pump_inner(&mut self, until: Until) -> Result<(), TargetError> {
         while !self.done(until) {
-            let want_write = self.wpos < self.wbuf.len();
-            let interest = if want_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            let ready =
-                match tokio::time::timeout(self.reply_timeout, self.stream.ready(interest)).await {
-                    Ok(r) => r.map_err(|source| self.io_err(source))?,
-                    Err(_) => return Err(self.timeout_err(want_write)),
-                };
-            if ready.is_readable() || ready.is_read_closed() {
-                self.read_some()?;
-            }
-            if want_write && ready.is_writable() {
-                self.write_some()?;
+            let want_write = self.wpos < self.wbuf.len() || self.unflushed;
+            let after = self.reply_timeout;
+            let step = std::future::poll_fn(|cx| self.poll_step(cx));
+            match tokio::time::timeout(after, step).await {
+                Ok(r) => r?,
+                Err(_) => return Err(self.timeout_err(want_write)),
             }
         }
         Ok(())
+    }
+
+    /// One step of the pump: writes what is queued (and flushes it once all is written), then
+    /// reads what has arrived, each as far as the stream takes it without waiting. Ready once
+    /// anything moved; pending (woken by the stream) while nothing can.
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TargetError>> {
+        let mut moved = false;
+        if self.wpos < self.wbuf.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf[self.wpos..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(self.io_err(std::io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.written(n);
+                    moved = true;
+                }
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => moved = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.io_err(e))),
+                Poll::Pending => {}
+            }
+        }
+        if self.wpos == self.wbuf.len() && self.unflushed {
+            match Pin::new(&mut self.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.unflushed = false;
+                    moved = true;
+                }
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => moved = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.io_err(e))),
+                Poll::Pending => {}
+            }
+        }
+        // Read until the stream has nothing more (a TLS stream gives a record at a time), or
+        // a bounded amount, so that writing gets its turn.
+        let mut read = 0usize;
+        while read < 4 * READ_CHUNK {
+            self.rbuf.reserve(READ_CHUNK);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(TargetError::Closed {
+                        addr: self.addr.clone(),
+                        unanswered: self.pending.len(),
+                        partial: String::new(),
+                    }))
+                }
+                Poll::Ready(Ok(n)) => {
+                    read += n;
+                    moved = true;
+                    if let Err(e) = self.parse_replies() {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.io_err(e))),
+                Poll::Pending => break,
+            }
+        }
+        if moved {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// `n` more bytes of `wbuf` were taken by the stream.
+    fn written(&mut self, n: usize) {
+        self.wpos += n;
+        self.unflushed = true;
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            if self.wbuf.capacity() > 16 * WRITE_AT {
+                self.wbuf.shrink_to(2 * WRITE_AT);
+            }
+        }
     }
 
     /// The server stayed silent for the reply timeout: what was awaited.
@@ -908,50 +997,6 @@ return cursor .. ':' .. fixed
             addr: self.addr.clone(),
             source,
             partial: String::new(),
-        }
-    }
-
-    fn write_some(&mut self) -> Result<(), TargetError> {
-        match self.stream.try_write(&self.wbuf[self.wpos..]) {
-            Ok(n) => {
-                self.wpos += n;
-                if self.wpos == self.wbuf.len() {
-                    self.wbuf.clear();
-                    self.wpos = 0;
-                    if self.wbuf.capacity() > 16 * WRITE_AT {
-                        self.wbuf.shrink_to(2 * WRITE_AT);
-                    }
-                }
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(self.io_err(e)),
-        }
-    }
-
-    fn read_some(&mut self) -> Result<(), TargetError> {
-        loop {
-            self.rbuf.reserve(READ_CHUNK);
-            let room = self.rbuf.capacity() - self.rbuf.len();
-            match self.stream.try_read_buf(&mut self.rbuf) {
-                Ok(0) => {
-                    return Err(TargetError::Closed {
-                        addr: self.addr.clone(),
-                        unanswered: self.pending.len(),
-                        partial: String::new(),
-                    })
-                }
-                Ok(n) => {
-                    self.parse_replies()?;
-                    if n < room {
-                        return Ok(());
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.io_err(e)),
-            }
         }
     }
 

@@ -27,3 +27,4 @@ mod sentinel;
 mod ship;
 mod snapshot_sched;
 mod state_dump;
+mod tls;

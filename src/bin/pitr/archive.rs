@@ -21,12 +21,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::{
     compaction_with_run, metrics_addr, parse_duration, parse_interval, parse_levels, parse_size,
-    serve_metrics, LeaseArgs, SentinelPasswordFile, SourcePasswordFile, StoreArgs, Usage,
+    serve_metrics, LeaseArgs, SentinelPasswordFile, SourcePasswordFile, StoreArgs, TlsArgs, Usage,
 };
 
 #[derive(Args, Debug)]
 pub struct ArchiveArgs {
-    /// The master: redis://[user[:password]@]host:port; behind Sentinel,
+    /// The master: redis://[user[:password]@]host:port (rediss://… for TLS, see --tls-*);
+    /// behind Sentinel,
     /// sentinel://[user[:password]@]host:port[,host:port…]/<master-name> (the credentials are
     /// the master's; the sentinels' are --sentinel-user and PITR_SENTINEL_PASSWORD or
     /// --sentinel-password-file); or a whole Redis Cluster,
@@ -47,6 +48,8 @@ pub struct ArchiveArgs {
     pub(crate) source_password_file: SourcePasswordFile,
     #[command(flatten)]
     pub(crate) sentinel_password_file: SentinelPasswordFile,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     store: StoreArgs,
     /// Longest time a received write waits before its segment is sealed and uploaded.
@@ -133,9 +136,21 @@ impl ArchiveArgs {
     /// The archiver's configuration, or the first unusable value.
     pub fn config(mut self) -> anyhow::Result<Settings> {
         // The message names the URL without its password.
+        // TLS: rediss:// for one server; --tls (or any --tls-* flag) for sentinel:// and
+        // cluster://, whose every connection then uses it.
+        let installed = self.tls.install()?;
+        let located_tls = match installed {
+            Some(t) => Some(t),
+            None if self.tls.tls => Some(
+                redis_pitr::net::tls::default_tls()
+                    .map_err(|e| Usage::new("--tls", format!("TLS: {e}")))?,
+            ),
+            None => None,
+        };
         let cluster = if ClusterSource::is_cluster_url(&self.source) {
-            let c = ClusterSource::parse(&self.source, env_password())
+            let mut c = ClusterSource::parse(&self.source, env_password())
                 .map_err(|reason| Usage::new("--source", reason))?;
+            c.tls = located_tls.clone();
             // Metrics are per process: the shards' archivers would mix theirs.
             if self.metrics_addr.as_deref().is_some_and(|a| a != "off") {
                 return Err(Usage::new(
@@ -166,11 +181,14 @@ impl ArchiveArgs {
                         .ok()
                         .filter(|p| !p.is_empty()),
                 };
-                sentinel::parse(&self.source, env_password(), auth, &Source::default())
+                let template = Source {
+                    tls: located_tls.clone(),
+                    ..Source::default()
+                };
+                sentinel::parse(&self.source, env_password(), auth, &template)
                     .map_err(|reason| Usage::new("--source", reason))?
             }
-            None => Source::parse(&self.source, env_password())
-                .map_err(|reason| Usage::new("--source", reason))?,
+            None => self.tls.source(&self.source, env_password(), "--source")?,
         };
         if self.segment_max_bytes > (1 << 32) {
             return Err(Usage::new("--segment-max-bytes", "at most 4GiB").into());

@@ -2,6 +2,7 @@
 //! value which parses but cannot be used becomes.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -12,6 +13,8 @@ use redis_pitr::archive::lease::{LeaseConfig, MIN_TTL};
 use redis_pitr::archive::names::ArchiveName;
 use redis_pitr::archive::store::{Store, StoreError};
 use redis_pitr::maintain::compact::Levels;
+use redis_pitr::net::tls::{self, Tls, TlsOptions, TlsPart};
+use redis_pitr::net::Source;
 
 /// A flag or value that cannot be used (exit 2). Found while the arguments are turned into a
 /// command's configuration, before any work starts.
@@ -123,6 +126,105 @@ impl SentinelPasswordFile {
             crate::secrets::SENTINEL_FLAG,
             self.sentinel_password_file.clone(),
         )
+    }
+}
+
+/// TLS to the servers dialled (`rediss://`): what `archive`, `snapshot`, `restore` and `drill`
+/// take. The same settings serve every server a command connects to (the source, a restore's
+/// `--target`). A `rediss://` URL without them verifies against the system's roots.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// rediss://: trust the CA certificates in this PEM file instead of the system's roots.
+    #[arg(long, env = "PITR_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// rediss://: the client certificate (PEM, with its chain) for a server that asks for one;
+    /// needs --tls-key.
+    #[arg(long, env = "PITR_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// rediss://: the client certificate's private key (PEM); needs --tls-cert.
+    #[arg(long, env = "PITR_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// rediss://: the name to send (SNI) and to verify the server's certificate against,
+    /// instead of the host in the URL (for a server dialled by IP address or another name).
+    #[arg(long, env = "PITR_TLS_SERVER_NAME", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// rediss://: accept any server certificate, unverified (encrypted, but not to a server
+    /// known to be the right one). Only for tests and trusted networks; logged as a warning.
+    #[arg(long, env = "PITR_TLS_INSECURE")]
+    pub tls_insecure: bool,
+    /// TLS to a sentinel:// or cluster:// source (every sentinel and node), verified against
+    /// the system's roots unless --tls-ca; any other --tls-* flag implies it. A single server
+    /// takes rediss:// instead.
+    #[arg(long, env = "PITR_TLS")]
+    pub tls: bool,
+}
+
+impl TlsArgs {
+    fn options(&self) -> TlsOptions {
+        TlsOptions {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            server_name: self.tls_server_name.clone(),
+            insecure: self.tls_insecure,
+        }
+    }
+
+    /// Whether any `--tls-*` flag is set (on the command line or in the environment).
+    pub fn given(&self) -> bool {
+        self.options().is_set() || self.tls
+    }
+
+    /// Builds the settings the flags give and makes them what every `rediss://` URL of this
+    /// process connects with; `None` when no flag is given (the system's roots then). An
+    /// unreadable or unusable file is a usage error naming its flag and the file.
+    pub fn install(&self) -> Result<Option<Arc<Tls>>, Usage> {
+        let opts = self.options();
+        if !opts.is_set() {
+            return Ok(None);
+        }
+        let t = Arc::new(Tls::new(&opts).map_err(|e| {
+            let flag = match e.part {
+                TlsPart::Ca | TlsPart::SystemRoots => "--tls-ca",
+                TlsPart::Cert => "--tls-cert",
+                TlsPart::Key => "--tls-key",
+                TlsPart::ServerName => "--tls-server-name",
+            };
+            Usage::new(flag, e.to_string())
+        })?);
+        if t.insecure() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "--tls-insecure: server certificates are not verified; the connection is \
+                     encrypted but may be to anyone"
+                )
+            });
+        }
+        tls::set_default(t.clone());
+        Ok(Some(t))
+    }
+
+    /// Parses `url` (the value of `flag`) after [`install`](Self::install): a `rediss://` URL
+    /// takes the flags' settings; a plain `redis://` one with flags given is a usage error.
+    pub fn source(
+        &self,
+        url: &str,
+        password: Option<String>,
+        flag: &'static str,
+    ) -> Result<Source, Usage> {
+        let source = Source::parse(url, password).map_err(|reason| Usage::new(flag, reason))?;
+        if source.tls.is_none() && self.given() {
+            return Err(Usage::new(
+                flag,
+                format!(
+                    "{:?} is plain redis:// but --tls-* flags (or PITR_TLS_* variables) are set: \
+                     use rediss://host:port for TLS, or drop the flags",
+                    redis_pitr::net::redact_url(url)
+                ),
+            ));
+        }
+        Ok(source)
     }
 }
 

@@ -25,7 +25,7 @@ use redis_pitr::replay::live::{LiveTarget, TargetError};
 use redis_pitr::replay::plan::{Plan, Target};
 use redis_pitr::replay::{self as restore, Destination, RestoreConfig};
 
-use crate::args::{parse_duration, FetchArgs, StoreArgs, TargetPasswordFile};
+use crate::args::{parse_duration, FetchArgs, StoreArgs, TargetPasswordFile, TlsArgs};
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
 use crate::Finding;
 
@@ -37,13 +37,17 @@ pub struct DrillArgs {
     /// The moment to restore, as for `pitr restore --to`.
     #[arg(long, default_value = "latest")]
     to: Target,
-    /// Restore into this live server (redis://[user[:password]@]host:port; password in
-    /// PITR_TARGET_PASSWORD or --target-password-file), which must hold no keys, instead of
-    /// files and a scratch server.
+    /// Restore into this live server (redis://[user[:password]@]host:port, or rediss://… for
+    /// TLS with the --tls-* flags; password in PITR_TARGET_PASSWORD or
+    /// --target-password-file), which must hold no keys, instead of files and a scratch
+    /// server.
     #[arg(long)]
     target: Option<String>,
     #[command(flatten)]
     pub(crate) target_password_file: TargetPasswordFile,
+    /// For --target only (the scratch server is reached over plain TCP on 127.0.0.1).
+    #[command(flatten)]
+    tls: TlsArgs,
     /// The server binary started on the restored files (default: `redis-server` on PATH, or
     /// `valkey-server` for a Valkey archive).
     #[arg(long, value_name = "BIN")]
@@ -113,7 +117,7 @@ pub fn config(a: DrillArgs) -> anyhow::Result<DrillCmd> {
     let store = a.store.open()?;
     let mode = match (a.target, a.redis_server) {
         (Some(url), _) => Mode::Live {
-            destination: crate::restore::live_destination(url)?,
+            destination: crate::restore::live_destination(url, &a.tls)?,
         },
         (None, server) => {
             if let Some(bin) = &server {

@@ -13,11 +13,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use redis_pitr::archive::names::ArchiveName;
 use redis_pitr::archive::store::Store;
 use redis_pitr::cluster;
-use redis_pitr::net::Source;
 use redis_pitr::replay::plan::{Plan, Target};
 use redis_pitr::replay::{self as restore, Destination, Progress, RestoreConfig};
 
-use crate::args::{parse_duration, parse_size, FetchArgs, StoreArgs, TargetPasswordFile, Usage};
+use crate::args::{
+    parse_duration, parse_size, FetchArgs, StoreArgs, TargetPasswordFile, TlsArgs, Usage,
+};
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
 
 #[derive(Args, Debug)]
@@ -29,13 +30,15 @@ pub struct RestoreArgs {
     /// milliseconds, `latest`, or `offset:<N>` (a replication offset).
     #[arg(long)]
     to: Target,
-    /// A live server to restore into: redis://[user[:password]@]host:port. Prefer the password
-    /// in PITR_TARGET_PASSWORD or in a file (--target-password-file). It must hold no keys
-    /// unless --force.
+    /// A live server to restore into: redis://[user[:password]@]host:port, or rediss://… for
+    /// TLS (the --tls-* flags apply to it). Prefer the password in PITR_TARGET_PASSWORD or in a
+    /// file (--target-password-file). It must hold no keys unless --force.
     #[arg(long)]
     target: Option<String>,
     #[command(flatten)]
     pub(crate) target_password_file: TargetPasswordFile,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Write files a stock redis-server loads natively into this directory, and print the
     /// command line that starts one on them.
     #[arg(long)]
@@ -92,7 +95,7 @@ impl RestoreArgs {
         } else {
             let destination =
                 match (self.target, self.output_dir) {
-                    (Some(url), None) => live_destination(url)?,
+                    (Some(url), None) => live_destination(url, &self.tls)?,
                     (None, Some(dir)) => {
                         check_output_dir(&dir, self.force)?;
                         Destination::Files { dir }
@@ -128,13 +131,15 @@ impl RestoreArgs {
 }
 
 /// `--target <url>`: a live destination, with the password from `PITR_TARGET_PASSWORD` unless
-/// the URL holds one. A URL that does not parse is a usage error (naming it without its
-/// password).
-pub fn live_destination(url: String) -> Result<Destination, Usage> {
+/// the URL holds one, and for `rediss://` the TLS settings of `tls` (installed as the
+/// process's, which the restore's connection takes). A URL that does not parse, or a plain one
+/// with TLS flags, is a usage error (naming it without its password).
+pub fn live_destination(url: String, tls: &TlsArgs) -> Result<Destination, Usage> {
     let password = std::env::var("PITR_TARGET_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
-    Source::parse(&url, password.clone()).map_err(|reason| Usage::new("--target", reason))?;
+    tls.install()?;
+    tls.source(&url, password.clone(), "--target")?;
     Ok(Destination::Live { url, password })
 }
 

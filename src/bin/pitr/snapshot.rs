@@ -16,9 +16,8 @@ use redis_pitr::archive::names::{GenerationId, ObjectName};
 use redis_pitr::archive::request::{self, Found, SnapshotRequest};
 use redis_pitr::archive::store::Store;
 use redis_pitr::ingest::archiver::now_ms;
-use redis_pitr::net::Source;
 
-use crate::args::{parse_duration, ReadArgs, SourcePasswordFile, Usage};
+use crate::args::{parse_duration, ReadArgs, SourcePasswordFile, TlsArgs};
 use crate::output::{fmt_bytes, fmt_time, outln, Out};
 use crate::Finding;
 
@@ -38,6 +37,10 @@ pub struct SnapshotArgs {
     /// `pitr snapshot` itself never connects to the master.
     #[command(flatten)]
     pub(crate) source_password_file: SourcePasswordFile,
+    /// Checked against --source as `pitr archive` does (a redis:// source with TLS flags is
+    /// refused), so that the archiver's arguments can be reused as they are.
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     read: ReadArgs,
     /// How long to wait for the snapshot.
@@ -57,11 +60,10 @@ pub struct SnapshotConfig {
 pub fn config(a: SnapshotArgs) -> anyhow::Result<SnapshotConfig> {
     let source = match &a.source {
         // Only the address goes into the request, so the password is not needed.
-        Some(url) => Some(
-            Source::parse(url, None)
-                .map_err(|reason| Usage::new("--source", reason))?
-                .addr(),
-        ),
+        Some(url) => {
+            a.tls.install()?;
+            Some(a.tls.source(url, None, "--source")?.addr())
+        }
         None => None,
     };
     Ok(SnapshotConfig {

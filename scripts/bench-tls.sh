@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# TLS against plain TCP, same servers, same run: prints each figure for both and the ratio
+# (TLS time / plain time; the target is at most 1.15). docs/benchmarks.md ("TLS") records a
+# run.
+#
+#   scripts/bench-tls.sh
+#
+# One master listens on `port` and `tls-port` (certificates made here with openssl: a CA and
+# a server certificate for 127.0.0.1). Per round, alternating which goes first:
+#   full sync  `pitr archive` of the master (DEBUG POPULATE, BENCH_TLS_KEYS keys of
+#              BENCH_TLS_VALUE bytes) into a new store, from start to "snapshot durable".
+#   stream     both archivers stopped, BENCH_TLS_COMMANDS SETs written (redis-benchmark), then
+#              each archiver started again: from start until a PUBLISH + WAIT 1 after the
+#              writes is acknowledged (its partial resync reads the backlog as fast as it can).
+#   target     `pitr restore --to latest --target` of the plain archive into one empty server,
+#              through its `port` and its `tls-port` (the report's seconds).
+# The medians of BENCH_TLS_ROUNDS rounds are printed.
+#
+# Environment (defaults in brackets):
+#   BENCH_TLS_ROUNDS    rounds                              [3]
+#   BENCH_TLS_KEYS      keys of the snapshot                [1000000]
+#   BENCH_TLS_VALUE     value size in bytes                 [100]
+#   BENCH_TLS_COMMANDS  SETs of the stream                  [1000000]
+#   BENCH_KEEP=1        keep the scratch directory
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+exec </dev/null
+
+ROUNDS="${BENCH_TLS_ROUNDS:-3}"
+KEYS="${BENCH_TLS_KEYS:-1000000}"
+VALUE="${BENCH_TLS_VALUE:-100}"
+COMMANDS="${BENCH_TLS_COMMANDS:-1000000}"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/pitr-bench-tls.XXXXXX")"
+PIDS=()
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="${2:-$(now)}" 'BEGIN { printf "%.3f", b - a }'; }
+calc() { awk "BEGIN { printf \"${2:-%.3f}\", $1 }"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+json_num() { grep -o "\"$1\": *-\?[0-9.eE+-]*" | head -n1 | sed 's/.*: *//'; }
+
+for tool in redis-server redis-cli redis-benchmark openssl; do
+  have "$tool" || die "$tool is needed"
+done
+
+banner "build"
+cargo build --release --bin pitr >&2
+TARGET_DIR="$(cargo metadata --no-deps --format-version 1 \
+  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+PITR="$WORK/pitr"
+cp "$TARGET_DIR/release/pitr" "$PITR"
+
+banner "certificates"
+C="$WORK/certs"
+mkdir -p "$C"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=pitr-bench-ca -keyout "$C/ca.key" -out "$C/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+  -keyout "$C/server.key" -out "$C/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$C/san.ext"
+openssl x509 -req -in "$C/server.csr" -CA "$C/ca.pem" -CAkey "$C/ca.key" -CAcreateserial \
+  -days 2 -extfile "$C/san.ext" -out "$C/server.pem" 2>/dev/null
+
+# tls_server NAME [config...]: a server on a plain port ($REDIS_PORT) and a tls-port ($TLS_PORT).
+TLS_PORT=""
+tls_server() {
+  local name="$1"
+  shift
+  TLS_PORT="$(free_port)"
+  start_redis "$name" "tls-port $TLS_PORT" "tls-cert-file $C/server.pem" \
+    "tls-key-file $C/server.key" "tls-ca-cert-file $C/ca.pem" "tls-auth-clients no" "$@"
+}
+
+tls_server master "repl-diskless-sync yes" "repl-diskless-sync-delay 0" \
+  "repl-backlog-size 2gb" "repl-timeout 600"
+MPORT="$REDIS_PORT"
+MTLS="$TLS_PORT"
+tls_server target
+TPORT="$REDIS_PORT"
+TTLS="$TLS_PORT"
+banner "master: DEBUG POPULATE $KEYS keys of $VALUE bytes"
+redis-cli -p "$MPORT" debug populate "$KEYS" key "$VALUE" >/dev/null
+
+# url MODE PORTS...: the master's URL for plain or tls.
+url() { if [ "$1" = tls ]; then echo "rediss://127.0.0.1:$MTLS"; else echo "redis://127.0.0.1:$MPORT"; fi; }
+tls_args() { if [ "$1" = tls ]; then echo "--tls-ca $C/ca.pem"; fi; }
+
+ARCH_PID=""
+# start_archiver MODE STORE LOG
+start_archiver() {
+  # shellcheck disable=SC2046
+  RUST_LOG=info "$PITR" archive --source "$(url "$1")" $(tls_args "$1") --store "$2" \
+    --metrics-addr off --snapshot-interval 0 --compaction-levels off --flush-interval 1s \
+    >>"$3" 2>&1 &
+  ARCH_PID=$!
+  PIDS+=("$ARCH_PID")
+}
+stop_archiver() {
+  kill -TERM "$ARCH_PID"
+  wait "$ARCH_PID" || die "the archiver exited $? after SIGTERM"
+  forget_pid "$ARCH_PID"
+}
+# full_sync MODE STORE: seconds from the start to "snapshot durable".
+full_sync() {
+  local log="$2.log" t0
+  t0="$(now)"
+  start_archiver "$1" "$2" "$log"
+  until grep -qs "snapshot durable" "$log"; do
+    kill -0 "$ARCH_PID" 2>/dev/null || die "the archiver exited: $(tail -n 5 "$log")"
+    sleep 0.02
+  done
+  elapsed "$t0"
+  stop_archiver
+}
+# stream MODE STORE: seconds from the start until the writes before are acknowledged.
+stream() {
+  local log="$2.log" t0 out
+  t0="$(now)"
+  start_archiver "$1" "$2" "$log"
+  out="$(printf 'PUBLISH pitr-bench-tls marker\nWAIT 1 600000\n' | redis-cli -p "$MPORT" | tr -d '\r' | tail -n1)"
+  [ "$out" = 1 ] || die "WAIT answered $out"
+  elapsed "$t0"
+  grep -q "partial resync: continuing" "$log" || die "$1: no partial resync: $(tail -n 5 "$log")"
+  stop_archiver
+}
+# target MODE STORE: the restore report's seconds into the empty target.
+target() {
+  local u out="$WORK/restore-$1.json"
+  redis-cli -p "$TPORT" flushall >/dev/null
+  if [ "$1" = tls ]; then u="rediss://127.0.0.1:$TTLS"; else u="redis://127.0.0.1:$TPORT"; fi
+  # shellcheck disable=SC2046
+  "$PITR" restore --store "$2" --to latest --target "$u" $(tls_args "$1") --json >"$out" 2>"$out.err" \
+    || die "restore $1 failed: $(tail -n 3 "$out.err")"
+  json_num seconds <"$out"
+}
+
+declare -A FULL STREAM TARGET
+for ((r = 1; r <= ROUNDS; r++)); do
+  if ((r % 2)); then order="plain tls"; else order="tls plain"; fi
+  banner "round $r ($order)"
+  for m in $order; do
+    rm -rf "$WORK/store-$m" "$WORK/store-$m.log"
+    FULL[$m]+=" $(full_sync "$m" "$WORK/store-$m")"
+  done
+  redis-benchmark -p "$MPORT" -t set -n "$COMMANDS" -r 10000000 -d "$VALUE" -P 32 -q >/dev/null
+  for m in $order; do
+    STREAM[$m]+=" $(stream "$m" "$WORK/store-$m")"
+  done
+  for m in $order; do
+    TARGET[$m]+=" $(target "$m" "$WORK/store-plain")"
+  done
+  log "round $r: full sync plain${FULL[plain]} tls${FULL[tls]}; stream plain${STREAM[plain]} tls${STREAM[tls]}; target plain${TARGET[plain]} tls${TARGET[tls]}"
+done
+
+rdb_mb="$(calc "$(du -sb "$WORK/store-plain" | cut -f1) / 1048576" %.0f)"
+report() {
+  local what="$1" p t
+  # shellcheck disable=SC2086
+  p="$(median $2)"
+  # shellcheck disable=SC2086
+  t="$(median $3)"
+  echo "$what: plain $(calc "$p" %.2f) s, TLS $(calc "$t" %.2f) s, ratio $(calc "$t / $p" %.2f) (target <= 1.15: $(awk -v x="$t" -v y="$p" 'BEGIN { print (x / y <= 1.15 ? "met" : "NOT met") }')); runs plain:$2, TLS:$3"
+}
+echo "tls: $ROUNDS rounds, medians; $KEYS keys of $VALUE bytes, $COMMANDS SETs; archive ${rdb_mb} MiB stored"
+report "full sync ($KEYS keys)" "${FULL[plain]}" "${FULL[tls]}"
+report "stream ($COMMANDS SETs from the backlog)" "${STREAM[plain]}" "${STREAM[tls]}"
+report "live target (restore --target)" "${TARGET[plain]}" "${TARGET[tls]}"
