@@ -1159,7 +1159,8 @@ fn reconnect_cause(e: &ArchiveError) -> Cause {
             LinkError::Refused { .. }
             | LinkError::Auth { .. }
             | LinkError::NotReady { .. }
-            | LinkError::Locate { .. } => Cause::Refused,
+            | LinkError::Locate { .. }
+            | LinkError::LocateDenied { .. } => Cause::Refused,
             LinkError::Protocol { .. } => Cause::Protocol,
             LinkError::Moved { .. } => Cause::Failover,
         },

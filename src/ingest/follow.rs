@@ -132,7 +132,7 @@ pub async fn find(
     let mut at = source
         .resolve(timeout)
         .await
-        .map_err(|what| LinkError::Locate { what })?;
+        .map_err(|what| LinkError::locate(source, what))?;
     at.locate = None;
     if !follow {
         return Ok(Found {

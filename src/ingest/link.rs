@@ -65,6 +65,9 @@ pub enum LinkError {
     /// Sentinel or the cluster could not say where the master is now.
     #[error("cannot locate the master: {what}")]
     Locate { what: String },
+    /// Every server asked where the master is refused the credentials or a permission.
+    #[error("cannot locate the master: {what}")]
+    LocateDenied { what: String },
     #[error("no data from {addr} for {secs} s {during}")]
     Timeout {
         addr: String,
@@ -74,10 +77,19 @@ pub enum LinkError {
 }
 
 impl LinkError {
+    /// A failure to locate `source`'s master: [`LinkError::LocateDenied`] when its locator was
+    /// refused everywhere, otherwise [`LinkError::Locate`].
+    pub fn locate(source: &Source, what: String) -> LinkError {
+        match &source.locate {
+            Some(l) if l.denied() => LinkError::LocateDenied { what },
+            _ => LinkError::Locate { what },
+        }
+    }
+
     /// Whether retrying can never help (wrong password, missing permission).
     pub fn is_fatal(&self) -> bool {
         match self {
-            LinkError::Auth { .. } => true,
+            LinkError::Auth { .. } | LinkError::LocateDenied { .. } => true,
             LinkError::Refused { reply, .. } => reply.starts_with("NOPERM"),
             _ => false,
         }
@@ -145,7 +157,7 @@ impl Connection {
         let source = &source
             .resolve(timeout)
             .await
-            .map_err(|what| LinkError::Locate { what })?;
+            .map_err(|what| LinkError::locate(source, what))?;
         let addr = source.addr();
         let stream = crate::net::connect(source, timeout)
             .await

@@ -49,6 +49,11 @@ pub trait Locate: Send + Sync {
     }
     /// What is followed, for messages: `sentinel 10.0.0.1:26379/mymaster`.
     fn describe(&self) -> String;
+    /// Whether the last [`master`](Locate::master) failed because every server asked refused
+    /// the credentials or a permission: trying again does not help.
+    fn denied(&self) -> bool {
+        false
+    }
 }
 
 impl fmt::Debug for Source {

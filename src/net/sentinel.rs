@@ -8,6 +8,7 @@
 //! that a failover drops the archiving link at once instead of when the old master's link
 //! times out.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -89,6 +90,7 @@ pub fn parse(
         sentinels: Mutex::new(sentinels.iter().map(sentinel_source).collect()),
         master: name,
         moved: OnceLock::new(),
+        denied: AtomicBool::new(false),
     };
     let (host, port) = sentinels[0].clone();
     Ok(Source {
@@ -128,6 +130,8 @@ pub struct SentinelLocate {
     sentinels: Mutex<Vec<Source>>,
     master: String,
     moved: OnceLock<watch::Receiver<u64>>,
+    /// Every sentinel refused the last request (credentials or permission).
+    denied: AtomicBool,
 }
 
 impl SentinelLocate {
@@ -145,11 +149,15 @@ impl SentinelLocate {
         }
     }
 
-    async fn ask(&self, sentinel: &Source, timeout: Duration) -> Result<(String, u16), String> {
+    /// Where `sentinel` says the master is; the error, and whether it was a refusal.
+    async fn ask(
+        &self,
+        sentinel: &Source,
+        timeout: Duration,
+    ) -> Result<(String, u16), (String, bool)> {
         let addr = sentinel.addr();
-        let mut c = Client::connect(sentinel, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        let failed = |e: ClientError| (e.to_string(), e.is_denied());
+        let mut c = Client::connect(sentinel, timeout).await.map_err(failed)?;
         let reply = c
             .call_ok(
                 "SENTINEL GET-MASTER-ADDR-BY-NAME",
@@ -160,7 +168,11 @@ impl SentinelLocate {
                 ],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(failed)?;
+        self.read_addr(&addr, reply).map_err(|e| (e, false))
+    }
+
+    fn read_addr(&self, addr: &str, reply: Frame) -> Result<(String, u16), String> {
         match reply {
             Frame::Array(a) if a.len() == 2 => {
                 let host = text(&a[0]).filter(|h| !h.is_empty());
@@ -183,17 +195,23 @@ impl Locate for SentinelLocate {
     fn master(&self, timeout: Duration) -> BoxFuture<'_, Result<(String, u16), String>> {
         Box::pin(async move {
             let mut failures = Vec::new();
+            let mut all_denied = true;
             for s in self.sentinels() {
                 match self.ask(&s, timeout).await {
                     Ok(at) => {
+                        self.denied.store(false, Ordering::Relaxed);
                         self.prefer(&s.addr());
                         debug!(sentinel = %s.addr(), master = %self.master, host = %at.0, port = at.1,
                             "sentinel names the master");
                         return Ok(at);
                     }
-                    Err(e) => failures.push(e),
+                    Err((e, denied)) => {
+                        all_denied &= denied;
+                        failures.push(e);
+                    }
                 }
             }
+            self.denied.store(all_denied, Ordering::Relaxed);
             Err(format!(
                 "no sentinel named the master {:?}: {}",
                 self.master,
@@ -211,6 +229,10 @@ impl Locate for SentinelLocate {
             rx
         });
         Some(rx.clone())
+    }
+
+    fn denied(&self) -> bool {
+        self.denied.load(Ordering::Relaxed)
     }
 
     fn describe(&self) -> String {

@@ -266,3 +266,62 @@ fn without_info_the_archiver_archives_and_warns_it_cannot_follow() {
     assert!(!log.contains(PITR_PW), "{log}");
     p.stop_gracefully(Duration::from_secs(30));
 }
+
+/// Sentinel under the documented `pitr-sentinel` rule: the archiver finds the master and keeps
+/// its `+switch-master` subscription; without `SENTINEL GET-MASTER-ADDR-BY-NAME` it stops at
+/// once, exit 5, naming the refusal.
+#[test]
+fn the_documented_sentinel_rule_is_enough_and_without_it_the_archiver_stops() {
+    let master = RedisServer::start(&[]);
+    let (_sentinel, port, _dir) = crate::sentinel::start_sentinel_of(&master, 1);
+    let rule = documented_rule("pitr-sentinel");
+    let mut args: Vec<&str> = rule.iter().map(String::as_str).collect();
+    args.insert(3, "reset");
+    crate::sentinel::sentinel(port, &args).expect("the sentinel takes the documented rule");
+    let archive = Archive::local();
+    let url = format!("sentinel://127.0.0.1:{port}/mymaster");
+    let flags = [
+        "--sentinel-user",
+        "pitr-sentinel",
+        "--metrics-addr",
+        "off",
+        "--flush-interval",
+        "100ms",
+    ];
+    let p = archive.archiver_with(&url, &flags, &pw_env("PITR_SENTINEL_PASSWORD"));
+    let mut con = master.client();
+    wait_until_msg(Duration::from_secs(60), "the archiver to attach", || {
+        exec(&mut con, &["SET", "k", "v"]);
+        wait_archived(&mut con, 1000) == 1
+    });
+    // The subscription held for a while (a PING goes out every 5 s of silence).
+    std::thread::sleep(Duration::from_secs(7));
+    let log = p.log();
+    assert!(!log.contains("subscription failed"), "{log}");
+    assert!(!log.contains(PITR_PW), "{log}");
+    p.stop_gracefully(Duration::from_secs(30));
+
+    args.push("-sentinel|get-master-addr-by-name");
+    crate::sentinel::sentinel(port, &args).unwrap();
+    let mut all = vec![
+        "archive",
+        "--source",
+        url.as_str(),
+        "--store",
+        archive.store(),
+    ];
+    all.extend_from_slice(&flags);
+    let out = run_pitr_timeout(
+        &all,
+        &pw_env("PITR_SENTINEL_PASSWORD"),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_UNREACHABLE), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("cannot locate the master") && last.contains("NOPERM"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PITR_PW), "{stderr}");
+}

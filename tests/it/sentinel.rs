@@ -48,7 +48,7 @@ fn start_sentinel(master: &RedisServer) -> (ManagedChild, u16, tempfile::TempDir
     (child, port, dir)
 }
 
-fn sentinel(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
+pub(crate) fn sentinel(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
     let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}"))?.get_connection()?;
     let mut cmd = redis::cmd(args[0]);
     for a in &args[1..] {
@@ -272,7 +272,10 @@ fn named_master_at(port: u16) -> Option<u16> {
 }
 
 /// A sentinel monitoring `master` as `mymaster` with `quorum`, quick to act.
-fn start_sentinel_of(master: &RedisServer, quorum: u32) -> (ManagedChild, u16, tempfile::TempDir) {
+pub(crate) fn start_sentinel_of(
+    master: &RedisServer,
+    quorum: u32,
+) -> (ManagedChild, u16, tempfile::TempDir) {
     let dir = temp_dir("pitr-sentinel");
     let port = free_port();
     let conf = dir.path().join("sentinel.conf");
