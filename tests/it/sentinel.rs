@@ -18,36 +18,6 @@ use crate::support::archiving::*;
 use crate::support::redis_server::redis_server_bin;
 use crate::support::*;
 
-/// A Sentinel process monitoring `master` as `mymaster` (quorum 1), in a temporary directory;
-/// its port.
-fn start_sentinel(master: &RedisServer) -> (ManagedChild, u16, tempfile::TempDir) {
-    let dir = temp_dir("pitr-sentinel");
-    let port = free_port();
-    let conf = dir.path().join("sentinel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "port {port}\nbind 127.0.0.1\ndir {}\n\
-             sentinel monitor mymaster 127.0.0.1 {} 1\n\
-             sentinel down-after-milliseconds mymaster 2000\n\
-             sentinel failover-timeout mymaster 10000\n",
-            dir.path().display(),
-            master.port()
-        ),
-    )
-    .unwrap();
-    let mut cmd = std::process::Command::new(redis_server_bin());
-    cmd.arg(&conf)
-        .arg("--sentinel")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let child = ManagedChild::spawn("redis-sentinel", &mut cmd);
-    wait_until_msg(Duration::from_secs(30), "the sentinel to answer", || {
-        sentinel(port, &["PING"]).is_ok()
-    });
-    (child, port, dir)
-}
-
 pub(crate) fn sentinel(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
     let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}"))?.get_connection()?;
     let mut cmd = redis::cmd(args[0]);
@@ -88,7 +58,7 @@ fn sentinel_never_promotes_the_archiver() {
     let a = Archive::local();
     let p = a.archiver(&master, &["--flush-interval", "100ms"]);
     wait_online(&master, Duration::from_secs(60));
-    let (_sentinel, port, _dir) = start_sentinel(&master);
+    let (_sentinel, port, _dir) = start_sentinel_of(&master, 1);
     let mut con = master.client();
     exec(&mut con, &["SET", "k", "v"]);
     assert_eq!(wait_archived(&mut con, 5000), 1);
@@ -271,7 +241,8 @@ fn named_master_at(port: u16) -> Option<u16> {
     }
 }
 
-/// A sentinel monitoring `master` as `mymaster` with `quorum`, quick to act.
+/// A Sentinel process monitoring `master` as `mymaster` with `quorum`, quick to act, in a
+/// temporary directory; its port.
 pub(crate) fn start_sentinel_of(
     master: &RedisServer,
     quorum: u32,
