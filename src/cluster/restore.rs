@@ -131,7 +131,7 @@ pub async fn to_files(
     dir: PathBuf,
     template: &RestoreConfig,
 ) -> Result<ClusterReport, ClusterRestoreError> {
-    let (time_ms, topology) = topology_at(records, target)?;
+    let (time_ms, topology) = topology_at(records, target).map_err(ClusterRestoreError::Other)?;
     let mut tasks = tokio::task::JoinSet::new();
     for s in topology.shards.clone() {
         let store = shard_store(store_url, name, &s.id)
@@ -206,22 +206,19 @@ pub async fn to_files(
 }
 
 /// The moment `target` names (see [`moment`]) and the record in force then.
-fn topology_at(
-    records: &[Topology],
-    target: Target,
-) -> Result<(u64, &Topology), ClusterRestoreError> {
+fn topology_at(records: &[Topology], target: Target) -> Result<(u64, &Topology), String> {
     let time_ms = match target {
         Target::Time(t) => t,
         _ => crate::ingest::archiver::now_ms(),
     };
     let topology = record_at(records, time_ms).ok_or_else(|| {
-        ClusterRestoreError::Other(format!(
+        format!(
             "no topology record at or before {}: the cluster archive starts at {}",
             Target::Time(time_ms),
             records
                 .first()
                 .map_or("no record".into(), |t| Target::Time(t.time_ms).to_string())
-        ))
+        )
     })?;
     Ok((time_ms, topology))
 }
@@ -241,7 +238,7 @@ pub async fn to_live(
     password: Option<String>,
     template: &RestoreConfig,
 ) -> Result<ClusterReport, ClusterRestoreError> {
-    let (time_ms, topology) = topology_at(records, target)?;
+    let (time_ms, topology) = topology_at(records, target).map_err(ClusterRestoreError::Other)?;
     let mut shards = Vec::new();
     let mut owners = Vec::new();
     for (i, s) in topology.shards.iter().enumerate() {
