@@ -14,6 +14,7 @@
 pub mod archive;
 pub mod client;
 pub mod restore;
+pub mod route;
 pub mod slot;
 
 use std::collections::{BTreeMap, HashMap};

@@ -26,8 +26,10 @@ use crate::replay::plan::{Plan, Target};
 use crate::replay::{self, Destination, Progress, Report, RestoreConfig};
 
 use super::client::{Client, Value};
+use super::route::{owner_table, RoutingOpener};
 use super::slot::{key_slot, table};
 use super::{record_at, shard_store, Topology};
+use super::{ClusterSource, Discovery};
 
 /// The file beside the shards' directories that says which slots each serves.
 pub const CLUSTER_FILE: &str = "cluster.json";
@@ -239,6 +241,16 @@ pub async fn to_live(
     template: &RestoreConfig,
 ) -> Result<ClusterReport, ClusterRestoreError> {
     let (time_ms, topology) = topology_at(records, target).map_err(ClusterRestoreError::Other)?;
+    let dest = if ClusterSource::is_cluster_url(url) {
+        LiveDest::cluster(url, password, template.target_timeout)
+            .await
+            .map_err(|e| ClusterRestoreError::Other(format!("the target cluster: {e}")))?
+    } else {
+        LiveDest::One {
+            url: url.to_string(),
+            password,
+        }
+    };
     let mut shards = Vec::new();
     let mut owners = Vec::new();
     for (i, s) in topology.shards.iter().enumerate() {
@@ -251,8 +263,7 @@ pub async fn to_live(
             name,
             &s.id,
             target,
-            url,
-            password.clone(),
+            &dest,
             template,
             owned.clone(),
             i > 0,
@@ -271,7 +282,7 @@ pub async fn to_live(
         if owned.foreign_seen.load(Relaxed) == 0 {
             continue;
         }
-        let except = held_outside(url, password.clone(), template, &owned.owned)
+        let except = held_outside(&dest, template, &owned.owned)
             .await
             .map_err(|e| ClusterRestoreError::Other(format!("shard {}: {e}", shard.id)))?;
         let foreign = SlotFilter {
@@ -281,15 +292,7 @@ pub async fn to_live(
         };
         shard.foreign = Some(
             shard_live(
-                store_url,
-                name,
-                &shard.id,
-                target,
-                url,
-                password.clone(),
-                template,
-                foreign,
-                true,
+                store_url, name, &shard.id, target, &dest, template, foreign, true,
             )
             .await?,
         );
@@ -308,8 +311,7 @@ async fn shard_live(
     name: &ArchiveName,
     shard: &str,
     target: Target,
-    url: &str,
-    password: Option<String>,
+    dest: &LiveDest,
     template: &RestoreConfig,
     slots: SlotFilter,
     checked: bool,
@@ -318,19 +320,20 @@ async fn shard_live(
         .map_err(|e| ClusterRestoreError::Other(format!("shard {shard}: {e}")))?;
     let mut filter = template.filter.clone();
     filter.slots = Some(slots);
+    let (first, password) = dest.first();
     let cfg = RestoreConfig {
         store,
         target,
         destination: Destination::Live {
-            url: url.to_string(),
-            password: password.clone(),
+            url: first,
+            password,
         },
         filter,
         ..template.clone()
     };
-    let opener = LiveOpener {
+    let opener = |url: &str, password: &Option<String>| LiveOpener {
         url: url.to_string(),
-        password,
+        password: password.clone(),
         timeout: cfg.target_timeout,
         force: cfg.force,
         max_restore_bytes: cfg.max_restore_bytes,
@@ -344,10 +347,26 @@ async fn shard_live(
         .await
         .map_err(shard_err)?;
     let progress = Arc::new(Progress::default());
-    let r = if checked {
-        replay::restore::run(&cfg, &plan, progress, ContinuingOpener(opener)).await
-    } else {
-        replay::restore::run(&cfg, &plan, progress, opener).await
+    let r = match dest {
+        LiveDest::One { url, password } if checked => {
+            let o = ContinuingOpener(opener(url, password));
+            replay::restore::run(&cfg, &plan, progress, o).await
+        }
+        LiveDest::One { url, password } => {
+            replay::restore::run(&cfg, &plan, progress, opener(url, password)).await
+        }
+        LiveDest::Cluster {
+            masters,
+            password,
+            owner,
+        } => {
+            let o = RoutingOpener {
+                masters: masters.iter().map(|u| opener(u, password)).collect(),
+                owner: owner.clone(),
+                checked,
+            };
+            replay::restore::run(&cfg, &plan, progress, o).await
+        }
     };
     r.map_err(shard_err)
 }
@@ -355,14 +374,30 @@ async fn shard_live(
 /// The keys the target holds (a cluster uses database 0 only) in the slots `owned` leaves
 /// out.
 async fn held_outside(
-    url: &str,
-    password: Option<String>,
+    dest: &LiveDest,
     template: &RestoreConfig,
     owned: &[bool],
 ) -> Result<HashSet<Vec<u8>>, String> {
-    let source = Source::parse(url, password)?;
-    let mut c = Client::connect(&source, template.target_timeout).await?;
     let mut keys = HashSet::new();
+    let (urls, password) = match dest {
+        LiveDest::One { url, password } => (vec![url.clone()], password),
+        LiveDest::Cluster {
+            masters, password, ..
+        } => (masters.clone(), password),
+    };
+    for url in urls {
+        let source = Source::parse(&url, password.clone())?;
+        let mut c = Client::connect(&source, template.target_timeout).await?;
+        scan_outside(&mut c, owned, &mut keys).await?;
+    }
+    Ok(keys)
+}
+
+async fn scan_outside(
+    c: &mut Client,
+    owned: &[bool],
+    keys: &mut HashSet<Vec<u8>>,
+) -> Result<(), String> {
     let mut cursor = b"0".to_vec();
     loop {
         let reply = c.call(&[b"SCAN", &cursor, b"COUNT", b"1000"]).await?;
@@ -384,8 +419,70 @@ async fn held_outside(
             }
         }
         if next == "0" {
-            return Ok(keys);
+            return Ok(());
         }
         cursor = next.into_bytes();
     }
 }
+
+/// Where a live cluster restore goes: one server, or the masters of a target cluster.
+enum LiveDest {
+    One {
+        url: String,
+        password: Option<String>,
+    },
+    Cluster {
+        /// `redis://[user@]host:port` of each master.
+        masters: Vec<String>,
+        password: Option<String>,
+        /// Slot → index in `masters`.
+        owner: Arc<Vec<u16>>,
+    },
+}
+
+impl LiveDest {
+    /// The masters of the cluster at `url` (`cluster://…`) and the slots each serves now.
+    async fn cluster(
+        url: &str,
+        password: Option<String>,
+        timeout: std::time::Duration,
+    ) -> Result<LiveDest, String> {
+        let source = ClusterSource::parse(url, password)?;
+        let mut d = Discovery::new(source.clone());
+        d.timeout = timeout.min(std::time::Duration::from_secs(30));
+        let t = d.topology().await?;
+        let owner = owner_table(&t.shards.iter().map(|s| s.slots.clone()).collect::<Vec<_>>())
+            .ok_or("a slot that no master serves")?;
+        let user = source
+            .user
+            .as_ref()
+            .map(|u| format!("{}@", percent_encoding::utf8_percent_encode(u, USERINFO)))
+            .unwrap_or_default();
+        Ok(LiveDest::Cluster {
+            masters: t
+                .shards
+                .iter()
+                .map(|s| format!("redis://{user}{}", s.master.addr))
+                .collect(),
+            password: source.password,
+            owner: Arc::new(owner),
+        })
+    }
+
+    /// A URL for the report's destination, and the password.
+    fn first(&self) -> (String, Option<String>) {
+        match self {
+            LiveDest::One { url, password } => (url.clone(), password.clone()),
+            LiveDest::Cluster {
+                masters, password, ..
+            } => (masters[0].clone(), password.clone()),
+        }
+    }
+}
+
+/// What a user name in a URL must have percent-encoded.
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');

@@ -350,6 +350,10 @@ fn a_resharding_under_writes_restores_each_key_once() {
     let records = ls["topology"].as_array().expect("records").len();
     assert!(records >= 2, "a record after the resharding: {ls:#}");
 
+    // A target cluster in the source's layout before the resharding (another one than at
+    // the checkpoints during and after it).
+    let target_cluster = Cluster::start(3, 0);
+    let target_url = format!("cluster://{}", target_cluster.nodes[0].addr());
     let mut foreign_passes = 0;
     let mut in_two_files = 0;
     for (i, (t, want, during)) in checkpoints.iter().enumerate() {
@@ -391,6 +395,38 @@ fn a_resharding_under_writes_restores_each_key_once() {
             got.len(),
             want.len(),
             "checkpoint {i} (during: {during}), live"
+        );
+
+        // Into a cluster of another layout, slot-routed: each key on the master of its slot
+        // there, once (`state` asks every master and fails on a key on two).
+        run_pitr_ok(
+            &[
+                "restore",
+                "--store",
+                &store_path,
+                "--name",
+                "cl",
+                "--to",
+                &at,
+                "--target",
+                &target_url,
+                "--force",
+            ],
+            &[],
+        );
+        for m in target_cluster.masters() {
+            for k in strings_of(&mut m.client()).keys() {
+                assert_eq!(
+                    target_cluster.master_of(k).port(),
+                    m.port(),
+                    "checkpoint {i}: {k} on a master that does not serve its slot"
+                );
+            }
+        }
+        assert_eq!(
+            &target_cluster.state(),
+            want,
+            "checkpoint {i} (during: {during}), cluster target"
         );
 
         // As files: each shard's state as it is; their union is the state, and a key on two

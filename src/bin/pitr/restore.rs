@@ -92,6 +92,9 @@ impl RestoreArgs {
         } else {
             let destination =
                 match (self.target, self.output_dir) {
+                    (Some(url), None) if cluster::ClusterSource::is_cluster_url(&url) => {
+                        cluster_destination(url)?
+                    }
                     (Some(url), None) => live_destination(url)?,
                     (None, Some(dir)) => {
                         check_output_dir(&dir, self.force)?;
@@ -136,6 +139,17 @@ pub fn live_destination(url: String) -> Result<Destination, Usage> {
         .ok()
         .filter(|p| !p.is_empty());
     Source::parse(&url, password.clone()).map_err(|reason| Usage::new("--target", reason))?;
+    Ok(Destination::Live { url, password })
+}
+
+/// `--target cluster://…`: a slot-routed target, for a cluster archive only (checked once the
+/// store is read), with the password from `PITR_TARGET_PASSWORD` unless the URL holds one.
+fn cluster_destination(url: String) -> Result<Destination, Usage> {
+    let password = std::env::var("PITR_TARGET_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    cluster::ClusterSource::parse(&url, password.clone())
+        .map_err(|reason| Usage::new("--target", reason))?;
     Ok(Destination::Live { url, password })
 }
 
@@ -196,6 +210,16 @@ pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
         .unwrap_or_default();
     if !records.is_empty() {
         return run_cluster(cmd, records).await;
+    }
+    if let Some(Destination::Live { url, .. }) = cmd.restore.as_ref().map(|c| &c.destination) {
+        if cluster::ClusterSource::is_cluster_url(url) {
+            return Err(Usage::new(
+                "--target",
+                "a cluster:// target takes a cluster archive; restore this archive into one \
+                 server (redis://)",
+            )
+            .into());
+        }
     }
     let plan = restore::make_plan(&cmd.store, cmd.to).await?;
     let mut out = Out::stdout();
