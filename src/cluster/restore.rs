@@ -1,6 +1,7 @@
 //! Restoring a cluster archive: every shard to the same moment, in parallel, each as files
 //! of its own (`<dir>/<shard-id>/`), with the slot ranges of each shard at that moment
-//! (`<dir>/cluster.json`); or one shard after the other into one live (non-cluster) server.
+//! (`<dir>/cluster.json`); or one shard after the other into one live (non-cluster) server, or
+//! into a live cluster with each key routed to its slot's master there ([`super::route`]).
 //!
 //! A key can be on two shards at a moment: a `MIGRATE` (a resharding) reaches the importing
 //! shard's stream (its `RESTORE-ASKING`) a little before the exporting shard's `DEL`. The rule:

@@ -108,7 +108,7 @@ impl RoutingSink {
         keys.next().map(|k| self.master_of(k))
     }
 
-    async fn to_all(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
+    async fn broadcast(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
         for s in &mut self.sinks {
             s.command(cmd).await?;
         }
@@ -204,7 +204,7 @@ impl Sink for RoutingSink {
         }
         match to {
             Some(m) => self.sinks[m].command(cmd).await,
-            None => self.to_all(cmd).await,
+            None => self.broadcast(cmd).await,
         }
     }
 
@@ -221,5 +221,23 @@ impl Sink for RoutingSink {
         for s in self.sinks {
             s.abort().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_tables() {
+        let t = owner_table(&[vec![(0, 99), (200, 16383)], vec![(100, 199)]]).unwrap();
+        assert_eq!(
+            (t[0], t[99], t[100], t[199], t[200], t[16383]),
+            (0, 0, 1, 1, 0, 0)
+        );
+        assert!(
+            owner_table(&[vec![(0, 16382)]]).is_none(),
+            "slot 16383 unserved"
+        );
     }
 }
