@@ -14,6 +14,8 @@
 pub mod archive;
 pub mod client;
 pub mod restore;
+pub mod route;
+pub mod slot;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

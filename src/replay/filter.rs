@@ -4,6 +4,10 @@
 //! Pure: glob matching as Redis' `stringmatchlen` does it; which command touches what comes
 //! from the command table ([`crate::resp::commands`]).
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
 use crate::resp::commands::{self, Databases, Kind};
 use crate::resp::scanner::parse_u64;
 
@@ -22,11 +26,55 @@ pub enum Verdict {
 pub struct Filter {
     pub dbs: Vec<u32>,
     pub patterns: Vec<Vec<u8>>,
+    /// One shard of a cluster archive: keys by the owner of their slot.
+    pub slots: Option<SlotFilter>,
+}
+
+/// A shard's keys by slot ownership (see `crate::cluster::restore`): the keys of the slots
+/// the shard owns, or (`foreign`) those of the other slots except the keys the owner holds.
+#[derive(Clone, Default)]
+pub struct SlotFilter {
+    /// Indexed by slot: the shard owns it.
+    pub owned: Arc<Vec<bool>>,
+    /// Select the keys of the slots the shard does not own, instead of those it owns.
+    pub foreign: bool,
+    /// With `foreign`: keys left out all the same (their slot's owner holds them).
+    pub except: Arc<HashSet<Vec<u8>>>,
+    /// Keys of slots the shard does not own met so far (counted when not `foreign`).
+    pub foreign_seen: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for SlotFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotFilter")
+            .field("owned", &self.owned.iter().filter(|o| **o).count())
+            .field("foreign", &self.foreign)
+            .field("except", &self.except.len())
+            .finish()
+    }
+}
+
+impl SlotFilter {
+    pub fn selects(&self, key: &[u8]) -> bool {
+        let owned = self
+            .owned
+            .get(crate::cluster::slot::key_slot(key) as usize)
+            .copied()
+            .unwrap_or(false);
+        if self.foreign {
+            !owned && !self.except.contains(key)
+        } else {
+            if !owned {
+                self.foreign_seen.fetch_add(1, Relaxed);
+            }
+            owned
+        }
+    }
 }
 
 impl Filter {
     pub fn is_all(&self) -> bool {
-        self.dbs.is_empty() && self.patterns.is_empty()
+        self.dbs.is_empty() && self.patterns.is_empty() && self.slots.is_none()
     }
 
     pub fn db_selected(&self, db: u32) -> bool {
@@ -36,6 +84,7 @@ impl Filter {
     pub fn key_selected(&self, db: u32, key: &[u8]) -> bool {
         self.db_selected(db)
             && (self.patterns.is_empty() || self.patterns.iter().any(|p| glob_match(p, key)))
+            && self.slots.as_ref().is_none_or(|s| s.selects(key))
     }
 
     /// The verdict for a replicated command running in `db`.
@@ -51,6 +100,11 @@ impl Filter {
             Kind::Select { .. } | Kind::Transaction(_) | Kind::Internal | Kind::Scripts => {
                 return Verdict::Keep
             }
+            // A shard's FLUSHALL/FLUSHDB/SWAPDB: applied once, by the pass of its own slots.
+            Kind::Databases(_) if self.slots.as_ref().is_some_and(|s| s.foreign) => {
+                return Verdict::Drop
+            }
+            Kind::Databases(_) if self.slots.is_some() => return Verdict::Mixed,
             Kind::Databases(Databases::All) => {
                 return if self.dbs.is_empty() {
                     if self.patterns.is_empty() {
@@ -248,6 +302,7 @@ mod tests {
         Filter {
             dbs: dbs.to_vec(),
             patterns: pats.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            slots: None,
         }
     }
 
@@ -284,5 +339,36 @@ mod tests {
             assert_eq!(filter.command(*db, args), *want, "db {db} {args:?}");
         }
         assert!(dbf.key_selected(1, b"x") && !dbf.key_selected(2, b"x"));
+    }
+
+    #[test]
+    fn slot_owners() {
+        use crate::cluster::slot::{key_slot, table};
+        let s = key_slot(b"a");
+        let owner = SlotFilter {
+            owned: Arc::new(table(&[(s, s)])),
+            ..Default::default()
+        };
+        let f = Filter {
+            slots: Some(owner.clone()),
+            ..Default::default()
+        };
+        assert!(!f.is_all());
+        assert!(f.key_selected(0, b"a") && f.key_selected(0, b"{a}x"));
+        assert!(!f.key_selected(0, b"b"));
+        assert_eq!(owner.foreign_seen.load(Relaxed), 1);
+        assert_eq!(f.command(0, &["SET", "b", "1"]), Verdict::Drop);
+        assert_eq!(f.command(0, &["FLUSHALL"]), Verdict::Mixed);
+        let foreign = Filter {
+            slots: Some(SlotFilter {
+                foreign: true,
+                except: Arc::new([b"c".to_vec()].into_iter().collect()),
+                ..owner
+            }),
+            ..Default::default()
+        };
+        assert!(!foreign.key_selected(0, b"a"));
+        assert!(foreign.key_selected(0, b"b") && !foreign.key_selected(0, b"c"));
+        assert_eq!(foreign.command(0, &["FLUSHALL"]), Verdict::Drop);
     }
 }

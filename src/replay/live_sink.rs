@@ -47,9 +47,42 @@ impl Opener for LiveOpener {
     }
 
     async fn open(self, header: RdbHeader) -> Result<LiveSink, RestoreError> {
+        self.open_checked(header, false).await
+    }
+}
+
+/// A [`LiveOpener`] for a target an earlier restore into it already checked (or flushed):
+/// the next shards of a cluster archive restored into one server. Its keys are not counted,
+/// nor flushed.
+#[derive(Clone, Debug)]
+pub struct ContinuingOpener(pub LiveOpener);
+
+impl Opener for ContinuingOpener {
+    type Sink = LiveSink;
+
+    fn needs(&self) -> SnapshotNeeds {
+        self.0.needs()
+    }
+
+    async fn open(self, header: RdbHeader) -> Result<LiveSink, RestoreError> {
+        self.0.open_checked(header, true).await
+    }
+}
+
+impl LiveOpener {
+    /// Connects; unless `checked`, the target must be empty (or is flushed with `force`).
+    async fn open_checked(
+        self,
+        header: RdbHeader,
+        checked: bool,
+    ) -> Result<LiveSink, RestoreError> {
         let mut target =
             LiveTarget::connect_with_timeout(&self.url, self.password, self.timeout).await?;
-        let n = target.key_count().await?;
+        let n = if checked {
+            0
+        } else {
+            target.key_count().await?
+        };
         if n > 0 {
             if !self.force {
                 return Err(RestoreError::TargetNotEmpty { keys: n });

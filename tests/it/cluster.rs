@@ -199,3 +199,273 @@ fn a_cluster_is_archived_per_shard_and_restored_to_one_moment() {
     }
     assert_eq!(moved, 1, "{ls:#}");
 }
+
+/// What a writer did to its keys: the expected state of the cluster.
+type Model = BTreeMap<String, String>;
+
+/// One round of writes through slot routing (following `ASK` while a slot is migrated):
+/// sets, appends and deletes over `keys` keys, and the same in the model.
+fn routed_round(c: &Cluster, model: &mut Model, round: usize, keys: usize) {
+    for i in (round % 3..keys).step_by(3) {
+        let key = format!("m:{i}");
+        match (round, i % 4) {
+            (0, _) | (_, 2) => {
+                let v = format!("r{round}-{i}");
+                c.run_routed(&key, &["SET", &key, &v]);
+                model.insert(key, v);
+            }
+            (_, 0) => {
+                c.run_routed(&key, &["DEL", &key]);
+                model.remove(&key);
+            }
+            _ => {
+                let add = format!("+{round}");
+                c.run_routed(&key, &["APPEND", &key, &add]);
+                model.entry(key).or_default().push_str(&add);
+            }
+        }
+    }
+}
+
+/// The slot function of the crate is the server's: `CLUSTER KEYSLOT` of keys with and without
+/// hash tags, empty tags, nested and unclosed braces, and bytes past ASCII.
+fn slot_function_agrees(c: &Cluster) {
+    let mut keys: Vec<String> = (0..400).map(|i| format!("key:{i}")).collect();
+    keys.extend(
+        [
+            "{user1000}.following",
+            "foo{}{bar}",
+            "foo{{bar}}zap",
+            "foo{bar}{zap}",
+            "{",
+            "}{",
+            "{}",
+            "a{b",
+            "ключ{тег}",
+            "",
+        ]
+        .map(String::from),
+    );
+    for k in keys {
+        assert_eq!(
+            redis_pitr::cluster::slot::key_slot(k.as_bytes()),
+            c.slot(&k),
+            "slot of {k:?}"
+        );
+    }
+}
+
+#[test]
+fn a_resharding_under_writes_restores_each_key_once() {
+    let c = Cluster::start(3, 0);
+    slot_function_agrees(&c);
+    let store = temp_dir("pitr-cluster-reshard");
+    let store_path = store.path().to_string_lossy().into_owned();
+    let source = format!("cluster://{}", c.seeds());
+    let archiver = PitrProcess::spawn(
+        &[
+            "archive",
+            "--source",
+            &source,
+            "--store",
+            &store_path,
+            "--name",
+            "cl",
+            "--flush-interval",
+            "100ms",
+        ],
+        &[],
+    );
+    c.wait_archived();
+    let keys = 6000;
+    let mut model = Model::new();
+    // (time, state, taken while the resharding ran)
+    let mut checkpoints: Vec<(u64, Model, bool)> = Vec::new();
+    routed_round(&c, &mut model, 0, keys);
+    c.wait_archived();
+    let quiet = |checkpoints: &mut Vec<(u64, Model, bool)>, model: &Model, during: bool| {
+        std::thread::sleep(Duration::from_millis(100));
+        checkpoints.push((now_ms(), model.clone(), during));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    quiet(&mut checkpoints, &model, false);
+
+    // Move 1000 slots from the first master to the second, while writing.
+    let masters = c.masters();
+    let (from, to) = (c.id_of(masters[0]), c.id_of(masters[1]));
+    let mut cmd = std::process::Command::new(require_binary("redis-cli"));
+    cmd.args(["--cluster", "reshard", &masters[0].addr()])
+        .args(["--cluster-from", &from, "--cluster-to", &to])
+        .args(["--cluster-slots", "1000", "--cluster-yes"])
+        .args(["--cluster-pipeline", "1"])
+        .stdout(std::process::Stdio::null());
+    let mut reshard = ManagedChild::spawn("redis-cli --cluster reshard", &mut cmd);
+    let mut round = 1;
+    loop {
+        // Short rounds (a part of the keys), for checkpoints while the slots move.
+        routed_round(&c, &mut model, round, keys / 10);
+        round += 1;
+        let running = reshard.try_wait().is_none();
+        quiet(&mut checkpoints, &model, running);
+        if !running {
+            break;
+        }
+        assert!(round < 500, "the resharding does not end");
+    }
+    let status = reshard.wait_timeout(Duration::from_secs(5)).unwrap();
+    assert!(status.success(), "redis-cli --cluster reshard: {status}");
+    c.wait_ok();
+    let moved = c.slot_masters();
+    assert!(
+        moved
+            .iter()
+            .filter(|r| r.2 == masters[1].port())
+            .map(|r| (r.1 - r.0) as usize + 1)
+            .sum::<usize>()
+            > 6000,
+        "the second master serves 1000 more slots: {moved:?}"
+    );
+    let records_dir = store.path().join("cl").join("cluster");
+    wait_until_msg(
+        Duration::from_secs(10),
+        "a topology record of the move",
+        || std::fs::read_dir(&records_dir).map_or(0, |d| d.count()) >= 2,
+    );
+    routed_round(&c, &mut model, round, keys);
+    c.wait_archived();
+    quiet(&mut checkpoints, &model, false);
+    assert_eq!(
+        c.state(),
+        model,
+        "the writer's model is the cluster's state"
+    );
+    let during = checkpoints.iter().filter(|c| c.2).count();
+    assert!(during >= 1, "a checkpoint while the slots moved");
+    assert!(archiver.stop_gracefully(Duration::from_secs(60)).success());
+
+    let ls = json_of(&run_pitr_ok(
+        &["ls", "--store", &store_path, "--name", "cl", "--json"],
+        &[],
+    ));
+    let records = ls["topology"].as_array().expect("records").len();
+    assert!(records >= 2, "a record after the resharding: {ls:#}");
+
+    // A target cluster in the source's layout before the resharding (another one than at
+    // the checkpoints during and after it).
+    let target_cluster = Cluster::start(3, 0);
+    let target_url = format!("cluster://{}", target_cluster.nodes[0].addr());
+    let mut foreign_passes = 0;
+    let mut in_two_files = 0;
+    for (i, (t, want, during)) in checkpoints.iter().enumerate() {
+        let at = t.to_string();
+        // Into one plain server: every shard, each key once.
+        let target = RedisServer::start(&[]);
+        let url = format!("redis://{}", target.addr());
+        let report = json_of(&run_pitr_ok(
+            &[
+                "restore",
+                "--store",
+                &store_path,
+                "--name",
+                "cl",
+                "--to",
+                &at,
+                "--target",
+                &url,
+                "--json",
+            ],
+            &[],
+        ));
+        assert_eq!(report["shards"].as_array().unwrap().len(), 3, "{report:#}");
+        foreign_passes += report["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| !s["foreign"].is_null())
+            .count();
+        let got = strings_of(&mut target.client());
+        for (k, v) in want {
+            assert_eq!(
+                got.get(k),
+                Some(v),
+                "checkpoint {i} (during: {during}), live: {k}"
+            );
+        }
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "checkpoint {i} (during: {during}), live"
+        );
+
+        // Into a cluster of another layout, slot-routed: each key on the master of its slot
+        // there, once (`state` asks every master and fails on a key on two).
+        run_pitr_ok(
+            &[
+                "restore",
+                "--store",
+                &store_path,
+                "--name",
+                "cl",
+                "--to",
+                &at,
+                "--target",
+                &target_url,
+                "--force",
+            ],
+            &[],
+        );
+        for m in target_cluster.masters() {
+            for k in strings_of(&mut m.client()).keys() {
+                assert_eq!(
+                    target_cluster.master_of(k).port(),
+                    m.port(),
+                    "checkpoint {i}: {k} on a master that does not serve its slot"
+                );
+            }
+        }
+        assert_eq!(
+            &target_cluster.state(),
+            want,
+            "checkpoint {i} (during: {during}), cluster target"
+        );
+
+        // As files: each shard's state as it is; their union is the state, and a key on two
+        // shards is one caught in its migration, with the same value on both.
+        let out = temp_dir("pitr-cluster-reshard-files");
+        let dir = out.path().join("data");
+        let dir_s = dir.to_string_lossy().into_owned();
+        let report = json_of(&run_pitr_ok(
+            &[
+                "restore",
+                "--store",
+                &store_path,
+                "--name",
+                "cl",
+                "--to",
+                &at,
+                "--output-dir",
+                &dir_s,
+                "--json",
+            ],
+            &[],
+        ));
+        let mut union: BTreeMap<String, String> = BTreeMap::new();
+        for s in report["shards"].as_array().unwrap() {
+            let line = s["report"]["files"]["command_line"].as_str().unwrap();
+            let (_server, port) = restored::start_from(line);
+            for (k, v) in strings_of(&mut restored::connect(port)) {
+                if let Some(other) = union.insert(k.clone(), v.clone()) {
+                    assert!(*during, "checkpoint {i}: {k} on two shards, no resharding");
+                    assert_eq!(other, v, "checkpoint {i}: {k} on two shards, two values");
+                    in_two_files += 1;
+                }
+            }
+        }
+        assert_eq!(&union, want, "checkpoint {i} (during: {during}), files");
+    }
+    eprintln!(
+        "{} checkpoints ({during} during the resharding), {records} topology records, \
+         {foreign_passes} second passes, {in_two_files} keys in two shards' files",
+        checkpoints.len()
+    );
+}

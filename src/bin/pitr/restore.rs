@@ -95,6 +95,9 @@ impl RestoreArgs {
         } else {
             let destination =
                 match (self.target, self.output_dir) {
+                    (Some(url), None) if cluster::ClusterSource::is_cluster_url(&url) => {
+                        cluster_destination(url)?
+                    }
                     (Some(url), None) => live_destination(url, &self.tls)?,
                     (None, Some(dir)) => {
                         check_output_dir(&dir, self.force)?;
@@ -113,6 +116,7 @@ impl RestoreArgs {
                 filter: restore::filter::Filter {
                     dbs: self.dbs,
                     patterns: self.patterns.into_iter().map(String::into_bytes).collect(),
+                    slots: None,
                 },
                 force: self.force,
                 max_restore_bytes: self.max_restore_bytes.min(1 << 30) as usize,
@@ -140,6 +144,17 @@ pub fn live_destination(url: String, tls: &TlsArgs) -> Result<Destination, Usage
         .filter(|p| !p.is_empty());
     tls.install()?;
     tls.source(&url, password.clone(), "--target")?;
+    Ok(Destination::Live { url, password })
+}
+
+/// `--target cluster://…`: a slot-routed target, for a cluster archive only (checked once the
+/// store is read), with the password from `PITR_TARGET_PASSWORD` unless the URL holds one.
+fn cluster_destination(url: String) -> Result<Destination, Usage> {
+    let password = std::env::var("PITR_TARGET_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    cluster::ClusterSource::parse(&url, password.clone())
+        .map_err(|reason| Usage::new("--target", reason))?;
     Ok(Destination::Live { url, password })
 }
 
@@ -201,6 +216,16 @@ pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
     if !records.is_empty() {
         return run_cluster(cmd, records).await;
     }
+    if let Some(Destination::Live { url, .. }) = cmd.restore.as_ref().map(|c| &c.destination) {
+        if cluster::ClusterSource::is_cluster_url(url) {
+            return Err(Usage::new(
+                "--target",
+                "a cluster:// target takes a cluster archive; restore this archive into one \
+                 server (redis://)",
+            )
+            .into());
+        }
+    }
     let plan = restore::make_plan(&cmd.store, cmd.to).await?;
     let mut out = Out::stdout();
     let Some(cfg) = cmd.restore else {
@@ -252,7 +277,7 @@ pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
 }
 
 /// A cluster archive (it has topology records): every shard to the same moment, as files in
-/// `<dir>/<shard-id>/` with `<dir>/cluster.json`.
+/// `<dir>/<shard-id>/` with `<dir>/cluster.json`, or into one live server.
 async fn run_cluster(cmd: RestoreCmd, records: Vec<cluster::Topology>) -> anyhow::Result<()> {
     use cluster::restore::{self as cr, ClusterRestoreError as E};
     let (url, name, dir) = cmd.cluster;
@@ -265,17 +290,38 @@ async fn run_cluster(cmd: RestoreCmd, records: Vec<cluster::Topology>) -> anyhow
     let to = cr::moment(&url, &name, &records, cmd.to)
         .await
         .map_err(usage)?;
-    let (Some(cfg), Some(dir)) = (cmd.restore, dir) else {
+    let Some(cfg) = cmd.restore else {
         return Err(Usage::new(
-            "--target or --dry-run",
-            "a cluster archive is restored with --output-dir (one directory per shard) for now; \
-             restore one shard with --store <store>/<name> --name <shard-id>",
+            "--dry-run",
+            "a cluster archive is restored with --output-dir (one directory per shard) or \
+             --target (every shard into one server); plan one shard with --store \
+             <store>/<name> --name <shard-id>",
         )
         .into());
     };
-    let report = cr::to_files(&url, &name, &records, to, dir.clone(), &cfg)
-        .await
-        .map_err(usage)?;
+    let (report, place) = match (&cfg.destination, dir) {
+        (Destination::Files { .. }, Some(dir)) => (
+            cr::to_files(&url, &name, &records, to, dir.clone(), &cfg)
+                .await
+                .map_err(usage)?,
+            dir.display().to_string(),
+        ),
+        (
+            Destination::Live {
+                url: target,
+                password,
+            },
+            _,
+        ) => (
+            cr::to_live(&url, &name, &records, to, target, password.clone(), &cfg)
+                .await
+                .map_err(usage)?,
+            redis_pitr::net::redact_url(target),
+        ),
+        (Destination::Files { .. }, None) => {
+            return Err(anyhow::anyhow!("a files restore without --output-dir"))
+        }
+    };
     let mut out = Out::stdout();
     if cmd.json {
         outln!(out, "{}", serde_json::to_string_pretty(&report)?);
@@ -286,7 +332,7 @@ async fn run_cluster(cmd: RestoreCmd, records: Vec<cluster::Topology>) -> anyhow
             report.shards.len(),
             fmt_time(report.time_ms),
             fmt_time(report.topology_ms),
-            dir.display()
+            place
         );
         for s in &report.shards {
             let r = &s.report;
@@ -302,6 +348,14 @@ async fn run_cluster(cmd: RestoreCmd, records: Vec<cluster::Topology>) -> anyhow
             );
             if let Some(f) = &r.files {
                 outln!(out, "    {}", f.command_line);
+            }
+            if let Some(f) = &s.foreign {
+                outln!(
+                    out,
+                    "    keys of slots it did not own then (moved during a resharding): {} keys, {} commands",
+                    f.keys,
+                    f.commands
+                );
             }
         }
     }

@@ -153,6 +153,40 @@ impl Cluster {
         self.master_of(key).cmd(args);
     }
 
+    /// Runs a command on the master of `key`, following `MOVED` and `ASK` redirections (a
+    /// slot being migrated), as a cluster client does. Returns the reply.
+    pub fn run_routed(&self, key: &str, args: &[&str]) -> redis::Value {
+        let mut node = self.master_of(key);
+        let mut asking = false;
+        for _ in 0..10 {
+            if asking {
+                node.cmd(&["ASKING"]);
+            }
+            match node.try_cmd(args) {
+                Ok(v) => return v,
+                Err(e) => match (e.kind(), e.redirect_node()) {
+                    (kind, Some((addr, _))) => {
+                        asking = kind == redis::ErrorKind::Ask;
+                        let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+                        node = self.node(port);
+                    }
+                    (redis::ErrorKind::TryAgain, _) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        asking = false;
+                        node = self.master_of(key);
+                    }
+                    _ => panic!("{args:?}: {e}"),
+                },
+            }
+        }
+        panic!("{args:?}: too many redirections");
+    }
+
+    /// A node's id (`CLUSTER MYID`).
+    pub fn id_of(&self, node: &RedisServer) -> String {
+        text(&node.cmd(&["CLUSTER", "MYID"]))
+    }
+
     /// Every key and its string value, across the masters.
     pub fn state(&self) -> BTreeMap<String, String> {
         let mut all = BTreeMap::new();
