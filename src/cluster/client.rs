@@ -1,16 +1,13 @@
-//! A small request/response client for the few commands cluster discovery sends (`AUTH`,
-//! `CLUSTER SHARDS`, `CLUSTER SLOTS`): RESP2 replies, nested arrays included. It dials through
-//! [`crate::net::connect`], so it reaches a node the way the replica link does.
+//! The replies of the few commands cluster discovery sends (`AUTH`, `CLUSTER SHARDS`,
+//! `CLUSTER SLOTS`) as [`Value`]s, over [`crate::net::client::Client`] (which dials through
+//! [`crate::net::connect`], so it reaches a node the way the replica link does).
 
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use redis_protocol::resp2::types::OwnedFrame;
 
-use crate::net::{BoxedStream, Source};
-
-/// The largest reply accepted (a `CLUSTER SHARDS` of a thousand nodes is far smaller).
-const MAX_REPLY: usize = 64 << 20;
+use crate::net::client::Client as NetClient;
+use crate::net::Source;
 
 /// One RESP value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,134 +55,56 @@ impl Value {
     }
 }
 
-/// Parses one value from the start of `buf`: `Ok(None)` when more bytes are needed, otherwise
-/// the value and how many bytes it took.
-pub fn parse(buf: &[u8]) -> Result<Option<(Value, usize)>, String> {
-    let Some(nl) = memchr::memchr(b'\n', buf) else {
-        return Ok(None);
-    };
-    if nl == 0 || buf[nl - 1] != b'\r' {
-        return Err("a reply line without CRLF".into());
-    }
-    let line = String::from_utf8_lossy(&buf[1..nl - 1]).into_owned();
-    let after = nl + 1;
-    let number = || {
-        line.parse::<i64>()
-            .map_err(|_| format!("bad number {line:?}"))
-    };
-    match buf[0] {
-        b'+' => Ok(Some((Value::Simple(line), after))),
-        b'-' => Ok(Some((Value::Error(line), after))),
-        b':' => Ok(Some((Value::Int(number()?), after))),
-        b'$' => {
-            let n = number()?;
-            if n < 0 {
-                return Ok(Some((Value::Bulk(None), after)));
+impl From<OwnedFrame> for Value {
+    fn from(f: OwnedFrame) -> Value {
+        match f {
+            OwnedFrame::SimpleString(b) => Value::Simple(String::from_utf8_lossy(&b).into_owned()),
+            OwnedFrame::Error(e) => Value::Error(e),
+            OwnedFrame::Integer(n) => Value::Int(n),
+            OwnedFrame::BulkString(b) => Value::Bulk(Some(b)),
+            OwnedFrame::Array(items) => {
+                Value::Array(Some(items.into_iter().map(Value::from).collect()))
             }
-            let end = after + n as usize;
-            if buf.len() < end + 2 {
-                return Ok(None);
-            }
-            Ok(Some((Value::Bulk(Some(buf[after..end].to_vec())), end + 2)))
+            OwnedFrame::Null => Value::Bulk(None),
         }
-        b'*' => {
-            let n = number()?;
-            if n < 0 {
-                return Ok(Some((Value::Array(None), after)));
-            }
-            let mut items = Vec::with_capacity((n as usize).min(1024));
-            let mut at = after;
-            for _ in 0..n {
-                match parse(&buf[at..])? {
-                    Some((v, used)) => {
-                        items.push(v);
-                        at += used;
-                    }
-                    None => return Ok(None),
-                }
-            }
-            Ok(Some((Value::Array(Some(items)), at)))
-        }
-        c => Err(format!("unexpected reply type byte {:?}", c as char)),
     }
 }
 
-/// A connection to one node for commands and their replies.
-pub struct Client {
-    stream: BoxedStream,
-    buf: BytesMut,
-    addr: String,
-    timeout: Duration,
+/// Parses one value from the start of `buf` (by redis-protocol): `Ok(None)` when more bytes
+/// are needed, otherwise the value and how many bytes it took.
+pub fn parse(buf: &[u8]) -> Result<Option<(Value, usize)>, String> {
+    match redis_protocol::resp2::decode::decode(buf) {
+        Ok(Some((f, used))) => Ok(Some((Value::from(f), used))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
 }
+
+/// A connection to one node for commands and their replies ([`crate::net::client::Client`],
+/// its replies as [`Value`]s and its errors as text).
+pub struct Client(NetClient);
 
 impl Client {
     /// Connects to `source` (its host and port as they are: nothing is resolved) and
     /// authenticates with its user and password, each step within `timeout`.
     pub async fn connect(source: &Source, timeout: Duration) -> Result<Client, String> {
-        let addr = source.addr();
-        let stream = crate::net::connect(source, timeout)
+        NetClient::connect(source, timeout)
             .await
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
-        let mut c = Client {
-            stream,
-            buf: BytesMut::with_capacity(16 * 1024),
-            addr,
-            timeout,
-        };
-        if let Some(password) = &source.password {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = &source.user {
-                args.push(user.as_bytes());
-            }
-            args.push(password.as_bytes());
-            if let Value::Error(e) = c.call(&args).await? {
-                return Err(format!("authentication to {} failed: {e}", c.addr));
-            }
-        }
-        Ok(c)
+            .map(Client)
+            .map_err(|e| e.to_string())
     }
 
     pub fn addr(&self) -> &str {
-        &self.addr
+        self.0.addr()
     }
 
     /// Sends one command and reads its reply (an error reply is a [`Value::Error`]).
     pub async fn call(&mut self, args: &[&[u8]]) -> Result<Value, String> {
-        let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        let addr = self.addr.clone();
-        let io = |e: std::io::Error| format!("talking to {addr}: {e}");
-        tokio::time::timeout(self.timeout, self.stream.write_all(&out))
+        self.0
+            .call(args)
             .await
-            .map_err(|_| format!("{}: no progress in {:?}", self.addr, self.timeout))?
-            .map_err(io)?;
-        loop {
-            if let Some((v, used)) = parse(&self.buf)
-                .map_err(|e| format!("{} sent a malformed reply: {e}", self.addr))?
-            {
-                self.buf.advance(used);
-                return Ok(v);
-            }
-            if self.buf.len() > MAX_REPLY {
-                return Err(format!(
-                    "{}: reply larger than {MAX_REPLY} bytes",
-                    self.addr
-                ));
-            }
-            self.buf.reserve(16 * 1024);
-            let n = tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.buf))
-                .await
-                .map_err(|_| format!("{}: no reply within {:?}", self.addr, self.timeout))?
-                .map_err(io)?;
-            if n == 0 {
-                return Err(format!("{} closed the connection", self.addr));
-            }
-        }
+            .map(Value::from)
+            .map_err(|e| e.to_string())
     }
 }
 
