@@ -251,7 +251,8 @@ impl Discovery {
                 from_slots(&slots, host).map_err(|e| format!("{}: CLUSTER SLOTS: {e}", c.addr()))?
             }
             Value::Error(e) => return Err(format!("{}: CLUSTER SHARDS: {e}", c.addr())),
-            v => from_shards(&v, host).map_err(|e| format!("{}: CLUSTER SHARDS: {e}", c.addr()))?,
+            v => from_shards(&v, host, self.source.tls.is_some())
+                .map_err(|e| format!("{}: CLUSTER SHARDS: {e}", c.addr()))?,
         };
         if seen.is_empty() {
             return Err(format!("{}: no shard serves any slot", c.addr()));
@@ -307,8 +308,9 @@ fn node_host(endpoint: Option<String>, ip: Option<String>, asked: &str) -> Strin
         .unwrap_or_else(|| asked.to_string())
 }
 
-/// The shards of a `CLUSTER SHARDS` reply that serve slots.
-fn from_shards(v: &Value, asked: &str) -> Result<Vec<Seen>, String> {
+/// The shards of a `CLUSTER SHARDS` reply that serve slots; each node at its `tls-port` when
+/// `tls` (a node that serves both gives both), otherwise at its `port`.
+fn from_shards(v: &Value, asked: &str, tls: bool) -> Result<Vec<Seen>, String> {
     let mut out = Vec::new();
     for shard in v.items().ok_or("not an array")? {
         let slots: Vec<i64> = shard
@@ -332,9 +334,14 @@ fn from_shards(v: &Value, asked: &str) -> Result<Vec<Seen>, String> {
         {
             let text = |k: &str| n.field(k).and_then(Value::text);
             let id = text("id").ok_or("a node without id")?;
+            let (first, second) = if tls {
+                ("tls-port", "port")
+            } else {
+                ("port", "tls-port")
+            };
             let port = n
-                .field("port")
-                .or_else(|| n.field("tls-port"))
+                .field(first)
+                .or_else(|| n.field(second))
                 .and_then(Value::int)
                 .ok_or("a node without port")?;
             let node = Node::new(

@@ -231,7 +231,9 @@ fn topology_at(records: &[Topology], target: Target) -> Result<(u64, &Topology),
 /// once, before the first. Each shard first restores the keys of the slots it owns at the
 /// moment; then each shard that met keys of other slots restores those, less the keys the
 /// target holds by then in slots it does not own (their owner's). `template` gives the user's
-/// filter, `force` and the fetch settings.
+/// filter, `force` and the fetch settings; `tls`, the TLS of every node of a `cluster://`
+/// target (a single server takes `rediss://`).
+#[allow(clippy::too_many_arguments)]
 pub async fn to_live(
     store_url: &str,
     name: &ArchiveName,
@@ -239,11 +241,12 @@ pub async fn to_live(
     target: Target,
     url: &str,
     password: Option<String>,
+    tls: Option<Arc<crate::net::Tls>>,
     template: &RestoreConfig,
 ) -> Result<ClusterReport, ClusterRestoreError> {
     let (time_ms, topology) = topology_at(records, target).map_err(ClusterRestoreError::Other)?;
     let dest = if ClusterSource::is_cluster_url(url) {
-        LiveDest::cluster(url, password, template.target_timeout)
+        LiveDest::cluster(url, password, tls, template.target_timeout)
             .await
             .map_err(|e| ClusterRestoreError::Other(format!("the target cluster: {e}")))?
     } else {
@@ -446,9 +449,12 @@ impl LiveDest {
     async fn cluster(
         url: &str,
         password: Option<String>,
+        tls: Option<Arc<crate::net::Tls>>,
         timeout: std::time::Duration,
     ) -> Result<LiveDest, String> {
-        let source = ClusterSource::parse(url, password)?;
+        let mut source = ClusterSource::parse(url, password)?;
+        let scheme = if tls.is_some() { "rediss" } else { "redis" };
+        source.tls = tls;
         let mut d = Discovery::new(source.clone());
         d.timeout = timeout.min(std::time::Duration::from_secs(30));
         let t = d.topology().await?;
@@ -463,7 +469,7 @@ impl LiveDest {
             masters: t
                 .shards
                 .iter()
-                .map(|s| format!("redis://{user}{}", s.master.addr))
+                .map(|s| format!("{scheme}://{user}{}", s.master.addr))
                 .collect(),
             password: source.password,
             owner: Arc::new(owner),

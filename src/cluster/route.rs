@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::rdb::Event;
+use crate::replay::filter::Filter;
 use crate::replay::live_sink::{ContinuingOpener, LiveOpener, LiveSink};
 use crate::replay::sink::{Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
 use crate::replay::{Report, RestoreError};
@@ -87,7 +88,14 @@ pub struct RoutingSink {
     /// The master of the key whose events are under way.
     current: Option<usize>,
     /// An open transaction: its master once a keyed command says, and its commands so far.
-    tx: Option<(Option<usize>, Vec<Vec<Bytes>>)>,
+    tx: Option<(Option<usize>, Vec<TxItem>)>,
+}
+
+/// What an open transaction holds.
+enum TxItem {
+    Command(Vec<Bytes>),
+    /// A scoped `FLUSHALL`/`FLUSHDB` (see [`Sink::flush_selected`]).
+    Flush(Option<u32>, Filter),
 }
 
 impl RoutingSink {
@@ -173,20 +181,29 @@ impl Sink for RoutingSink {
         let args = cmd.args();
         match commands::info(args).kind {
             Kind::Transaction(Tx::Multi) => {
-                self.tx = Some((None, vec![args.to_vec()]));
+                self.tx = Some((None, vec![TxItem::Command(args.to_vec())]));
                 return Ok(());
             }
             Kind::Transaction(_) => {
                 // EXEC or DISCARD: the transaction to its master, or to every master when
                 // none of its commands has a key.
-                let Some((master, cmds)) = self.tx.take() else {
+                // A scoped flush inside it goes to every master, in its place on the
+                // transaction's own.
+                let Some((master, items)) = self.tx.take() else {
                     return Ok(());
                 };
                 for (i, s) in self.sinks.iter_mut().enumerate() {
-                    if master.is_none_or(|m| m == i) {
-                        for c in &cmds {
-                            s.command(Outgoing::Args(c)).await?;
+                    let whole = master.is_none_or(|m| m == i);
+                    for item in &items {
+                        match item {
+                            TxItem::Command(c) if whole => s.command(Outgoing::Args(c)).await?,
+                            TxItem::Command(_) => {}
+                            TxItem::Flush(db, filter) => {
+                                s.flush_selected(*db, filter).await?;
+                            }
                         }
+                    }
+                    if whole {
                         s.command(cmd).await?;
                     }
                 }
@@ -199,13 +216,31 @@ impl Sink for RoutingSink {
             if master.is_none() {
                 *master = to;
             }
-            cmds.push(args.to_vec());
+            cmds.push(TxItem::Command(args.to_vec()));
             return Ok(());
         }
         match to {
             Some(m) => self.sinks[m].command(cmd).await,
             None => self.broadcast(cmd).await,
         }
+    }
+
+    /// Every master deletes the keys it holds that `filter` selects.
+    async fn flush_selected(
+        &mut self,
+        db: Option<u32>,
+        filter: &Filter,
+    ) -> Result<bool, RestoreError> {
+        if let Some((_, items)) = &mut self.tx {
+            items.push(TxItem::Flush(db, filter.clone()));
+            return Ok(true);
+        }
+        for s in &mut self.sinks {
+            if !s.flush_selected(db, filter).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     async fn finish(self, report: &mut Report) -> Result<(), RestoreError> {

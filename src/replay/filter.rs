@@ -55,20 +55,28 @@ impl std::fmt::Debug for SlotFilter {
 }
 
 impl SlotFilter {
+    /// Whether the pass takes `key`; a key of a slot the shard does not own is counted.
     pub fn selects(&self, key: &[u8]) -> bool {
+        let (owned, selected) = self.decide(key);
+        if !self.foreign && !owned {
+            self.foreign_seen.fetch_add(1, Relaxed);
+        }
+        selected
+    }
+
+    /// (the shard owns the key's slot, the pass takes the key)
+    fn decide(&self, key: &[u8]) -> (bool, bool) {
         let owned = self
             .owned
             .get(crate::cluster::slot::key_slot(key) as usize)
             .copied()
             .unwrap_or(false);
-        if self.foreign {
+        let selected = if self.foreign {
             !owned && !self.except.contains(key)
         } else {
-            if !owned {
-                self.foreign_seen.fetch_add(1, Relaxed);
-            }
             owned
-        }
+        };
+        (owned, selected)
     }
 }
 
@@ -82,9 +90,18 @@ impl Filter {
     }
 
     pub fn key_selected(&self, db: u32, key: &[u8]) -> bool {
+        self.db_and_pattern(db, key) && self.slots.as_ref().is_none_or(|s| s.selects(key))
+    }
+
+    fn db_and_pattern(&self, db: u32, key: &[u8]) -> bool {
         self.db_selected(db)
             && (self.patterns.is_empty() || self.patterns.iter().any(|p| glob_match(p, key)))
-            && self.slots.as_ref().is_none_or(|s| s.selects(key))
+    }
+
+    /// Like [`key_selected`](Self::key_selected) for a key found in the destination rather
+    /// than in the archive: nothing is counted.
+    pub fn key_in_scope(&self, db: u32, key: &[u8]) -> bool {
+        self.db_and_pattern(db, key) && self.slots.as_ref().is_none_or(|s| s.decide(key).1)
     }
 
     /// The verdict for a replicated command running in `db`.
@@ -100,10 +117,8 @@ impl Filter {
             Kind::Select { .. } | Kind::Transaction(_) | Kind::Internal | Kind::Scripts => {
                 return Verdict::Keep
             }
-            // A shard's FLUSHALL/FLUSHDB/SWAPDB: applied once, by the pass of its own slots.
-            Kind::Databases(_) if self.slots.as_ref().is_some_and(|s| s.foreign) => {
-                return Verdict::Drop
-            }
+            // A shard's FLUSHALL/FLUSHDB: each pass deletes the keys it selects (see
+            // `Sink::flush_selected`). SWAPDB: a cluster has one database.
             Kind::Databases(_) if self.slots.is_some() => return Verdict::Mixed,
             Kind::Databases(Databases::All) => {
                 return if self.dbs.is_empty() {
@@ -369,6 +384,7 @@ mod tests {
         };
         assert!(!foreign.key_selected(0, b"a"));
         assert!(foreign.key_selected(0, b"b") && !foreign.key_selected(0, b"c"));
-        assert_eq!(foreign.command(0, &["FLUSHALL"]), Verdict::Drop);
+        // Both passes delete what they select (the sink scopes it).
+        assert_eq!(foreign.command(0, &["FLUSHALL"]), Verdict::Mixed);
     }
 }

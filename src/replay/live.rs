@@ -274,6 +274,50 @@ fn decode_reply(r: &[u8]) -> Reply {
     }
 }
 
+/// `[cursor, [key…]]`, the reply of SCAN.
+fn parse_scan(raw: &[u8]) -> Option<(Bytes, Vec<Bytes>)> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    let (frame, _) = redis_protocol::resp2::decode::decode(raw).ok()??;
+    let OwnedFrame::Array(mut parts) = frame else {
+        return None;
+    };
+    if parts.len() != 2 {
+        return None;
+    }
+    let OwnedFrame::Array(keys) = parts.pop()? else {
+        return None;
+    };
+    let OwnedFrame::BulkString(cursor) = parts.pop()? else {
+        return None;
+    };
+    let keys = keys
+        .into_iter()
+        .map(|k| match k {
+            OwnedFrame::BulkString(k) => Some(Bytes::from(k)),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((Bytes::from(cursor), keys))
+}
+
+/// An error reply, with what to do when it says that a cluster target's slots moved while a
+/// restore ran (the restore routes each key by the layout it read at the start).
+fn with_cluster_hint(reply: String) -> String {
+    let moved = ["MOVED ", "ASK ", "CLUSTERDOWN", "TRYAGAIN"]
+        .iter()
+        .any(|p| reply.starts_with(p));
+    if moved {
+        format!(
+            "{reply} (the target cluster's slots moved or went down while the restore ran: a \
+             restore routes every key by the layout it read at its start, so keep the target \
+             cluster's layout fixed, no resharding and no failover, and restore again with \
+             --force)"
+        )
+    } else {
+        reply
+    }
+}
+
 /// Appends the RESP encoding of `args` to `out`, without allocating per argument.
 fn encode(args: &[Bytes], out: &mut Vec<u8>) {
     let total: usize = args.iter().map(|a| a.len() + 16).sum::<usize>() + 16;
@@ -627,6 +671,54 @@ impl LiveTarget {
         Ok(())
     }
 
+    /// The databases that hold keys (`INFO keyspace`).
+    pub async fn databases(&mut self) -> Result<Vec<u32>, TargetError> {
+        let info = self.info("keyspace").await?;
+        Ok(info
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .filter_map(|(db, _)| db.strip_prefix("db")?.parse().ok())
+            .collect())
+    }
+
+    /// Every key of database `db` that `select` picks, by SCAN (a key SCAN returns twice is
+    /// listed once). Leaves database `db` selected.
+    pub async fn scan_keys(
+        &mut self,
+        db: u32,
+        select: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<Bytes>, TargetError> {
+        let r = self
+            .call(&[Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())])
+            .await?;
+        self.check(r, "SELECT")?;
+        let mut keys = std::collections::HashSet::new();
+        let mut cursor = Bytes::from_static(b"0");
+        loop {
+            let raw = self
+                .call_raw(&[
+                    Bytes::from_static(b"SCAN"),
+                    cursor.clone(),
+                    Bytes::from_static(b"COUNT"),
+                    Bytes::from_static(b"1000"),
+                ])
+                .await?;
+            if raw.first() == Some(&b'-') {
+                self.check(decode_reply(&raw), "SCAN")?;
+            }
+            let (next, batch) = parse_scan(&raw).ok_or_else(|| TargetError::Protocol {
+                addr: self.addr.clone(),
+                detail: "SCAN answered something that is not [cursor, [keys]]".into(),
+            })?;
+            keys.extend(batch.into_iter().filter(|k| select(k)));
+            if next.as_ref() == b"0" {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(keys.into_iter().collect())
+    }
+
     /// Moves back the expiries a live replay moved into `range` (see
     /// `restore::ExpiryShift`): a time `t` in it becomes `t - range.start + floor`. A server-side
     /// script walks the keys of each database with SCAN, a slice at a time (so the target never
@@ -690,16 +782,11 @@ repeat
 until cursor == "0" or seen >= 5000
 return cursor .. ':' .. fixed
 "#;
-        let info = self.info("keyspace").await?;
-        let dbs: Vec<String> = info
-            .lines()
-            .filter_map(|l| l.trim().split_once(':'))
-            .filter_map(|(db, _)| db.strip_prefix("db").map(str::to_string))
-            .collect();
+        let dbs = self.databases().await?;
         let mut fixed = 0u64;
         for db in dbs {
             let r = self
-                .call(&[Bytes::from_static(b"SELECT"), Bytes::from(db.clone())])
+                .call(&[Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())])
                 .await?;
             self.check(r, "SELECT")?;
             let mut cursor = Bytes::from_static(b"0");
@@ -842,6 +929,12 @@ return cursor .. ':' .. fixed
     /// Sends one command after everything before it is answered and returns its reply (an
     /// error reply is returned, not raised).
     async fn call(&mut self, args: &[Bytes]) -> Result<Reply, TargetError> {
+        Ok(decode_reply(&self.call_raw(args).await?))
+    }
+
+    /// Sends one command after every queued one is answered, and returns its reply as
+    /// received (RESP).
+    async fn call_raw(&mut self, args: &[Bytes]) -> Result<Bytes, TargetError> {
         self.sync().await?;
         let start = self.wbuf.len();
         encode(args, &mut self.wbuf);
@@ -853,7 +946,7 @@ return cursor .. ':' .. fixed
         let captured = self.capture.take().flatten();
         r?;
         match captured {
-            Some(raw) => Ok(decode_reply(&raw)),
+            Some(raw) => Ok(raw),
             None => Err(self.fail(TargetError::Protocol {
                 addr: self.addr.clone(),
                 detail: "no reply captured".to_string(),
@@ -1056,7 +1149,7 @@ return cursor .. ':' .. fixed
                     TargetError::Reply {
                         addr: self.addr.clone(),
                         command: desc.describe(),
-                        reply,
+                        reply: with_cluster_hint(reply),
                         partial: String::new(),
                     }
                 });
@@ -1091,6 +1184,30 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn scan_replies() {
+        let (cursor, keys) = parse_scan(b"*2\r\n$2\r\n17\r\n*2\r\n$1\r\na\r\n$0\r\n\r\n").unwrap();
+        assert_eq!((cursor, keys), (b("17"), vec![b("a"), b("")]));
+        assert!(parse_scan(b"*1\r\n$1\r\n0\r\n").is_none());
+        assert!(parse_scan(b"-ERR no\r\n").is_none());
+        assert!(parse_scan(b"*2\r\n$1\r\n0\r\n*1\r\n:1\r\n").is_none());
+    }
+
+    #[test]
+    fn a_moved_slot_says_what_to_do() {
+        let hinted = with_cluster_hint("MOVED 3999 127.0.0.1:7002".into());
+        assert!(
+            hinted.starts_with("MOVED 3999 127.0.0.1:7002 ("),
+            "{hinted}"
+        );
+        assert!(
+            hinted.contains("keep the target cluster's layout fixed"),
+            "{hinted}"
+        );
+        assert!(with_cluster_hint("ASK 1 h:1".into()).contains("--force"));
+        assert_eq!(with_cluster_hint("WRONGTYPE x".into()), "WRONGTYPE x");
     }
 
     #[test]

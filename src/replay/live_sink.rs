@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::filter::Filter;
 use super::keys::{self, KeyConverter};
 use super::live::LiveTarget;
 use super::restore::{Report, RestoreError};
 use super::sink::{Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
 use crate::rdb::{self, Event};
-use crate::resp::commands::{self, AbsoluteTtl, StreamTrim, Unit};
+use crate::resp::commands::{self, AbsoluteTtl, Kind, StreamTrim, Unit};
 
 /// A live server to restore into, before the snapshot's header is known.
 #[derive(Clone, Debug)]
@@ -77,7 +78,8 @@ impl LiveOpener {
         checked: bool,
     ) -> Result<LiveSink, RestoreError> {
         let mut target =
-            LiveTarget::connect_with_timeout(&self.url, self.password, self.timeout).await?;
+            LiveTarget::connect_with_timeout(&self.url, self.password.clone(), self.timeout)
+                .await?;
         let n = if checked {
             0
         } else {
@@ -102,6 +104,10 @@ impl LiveOpener {
             stream_entries_added: accepts >= 10,
         });
         Ok(LiveSink {
+            url: self.url,
+            password: self.password,
+            timeout: self.timeout,
+            db: 0,
             target: Box::new(target),
             conv,
             shift: self.shift,
@@ -116,6 +122,12 @@ impl LiveOpener {
 
 /// A live server being restored into.
 pub struct LiveSink {
+    /// Where the target is, for a second connection (see [`Sink::flush_selected`]).
+    url: String,
+    password: Option<String>,
+    timeout: Duration,
+    /// The database the replayed commands last selected.
+    db: u32,
     target: Box<LiveTarget>,
     conv: KeyConverter,
     shift: ExpiryShift,
@@ -183,6 +195,15 @@ impl Sink for LiveSink {
     }
 
     async fn command(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
+        if let Kind::Select { .. } = commands::info(cmd.args()).kind {
+            if let Some(db) = cmd
+                .args()
+                .get(1)
+                .and_then(|a| std::str::from_utf8(a).ok()?.parse().ok())
+            {
+                self.db = db;
+            }
+        }
         let mut args = Cow::Borrowed(cmd.args());
         if let Some(a) = stream_trim_for_client(&args) {
             args = Cow::Owned(a);
@@ -200,6 +221,52 @@ impl Sink for LiveSink {
             (None, _, args) => self.target.send(&args).await?,
         }
         Ok(())
+    }
+
+    /// The keys are found on a connection of their own (this one may be inside a
+    /// `MULTI`) once everything sent before is answered, and deleted on this one, in order with
+    /// the commands around them.
+    async fn flush_selected(
+        &mut self,
+        db: Option<u32>,
+        filter: &Filter,
+    ) -> Result<bool, RestoreError> {
+        self.target.sync().await?;
+        let mut scan =
+            LiveTarget::connect_with_timeout(&self.url, self.password.clone(), self.timeout)
+                .await?;
+        let dbs = match db {
+            Some(db) => vec![db],
+            None => scan.databases().await?,
+        };
+        for d in dbs {
+            let keys = scan.scan_keys(d, |k| filter.key_in_scope(d, k)).await?;
+            if keys.is_empty() {
+                continue;
+            }
+            let select = |db: u32| [Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
+            if d != self.db {
+                self.target.send(&select(d)).await?;
+            }
+            // A cluster node deletes the keys of one slot per command.
+            let mut by_slot = std::collections::BTreeMap::<u16, Vec<Bytes>>::new();
+            for k in keys {
+                by_slot
+                    .entry(crate::cluster::slot::key_slot(&k))
+                    .or_default()
+                    .push(k);
+            }
+            for chunk in by_slot.values().flat_map(|keys| keys.chunks(512)) {
+                let mut del = Vec::with_capacity(chunk.len() + 1);
+                del.push(Bytes::from_static(b"DEL"));
+                del.extend(chunk.iter().cloned());
+                self.target.send(&del).await?;
+            }
+            if d != self.db {
+                self.target.send(&select(self.db)).await?;
+            }
+        }
+        Ok(true)
     }
 
     async fn finish(mut self, report: &mut Report) -> Result<(), RestoreError> {

@@ -45,7 +45,7 @@ use crate::replay::sink::{
     CommandSink, Opener, Outgoing, RdbHeader, Sink, SinkCommands, SnapshotNeeds,
 };
 use crate::replay::{keys, live};
-use crate::resp::commands::{Kind, RelativeTtl};
+use crate::resp::commands::{Databases, Kind, RelativeTtl};
 use crate::resp::scanner::StreamError;
 
 /// Where the restored state goes.
@@ -171,6 +171,9 @@ pub struct Report {
     pub commands_internal: u64,
     /// Commands that touch selected and unselected keys, applied whole.
     pub commands_mixed: u64,
+    /// A shard's `FLUSHALL`/`FLUSHDB` applied to the keys of its restore only (a cluster
+    /// archive restored into a server or cluster the shards share).
+    pub flushes_scoped: u64,
     /// Whether a transaction open at the cut was left out (it had not completed by then).
     pub transaction_left_out: bool,
     pub seconds: f64,
@@ -204,6 +207,7 @@ impl Report {
         self.commands_skipped += c.commands_skipped;
         self.commands_internal += c.commands_internal;
         self.commands_mixed += c.commands_mixed;
+        self.flushes_scoped += c.flushes_scoped;
         self.transaction_left_out = c.transaction_left_out;
         self.bytes_read += c.bytes_read;
     }
@@ -647,6 +651,19 @@ impl Executor<'_> {
                 }
                 Verdict::Mixed => self.report.commands_mixed += 1,
                 Verdict::Keep => {}
+            }
+            // A shard's FLUSHALL/FLUSHDB into a destination the other shards share: only
+            // the keys this pass selects go.
+            if let (Some(_), Kind::Databases(d @ (Databases::All | Databases::Selected))) =
+                (&self.filter.slots, c.info().kind)
+            {
+                let db = matches!(d, Databases::Selected).then_some(c.db);
+                if sink.flush_selected(db, &self.filter).await? {
+                    self.report.flushes_scoped += 1;
+                    self.report.commands += 1;
+                    self.progress.commands.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
             }
             // Handed over as archived unless a TTL has to be rewritten.
             match relative_ttls.then(|| absolute_ttl(&c)).flatten() {

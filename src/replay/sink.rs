@@ -12,6 +12,7 @@ use std::future::Future;
 use bytes::Bytes;
 
 use super::files::CommandFile;
+use super::filter::Filter;
 use super::restore::{Report, RestoreError};
 use crate::rdb::{self, Event};
 
@@ -114,6 +115,18 @@ pub trait Sink: Send {
         cmd: Outgoing<'_>,
     ) -> impl Future<Output = Result<(), RestoreError>> + Send;
 
+    /// A `FLUSHALL` (`db` `None`) or `FLUSHDB` of database `db` of a restore that shares its
+    /// destination with others (a shard of a cluster archive): deletes only the keys there
+    /// that `filter` selects, after everything handed over so far. `false`: the destination
+    /// cannot, and the command is to be applied whole.
+    fn flush_selected(
+        &mut self,
+        _db: Option<u32>,
+        _filter: &Filter,
+    ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
+        async { Ok(false) }
+    }
+
     /// The part of the destination that takes the commands, when it is independent of where
     /// the snapshot goes (files: the AOF is a file of its own). The executor then replays the
     /// commands while the snapshot is still being copied, and hands the part back with
@@ -146,6 +159,15 @@ pub trait CommandSink: Send {
         &mut self,
         cmd: Outgoing<'_>,
     ) -> impl Future<Output = Result<(), RestoreError>> + Send;
+
+    /// See [`Sink::flush_selected`].
+    fn flush_selected(
+        &mut self,
+        _db: Option<u32>,
+        _filter: &Filter,
+    ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
+        async { Ok(false) }
+    }
 }
 
 /// A sink as the place of its commands.
@@ -157,6 +179,14 @@ impl<S: Sink> CommandSink for SinkCommands<'_, S> {
         cmd: Outgoing<'_>,
     ) -> impl Future<Output = Result<(), RestoreError>> + Send {
         self.0.command(cmd)
+    }
+
+    fn flush_selected(
+        &mut self,
+        db: Option<u32>,
+        filter: &Filter,
+    ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
+        self.0.flush_selected(db, filter)
     }
 }
 

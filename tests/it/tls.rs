@@ -18,13 +18,13 @@ use crate::support::state::logical_state;
 use crate::support::*;
 
 /// PEM files in a temporary directory.
-struct Certs {
+pub(crate) struct Certs {
     dir: tempfile::TempDir,
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
+    pub(crate) ca: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
     /// A CA that signed none of the above.
     other_ca: PathBuf,
 }
@@ -61,7 +61,7 @@ fn leaf(
     (cert.pem(), key.serialize_pem())
 }
 
-fn make_certs() -> Certs {
+pub(crate) fn make_certs() -> Certs {
     let dir = temp_dir("pitr-tls");
     let write = |name: &str, pem: &str| {
         let p = dir.path().join(name);

@@ -152,9 +152,9 @@ pub struct TlsArgs {
     /// known to be the right one). Only for tests and trusted networks; logged as a warning.
     #[arg(long, env = "PITR_TLS_INSECURE")]
     pub tls_insecure: bool,
-    /// TLS to a sentinel:// or cluster:// source (every sentinel and node), verified against
-    /// the system's roots unless --tls-ca; any other --tls-* flag implies it. A single server
-    /// takes rediss:// instead.
+    /// TLS to a sentinel:// or cluster:// source, or a cluster:// restore target (every
+    /// sentinel and node), verified against the system's roots unless --tls-ca; any other
+    /// --tls-* flag implies it. A single server takes rediss:// instead.
     #[arg(long, env = "PITR_TLS")]
     pub tls: bool,
 }
@@ -203,6 +203,19 @@ impl TlsArgs {
         }
         tls::set_default(t.clone());
         Ok(Some(t))
+    }
+
+    /// The settings for every connection of a `sentinel://` or `cluster://` URL: those of the
+    /// flags (installed as by [`install`](Self::install)), the system's roots for `--tls`
+    /// alone, or `None` (plain TCP).
+    pub fn located(&self) -> Result<Option<Arc<Tls>>, Usage> {
+        match self.install()? {
+            Some(t) => Ok(Some(t)),
+            None if self.tls => Ok(Some(
+                tls::default_tls().map_err(|e| Usage::new("--tls", format!("TLS: {e}")))?,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Parses `url` (the value of `flag`) after [`install`](Self::install): a `rediss://` URL

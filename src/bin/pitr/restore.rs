@@ -75,6 +75,8 @@ pub struct RestoreCmd {
     /// `--store` and `--name` as given, and `--target`/`--output-dir`: a cluster archive's
     /// shards are found from them.
     cluster: (String, ArchiveName, Option<PathBuf>),
+    /// TLS to every node of a `cluster://` target (`--tls`, `--tls-*`).
+    cluster_tls: Option<Arc<redis_pitr::net::Tls>>,
     to: Target,
     json: bool,
     /// `None` for `--dry-run`.
@@ -90,12 +92,14 @@ impl RestoreArgs {
             self.store.name.clone(),
             self.output_dir.clone(),
         );
+        let mut cluster_tls = None;
         let restore = if self.dry_run {
             None
         } else {
             let destination =
                 match (self.target, self.output_dir) {
                     (Some(url), None) if cluster::ClusterSource::is_cluster_url(&url) => {
+                        cluster_tls = self.tls.located()?;
                         cluster_destination(url)?
                     }
                     (Some(url), None) => live_destination(url, &self.tls)?,
@@ -127,6 +131,7 @@ impl RestoreArgs {
         Ok(RestoreCmd {
             store,
             cluster,
+            cluster_tls,
             to: self.to,
             json: self.json,
             restore,
@@ -313,9 +318,18 @@ async fn run_cluster(cmd: RestoreCmd, records: Vec<cluster::Topology>) -> anyhow
             },
             _,
         ) => (
-            cr::to_live(&url, &name, &records, to, target, password.clone(), &cfg)
-                .await
-                .map_err(usage)?,
+            cr::to_live(
+                &url,
+                &name,
+                &records,
+                to,
+                target,
+                password.clone(),
+                cmd.cluster_tls.clone(),
+                &cfg,
+            )
+            .await
+            .map_err(usage)?,
             redis_pitr::net::redact_url(target),
         ),
         (Destination::Files { .. }, None) => {

@@ -26,21 +26,36 @@ impl Cluster {
     /// `masters * (1 + replicas)` nodes, `cluster-node-timeout 2000`, each master with
     /// `replicas` replicas; waits until every node says `cluster_state:ok` and knows them all.
     pub fn start(masters: usize, replicas: usize) -> Cluster {
+        Cluster::start_with(masters, replicas, Vec::new, &[], |n| n.addr())
+    }
+
+    /// Like [`start`](Self::start), with `config()` added to each node's settings, and
+    /// `redis-cli cli_args --cluster create` given `create_addr` of each node (a TLS port, say).
+    pub fn start_with(
+        masters: usize,
+        replicas: usize,
+        config: impl Fn() -> Vec<(String, String)>,
+        cli_args: &[&str],
+        create_addr: impl Fn(&RedisServer) -> String,
+    ) -> Cluster {
         let cli = require_binary("redis-cli");
         let n = masters * (1 + replicas);
         let nodes: Vec<RedisServer> = (0..n)
             .map(|_| {
-                RedisServer::start(&[
+                let extra = config();
+                let mut settings = vec![
                     ("cluster-enabled", "yes"),
                     ("cluster-config-file", "nodes.conf"),
                     ("cluster-node-timeout", "2000"),
-                ])
+                ];
+                settings.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                RedisServer::start(&settings)
             })
             .collect();
         let mut cmd = Command::new(cli);
-        cmd.arg("--cluster").arg("create");
+        cmd.args(cli_args).arg("--cluster").arg("create");
         for node in &nodes {
-            cmd.arg(node.addr());
+            cmd.arg(create_addr(node));
         }
         cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
         let out = cmd.output().expect("redis-cli runs");
