@@ -805,6 +805,8 @@ pub async fn run(
     let (_vouch, vouched) = tokio::sync::watch::channel(None);
     let keep_stop = CancellationToken::new();
     let mut keeper = tokio::spawn(lease.keep(vouched, keep_stop.clone()));
+    // Counted with the source archive's metrics (a cluster shard's own, under `--also-to`).
+    let metrics = src.metrics_handle();
     let mut shipper = Shipper::new(src, dst, cfg);
     let mut total = ShipReport::default();
     let mut round = 0u64;
@@ -827,7 +829,7 @@ pub async fn run(
                     lag_seconds = r.lag.seconds,
                     "ship round"
                 );
-                crate::metrics::global().ship_round(
+                metrics.ship_round(
                     r.objects_copied,
                     r.bytes_copied,
                     r.errors.len() as u64,
@@ -838,7 +840,7 @@ pub async fn run(
             }
             Err(ShipError::Store(e)) if follow.is_some() => {
                 tracing::warn!(error = %e, "ship round failed; trying again next round");
-                crate::metrics::global().ship_round_failed(e.to_string());
+                metrics.ship_round_failed(e.to_string());
                 shipper.relist();
             }
             Err(e) => break Err(e),
