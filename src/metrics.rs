@@ -853,7 +853,11 @@ pub fn shards_ready() -> Result<(), String> {
     }
     let not: Vec<String> = shards
         .iter()
-        .filter_map(|(id, m)| m.archive_ready().err().map(|why| format!("shard {id}: {why}")))
+        .filter_map(|(id, m)| {
+            m.archive_ready()
+                .err()
+                .map(|why| format!("shard {id}: {why}"))
+        })
         .collect();
     if not.is_empty() {
         return Ok(());
@@ -1022,6 +1026,79 @@ mod tests {
         assert_eq!(m.archive_ready(), Ok(()));
         m.link_down("connecting");
         assert!(m.archive_ready().unwrap_err().contains("connecting"));
+    }
+
+    #[test]
+    fn shards_are_served_with_their_label_each_family_once() {
+        let a = shard("unit-shard-a");
+        let b = shard("unit-shard-b");
+        a.link_attached();
+        a.stream_at(1, 500);
+        b.stream_at(1, 70);
+        b.reconnect(Cause::Timeout);
+        let text = encode_shards(&[a.handle(), b.handle()]);
+        for family in [
+            "pitr_link_up",
+            "pitr_link_reconnects",
+            "pitr_upload_duration_seconds",
+            "pitr_build_info",
+        ] {
+            let help = format!("# HELP {family} ");
+            assert_eq!(text.matches(&help).count(), 1, "{family}:\n{text}");
+            let ty = format!("# TYPE {family} ");
+            assert_eq!(text.matches(&ty).count(), 1, "{family}:\n{text}");
+        }
+        for line in [
+            "pitr_link_up{shard=\"unit-shard-a\"} 1",
+            "pitr_link_up{shard=\"unit-shard-b\"} 0",
+            "pitr_received_offset{shard=\"unit-shard-a\"} 500",
+            "pitr_received_offset{shard=\"unit-shard-b\"} 70",
+            "pitr_link_reconnects_total{shard=\"unit-shard-b\",cause=\"timeout\"} 1",
+            "pitr_link_reconnects_total{shard=\"unit-shard-a\",cause=\"timeout\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        // The samples of a family follow its descriptor, before the next family's.
+        let up = text.find("# HELP pitr_link_up ").unwrap();
+        let next = text.find("# HELP pitr_link_reconnects ").unwrap();
+        let b_up = text.find("pitr_link_up{shard=\"unit-shard-b\"}").unwrap();
+        assert!(up < b_up && b_up < next, "{text}");
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("pitr_build_info"))
+                .count(),
+            1
+        );
+        assert!(!text.lines().any(|l| l.starts_with("pitr_link_up ")));
+        assert!(text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1);
+
+        // Ready when every running shard is; the others are named.
+        b.link_down("connecting");
+        let why = shards_ready().unwrap_err();
+        assert!(
+            why.contains("shard unit-shard-b: not attached to the master: connecting"),
+            "{why}"
+        );
+        assert!(!why.contains("unit-shard-a"), "{why}");
+        // A shard whose holder is gone is not served, and no longer asked.
+        drop(b);
+        assert!(!running_shards().iter().any(|(id, _)| id == "unit-shard-b"));
+        assert!(!shards_ready()
+            .err()
+            .unwrap_or_default()
+            .contains("unit-shard-b"));
+        // It comes back with its counters.
+        let b = shard("unit-shard-b");
+        let text = encode_shards(&[b.handle()]);
+        assert!(
+            text.lines()
+                .any(|l| l
+                    == "pitr_link_reconnects_total{shard=\"unit-shard-b\",cause=\"timeout\"} 1")
+        );
+        drop(a);
     }
 
     #[test]

@@ -431,11 +431,8 @@ impl Place {
         let payload = PutPayload::from(body.clone());
         let started = Instant::now();
         let uploaded = |took: Duration| {
-            self.metrics.uploaded(
-                crate::metrics::Upload::Lease,
-                body.len() as u64,
-                took,
-            )
+            self.metrics
+                .uploaded(crate::metrics::Upload::Lease, body.len() as u64, took)
         };
         match self
             .timed("put", self.backend.put_opts(&self.path, payload, opts))

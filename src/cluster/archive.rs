@@ -21,9 +21,7 @@ use crate::ingest::archiver::{ArchiveConfig, ArchiveError, Archiver};
 use crate::net::{Locate, Source};
 use crate::ship;
 
-use super::{
-    shard_store, write_record, ClusterSource, Discovery, Shard, Topology, TOPOLOGY_DIR,
-};
+use super::{shard_store, write_record, ClusterSource, Discovery, Shard, Topology, TOPOLOGY_DIR};
 
 /// How often the poller asks the cluster for its topology.
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
@@ -188,7 +186,9 @@ async fn copy_records_until(src: Store, dst: Store, name: ArchiveName, stop: Can
         match copy_records(&src, &dst, &name).await {
             Ok(0) => {}
             Ok(n) => info!(to = %to, records = n, "--also-to: topology records copied"),
-            Err(e) => warn!(to = %to, error = %e, "--also-to: the topology records could not be copied; trying again"),
+            Err(e) => {
+                warn!(to = %to, error = %e, "--also-to: the topology records could not be copied; trying again")
+            }
         }
         if last {
             return;

@@ -967,10 +967,7 @@ pub async fn compact_listing(
             .filter(|o| o.name.kind == ObjectKind::Segment && o.name.level == 0)
             .count();
     }
-    store
-        .metrics()
-        .compaction_backlog
-        .set(backlog as i64);
+    store.metrics().compaction_backlog.set(backlog as i64);
     Ok(report)
 }
 

@@ -14,7 +14,7 @@ use crate::support::*;
 
 /// Writes `n` keys of `round` across many slots (and overwrites or deletes some of the
 /// rounds before).
-fn write_round(c: &Cluster, round: usize, n: usize) {
+pub(crate) fn write_round(c: &Cluster, round: usize, n: usize) {
     for i in 0..n {
         let key = format!("k:{i}");
         match (round, i % 5) {
@@ -39,7 +39,7 @@ fn checkpoint(c: &Cluster) -> (u64, BTreeMap<String, String>) {
     (t, state)
 }
 
-fn json_of(out: &str) -> Value {
+pub(crate) fn json_of(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
