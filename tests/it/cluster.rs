@@ -30,7 +30,7 @@ pub(crate) fn write_round(c: &Cluster, round: usize, n: usize) {
 
 /// The cluster's state now, with the moment it holds for: written and archived before it,
 /// nothing written after until the next round.
-fn checkpoint(c: &Cluster) -> (u64, BTreeMap<String, String>) {
+pub(crate) fn checkpoint(c: &Cluster) -> (u64, BTreeMap<String, String>) {
     c.wait_archived();
     std::thread::sleep(Duration::from_millis(20));
     let t = now_ms();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster::{json_of, write_round};
+use crate::cluster::{checkpoint, json_of, write_round};
 use crate::metrics::get_ok;
 use crate::support::cluster::{strings_of, Cluster};
 use crate::support::restored;
@@ -60,9 +60,9 @@ fn subdirs(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// Restores archive `name` of `store` (latest) as files, starts a server on them and reads
+/// Restores archive `name` of `store` at `to` as files, starts a server on them and reads
 /// every key: a single archive's files, or a cluster archive's shards' union.
-fn restored_state(store: &str, name: &str) -> BTreeMap<String, String> {
+fn restored_state(store: &str, name: &str, to: &str) -> BTreeMap<String, String> {
     let out = temp_dir("pitr-cluster-metrics-restore");
     let dir = out.path().join("data");
     let dir_s = dir.to_string_lossy().into_owned();
@@ -74,7 +74,7 @@ fn restored_state(store: &str, name: &str) -> BTreeMap<String, String> {
             "--name",
             name,
             "--to",
-            "latest",
+            to,
             "--output-dir",
             &dir_s,
             "--json",
@@ -228,6 +228,13 @@ fn a_cluster_archive_has_metrics_per_shard_and_a_copy_per_shard() {
         );
     }
 
+    // A moment every shard's copy covers: each shard gets writes after it (a cluster
+    // restore of the copy needs a write after the moment on every shard, as the copy has
+    // no vouched point of a clean stop).
+    let (moment, at_moment) = checkpoint(&c);
+    write_round(&c, 2, 100);
+    c.wait_archived();
+
     // The copies catch up, shard by shard.
     let text = wait_scrape(port, "every shard's copy caught up", |t| {
         let copied = by_shard(t, "pitr_ship_copied_objects_total", "");
@@ -257,8 +264,8 @@ fn a_cluster_archive_has_metrics_per_shard_and_a_copy_per_shard() {
     );
     let mut union = BTreeMap::new();
     for shard in &shards {
-        let original = restored_state(&shards_url, shard);
-        let copied = restored_state(&copies_url, shard);
+        let original = restored_state(&shards_url, shard, "latest");
+        let copied = restored_state(&copies_url, shard, "latest");
         assert!(!original.is_empty(), "shard {shard} has keys");
         assert_eq!(
             copied, original,
@@ -284,5 +291,7 @@ fn a_cluster_archive_has_metrics_per_shard_and_a_copy_per_shard() {
     let written = records(store.path());
     assert!(!written.is_empty());
     assert_eq!(records(copy.path()), written);
-    assert_eq!(restored_state(&copy_path, "cl"), c.state());
+    let moment = moment.to_string();
+    assert_eq!(restored_state(&copy_path, "cl", &moment), at_moment);
+    assert_eq!(restored_state(&store_path, "cl", &moment), at_moment);
 }
