@@ -706,8 +706,11 @@ impl Metrics {
 /// Whether `/metrics` serves the shards' sets ([`shard`]) rather than the global one.
 static SHARD_LABELS: AtomicBool = AtomicBool::new(false);
 
-/// The sets of a cluster's shards, by shard id, with how many holders of each are alive.
-static SHARDS: LazyLock<Mutex<BTreeMap<String, (Arc<Metrics>, usize)>>> =
+/// A shard's set, and how many holders of it are alive.
+type ShardEntry = (Arc<Metrics>, usize);
+
+/// The sets of a cluster's shards, by shard id.
+static SHARDS: LazyLock<Mutex<BTreeMap<String, ShardEntry>>> =
     LazyLock::new(|| Mutex::new(BTreeMap::new()));
 
 /// From now on `/metrics` serves the series of the running shards ([`shard`]), each labelled
