@@ -3,7 +3,8 @@
 #   - Prometheus rules: promtool check rules, promtool test rules (each alert fires and does
 #     not fire on synthetic series);
 #   - Grafana dashboard: valid JSON, uid, title, data source and instance variables, every
-#     query valid PromQL (promtool, through a throw-away rules file);
+#     query valid PromQL (promtool, through a throw-away rules file), aggregations by instance
+#     keep the shard label (a cluster archiver's) and legends show it;
 #   - every pitr_* metric named in dashboard, rules and manifests is one pitr exports;
 #   - YAML of deploy/kubernetes/* and deploy/prometheus/* parses (python3 yaml), the
 #     kustomization's resources exist, and `kubectl kustomize` builds when kubectl is there;
@@ -35,7 +36,7 @@ banner "grafana dashboard"
 python3 -m json.tool "$DASHBOARD" >/dev/null || die "$DASHBOARD is not valid JSON"
 # The dashboard's queries as recording rules, so that promtool parses each one.
 python3 - "$DASHBOARD" "$scratch/dashboard-rules.yml" <<'PY'
-import json, sys
+import json, re, sys
 d = json.load(open(sys.argv[1]))
 problems = []
 if not d.get("uid") or not d.get("title"):
@@ -56,6 +57,14 @@ def walk(panels):
             if '$instance' not in e:
                 problems.append(f"panel {p.get('title')!r}: query without the instance filter: {e}")
             exprs.append((p.get("title"), e))
+            # A cluster:// archiver has a series per shard (label shard): aggregations keep
+            # it, and legends name it.
+            for by in re.findall(r"by \(([^)]*)\)", e):
+                if "instance" in by and "shard" not in by:
+                    problems.append(f"panel {p.get('title')!r}: aggregation without shard: {e}")
+            legend = t.get("legendFormat", "")
+            if "{{instance}}" in legend and "{{shard}}" not in legend and "pitr_build_info" not in e:
+                problems.append(f"panel {p.get('title')!r}: legend without {{{{shard}}}}: {legend}")
 walk(d.get("panels", []))
 if not exprs:
     problems.append("no queries")

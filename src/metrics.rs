@@ -3,15 +3,22 @@
 //! (atomics, no extra store requests), and a small HTTP server (hyper) serving `/metrics`,
 //! `/healthz` and `/readyz`.
 //!
-//! The registry is global ([`global`]) so that the store, the lease, the segmenter and the
-//! compaction can count what they do without carrying a handle; a command that serves it
-//! starts [`serve`] with its own readiness check ([`Metrics::archive_ready`] for `pitr
-//! archive`). Updating a metric with no server running costs an atomic operation.
+//! A [`Store`](crate::archive::store::Store) carries the [`Metrics`] its archive is counted
+//! in, so that the store, the lease, the segmenter, the compaction and the shipper count what
+//! they do through the store they use. That is the process's [`global`] set unless the store
+//! was given another: a `cluster://` source archives each shard with a set of its own
+//! ([`shard`]), whose every series has a `shard="<shard-id>"` label. `/metrics` serves the
+//! global set, or, once [`use_shard_labels`] was called, the sets of the running shards
+//! (each family once, its samples from every shard), with the process-wide series
+//! (`pitr_build_info`) once. A command that serves them starts [`serve`] with its own
+//! readiness check ([`Metrics::archive_ready`] for `pitr archive`, [`shards_ready`] for a
+//! cluster). Updating a metric with no server running costs an atomic operation.
 
-use std::collections::VecDeque;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -206,6 +213,8 @@ impl Pending {
 /// Every `pitr_*` metric, and what `/readyz` needs.
 pub struct Metrics {
     registry: Registry,
+    /// The shard whose archive these count (`None`: the process's own set).
+    shard: Option<String>,
     pub link_up: Gauge,
     pub link_reconnects: Family<CauseLabel, Counter>,
     pub received_offset: Gauge,
@@ -247,17 +256,58 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
 }
 
-static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+static GLOBAL: LazyLock<Arc<Metrics>> = LazyLock::new(|| Arc::new(Metrics::new()));
 
 /// The process's metrics.
 pub fn global() -> &'static Metrics {
     &GLOBAL
 }
 
+/// The process's metrics, as a handle a store carries.
+pub fn global_handle() -> Arc<Metrics> {
+    GLOBAL.clone()
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("shard", &self.shard)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The process-wide series: `pitr_build_info`.
+fn register_process(registry: &mut Registry) {
+    let build_info: Family<VersionLabel, Gauge> = Family::default();
+    build_info
+        .get_or_create(&VersionLabel {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+    registry.register(
+        "pitr_build_info",
+        "Always 1; the version of pitr in its label",
+        build_info,
+    );
+}
+
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::default();
+        Metrics::build(None)
+    }
+
+    /// The set of `shard` (every series labelled `shard="<shard>"`, no process-wide series),
+    /// or with `None` the process's own set.
+    fn build(shard: Option<&str>) -> Metrics {
+        let mut registry = match shard {
+            Some(id) => Registry::with_labels(std::iter::once((
+                Cow::Borrowed("shard"),
+                Cow::Owned(id.to_string()),
+            ))),
+            None => Registry::default(),
+        };
         let m = Metrics {
+            shard: shard.map(str::to_string),
             link_up: Gauge::default(),
             link_reconnects: Family::default(),
             received_offset: Gauge::default(),
@@ -404,17 +454,9 @@ impl Metrics {
             "pitr ship and --also-to: objects that failed their check on the destination, and failed rounds",
             m.ship_errors.clone(),
         );
-        let build_info: Family<VersionLabel, Gauge> = Family::default();
-        build_info
-            .get_or_create(&VersionLabel {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        registry.register(
-            "pitr_build_info",
-            "Always 1; the version of pitr in its label",
-            build_info,
-        );
+        if shard.is_none() {
+            register_process(&mut registry);
+        }
         // Every label value of the fixed sets shows from the start, at 0.
         for c in Cause::ALL {
             let _ = m
@@ -445,6 +487,11 @@ impl Metrics {
         // Writing into a String does not fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The shard these count, if they are a shard's.
+    pub fn shard_id(&self) -> Option<&str> {
+        self.shard.as_deref()
     }
 
     /// Refreshes the values computed at scrape time.
@@ -656,6 +703,176 @@ impl Metrics {
     }
 }
 
+/// Whether `/metrics` serves the shards' sets ([`shard`]) rather than the global one.
+static SHARD_LABELS: AtomicBool = AtomicBool::new(false);
+
+/// A shard's set, and how many holders of it are alive.
+type ShardEntry = (Arc<Metrics>, usize);
+
+/// The sets of a cluster's shards, by shard id.
+static SHARDS: LazyLock<Mutex<BTreeMap<String, ShardEntry>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+/// From now on `/metrics` serves the series of the running shards ([`shard`]), each labelled
+/// with its shard, and not the unlabelled series of the global set (which a cluster's
+/// archivers do not update); `pitr_build_info` stays, once.
+pub fn use_shard_labels() {
+    SHARD_LABELS.store(true, Ordering::Relaxed);
+}
+
+/// The metrics of a shard's archive while a holder of it lives ([`ShardMetrics`]).
+pub struct ShardMetrics {
+    id: String,
+    metrics: Arc<Metrics>,
+}
+
+impl ShardMetrics {
+    /// The handle a store of the shard carries.
+    pub fn handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+}
+
+impl std::ops::Deref for ShardMetrics {
+    type Target = Metrics;
+    fn deref(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+impl Drop for ShardMetrics {
+    fn drop(&mut self) {
+        let mut shards = SHARDS.lock().unwrap();
+        if let Some((_, holders)) = shards.get_mut(&self.id) {
+            *holders = holders.saturating_sub(1);
+        }
+    }
+}
+
+/// The metrics of shard `id` (and [`use_shard_labels`]). Its series are served while a
+/// holder lives: once the shard's archiver stopped and dropped its holder (the shard left
+/// the cluster), they drop out of `/metrics`; if the shard comes back, it gets the same set
+/// again, so that its counters never go back.
+pub fn shard(id: &str) -> ShardMetrics {
+    use_shard_labels();
+    let mut shards = SHARDS.lock().unwrap();
+    let entry = shards
+        .entry(id.to_string())
+        .or_insert_with(|| (Arc::new(Metrics::build(Some(id))), 0));
+    entry.1 += 1;
+    ShardMetrics {
+        id: id.to_string(),
+        metrics: entry.0.clone(),
+    }
+}
+
+/// The shards whose series are served now, by id.
+fn running_shards() -> Vec<(String, Arc<Metrics>)> {
+    SHARDS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, (_, holders))| *holders > 0)
+        .map(|(id, (m, _))| (id.clone(), m.clone()))
+        .collect()
+}
+
+/// What `/metrics` serves: the global set, or (after [`use_shard_labels`]) the running
+/// shards' sets and the process-wide series.
+pub fn exposition() -> String {
+    if !SHARD_LABELS.load(Ordering::Relaxed) {
+        return global().encode();
+    }
+    let shards: Vec<Arc<Metrics>> = running_shards().into_iter().map(|(_, m)| m).collect();
+    encode_shards(&shards)
+}
+
+/// The sets of `shards` and the process-wide series as one exposition: each family once
+/// (its `HELP` and `TYPE`), with the samples of every shard.
+fn encode_shards(shards: &[Arc<Metrics>]) -> String {
+    let mut texts: Vec<String> = shards.iter().map(|m| m.encode()).collect();
+    let mut process = Registry::default();
+    register_process(&mut process);
+    let mut text = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut text, &process);
+    texts.push(text);
+    merge_families(&texts)
+}
+
+/// Merges OpenMetrics texts: the families in the order first met, each with its descriptor
+/// lines once and the samples of every text, and one `# EOF`.
+fn merge_families(texts: &[String]) -> String {
+    // (name, descriptor lines, sample lines)
+    let mut families: Vec<(String, Vec<&str>, Vec<&str>)> = Vec::new();
+    for text in texts {
+        let mut current: Option<usize> = None;
+        for line in text.lines() {
+            if line == "# EOF" || line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default();
+                let i = match families.iter().position(|f| f.0 == name) {
+                    Some(i) => i,
+                    None => {
+                        families.push((name.to_string(), Vec::new(), Vec::new()));
+                        families.len() - 1
+                    }
+                };
+                current = Some(i);
+                if families[i].1.is_empty() {
+                    families[i].1.push(line);
+                }
+                continue;
+            }
+            let Some(i) = current else { continue };
+            if line.starts_with('#') {
+                // TYPE and UNIT, once.
+                if families[i].2.is_empty() && !families[i].1.contains(&line) {
+                    families[i].1.push(line);
+                }
+            } else {
+                families[i].2.push(line);
+            }
+        }
+    }
+    let mut out = String::new();
+    for (_, descriptor, samples) in &families {
+        for line in descriptor.iter().chain(samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// A cluster archive's readiness: every running shard's archiver is ready
+/// ([`Metrics::archive_ready`]); `Err` names those that are not, and why.
+pub fn shards_ready() -> Result<(), String> {
+    let shards = running_shards();
+    if shards.is_empty() {
+        return Err("no shard is being archived yet".into());
+    }
+    let not: Vec<String> = shards
+        .iter()
+        .filter_map(|(id, m)| {
+            m.archive_ready()
+                .err()
+                .map(|why| format!("shard {id}: {why}"))
+        })
+        .collect();
+    if not.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} of {} shards not ready: {}",
+        not.len(),
+        shards.len(),
+        not.join("; ")
+    ))
+}
+
 /// An error starting the metrics server.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for metrics on {addr}: {source}")]
@@ -668,7 +885,7 @@ pub struct ServeError {
 /// What `/readyz` asks: `Err` with a one-line reason when not ready.
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// Listens on `addr` (`host:port`) and serves `/metrics` (the [`global`] registry),
+/// Listens on `addr` (`host:port`) and serves `/metrics` ([`exposition`]),
 /// `/healthz` (200 while the process runs) and `/readyz` (`ready`: 200, or 503 with the
 /// reason) until `stop` is cancelled. Returns the address it listens on.
 pub async fn serve(
@@ -736,7 +953,7 @@ fn respond<B>(req: &Request<B>, ready: &Readiness) -> Response<Full<Bytes>> {
                 "content-type",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
-            .body(Full::new(Bytes::from(global().encode())))
+            .body(Full::new(Bytes::from(exposition())))
             .expect("a valid response"),
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => match ready() {
@@ -812,6 +1029,79 @@ mod tests {
         assert_eq!(m.archive_ready(), Ok(()));
         m.link_down("connecting");
         assert!(m.archive_ready().unwrap_err().contains("connecting"));
+    }
+
+    #[test]
+    fn shards_are_served_with_their_label_each_family_once() {
+        let a = shard("unit-shard-a");
+        let b = shard("unit-shard-b");
+        a.link_attached();
+        a.stream_at(1, 500);
+        b.stream_at(1, 70);
+        b.reconnect(Cause::Timeout);
+        let text = encode_shards(&[a.handle(), b.handle()]);
+        for family in [
+            "pitr_link_up",
+            "pitr_link_reconnects",
+            "pitr_upload_duration_seconds",
+            "pitr_build_info",
+        ] {
+            let help = format!("# HELP {family} ");
+            assert_eq!(text.matches(&help).count(), 1, "{family}:\n{text}");
+            let ty = format!("# TYPE {family} ");
+            assert_eq!(text.matches(&ty).count(), 1, "{family}:\n{text}");
+        }
+        for line in [
+            "pitr_link_up{shard=\"unit-shard-a\"} 1",
+            "pitr_link_up{shard=\"unit-shard-b\"} 0",
+            "pitr_received_offset{shard=\"unit-shard-a\"} 500",
+            "pitr_received_offset{shard=\"unit-shard-b\"} 70",
+            "pitr_link_reconnects_total{shard=\"unit-shard-b\",cause=\"timeout\"} 1",
+            "pitr_link_reconnects_total{shard=\"unit-shard-a\",cause=\"timeout\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        // The samples of a family follow its descriptor, before the next family's.
+        let up = text.find("# HELP pitr_link_up ").unwrap();
+        let next = text.find("# HELP pitr_link_reconnects ").unwrap();
+        let b_up = text.find("pitr_link_up{shard=\"unit-shard-b\"}").unwrap();
+        assert!(up < b_up && b_up < next, "{text}");
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("pitr_build_info"))
+                .count(),
+            1
+        );
+        assert!(!text.lines().any(|l| l.starts_with("pitr_link_up ")));
+        assert!(text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1);
+
+        // Ready when every running shard is; the others are named.
+        b.link_down("connecting");
+        let why = shards_ready().unwrap_err();
+        assert!(
+            why.contains("shard unit-shard-b: not attached to the master: connecting"),
+            "{why}"
+        );
+        assert!(!why.contains("unit-shard-a"), "{why}");
+        // A shard whose holder is gone is not served, and no longer asked.
+        drop(b);
+        assert!(!running_shards().iter().any(|(id, _)| id == "unit-shard-b"));
+        assert!(!shards_ready()
+            .err()
+            .unwrap_or_default()
+            .contains("unit-shard-b"));
+        // It comes back with its counters.
+        let b = shard("unit-shard-b");
+        let text = encode_shards(&[b.handle()]);
+        assert!(
+            text.lines()
+                .any(|l| l
+                    == "pitr_link_reconnects_total{shard=\"unit-shard-b\",cause=\"timeout\"} 1")
+        );
+        drop(a);
     }
 
     #[test]

@@ -785,6 +785,54 @@ pub struct Follow {
     pub interval: Duration,
 }
 
+/// How often [`keep_copy`] ships what is new.
+pub const KEEP_COPY_EVERY: Duration = Duration::from_secs(5);
+
+/// `pitr archive --also-to`: a shipper beside an archiver (as `pitr ship --follow
+/// --mirror-deletes`, a round every [`KEEP_COPY_EVERY`], under the copy's own lease) until
+/// `stop`, then one last round for what the archiver wrote last. A failure of the copy never
+/// stops the archiver: it is logged, counted (`pitr_ship_errors` in the source's metrics),
+/// and tried again 30 s later.
+pub async fn keep_copy(src: Store, dst: Store, lease: LeaseConfig, stop: CancellationToken) {
+    let cfg = ShipConfig {
+        mirror_deletes: true,
+        ..ShipConfig::default()
+    };
+    let to = crate::archive::store::redact_store_url(dst.url());
+    tracing::info!(to = %to, "--also-to: keeping a copy of the archive");
+    while !stop.is_cancelled() {
+        let follow = Some(Follow {
+            interval: KEEP_COPY_EVERY,
+        });
+        let round = run(
+            src.clone(),
+            dst.clone(),
+            cfg.clone(),
+            lease,
+            follow,
+            stop.clone(),
+            |_| {},
+        );
+        if let Err(e) = round.await {
+            tracing::warn!(to = %to, error = %e, "--also-to: the copy stopped; trying again in 30 s");
+            src.metrics().ship_round_failed(e.to_string());
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+    }
+    let last = run(src, dst, cfg, lease, None, CancellationToken::new(), |_| {});
+    match last.await {
+        Ok(r) => {
+            tracing::info!(to = %to, copied = r.objects_copied, "--also-to: the copy is up to date")
+        }
+        Err(e) => {
+            tracing::warn!(to = %to, error = %e, "--also-to: the last round failed; run pitr ship to finish the copy")
+        }
+    }
+}
+
 /// Takes the destination's lease (as `ship`) and ships: one pass, or with `follow` a round
 /// every interval until `stop` is cancelled. `on_round` sees each round's report. Returns the
 /// sum of the rounds (its `lag` the last round's). A store error in a round of `follow` is
@@ -805,6 +853,8 @@ pub async fn run(
     let (_vouch, vouched) = tokio::sync::watch::channel(None);
     let keep_stop = CancellationToken::new();
     let mut keeper = tokio::spawn(lease.keep(vouched, keep_stop.clone()));
+    // Counted with the source archive's metrics (a cluster shard's own, under `--also-to`).
+    let metrics = src.metrics_handle();
     let mut shipper = Shipper::new(src, dst, cfg);
     let mut total = ShipReport::default();
     let mut round = 0u64;
@@ -827,7 +877,7 @@ pub async fn run(
                     lag_seconds = r.lag.seconds,
                     "ship round"
                 );
-                crate::metrics::global().ship_round(
+                metrics.ship_round(
                     r.objects_copied,
                     r.bytes_copied,
                     r.errors.len() as u64,
@@ -838,7 +888,7 @@ pub async fn run(
             }
             Err(ShipError::Store(e)) if follow.is_some() => {
                 tracing::warn!(error = %e, "ship round failed; trying again next round");
-                crate::metrics::global().ship_round_failed(e.to_string());
+                metrics.ship_round_failed(e.to_string());
                 shipper.relist();
             }
             Err(e) => break Err(e),

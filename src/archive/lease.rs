@@ -353,6 +353,8 @@ struct Place {
     timeout: Duration,
     /// Cleared once the store refused a conditional update.
     conditional: bool,
+    /// The store's metrics.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Place {
@@ -364,6 +366,7 @@ impl Place {
             path,
             timeout,
             conditional: true,
+            metrics: store.metrics_handle(),
         }
     }
 
@@ -373,7 +376,7 @@ impl Place {
         f: impl std::future::Future<Output = object_store::Result<T>>,
     ) -> Result<object_store::Result<T>, LeaseError> {
         tokio::time::timeout(self.timeout, f).await.map_err(|_| {
-            crate::metrics::global().store_error_of_kind("timeout");
+            self.metrics.store_error_of_kind("timeout");
             LeaseError::Timeout {
                 op,
                 object: self.object.clone(),
@@ -383,7 +386,7 @@ impl Place {
     }
 
     fn store_err(&self, op: &'static str, source: object_store::Error) -> LeaseError {
-        crate::metrics::global().store_error(&source);
+        self.metrics.store_error(&source);
         LeaseError::Store {
             op,
             object: self.object.clone(),
@@ -428,11 +431,8 @@ impl Place {
         let payload = PutPayload::from(body.clone());
         let started = Instant::now();
         let uploaded = |took: Duration| {
-            crate::metrics::global().uploaded(
-                crate::metrics::Upload::Lease,
-                body.len() as u64,
-                took,
-            )
+            self.metrics
+                .uploaded(crate::metrics::Upload::Lease, body.len() as u64, took)
         };
         match self
             .timed("put", self.backend.put_opts(&self.path, payload, opts))

@@ -141,6 +141,8 @@ pub struct Store {
     url: String,
     /// The directory of a local store (file paths and `file://`).
     local_dir: Option<std::path::PathBuf>,
+    /// Where what is done with this store is counted (by default the process's set).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Store {
@@ -169,7 +171,24 @@ impl Store {
             prefix: Path::from(name.as_str()),
             url: url.to_string(),
             local_dir: None,
+            metrics: crate::metrics::global_handle(),
         }
+    }
+
+    /// The same store, counted in `metrics` (a cluster shard's set) rather than where it was.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Store {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where what is done with this store is counted: its archive's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// A handle on [`metrics`](Store::metrics), for tasks that outlive a borrow of the store.
+    pub fn metrics_handle(&self) -> Arc<crate::metrics::Metrics> {
+        self.metrics.clone()
     }
 
     /// A store over an existing backend and its multipart interface, both addressing the same
@@ -365,7 +384,7 @@ impl Store {
         object: &str,
         source: object_store::Error,
     ) -> StoreError {
-        crate::metrics::global().store_error(&source);
+        self.metrics.store_error(&source);
         StoreError::Backend {
             op,
             object: format!("{}/{}", self.url.trim_end_matches('/'), object),
@@ -631,6 +650,7 @@ impl Store {
             object: format!("{}/{}", self.url.trim_end_matches('/'), object),
             target,
             patience: part_patience,
+            metrics: self.metrics.clone(),
             running: JoinSet::new(),
             sent: Vec::new(),
         })
@@ -886,6 +906,8 @@ struct Parts {
     target: Target,
     /// How long a part may keep failing before the upload gives up (an indexed target only).
     patience: Duration,
+    /// Where a failed part is counted.
+    metrics: Arc<crate::metrics::Metrics>,
     running: JoinSet<Result<(usize, Option<PartId>), StoreError>>,
     /// One entry per part sent: its id once acknowledged (an indexed target only).
     sent: Vec<Option<PartId>>,
@@ -904,6 +926,7 @@ impl Parts {
                     id: id.clone(),
                     object: self.object.clone(),
                     patience: self.patience,
+                    metrics: self.metrics.clone(),
                 };
                 self.running.spawn(retry.put(idx, data));
             }
@@ -1000,6 +1023,7 @@ struct PartRetry {
     id: MultipartId,
     object: String,
     patience: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The longest wait between two attempts at one part.
@@ -1041,7 +1065,7 @@ impl PartRetry {
                 }
                 Err(e) => e,
             };
-            crate::metrics::global().store_error(&e);
+            self.metrics.store_error(&e);
             let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
             let delay = backoff.next().unwrap_or(MAX_PART_RETRY_DELAY);
             if !is_transient(&e) || since.elapsed() + delay > self.patience {

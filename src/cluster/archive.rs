@@ -2,22 +2,26 @@
 //! archive, and a topology poller that records the slot ownership over time, tells a shard's
 //! archiver when its master moved, and starts or stops archivers as shards come and go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::archive::names::ArchiveName;
-use crate::archive::store::Store;
+use crate::archive::store::{redact_store_url, Store};
 use crate::ingest::archiver::{ArchiveConfig, ArchiveError, Archiver};
 use crate::net::{Locate, Source};
+use crate::ship;
 
-use super::{shard_store, write_record, ClusterSource, Discovery, Shard, Topology};
+use super::{shard_store, write_record, ClusterSource, Discovery, Shard, Topology, TOPOLOGY_DIR};
 
 /// How often the poller asks the cluster for its topology.
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
@@ -73,6 +77,9 @@ pub struct ClusterArchive {
     pub name: ArchiveName,
     /// The store of `--name` itself, for the topology records.
     pub store: Store,
+    /// `--also-to`: the store of `--name` in the store that keeps a copy; each shard's
+    /// archive is copied to `<also-to>/<name>/<shard-id>`, and the topology records too.
+    pub also_to: Option<Store>,
     /// The settings of every shard's archiver (its source and store are replaced).
     pub template: ArchiveConfig,
 }
@@ -92,6 +99,16 @@ pub async fn run(c: ClusterArchive, shutdown: CancellationToken) -> Result<(), A
     let mut topology = Some(first);
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `--also-to`: the topology records are copied beside the shards' archives.
+    let stop_records = CancellationToken::new();
+    let records = c.also_to.clone().map(|dst| {
+        tokio::spawn(copy_records_until(
+            c.store.clone(),
+            dst,
+            c.name.clone(),
+            stop_records.clone(),
+        ))
+    });
     loop {
         if let Some(t) = topology.take() {
             if last.as_ref().is_none_or(|l| !l.same_as(&t)) {
@@ -153,7 +170,95 @@ pub async fn run(c: ClusterArchive, shutdown: CancellationToken) -> Result<(), A
             }
         }
     }
+    stop_records.cancel();
+    if let Some(task) = records {
+        let _ = task.await;
+    }
     result
+}
+
+/// Copies the topology records of `name` that `dst` lacks, every [`ship::KEEP_COPY_EVERY`]
+/// until `stop`, then once more. A failure is logged and tried again at the next round.
+async fn copy_records_until(src: Store, dst: Store, name: ArchiveName, stop: CancellationToken) {
+    let to = redact_store_url(dst.url());
+    loop {
+        let last = stop.is_cancelled();
+        match copy_records(&src, &dst, &name).await {
+            Ok(0) => {}
+            Ok(n) => info!(to = %to, records = n, "--also-to: topology records copied"),
+            Err(e) => {
+                warn!(to = %to, error = %e, "--also-to: the topology records could not be copied; trying again")
+            }
+        }
+        if last {
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(ship::KEEP_COPY_EVERY) => {}
+        }
+    }
+}
+
+/// Copies the topology records (`<name>/cluster/*.json`) that `dst` lacks, create-only (a
+/// record is never rewritten). Returns how many it copied.
+pub async fn copy_records(src: &Store, dst: &Store, name: &ArchiveName) -> Result<usize, String> {
+    let prefix = Path::from(format!("{name}/{TOPOLOGY_DIR}"));
+    let list = |s: &Store| {
+        let backend = s.backend().clone();
+        let prefix = prefix.clone();
+        async move {
+            backend
+                .list(Some(&prefix))
+                .try_collect::<Vec<_>>()
+                .await
+                .map(|v| {
+                    v.into_iter()
+                        .map(|m| (m.location, m.size))
+                        .collect::<Vec<_>>()
+                })
+        }
+    };
+    let have: HashMap<Path, u64> = match list(dst).await {
+        Ok(v) => v.into_iter().collect(),
+        Err(object_store::Error::NotFound { .. }) => HashMap::new(),
+        Err(e) => return Err(format!("listing the copy's topology records: {e}")),
+    };
+    let want = match list(src).await {
+        Ok(v) => v,
+        Err(object_store::Error::NotFound { .. }) => return Ok(0),
+        Err(e) => return Err(format!("listing the topology records: {e}")),
+    };
+    let mut copied = 0;
+    for (path, size) in want {
+        if have.get(&path) == Some(&size) || !path.as_ref().ends_with(".json") {
+            continue;
+        }
+        let body = src
+            .backend()
+            .get(&path)
+            .await
+            .map_err(|e| format!("reading {path}: {e}"))?
+            .bytes()
+            .await
+            .map_err(|e| format!("reading {path}: {e}"))?;
+        dst.create_root().await.map_err(|e| e.to_string())?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match dst
+            .backend()
+            .put_opts(&path, PutPayload::from(body), opts)
+            .await
+        {
+            Ok(_) => copied += 1,
+            // Written by an earlier round whose listing had not shown it yet.
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(format!("writing {path}: {e}")),
+        }
+    }
+    Ok(copied)
 }
 
 /// Starts archivers for new shards, stops those of shards that are gone, and tells those whose
@@ -210,6 +315,17 @@ fn start(
         locate: Some(locate.clone()),
         ..c.source.node(&s.master.host, s.master.port)
     };
+    // The shard's own metrics, labelled with its id, held while its archiver runs.
+    let metrics = crate::metrics::shard(&s.id);
+    let store = store.with_metrics(metrics.handle());
+    let copy_to = match &c.also_to {
+        Some(dst) => Some(
+            shard_store(dst.url(), &c.name, &s.id)
+                .map_err(|e| e.to_string())?
+                .with_metrics(metrics.handle()),
+        ),
+        None => None,
+    };
     let mut cfg = c.template.clone();
     cfg.source = source;
     cfg.store = store;
@@ -222,7 +338,22 @@ fn start(
     let span = tracing::info_span!("shard", id = %id);
     tasks.spawn(
         async move {
+            // `--also-to`: the shard's copy, beside its archiver, under the copy's own lease.
+            let copy = copy_to.map(|dst| {
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(
+                    ship::keep_copy(cfg.store.clone(), dst, cfg.lease, stop.clone())
+                        .in_current_span(),
+                );
+                (stop, task)
+            });
             let r = Archiver::run(cfg, token).await;
+            if let Some((stop, task)) = copy {
+                stop.cancel();
+                let _ = task.await;
+            }
+            // The shard's series leave /metrics once nothing runs for it.
+            drop(metrics);
             (id, r)
         }
         .instrument(span),

@@ -148,7 +148,7 @@ pub async fn resume_point(store: &Store) -> Result<(Option<Position>, Generation
     // The newest generation from its newest snapshot (archive::scan): the archiver's start
     // lists a few partitions, however long the history.
     let (catalog, newest) = crate::archive::scan::newest(store).await?;
-    crate::metrics::global().observe_catalog(&catalog, false);
+    store.metrics().observe_catalog(&catalog, false);
     let next = match newest {
         Some(g) => g.next(),
         None => Ok(GenerationId(1)),
@@ -535,17 +535,18 @@ impl Archiver {
         // Every task the archiver starts, so that it returns only once they have all ended.
         let tasks = TaskTracker::new();
         let (durable, mut lost) = guard_base(cfg.store.clone(), durable, &tasks);
-        let metrics = crate::metrics::global();
+        let metrics = cfg.store.metrics_handle();
         metrics.link_down("connecting to the master");
         metrics
             .retention_seconds
             .set(cfg.retention.retain.map_or(0.0, |d| d.as_secs_f64()));
         // The durable point, as acknowledged, for the metrics.
         let mut watched = durable.clone();
+        let durable_metrics = metrics.clone();
         tasks.spawn(async move {
             while watched.changed().await.is_ok() {
                 let d = *watched.borrow_and_update();
-                crate::metrics::global().durable(d.generation.0, d.offset);
+                durable_metrics.durable(d.generation.0, d.offset);
             }
         });
         let mut seg_task = tasks.spawn(segmenter.run());
@@ -778,9 +779,9 @@ impl Archiver {
                     None => info!(%generation, %replid, offset, "full sync: new generation"),
                 }
                 if self.pos.is_some() {
-                    crate::metrics::global().reconnect(Cause::FullResync);
+                    self.cfg.store.metrics().reconnect(Cause::FullResync);
                 }
-                crate::metrics::global().link_down(format!(
+                self.cfg.store.metrics().link_down(format!(
                     "receiving the full sync snapshot from {}",
                     conn.addr()
                 ));
@@ -957,7 +958,7 @@ impl Archiver {
     ) -> Result<SessionEnd, ArchiveError> {
         let mut pos = self.pos.expect("a position after PSYNC");
         let generation = pos.generation;
-        let metrics = crate::metrics::global();
+        let metrics = self.cfg.store.metrics_handle();
         metrics.stream_at(generation.0, pos.offset);
         metrics.link_attached();
         let mut scanner = CommandScanner::new(pos.db);
@@ -979,7 +980,7 @@ impl Archiver {
             m.borrow_and_update();
         }
         // Bytes that came with the snapshot (a `$len` payload is followed by the stream at once).
-        let (mut pending, mut early_error) = take_commands(&mut scanner, conn, &mut pos);
+        let (mut pending, mut early_error) = take_commands(&mut scanner, conn, &mut pos, &metrics);
         self.pos = Some(pos);
         let mut last_acked = 0u64;
         let mut paused = false;
@@ -1048,7 +1049,7 @@ impl Archiver {
                     if let Err(e) = r {
                         break Err(e.into());
                     }
-                    let (chunk, error) = take_commands(&mut scanner, conn, &mut pos);
+                    let (chunk, error) = take_commands(&mut scanner, conn, &mut pos, &metrics);
                     if let Some(c) = &chunk {
                         let need = budget_permits(c.bytes.len(), self.cfg.max_buffer) as usize;
                         let waiting = self.cfg.max_buffer - self.budget.available_permits();
@@ -1428,7 +1429,7 @@ pub(crate) async fn receive_snapshot(
         return Err(e.into());
     }
     let done = finish_snapshot(upload, &name).await?;
-    let metrics = crate::metrics::global();
+    let metrics = store.metrics();
     metrics.uploaded(Upload::Snapshot, done.stored, started.elapsed());
     metrics.snapshot_at(header.time_ms);
     Ok(Received::Stored {
@@ -1459,6 +1460,7 @@ fn take_commands(
     scanner: &mut CommandScanner,
     conn: &mut Connection,
     pos: &mut Position,
+    metrics: &crate::metrics::Metrics,
 ) -> (Option<Chunk>, Option<StreamError>) {
     let s = scanner.scan(conn.buffer(), pos.offset);
     let chunk = (s.consumed > 0).then(|| {
@@ -1466,7 +1468,7 @@ fn take_commands(
         pos.offset += s.consumed as u64;
         pos.db = scanner.db();
         let ms = now_ms();
-        crate::metrics::global().received(pos.generation.0, pos.offset, ms);
+        metrics.received(pos.generation.0, pos.offset, ms);
         Chunk {
             bytes,
             end: pos.offset,

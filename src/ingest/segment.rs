@@ -436,7 +436,7 @@ async fn put_until_stored(
         let started = Instant::now();
         match store.put_new(name, object.clone()).await {
             Ok(()) => {
-                let m = crate::metrics::global();
+                let m = store.metrics();
                 m.uploaded(Upload::Segment, object.len() as u64, started.elapsed());
                 m.restorable_until(name.last_ms);
                 break;

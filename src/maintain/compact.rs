@@ -643,7 +643,7 @@ pub async fn compact_run(
         .await?;
     let started = std::time::Instant::now();
     match store.put_new_parts(&name, parts.chunks()).await {
-        Ok(()) => crate::metrics::global().uploaded(
+        Ok(()) => store.metrics().uploaded(
             crate::metrics::Upload::Compacted,
             parts.len(),
             started.elapsed(),
@@ -879,7 +879,7 @@ pub async fn compact_listing(
 ) -> Result<Report, CompactError> {
     if cfg.levels.is_off() {
         let catalog = Catalog::from_listing(listing);
-        crate::metrics::global().observe_catalog(&catalog, true);
+        store.metrics().observe_catalog(&catalog, true);
         return Ok(Report {
             generations: catalog.generations.len(),
             ..Default::default()
@@ -890,7 +890,7 @@ pub async fn compact_listing(
     let mut listing = listing.clone();
     listing.objects.retain(|o| !retired.contains(o));
     let catalog = Catalog::from_listing(&listing);
-    crate::metrics::global().observe_catalog(&catalog, true);
+    store.metrics().observe_catalog(&catalog, true);
     // Level 0 segments left uncompacted after this pass.
     let mut backlog = 0usize;
     let mut report = Report {
@@ -967,9 +967,7 @@ pub async fn compact_listing(
             .filter(|o| o.name.kind == ObjectKind::Segment && o.name.level == 0)
             .count();
     }
-    crate::metrics::global()
-        .compaction_backlog
-        .set(backlog as i64);
+    store.metrics().compaction_backlog.set(backlog as i64);
     Ok(report)
 }
 

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use clap::Args;
 
-use redis_pitr::archive::lease::LeaseConfig;
 use redis_pitr::archive::names::ArchiveName;
 use redis_pitr::archive::store::{redact_store_url, Store, StoreError};
 use redis_pitr::cluster::archive::ClusterArchive;
@@ -16,7 +15,7 @@ use redis_pitr::maintain::prune::Policy;
 use redis_pitr::metrics;
 use redis_pitr::net::sentinel::{self, SentinelAuth};
 use redis_pitr::net::Source;
-use redis_pitr::ship::{self, Follow, ShipConfig};
+use redis_pitr::ship;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
@@ -102,14 +101,17 @@ pub struct ArchiveArgs {
     /// Serve /metrics (Prometheus), /healthz and /readyz on this host:port; `off` serves
     /// nothing. Default: 127.0.0.1:9187, skipped with a warning when that port is taken
     /// (another archiver on the host); an address given here that cannot be bound is an
-    /// error.
+    /// error. With a cluster:// source every pitr_* series has a shard="<shard-id>" label,
+    /// and /readyz is ready when every shard's archiver is (it names those that are not).
     #[arg(long, env = "PITR_METRICS_ADDR", value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
     /// Keep a copy of the archive in a second store (another region, another provider): a
     /// shipper runs beside the archiver, as `pitr ship --follow --mirror-deletes`, a round
     /// every 5 s, under the copy's own lease; every object is checked there. A failure of the
     /// copy never stops the archiver (it is logged, counted in pitr_ship_errors, and tried
-    /// again); pitr_ship_lag_seconds says how far behind the copy is.
+    /// again); pitr_ship_lag_seconds says how far behind the copy is. With a cluster://
+    /// source, each shard's archive is copied to <also-to>/<name>/<shard-id> by a shipper of
+    /// its own, and the topology records (<name>/cluster/*.json) are copied too.
     #[arg(long, value_name = "URL")]
     also_to: Option<String>,
 }
@@ -134,7 +136,7 @@ pub fn env_password() -> Option<String> {
 
 impl ArchiveArgs {
     /// The archiver's configuration, or the first unusable value.
-    pub fn config(mut self) -> anyhow::Result<Settings> {
+    pub fn config(self) -> anyhow::Result<Settings> {
         // The message names the URL without its password.
         // TLS: rediss:// for one server; --tls (or any --tls-* flag) for sentinel:// and
         // cluster://, whose every connection then uses it.
@@ -151,22 +153,6 @@ impl ArchiveArgs {
             let mut c = ClusterSource::parse(&self.source, env_password())
                 .map_err(|reason| Usage::new("--source", reason))?;
             c.tls = located_tls.clone();
-            // Metrics are per process: the shards' archivers would mix theirs.
-            if self.metrics_addr.as_deref().is_some_and(|a| a != "off") {
-                return Err(Usage::new(
-                    "--metrics-addr",
-                    "not available with a cluster:// source yet (the metrics of the shards' archivers would mix); leave it unset or `off`",
-                )
-                .into());
-            }
-            if self.also_to.is_some() {
-                return Err(Usage::new(
-                    "--also-to",
-                    "not available with a cluster:// source yet (run pitr ship --follow for each shard)",
-                )
-                .into());
-            }
-            self.metrics_addr = Some("off".into());
             Some((c, self.store.store.clone(), self.store.name.clone()))
         } else {
             None
@@ -266,7 +252,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Stopped when the archiver has returned (the process exits then anyway).
     let stop_metrics = CancellationToken::new();
     let _stop_metrics = stop_metrics.clone().drop_guard();
-    let ready: metrics::Readiness = Arc::new(|| metrics::global().archive_ready());
+    let ready: metrics::Readiness = if cluster.is_some() {
+        // Each shard's series get a `shard` label; ready when every shard's archiver is.
+        metrics::use_shard_labels();
+        Arc::new(metrics::shards_ready)
+    } else {
+        Arc::new(|| metrics::global().archive_ready())
+    };
     serve_metrics(metrics_addr, ready, stop_metrics).await?;
     tracing::info!(source = %cfg.source.addr(), store = %redact_store_url(cfg.store.url()),
         flush_interval_ms = cfg.flush_interval.as_millis() as u64, "pitr archive starting");
@@ -293,12 +285,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     });
     if let Some((source, store_url, name)) = cluster {
-        tracing::info!(seeds = ?source.seeds, "archiving a Redis Cluster: one archive per shard (metrics are off for cluster sources)");
+        tracing::info!(seeds = ?source.seeds, "archiving a Redis Cluster: one archive per shard");
         let c = ClusterArchive {
             source,
             store_url,
             name,
             store: cfg.store.clone(),
+            also_to,
             template: cfg,
         };
         redis_pitr::cluster::archive::run(c, shutdown).await?;
@@ -306,7 +299,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let copy = also_to.map(|dst| {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(keep_copy(cfg.store.clone(), dst, cfg.lease, stop.clone()));
+        let task = tokio::spawn(ship::keep_copy(
+            cfg.store.clone(),
+            dst,
+            cfg.lease,
+            stop.clone(),
+        ));
         (stop, task)
     });
     let archived = Archiver::run(cfg, shutdown).await;
@@ -316,50 +314,4 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     archived?;
     Ok(())
-}
-
-/// How often `--also-to` ships what is new.
-const ALSO_TO_EVERY: Duration = Duration::from_secs(5);
-
-/// `--also-to`: a shipper beside the archiver (as `pitr ship --follow --mirror-deletes`) until
-/// `stop`, then one last round for what the archiver wrote last. A failure of the copy never
-/// stops the archiver: it is logged, counted (`pitr_ship_errors`), and tried again.
-async fn keep_copy(src: Store, dst: Store, lease: LeaseConfig, stop: CancellationToken) {
-    let cfg = ShipConfig {
-        mirror_deletes: true,
-        ..ShipConfig::default()
-    };
-    let to = redact_store_url(dst.url());
-    tracing::info!(to = %to, "--also-to: keeping a copy of the archive");
-    while !stop.is_cancelled() {
-        let follow = Some(Follow {
-            interval: ALSO_TO_EVERY,
-        });
-        let run = ship::run(
-            src.clone(),
-            dst.clone(),
-            cfg.clone(),
-            lease,
-            follow,
-            stop.clone(),
-            |_| {},
-        );
-        if let Err(e) = run.await {
-            tracing::warn!(to = %to, error = %e, "--also-to: the copy stopped; trying again in 30 s");
-            metrics::global().ship_round_failed(e.to_string());
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            }
-        }
-    }
-    let last = ship::run(src, dst, cfg, lease, None, CancellationToken::new(), |_| {});
-    match last.await {
-        Ok(r) => {
-            tracing::info!(to = %to, copied = r.objects_copied, "--also-to: the copy is up to date")
-        }
-        Err(e) => {
-            tracing::warn!(to = %to, error = %e, "--also-to: the last round failed; run pitr ship to finish the copy")
-        }
-    }
 }
