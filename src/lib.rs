@@ -33,4 +33,5 @@ pub mod net;
 pub mod rdb;
 pub mod replay;
 pub mod resp;
+pub mod serve;
 pub mod ship;
