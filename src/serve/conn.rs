@@ -54,7 +54,7 @@ enum End {
     Io(std::io::Error),
     /// It sent something that is not RESP.
     Protocol(String),
-    Serve(ServeError),
+    Serve(Box<ServeError>),
     /// The server stops.
     Stopped,
     /// Refused with an error reply (already logged).
@@ -75,11 +75,16 @@ impl std::fmt::Display for End {
     }
 }
 
+/// The snapshot or a segment cannot be served.
+fn broken(what: String) -> End {
+    End::Serve(Box::new(ServeError::Snapshot(what)))
+}
+
 impl From<ServeError> for End {
     fn from(e: ServeError) -> Self {
         match e {
             ServeError::Gone => End::Closed,
-            e => End::Serve(e),
+            e => End::Serve(Box::new(e)),
         }
     }
 }
@@ -366,7 +371,6 @@ impl Link {
         match (ended, read, wrote) {
             (Err(End::Stopped), Err(r), _) if !matches!(r, End::Stopped) => Err(r),
             (Err(End::Stopped), _, Err(w)) => Err(w),
-            (Err(End::Serve(ServeError::Gone)), _, Err(w)) => Err(w),
             (e, _, _) => e,
         }
     }
@@ -376,15 +380,12 @@ impl Link {
         let mut snap = moment::read_snapshot(&cfg.store, m.snapshot, m.snapshot_size).await?;
         let Some(first) = snap.rx.recv().await else {
             return Err(match snap.task.await {
-                Ok(Err(e)) => End::Serve(e),
-                _ => End::Serve(ServeError::Snapshot(format!("{}: empty", m.snapshot))),
+                Ok(Err(e)) => End::from(e),
+                _ => broken(format!("{}: empty", m.snapshot)),
             });
         };
         let Some(header) = moment::rdb_header(&first) else {
-            return Err(End::Serve(ServeError::Snapshot(format!(
-                "{}: no RDB header",
-                m.snapshot
-            ))));
+            return Err(broken(format!("{}: no RDB header", m.snapshot)));
         };
         if let Some(why) = refusal(self.version.as_deref(), header) {
             tracing::warn!(replica = self.id, peer = %self.peer, version = self.version.as_deref().unwrap_or("?"),
@@ -413,13 +414,13 @@ impl Link {
         match snap.task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e.into()),
-            Err(e) => return Err(End::Serve(ServeError::Snapshot(e.to_string()))),
+            Err(e) => return Err(broken(e.to_string())),
         }
         if n != snap.raw_len {
-            return Err(End::Serve(ServeError::Snapshot(format!(
+            return Err(broken(format!(
                 "{}: {n} RDB bytes, its trailer says {}",
                 m.snapshot, snap.raw_len
-            ))));
+            )));
         }
         tracing::info!(replica = self.id, bytes = n, "snapshot sent");
         Ok(())
@@ -434,10 +435,10 @@ impl Link {
                 if cursor.pos < cut {
                     cursor.send_known(&cfg.store, Some(cut), tx).await?;
                     if cursor.pos < cut {
-                        return Err(End::Serve(ServeError::Snapshot(format!(
+                        return Err(broken(format!(
                             "the archive ends at offset {} before the cut at {cut}",
                             cursor.pos
-                        ))));
+                        )));
                     }
                 }
                 tracing::info!(
@@ -459,10 +460,10 @@ impl Link {
                 match cursor.refresh(&cfg.store).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        return Err(End::Serve(ServeError::Snapshot(format!(
+                        return Err(broken(format!(
                             "generation {} ended at offset {} and a newer one began: the replica must sync again",
                             m.generation, cursor.pos
-                        ))))
+                        )))
                     }
                     Err(e) => {
                         tracing::warn!(replica = self.id, error = %e, "listing the archive failed; trying again")
