@@ -22,6 +22,7 @@
 //! - [`metrics`]: the `pitr_*` metrics and the HTTP server of `/metrics`, `/healthz`, `/readyz`.
 //! - [`replay`]: the restoring half: plan, cut, filter, key conversion, live and file
 //!   destinations.
+//! - [`serve`]: the archive as a replication master for real replicas (`pitr serve`).
 //!
 //! `ingest` and `replay` never import each other; the parsers import no tokio.
 pub mod archive;
@@ -33,4 +34,5 @@ pub mod net;
 pub mod rdb;
 pub mod replay;
 pub mod resp;
+pub mod serve;
 pub mod ship;

@@ -26,6 +26,7 @@ mod restore_live;
 mod runbook;
 mod secrets;
 mod sentinel;
+mod serve;
 mod ship;
 mod snapshot_sched;
 mod state_dump;

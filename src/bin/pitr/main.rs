@@ -1,5 +1,5 @@
 //! The `pitr` command line: parses arguments, turns them into a validated configuration, runs
-//! one command (one file each: `archive`, `snapshot`, `ls`, `verify`, `restore`, `drill`, `compact`, `prune`), and maps failures to the
+//! one command (one file each: `archive`, `snapshot`, `ls`, `verify`, `restore`, `drill`, `compact`, `prune`, `ship`, `serve`), and maps failures to the
 //! exit codes of the README through one table, [`exit_code`]. The library never prints; the
 //! commands print through [`output::Out`].
 
@@ -13,6 +13,7 @@ mod output;
 mod prune;
 mod restore;
 mod secrets;
+mod serve;
 mod ship;
 mod snapshot;
 mod timeline;
@@ -98,6 +99,9 @@ enum Command {
     /// Copy the archive into another store (another region): every object read back and
     /// checked there; with --follow, keep copying what is new.
     Ship(ship::ShipArgs),
+    /// Be a replication master from the archive: real replicas (REPLICAOF) get a full sync
+    /// of the moment --to names, or (--follow) the stream as the archive grows.
+    Serve(serve::ServeArgs),
 }
 
 /// What a command found that is not a success, though nothing failed.
@@ -217,6 +221,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Compact(a) => compact::run(compact::config(a)?).await,
         Command::Prune(a) => prune::run(prune::config(a)?).await,
         Command::Ship(a) => ship::run(ship::config(a)?).await,
+        Command::Serve(a) => serve::run(serve::config(a)?).await,
     }
 }
 
@@ -301,6 +306,9 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
             redis_pitr::ship::ShipError::Store(s) => store_code(s),
             redis_pitr::ship::ShipError::Lease(l) => lease_code(l),
         });
+    }
+    if let Some(e) = e.downcast_ref::<redis_pitr::serve::ServeError>() {
+        return Some(serve_code(e));
     }
     if e.is::<LinkError>() {
         return Some(EXIT_UNREACHABLE);
@@ -402,6 +410,19 @@ fn segment_code(e: &SegmentError) -> u8 {
         | SegmentError::Discontinuity { .. }
         | SegmentError::NoGeneration
         | SegmentError::UploaderGone => EXIT_FAILURE,
+    }
+}
+
+fn serve_code(e: &redis_pitr::serve::ServeError) -> u8 {
+    use redis_pitr::serve::ServeError;
+    match e {
+        ServeError::Restore(r) => restore_code(r),
+        ServeError::Store(s) => store_code(s),
+        // The snapshot or a segment fails its checks.
+        ServeError::Snapshot(_) => EXIT_CORRUPT,
+        // The address is taken or not this host's.
+        ServeError::Listen { .. } => EXIT_USAGE,
+        ServeError::Gone => EXIT_FAILURE,
     }
 }
 

@@ -1,0 +1,143 @@
+//! `pitr serve`: the archive as a replication master. Real `redis-server` and
+//! `valkey-server` replicas (`REPLICAOF <host> <port>`) get a full sync from an archived
+//! snapshot, then the archived stream after it, byte for byte (the offsets a replica counts
+//! are the archived master's): up to a cut (`--to`, on the same whole-command and
+//! `MULTI … EXEC` boundary as a restore), or, with `--follow`, whatever the archive gains.
+//! `PSYNC <replid> <offset>` for an offset the archive holds is answered with `+CONTINUE`.
+//!
+//! One task per replica ([`conn`]); the snapshot is streamed from the store (never held
+//! whole), the segments fetched ahead within a byte budget. Every network wait has a timeout.
+
+pub mod conn;
+pub mod moment;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::archive::store::{Store, StoreError};
+use crate::replay::plan::{PlanError, Target};
+use crate::replay::RestoreError;
+
+pub use moment::Moment;
+
+/// What to serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The moment `--to` names: the stream ends at its cut; the link is then held with PINGs.
+    To(Target),
+    /// The newest snapshot, then the stream as the archive grows.
+    Follow,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub store: Store,
+    pub mode: Mode,
+    pub listen: SocketAddr,
+    /// `AUTH` a replica must send first (`masterauth`), if any.
+    pub password: Option<String>,
+    /// `--to`: a `PING` this often once the stream reached the cut (0: none).
+    pub ping_interval: Duration,
+    /// Every network wait: a command of the handshake, each write, and (once the snapshot is
+    /// sent) the silence of a replica (it acknowledges every second).
+    pub timeout: Duration,
+    /// `--follow`: how often the archive is listed for what it gained.
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the snapshot cannot be served: {0}")]
+    Snapshot(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The replica's link ended (internal: one replica's end, never the server's).
+    #[error("the replica is gone")]
+    Gone,
+}
+
+impl From<PlanError> for ServeError {
+    fn from(e: PlanError) -> Self {
+        ServeError::Restore(RestoreError::Plan(e))
+    }
+}
+
+/// The server, bound.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<conn::Shared>,
+}
+
+impl Server {
+    /// Plans what `cfg` serves (for `--to`, finds the cut) and binds the listening socket.
+    pub async fn bind(cfg: ServeConfig) -> Result<Server, ServeError> {
+        let moment = match cfg.mode {
+            Mode::To(t) => Some(moment::plan_moment(&cfg.store, t, true).await?),
+            Mode::Follow => None,
+        };
+        let listener =
+            TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: cfg.listen,
+                    source,
+                })?;
+        Ok(Server {
+            listener,
+            shared: Arc::new(conn::Shared {
+                cfg,
+                moment,
+                next_id: Default::default(),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The moment served with `--to` (planned once, at [`bind`](Server::bind)).
+    pub fn moment(&self) -> Option<&Moment> {
+        self.shared.moment.as_ref()
+    }
+
+    /// Accepts replicas until `stop`, each on a task of its own; then ends their links.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), ServeError> {
+        let tasks = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => break,
+                a = self.listener.accept() => a,
+            };
+            match accepted {
+                Ok((sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    let shared = self.shared.clone();
+                    let stop = stop.child_token();
+                    tasks.spawn(conn::handle(sock, peer, shared, stop));
+                }
+                Err(e) => {
+                    // Out of descriptors, say: the others go on; try again shortly.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,332 @@
+//! What `pitr serve` serves: a snapshot of one generation and the archived stream after it,
+//! up to a cut or (with `--follow`) as far as the archive grows. The stream is sent as
+//! archived, byte for byte, so that the offsets a replica counts are the archived master's.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::archive::fetch::{FetchConfig, OrderedFetch, Wanted};
+use crate::archive::format::{self, Segment};
+use crate::archive::names::{GenerationId, ObjectKind, ObjectName};
+use crate::archive::scan::{self, Frontier};
+use crate::archive::store::{Listed, Store, StoreError};
+use crate::replay::cut::{self, Cutter, Limit};
+use crate::replay::plan::{Plan, PlannedObject};
+use crate::replay::restore::{make_plan, segments_wanted, RestoreError};
+use crate::replay::sink::RdbHeader;
+
+use super::ServeError;
+
+/// A snapshot and the stream after it, as a full sync serves them.
+#[derive(Clone, Debug)]
+pub struct Moment {
+    pub generation: GenerationId,
+    /// The replication id announced with `+FULLRESYNC`: the snapshot's.
+    pub replid: String,
+    pub snapshot: ObjectName,
+    /// The snapshot's stored size.
+    pub snapshot_size: u64,
+    /// The segments of the plan, from the one that holds the snapshot's offset.
+    pub segments: Vec<PlannedObject>,
+    /// Where the served stream ends (`--to`): just past the last whole command (and whole
+    /// transaction) of the cut. `None` with `--follow`.
+    pub cut: Option<u64>,
+    /// The arrival time of the last command before the cut (or of the snapshot).
+    pub cut_ms: u64,
+}
+
+impl Moment {
+    pub fn offset(&self) -> u64 {
+        self.snapshot.start
+    }
+
+    /// The end of the archived stream this moment knows of.
+    pub fn known_end(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.end)
+            .max()
+            .unwrap_or(self.snapshot.start)
+            .max(self.snapshot.start)
+    }
+}
+
+/// Plans `target` and, with `cut`, reads the planned segments once to find where the cut
+/// falls (on a whole command, never inside `MULTI … EXEC`, as a restore cuts).
+pub async fn plan_moment(
+    store: &Store,
+    target: crate::replay::plan::Target,
+    cut: bool,
+) -> Result<Moment, ServeError> {
+    let plan = make_plan(store, target).await?;
+    let snapshot_size = plan.snapshot.bytes;
+    let (cut_at, cut_ms) = if cut {
+        let (o, ms) = find_cut(store, &plan).await?;
+        (Some(o), ms)
+    } else {
+        (None, plan.snapshot.first_ms)
+    };
+    Ok(Moment {
+        generation: plan.generation,
+        replid: plan.snapshot.object.replid.as_str().to_string(),
+        snapshot: plan.snapshot.object,
+        snapshot_size,
+        segments: plan.segments,
+        cut: cut_at,
+        cut_ms,
+    })
+}
+
+/// The offset and arrival time of the plan's cut.
+async fn find_cut(store: &Store, plan: &Plan) -> Result<(u64, u64), ServeError> {
+    let mut cutter = Cutter::new(
+        Limit {
+            time_ms: plan.cut_time_ms,
+            offset: plan.cut_offset,
+        },
+        plan.snapshot.offset,
+        plan.snapshot.first_ms,
+    );
+    let mut fetch = fetch_segments(store, segments_wanted(plan));
+    let mut released = Vec::new();
+    while let Some(got) = fetch.next().await {
+        let (name, seg) = fetched(got)?;
+        for c in cut::Commands::new(&seg) {
+            let c = c.map_err(|source| RestoreError::Commands {
+                object: name.to_string(),
+                source,
+            })?;
+            if c.end <= plan.snapshot.offset {
+                continue;
+            }
+            cutter.push(c, &mut released);
+            released.clear();
+            if cutter.is_done() {
+                break;
+            }
+        }
+        if cutter.is_done() {
+            break;
+        }
+    }
+    cutter.finish();
+    Ok((cutter.reached_offset, cutter.reached_ms))
+}
+
+type Decoded = Result<Segment, format::FormatError>;
+
+fn fetch_segments(store: &Store, wanted: Vec<Wanted>) -> OrderedFetch<Decoded> {
+    OrderedFetch::start(store, wanted, FetchConfig::default(), None, |_, bytes| {
+        format::decode_segment(&bytes)
+    })
+}
+
+fn fetched(
+    got: Result<crate::archive::fetch::Fetched<Decoded>, StoreError>,
+) -> Result<(ObjectName, Segment), ServeError> {
+    let got = got?;
+    match got.value {
+        Ok(seg) => Ok((got.name, seg)),
+        Err(source) => Err(RestoreError::Segment {
+            object: got.name.to_string(),
+            source,
+        }
+        .into()),
+    }
+}
+
+/// The snapshot's RDB bytes, read and checked on a blocking thread, handed over in pieces.
+pub struct SnapshotBytes {
+    /// The raw RDB length, from the object's trailer.
+    pub raw_len: u64,
+    pub rx: mpsc::Receiver<Bytes>,
+    pub task: JoinHandle<Result<(), ServeError>>,
+}
+
+/// Starts reading `name`: its raw length first (one range GET of the trailer), then its body.
+pub async fn read_snapshot(
+    store: &Store,
+    name: ObjectName,
+    size: u64,
+) -> Result<SnapshotBytes, ServeError> {
+    let tl = format::TRAILER_LEN as u64;
+    if size < tl {
+        return Err(ServeError::Snapshot(format!("{name}: only {size} bytes")));
+    }
+    let t = store.get_range(&name, size - tl..size).await?;
+    if t.len() != format::TRAILER_LEN || &t[24..32] != format::TRAILER_MAGIC {
+        return Err(ServeError::Snapshot(format!("{name}: no trailer magic")));
+    }
+    let raw_len = u64::from_le_bytes(t[..8].try_into().expect("8 bytes"));
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
+    let store = store.clone();
+    let task = tokio::spawn(async move {
+        let read = crate::maintain::verify::read_snapshot(&store, name, move |raw| match raw {
+            Some(b) => tx
+                .blocking_send(b)
+                .map_err(|_| "the replica is gone".to_string()),
+            None => Ok(()),
+        })
+        .await?;
+        match read {
+            Ok(_) => Ok(()),
+            Err(p) => Err(ServeError::Snapshot(p.to_string())),
+        }
+    });
+    Ok(SnapshotBytes { raw_len, rx, task })
+}
+
+/// The RDB header of the first piece of a snapshot.
+pub fn rdb_header(first: &[u8]) -> Option<RdbHeader> {
+    RdbHeader::parse(first)
+}
+
+/// Where a replica's stream stands, and how it gets more of it.
+pub struct Cursor {
+    pub pos: u64,
+    generation: GenerationId,
+    /// Objects known to hold the stream from `pos` on, in offset order.
+    queue: Vec<Listed>,
+    frontier: Frontier,
+    poll: Duration,
+}
+
+impl Cursor {
+    /// A cursor at `pos` of `moment`'s generation, knowing the moment's segments.
+    pub fn new(moment: &Moment, pos: u64, poll: Duration) -> Cursor {
+        let queue: Vec<Listed> = moment
+            .segments
+            .iter()
+            .map(|s| Listed {
+                name: s.object,
+                size: s.bytes,
+            })
+            .collect();
+        let mut frontier = Frontier::of(&queue);
+        frontier.generation = Some(moment.generation);
+        Cursor {
+            pos,
+            generation: moment.generation,
+            queue,
+            frontier,
+            poll,
+        }
+    }
+
+    /// The next objects that carry the stream on from `pos`, one chain (the object with the
+    /// furthest end among those holding `pos`, then on from its end). Empty when the queue
+    /// holds nothing at `pos`.
+    fn chain(&mut self) -> Result<Vec<Listed>, ServeError> {
+        let mut out: Vec<Listed> = Vec::new();
+        let mut at = self.pos;
+        loop {
+            let next = self
+                .queue
+                .iter()
+                .filter(|o| {
+                    o.name.kind == ObjectKind::Segment
+                        && o.name.generation == self.generation
+                        && o.name.start <= at
+                        && o.name.end > at
+                })
+                .max_by_key(|o| (o.name.end, o.name.level));
+            match next {
+                Some(o) => {
+                    at = o.name.end;
+                    out.push(o.clone());
+                }
+                None => break,
+            }
+        }
+        self.queue.retain(|o| o.name.end > at);
+        Ok(out)
+    }
+
+    /// Sends the stream from `pos` to `end` (or as far as the known objects go, without an
+    /// end) through `out`; returns once `pos` reached `end`, or the known objects ran out.
+    pub async fn send_known(
+        &mut self,
+        store: &Store,
+        end: Option<u64>,
+        out: &mpsc::Sender<Bytes>,
+    ) -> Result<(), ServeError> {
+        loop {
+            if end.is_some_and(|e| self.pos >= e) {
+                return Ok(());
+            }
+            let chain = self.chain()?;
+            if chain.is_empty() {
+                return Ok(());
+            }
+            let wanted = chain
+                .iter()
+                .map(|o| Wanted {
+                    name: o.name,
+                    stored: o.size,
+                    raw: o.name.end - o.name.start,
+                })
+                .collect();
+            let mut fetch = fetch_segments(store, wanted);
+            while let Some(got) = fetch.next().await {
+                let (name, seg) = match fetched(got) {
+                    Ok(s) => s,
+                    Err(ServeError::Store(e)) if e.is_not_found() => {
+                        // Replaced by compaction meanwhile: list again from here.
+                        tracing::debug!(error = %e, "an object went away; listing again");
+                        self.frontier.partitions.clear();
+                        self.queue.clear();
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let (s, e) = (seg.header.start, seg.header.end);
+                if s > self.pos || e <= self.pos {
+                    return Err(ServeError::Snapshot(format!(
+                        "object {name} holds {s}..{e}, not offset {}",
+                        self.pos
+                    )));
+                }
+                let stop = end.map_or(e, |c| c.min(e));
+                let from = (self.pos - s) as usize;
+                let to = (stop - s) as usize;
+                if to > from {
+                    out.send(seg.raw.slice(from..to))
+                        .await
+                        .map_err(|_| ServeError::Gone)?;
+                }
+                self.pos = stop;
+                if end.is_some_and(|c| self.pos >= c) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Lists what the archive gained since the last look. Returns `false` when the served
+    /// generation ended (a newer one exists and nothing more of this one is archived).
+    pub async fn refresh(&mut self, store: &Store) -> Result<bool, ServeError> {
+        let (objects, frontier, _) = scan::newer(store, &self.frontier).await?;
+        self.frontier = frontier;
+        let newer_generation = objects.iter().any(|o| o.name.generation > self.generation);
+        let mut gained = false;
+        for o in objects {
+            if o.name.generation == self.generation
+                && o.name.kind == ObjectKind::Segment
+                && o.name.end > self.pos
+                && !self.queue.contains(&o)
+            {
+                gained |= o.name.start <= self.pos;
+                self.queue.push(o);
+            }
+        }
+        self.queue.sort_by_key(|o| (o.name.start, o.name.end));
+        Ok(gained || !newer_generation)
+    }
+
+    pub fn poll(&self) -> Duration {
+        self.poll
+    }
+}
