@@ -140,15 +140,7 @@ impl ArchiveArgs {
         // The message names the URL without its password.
         // TLS: rediss:// for one server; --tls (or any --tls-* flag) for sentinel:// and
         // cluster://, whose every connection then uses it.
-        let installed = self.tls.install()?;
-        let located_tls = match installed {
-            Some(t) => Some(t),
-            None if self.tls.tls => Some(
-                redis_pitr::net::tls::default_tls()
-                    .map_err(|e| Usage::new("--tls", format!("TLS: {e}")))?,
-            ),
-            None => None,
-        };
+        let located_tls = self.tls.located()?;
         let cluster = if ClusterSource::is_cluster_url(&self.source) {
             let mut c = ClusterSource::parse(&self.source, env_password())
                 .map_err(|reason| Usage::new("--source", reason))?;
