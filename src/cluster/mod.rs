@@ -220,6 +220,24 @@ impl Discovery {
         }
     }
 
+    /// Takes the shard names of `t` (a topology record written before) as known: each of its
+    /// nodes names its shard again, so that a shard named by a master that has since failed
+    /// over keeps its name (and its archive) in a new process. A name the server gives
+    /// (`CLUSTER SHARDS` with ids) still wins.
+    pub fn remember(&self, t: &Topology) {
+        let mut ids = lock(&self.identities);
+        let mut known = lock(&self.known);
+        for s in &t.shards {
+            for n in std::iter::once(&s.master).chain(&s.replicas) {
+                ids.entry(n.id.clone()).or_insert_with(|| s.id.clone());
+                let k = (n.host.clone(), n.port);
+                if n.port != 0 && !known.contains(&k) {
+                    known.push(k);
+                }
+            }
+        }
+    }
+
     /// The topology now, from the first seed (then known node) that answers.
     pub async fn topology(&self) -> Result<Topology, String> {
         let mut candidates = self.source.seeds.clone();
@@ -556,6 +574,12 @@ mod tests {
         assert_eq!(t2.shards[0].id, "a");
         assert_eq!(t2.shards[0].master.id, "b");
         assert!(!t.same_as(&t2));
+        // A new process that remembers the last record names the shard the same.
+        let again = Discovery::new(ClusterSource::parse("cluster://h:1", None).unwrap());
+        again.remember(&t2);
+        assert_eq!(again.settle(vec![seen("b", "a")]).shards[0].id, "a");
+        let fresh = Discovery::new(ClusterSource::parse("cluster://h:1", None).unwrap());
+        assert_eq!(fresh.settle(vec![seen("b", "a")]).shards[0].id, "b");
         // A shard id the server gives wins.
         let mut s = seen("c", "d");
         s.id = Some("s".into());

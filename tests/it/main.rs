@@ -7,6 +7,7 @@ mod acl;
 mod archive_garage;
 mod archive_redis;
 mod cluster;
+mod cluster_topology;
 mod compaction;
 mod config;
 mod drill;
