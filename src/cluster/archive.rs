@@ -89,7 +89,9 @@ pub async fn run(c: ClusterArchive, shutdown: CancellationToken) -> Result<(), A
                 discovery.remember(last);
             }
         }
-        Err(e) => warn!(error = %e, "the topology records could not be read: shards are named afresh"),
+        Err(e) => {
+            warn!(error = %e, "the topology records could not be read: shards are named afresh")
+        }
     }
     let first = discovery
         .topology()

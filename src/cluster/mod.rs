@@ -271,7 +271,7 @@ impl Discovery {
             Value::Error(e) => return Err(format!("{}: CLUSTER SHARDS: {e}", c.addr())),
             v => from_shards(&v, host).map_err(|e| format!("{}: CLUSTER SHARDS: {e}", c.addr()))?,
         };
-        if seen.is_empty() {
+        if seen.iter().all(|s| s.slots.is_empty()) {
             return Err(format!("{}: no shard serves any slot", c.addr()));
         }
         Ok(seen)
@@ -342,6 +342,7 @@ fn from_shards(v: &Value, asked: &str) -> Result<Vec<Seen>, String> {
             .map(|p| (p[0] as u16, p[1] as u16))
             .collect();
         let mut master = None;
+        let mut healthy = false;
         let mut replicas = Vec::new();
         for n in shard
             .field("nodes")
@@ -361,16 +362,21 @@ fn from_shards(v: &Value, asked: &str) -> Result<Vec<Seen>, String> {
                 port as u16,
             );
             if text("role").as_deref() == Some("master") {
+                // `health` came with `CLUSTER SHARDS` (7.0): online, failed or loading.
+                healthy = text("health").is_none_or(|h| h == "online");
                 master = Some(node);
             } else {
                 replicas.push(node);
             }
         }
         let Some(master) = master else { continue };
-        if slots.is_empty() {
-            // A failed master that lost its slots, or an empty master: not a shard to archive.
+        if slots.is_empty() && !healthy {
+            // A failed master that lost its slots: not a shard to archive.
             continue;
         }
+        // A master without slots that is up is archived too: one just added receives the
+        // keys of the slots resharded onto it (`MIGRATE`) before it owns any, and one being
+        // emptied still holds keys until its last slot has moved.
         out.push(Seen {
             id: shard.field("id").and_then(Value::text),
             master,

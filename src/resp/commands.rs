@@ -521,12 +521,32 @@ mod tests {
         }
         // Valkey 9's atomic slot migration: the importing node's stream carries its steps.
         for args in [
-            &["CLUSTER", "SYNCSLOTS", "ESTABLISH", "SOURCE", "a1", "NAME", "b2"][..],
+            &[
+                "CLUSTER",
+                "SYNCSLOTS",
+                "ESTABLISH",
+                "SOURCE",
+                "a1",
+                "NAME",
+                "b2",
+            ][..],
             &["cluster", "syncslots", "ACK"],
-            &["CLUSTER", "SYNCSLOTS", "FINISH", "STATE", "FAILED", "NAME", "b2"],
+            &[
+                "CLUSTER",
+                "SYNCSLOTS",
+                "FINISH",
+                "STATE",
+                "FAILED",
+                "NAME",
+                "b2",
+            ],
         ] {
             assert_eq!(info(args).kind, Kind::Internal, "{args:?}");
-            assert_eq!(info(args).keys.of(args).map(|k| k.count()), Some(0), "{args:?}");
+            assert_eq!(
+                info(args).keys.of(args).map(|k| k.count()),
+                Some(0),
+                "{args:?}"
+            );
         }
         for name in ["FUNCTION", "script"] {
             assert_eq!(lookup(name.as_bytes()).kind, Kind::Scripts, "{name}");
