@@ -274,7 +274,32 @@ impl Discovery {
         if seen.iter().all(|s| s.slots.is_empty()) {
             return Err(format!("{}: no shard serves any slot", c.addr()));
         }
-        Ok(seen)
+        // A master without slots counts only when it says so itself (`ROLE`): the node asked
+        // can lag behind a replica's `CLUSTER REPLICATE` or a failed-over master's demotion,
+        // and a replica archived as a shard of its own would hold its master's keys.
+        let mut out = Vec::with_capacity(seen.len());
+        for s in seen {
+            if s.slots.is_empty() && !self.says_master(&s.master).await {
+                continue;
+            }
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    async fn says_master(&self, n: &Node) -> bool {
+        let node = self.source.node(&n.host, n.port);
+        let Ok(mut c) = Client::connect(&node, self.timeout).await else {
+            return false;
+        };
+        match c.call(&[b"ROLE"]).await {
+            Ok(v) => v
+                .items()
+                .and_then(|i| i.first())
+                .and_then(Value::text)
+                .is_some_and(|r| r == "master"),
+            Err(_) => false,
+        }
     }
 
     /// Gives each shard its identity and remembers its nodes.
