@@ -88,6 +88,18 @@ pub struct ClusterArchive {
 /// of them fails for good (then the others are stopped too, and that error is returned).
 pub async fn run(c: ClusterArchive, shutdown: CancellationToken) -> Result<(), ArchiveError> {
     let discovery = Arc::new(Discovery::new(c.source.clone()));
+    // The shard names of the last record, so that a shard named by a master that failed over
+    // since keeps its archive.
+    match super::read_records(&c.store, &c.name).await {
+        Ok(records) => {
+            if let Some(last) = records.last() {
+                discovery.remember(last);
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "the topology records could not be read: shards are named afresh")
+        }
+    }
     let first = discovery
         .topology()
         .await

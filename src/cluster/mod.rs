@@ -220,6 +220,24 @@ impl Discovery {
         }
     }
 
+    /// Takes the shard names of `t` (a topology record written before) as known: each of its
+    /// nodes names its shard again, so that a shard named by a master that has since failed
+    /// over keeps its name (and its archive) in a new process. A name the server gives
+    /// (`CLUSTER SHARDS` with ids) still wins.
+    pub fn remember(&self, t: &Topology) {
+        let mut ids = lock(&self.identities);
+        let mut known = lock(&self.known);
+        for s in &t.shards {
+            for n in std::iter::once(&s.master).chain(&s.replicas) {
+                ids.entry(n.id.clone()).or_insert_with(|| s.id.clone());
+                let k = (n.host.clone(), n.port);
+                if n.port != 0 && !known.contains(&k) {
+                    known.push(k);
+                }
+            }
+        }
+    }
+
     /// The topology now, from the first seed (then known node) that answers.
     pub async fn topology(&self) -> Result<Topology, String> {
         let mut candidates = self.source.seeds.clone();
@@ -254,10 +272,35 @@ impl Discovery {
             v => from_shards(&v, host, self.source.tls.is_some())
                 .map_err(|e| format!("{}: CLUSTER SHARDS: {e}", c.addr()))?,
         };
-        if seen.is_empty() {
+        if seen.iter().all(|s| s.slots.is_empty()) {
             return Err(format!("{}: no shard serves any slot", c.addr()));
         }
-        Ok(seen)
+        // A master without slots counts only when it says so itself (`ROLE`): the node asked
+        // can lag behind a replica's `CLUSTER REPLICATE` or a failed-over master's demotion,
+        // and a replica archived as a shard of its own would hold its master's keys.
+        let mut out = Vec::with_capacity(seen.len());
+        for s in seen {
+            if s.slots.is_empty() && !self.says_master(&s.master).await {
+                continue;
+            }
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    async fn says_master(&self, n: &Node) -> bool {
+        let node = self.source.node(&n.host, n.port);
+        let Ok(mut c) = Client::connect(&node, self.timeout).await else {
+            return false;
+        };
+        match c.call(&[b"ROLE"]).await {
+            Ok(v) => v
+                .items()
+                .and_then(|i| i.first())
+                .and_then(Value::text)
+                .is_some_and(|r| r == "master"),
+            Err(_) => false,
+        }
     }
 
     /// Gives each shard its identity and remembers its nodes.
@@ -326,6 +369,7 @@ fn from_shards(v: &Value, asked: &str, tls: bool) -> Result<Vec<Seen>, String> {
             .map(|p| (p[0] as u16, p[1] as u16))
             .collect();
         let mut master = None;
+        let mut healthy = false;
         let mut replicas = Vec::new();
         for n in shard
             .field("nodes")
@@ -350,16 +394,21 @@ fn from_shards(v: &Value, asked: &str, tls: bool) -> Result<Vec<Seen>, String> {
                 port as u16,
             );
             if text("role").as_deref() == Some("master") {
+                // `health` came with `CLUSTER SHARDS` (7.0): online, failed or loading.
+                healthy = text("health").is_none_or(|h| h == "online");
                 master = Some(node);
             } else {
                 replicas.push(node);
             }
         }
         let Some(master) = master else { continue };
-        if slots.is_empty() {
-            // A failed master that lost its slots, or an empty master: not a shard to archive.
+        if slots.is_empty() && !healthy {
+            // A failed master that lost its slots: not a shard to archive.
             continue;
         }
+        // A master without slots that is up is archived too: one just added receives the
+        // keys of the slots resharded onto it (`MIGRATE`) before it owns any, and one being
+        // emptied still holds keys until its last slot has moved.
         out.push(Seen {
             id: shard.field("id").and_then(Value::text),
             master,
@@ -563,6 +612,12 @@ mod tests {
         assert_eq!(t2.shards[0].id, "a");
         assert_eq!(t2.shards[0].master.id, "b");
         assert!(!t.same_as(&t2));
+        // A new process that remembers the last record names the shard the same.
+        let again = Discovery::new(ClusterSource::parse("cluster://h:1", None).unwrap());
+        again.remember(&t2);
+        assert_eq!(again.settle(vec![seen("b", "a")]).shards[0].id, "a");
+        let fresh = Discovery::new(ClusterSource::parse("cluster://h:1", None).unwrap());
+        assert_eq!(fresh.settle(vec![seen("b", "a")]).shards[0].id, "b");
         // A shard id the server gives wins.
         let mut s = seen("c", "d");
         s.id = Some("s".into());

@@ -13,8 +13,10 @@ use crate::resp::scanner::parse_u64;
 /// What a command does to the server, as far as a replay cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// Part of the replication link itself, not of the data (`PING`, `REPLCONF`), or a message
-    /// to subscribers (`PUBLISH`, `SPUBLISH`): never replayed.
+    /// Part of the replication link itself, not of the data (`PING`, `REPLCONF`), a message
+    /// to subscribers (`PUBLISH`, `SPUBLISH`), or a cluster node's own state (`CLUSTER
+    /// SYNCSLOTS …`, which Valkey 9 propagates to the replicas of both ends of an atomic slot
+    /// migration; the keys themselves come as ordinary writes and deletes): never replayed.
     Internal,
     /// `MULTI … EXEC`: a transaction is applied whole or not at all. A master propagates a
     /// transaction only when it is executed, so `DISCARD` never reaches a replica and is not
@@ -449,7 +451,7 @@ pub fn lookup(name: &[u8]) -> &'static CommandInfo {
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
     match &*lower {
-        b"ping" | b"replconf" | b"publish" | b"spublish" => &INTERNAL,
+        b"ping" | b"replconf" | b"publish" | b"spublish" | b"cluster" => &INTERNAL,
         b"multi" => &MULTI,
         b"exec" => &EXEC,
         b"select" => &SELECT,
@@ -516,6 +518,35 @@ mod tests {
         assert_eq!(lookup(b"select").kind, Kind::Select { db: 1 });
         for name in ["PING", "replconf", "Publish", "SPUBLISH"] {
             assert_eq!(lookup(name.as_bytes()).kind, Kind::Internal, "{name}");
+        }
+        // Valkey 9's atomic slot migration: the importing node's stream carries its steps.
+        for args in [
+            &[
+                "CLUSTER",
+                "SYNCSLOTS",
+                "ESTABLISH",
+                "SOURCE",
+                "a1",
+                "NAME",
+                "b2",
+            ][..],
+            &["cluster", "syncslots", "ACK"],
+            &[
+                "CLUSTER",
+                "SYNCSLOTS",
+                "FINISH",
+                "STATE",
+                "FAILED",
+                "NAME",
+                "b2",
+            ],
+        ] {
+            assert_eq!(info(args).kind, Kind::Internal, "{args:?}");
+            assert_eq!(
+                info(args).keys.of(args).map(|k| k.count()),
+                Some(0),
+                "{args:?}"
+            );
         }
         for name in ["FUNCTION", "script"] {
             assert_eq!(lookup(name.as_bytes()).kind, Kind::Scripts, "{name}");

@@ -43,7 +43,7 @@ pub(crate) fn json_of(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
-fn in_ranges(slot: u16, ranges: &Value) -> bool {
+pub(crate) fn in_ranges(slot: u16, ranges: &Value) -> bool {
     ranges.as_array().unwrap().iter().any(|r| {
         let (a, b) = (r[0].as_u64().unwrap(), r[1].as_u64().unwrap());
         a <= slot as u64 && slot as u64 <= b
@@ -201,11 +201,11 @@ fn a_cluster_is_archived_per_shard_and_restored_to_one_moment() {
 }
 
 /// What a writer did to its keys: the expected state of the cluster.
-type Model = BTreeMap<String, String>;
+pub(crate) type Model = BTreeMap<String, String>;
 
 /// One round of writes through slot routing (following `ASK` while a slot is migrated):
 /// sets, appends and deletes over `keys` keys, and the same in the model.
-fn routed_round(c: &Cluster, model: &mut Model, round: usize, keys: usize) {
+pub(crate) fn routed_round(c: &Cluster, model: &mut Model, round: usize, keys: usize) {
     for i in (round % 3..keys).step_by(3) {
         let key = format!("m:{i}");
         match (round, i % 4) {

@@ -138,7 +138,8 @@ fn a_cluster_archive_restores_into_a_cluster_over_tls() {
     // Every node speaks TLS to clients and on the cluster bus (its plain port stays for the
     // test's own checks); a client must show a certificate.
     let tls_ports = Mutex::new(Vec::new());
-    let target = Cluster::start_with(
+    let target = Cluster::start_configured(
+        &redis_server_bin(),
         3,
         0,
         || {

@@ -9,6 +9,7 @@ mod archive_redis;
 mod cluster;
 mod cluster_metrics;
 mod cluster_restore;
+mod cluster_topology;
 mod compaction;
 mod config;
 mod drill;

@@ -2,14 +2,17 @@
 //! `redis-cli --cluster create`, and a client that routes each key to its slot's master.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::redis_server::RedisServer;
+use super::redis_server::{redis_server_bin, RedisServer};
 use super::util::{require_binary, wait_until_msg};
 
 pub struct Cluster {
     pub nodes: Vec<RedisServer>,
+    /// The server binary of every node (also of those added later).
+    bin: PathBuf,
 }
 
 fn text(v: &redis::Value) -> String {
@@ -26,12 +29,20 @@ impl Cluster {
     /// `masters * (1 + replicas)` nodes, `cluster-node-timeout 2000`, each master with
     /// `replicas` replicas; waits until every node says `cluster_state:ok` and knows them all.
     pub fn start(masters: usize, replicas: usize) -> Cluster {
-        Cluster::start_with(masters, replicas, Vec::new, &[], |n| n.addr())
+        Cluster::start_with(&redis_server_bin(), masters, replicas)
     }
 
-    /// Like [`start`](Self::start), with `config()` added to each node's settings, and
-    /// `redis-cli cli_args --cluster create` given `create_addr` of each node (a TLS port, say).
-    pub fn start_with(
+    /// Like [`start`](Self::start), with the server binary `bin` (another Redis version, or
+    /// Valkey: see [`super::servers`]); `redis-cli` joins them all the same.
+    pub fn start_with(bin: &Path, masters: usize, replicas: usize) -> Cluster {
+        Cluster::start_configured(bin, masters, replicas, Vec::new, &[], |n| n.addr())
+    }
+
+    /// Like [`start_with`](Self::start_with), with `config()` added to each node's settings,
+    /// and `redis-cli cli_args --cluster create` given `create_addr` of each node (a TLS port,
+    /// say).
+    pub fn start_configured(
+        bin: &Path,
         masters: usize,
         replicas: usize,
         config: impl Fn() -> Vec<(String, String)>,
@@ -40,18 +51,7 @@ impl Cluster {
     ) -> Cluster {
         let cli = require_binary("redis-cli");
         let n = masters * (1 + replicas);
-        let nodes: Vec<RedisServer> = (0..n)
-            .map(|_| {
-                let extra = config();
-                let mut settings = vec![
-                    ("cluster-enabled", "yes"),
-                    ("cluster-config-file", "nodes.conf"),
-                    ("cluster-node-timeout", "2000"),
-                ];
-                settings.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                RedisServer::start(&settings)
-            })
-            .collect();
+        let nodes: Vec<RedisServer> = (0..n).map(|_| Cluster::new_node(bin, &config())).collect();
         let mut cmd = Command::new(cli);
         cmd.args(cli_args).arg("--cluster").arg("create");
         for node in &nodes {
@@ -65,9 +65,66 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let c = Cluster { nodes };
+        let c = Cluster {
+            nodes,
+            bin: bin.to_path_buf(),
+        };
         c.wait_ok();
         c
+    }
+
+    fn new_node(bin: &Path, extra: &[(String, String)]) -> RedisServer {
+        let mut settings = vec![
+            ("cluster-enabled", "yes"),
+            ("cluster-config-file", "nodes.conf"),
+            ("cluster-node-timeout", "2000"),
+        ];
+        settings.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        RedisServer::start_with(bin, &settings)
+    }
+
+    /// Runs `redis-cli --cluster <args>`, which must succeed.
+    pub fn cli(&self, args: &[&str]) {
+        let mut cmd = Command::new(require_binary("redis-cli"));
+        cmd.arg("--cluster").args(args);
+        let out = cmd.output().expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts one more node and joins it as a master without slots (`redis-cli --cluster
+    /// add-node`); waits until every node knows it. Returns it.
+    pub fn add_master(&mut self) -> &RedisServer {
+        let node = Cluster::new_node(&self.bin, &[]);
+        let first = self.nodes.iter().find(|s| s.is_running()).expect("a node");
+        self.cli(&["add-node", &node.addr(), &first.addr()]);
+        self.nodes.push(node);
+        self.wait_ok();
+        self.nodes.last().unwrap()
+    }
+
+    /// Takes the node on `port` (a master without slots, or a replica) out of the cluster
+    /// (`redis-cli --cluster del-node`), stops it, and waits until the others agree.
+    pub fn del_node(&mut self, port: u16) {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.port() == port)
+            .expect("a node of the cluster");
+        let id = self.id_of(&self.nodes[i]);
+        let other = self
+            .nodes
+            .iter()
+            .find(|s| s.is_running() && s.port() != port)
+            .expect("another node");
+        self.cli(&["del-node", &other.addr(), &id]);
+        let gone = self.nodes.remove(i);
+        gone.stop();
+        self.wait_ok();
     }
 
     /// Waits until every running node says `cluster_state:ok`, knows every node, and agrees
