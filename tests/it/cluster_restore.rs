@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::cluster::{checkpoint, json_of, write_round};
 use crate::support::cluster::{strings_of, Cluster};
-use crate::support::redis_server::RedisServer;
+use crate::support::redis_server::{redis_server_bin, RedisServer};
 use crate::support::*;
 
 /// `pitr archive --source cluster://…` of `c` into a new directory store, name `cl`.
