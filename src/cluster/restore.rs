@@ -136,7 +136,7 @@ pub async fn to_files(
 ) -> Result<ClusterReport, ClusterRestoreError> {
     let (time_ms, topology) = topology_at(records, target).map_err(ClusterRestoreError::Other)?;
     let mut tasks = tokio::task::JoinSet::new();
-    for s in topology.shards.clone() {
+    for s in shards_at(store_url, name, records, topology, target).await {
         let store = shard_store(store_url, name, &s.id)
             .map_err(|e| ClusterRestoreError::Other(format!("shard {}: {e}", s.id)))?;
         let cfg = RestoreConfig {
@@ -208,6 +208,33 @@ pub async fn to_files(
     Ok(report)
 }
 
+/// The shards of `topology` (the record in force at `target`) to restore. A shard that the
+/// next record drops, or shows without slots, and whose archive does not reach the moment is
+/// left out: its master lost its last slot (every key moved to another shard) and turned
+/// replica, which ended its archive, and the record that says so came up to a poll later.
+async fn shards_at(
+    store_url: &str,
+    name: &ArchiveName,
+    records: &[Topology],
+    topology: &Topology,
+    target: Target,
+) -> Vec<super::Shard> {
+    let next = records.iter().find(|t| t.time_ms > topology.time_ms);
+    let mut out = Vec::new();
+    for s in &topology.shards {
+        let dropped = next.is_some_and(|n| n.shard(&s.id).is_none_or(|x| x.slots.is_empty()));
+        if dropped {
+            if let Err(e) = shard_plan(store_url, name, &s.id, target).await {
+                tracing::info!(shard = %s.id, reason = %e,
+                    "shard left out: the next topology record drops it and its archive ends before the moment");
+                continue;
+            }
+        }
+        out.push(s.clone());
+    }
+    out
+}
+
 /// The moment `target` names (see [`moment`]) and the record in force then.
 fn topology_at(records: &[Topology], target: Target) -> Result<(u64, &Topology), String> {
     let time_ms = match target {
@@ -257,7 +284,8 @@ pub async fn to_live(
     };
     let mut shards = Vec::new();
     let mut owners = Vec::new();
-    for (i, s) in topology.shards.iter().enumerate() {
+    let present = shards_at(store_url, name, records, topology, target).await;
+    for (i, s) in present.iter().enumerate() {
         let owned = SlotFilter {
             owned: Arc::new(table(&s.slots)),
             ..Default::default()

@@ -147,6 +147,9 @@ fn a_cluster_archive_restores_into_a_cluster_over_tls() {
             tls_ports.lock().unwrap().push(port);
             vec![
                 ("tls-port".into(), port.to_string()),
+                // The bus of a TLS cluster is at tls-port + 10000 unless given: a port of
+                // its own, as free as the others.
+                ("cluster-port".into(), free_port().to_string()),
                 ("tls-cert-file".into(), path(&certs.server_cert)),
                 ("tls-key-file".into(), path(&certs.server_key)),
                 ("tls-ca-cert-file".into(), ca.clone()),
