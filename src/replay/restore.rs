@@ -658,7 +658,7 @@ impl Executor<'_> {
                 (&self.filter.slots, c.info().kind)
             {
                 let db = matches!(d, Databases::Selected).then_some(c.db);
-                if sink.flush_selected(db, &self.filter).await? {
+                if sink.flush_selected(db, self.filter).await? {
                     self.report.flushes_scoped += 1;
                     self.report.commands += 1;
                     self.progress.commands.fetch_add(1, Ordering::Relaxed);
