@@ -55,21 +55,7 @@ fn a_cluster_is_archived_per_shard_and_restored_to_one_moment() {
     let c = Cluster::start(3, 1);
     let store = temp_dir("pitr-cluster");
     let store_path = store.path().to_string_lossy().into_owned();
-    let source = format!("cluster://{}", c.seeds());
-    let archiver = PitrProcess::spawn(
-        &[
-            "archive",
-            "--source",
-            &source,
-            "--store",
-            &store_path,
-            "--name",
-            "cl",
-            "--flush-interval",
-            "100ms",
-        ],
-        &[],
-    );
+    let archiver = c.archiver(&store_path, &[]);
     let mut checkpoints = Vec::new();
     // Round 0 once every shard's archiver is attached.
     c.wait_archived();
@@ -261,21 +247,7 @@ fn a_resharding_under_writes_restores_each_key_once() {
     slot_function_agrees(&c);
     let store = temp_dir("pitr-cluster-reshard");
     let store_path = store.path().to_string_lossy().into_owned();
-    let source = format!("cluster://{}", c.seeds());
-    let archiver = PitrProcess::spawn(
-        &[
-            "archive",
-            "--source",
-            &source,
-            "--store",
-            &store_path,
-            "--name",
-            "cl",
-            "--flush-interval",
-            "100ms",
-        ],
-        &[],
-    );
+    let archiver = c.archiver(&store_path, &[]);
     c.wait_archived();
     let keys = 6000;
     let mut model = Model::new();

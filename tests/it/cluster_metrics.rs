@@ -107,24 +107,9 @@ fn a_cluster_archive_has_metrics_per_shard_and_a_copy_per_shard() {
     let copy_path = copy.path().to_string_lossy().into_owned();
     let port = free_port();
     let addr = format!("{LOCALHOST}:{port}");
-    let source = format!("cluster://{}", c.seeds());
-    let archiver = PitrProcess::spawn(
-        &[
-            "archive",
-            "--source",
-            &source,
-            "--store",
-            &store_path,
-            "--name",
-            "cl",
-            "--flush-interval",
-            "100ms",
-            "--metrics-addr",
-            &addr,
-            "--also-to",
-            &copy_path,
-        ],
-        &[],
+    let archiver = c.archiver(
+        &store_path,
+        &["--metrics-addr", &addr, "--also-to", &copy_path],
     );
     wait_until_msg(Duration::from_secs(30), "the metrics server", || {
         std::net::TcpStream::connect((LOCALHOST, port)).is_ok()

@@ -18,21 +18,7 @@ use crate::support::*;
 fn archive(c: &Cluster) -> (tempfile::TempDir, String, PitrProcess) {
     let store = temp_dir("pitr-cluster-restore");
     let store_path = store.path().to_string_lossy().into_owned();
-    let source = format!("cluster://{}", c.seeds());
-    let archiver = PitrProcess::spawn(
-        &[
-            "archive",
-            "--source",
-            &source,
-            "--store",
-            &store_path,
-            "--name",
-            "cl",
-            "--flush-interval",
-            "100ms",
-        ],
-        &[],
-    );
+    let archiver = c.archiver(&store_path, &[]);
     c.wait_archived();
     (store, store_path, archiver)
 }

@@ -45,25 +45,6 @@ fn quiet(model: &Model, during: bool, shards: Option<usize>, what: &str) -> Chec
     }
 }
 
-/// `pitr archive --source cluster://… --name cl` into `store`.
-fn archive(c: &Cluster, store: &str) -> PitrProcess {
-    let source = format!("cluster://{}", c.seeds());
-    PitrProcess::spawn(
-        &[
-            "archive",
-            "--source",
-            &source,
-            "--store",
-            store,
-            "--name",
-            "cl",
-            "--flush-interval",
-            "100ms",
-        ],
-        &[],
-    )
-}
-
 /// Restores `cp` as files (each shard loaded into a server of `bin`) and into one fresh server
 /// of `bin`. Into the server: exactly the record. As files: each shard's keys in its own slots
 /// (at a quiet checkpoint: no key on two shards, none outside its shard's slots); a key the
@@ -248,7 +229,7 @@ fn a_master_added_then_removed_is_archived_while_it_serves_slots() {
     let mut c = Cluster::start(3, 0);
     let store = temp_dir("pitr-topology-add");
     let store_path = store.path().to_string_lossy().into_owned();
-    let archiver = archive(&c, &store_path);
+    let archiver = c.archiver(&store_path, &[]);
     c.wait_archived();
     let keys = 3000;
     let mut model = Model::new();
@@ -447,7 +428,7 @@ fn valkey_atomic_slot_migration_restores_each_key_once() {
     let c = Cluster::start_with(&bin, 3, 0);
     let store = temp_dir("pitr-topology-asm");
     let store_path = store.path().to_string_lossy().into_owned();
-    let archiver = archive(&c, &store_path);
+    let archiver = c.archiver(&store_path, &[]);
     c.wait_archived();
     let keys = 3000;
     let mut model = Model::new();
@@ -559,7 +540,7 @@ fn redis_6_2_discovery_by_cluster_slots_names_shards_by_master() {
     let c = Cluster::start_with(&bin, 3, 1);
     let store = temp_dir("pitr-topology-62");
     let store_path = store.path().to_string_lossy().into_owned();
-    let mut archiver = archive(&c, &store_path);
+    let mut archiver = c.archiver(&store_path, &[]);
     c.wait_archived();
     let keys = 1500;
     let mut model = Model::new();
@@ -620,7 +601,7 @@ fn redis_6_2_discovery_by_cluster_slots_names_shards_by_master() {
 
     // A new archiver process after the failover: the names stay (they come from the records).
     assert!(archiver.stop_gracefully(Duration::from_secs(60)).success());
-    archiver = archive(&c, &store_path);
+    archiver = c.archiver(&store_path, &[]);
     c.wait_archived();
     routed_round(&c, &mut model, 2, keys);
     c.wait_archived();

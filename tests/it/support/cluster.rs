@@ -83,6 +83,25 @@ impl Cluster {
         RedisServer::start_with(bin, &settings)
     }
 
+    /// `pitr archive --source cluster://<every node> --store <store> --name cl
+    /// --flush-interval 100ms`, plus `extra`.
+    pub fn archiver(&self, store: &str, extra: &[&str]) -> super::pitr::PitrProcess {
+        let source = format!("cluster://{}", self.seeds());
+        let mut args = vec![
+            "archive",
+            "--source",
+            &source,
+            "--store",
+            store,
+            "--name",
+            "cl",
+            "--flush-interval",
+            "100ms",
+        ];
+        args.extend_from_slice(extra);
+        super::pitr::PitrProcess::spawn(&args, &[])
+    }
+
     /// Runs `redis-cli --cluster <args>`, which must succeed.
     pub fn cli(&self, args: &[&str]) {
         let mut cmd = Command::new(require_binary("redis-cli"));
