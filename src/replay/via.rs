@@ -49,9 +49,7 @@ impl std::str::FromStr for Via {
             "replication" => Ok(Via::Replication),
             "commands" => Ok(Via::Commands),
             "auto" => Ok(Via::Auto),
-            _ => Err(format!(
-                "{s:?}: expected replication, commands or auto"
-            )),
+            _ => Err(format!("{s:?}: expected replication, commands or auto")),
         }
     }
 }
@@ -168,8 +166,13 @@ pub async fn restore(
         }
     };
     match &reason {
-        Some(why) => tracing::info!(via = "commands", reason = %why, "restoring by RESTORE and commands: {why}"),
-        None => tracing::info!(via = "commands", "restoring by RESTORE and commands (--via commands)"),
+        Some(why) => {
+            tracing::info!(via = "commands", reason = %why, "restoring by RESTORE and commands: {why}")
+        }
+        None => tracing::info!(
+            via = "commands",
+            "restoring by RESTORE and commands (--via commands)"
+        ),
     }
     let mut report = restore::restore(cfg, plan, progress).await?;
     report.via = Some("commands".into());
@@ -264,7 +267,10 @@ struct Before {
 }
 
 /// `CONFIG GET <name>`: the value, `None` when the server has no such parameter.
-async fn config_get(t: &mut LiveTarget, name: &str) -> Result<Result<Option<String>, String>, TargetError> {
+async fn config_get(
+    t: &mut LiveTarget,
+    name: &str,
+) -> Result<Result<Option<String>, String>, TargetError> {
     Ok(match t.command(&args(&["CONFIG", "GET", name])).await? {
         Err(e) => Err(format!("CONFIG GET {name}: {e}")),
         Ok(OwnedFrame::Array(items)) => Ok(match items.get(1) {
@@ -423,9 +429,14 @@ async fn replicate(
         None => local.to_string(),
     };
     let Some((host, port)) = advertise.rsplit_once(':') else {
-        return Err(Cannot::Why(format!("--advertise {advertise}: not host:port")));
+        return Err(Cannot::Why(format!(
+            "--advertise {advertise}: not host:port"
+        )));
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = port.to_string();
 
     // The target's settings, to be put back.
