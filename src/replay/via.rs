@@ -501,6 +501,16 @@ async fn replicate(
         ))));
     }
     let keys = t.key_count().await?;
+    // A replica loads whatever its master sends, maxmemory or not (replica-ignore-maxmemory).
+    if let Ok(mem) = t.info("memory").await {
+        let n = |f: &str| field(&mem, f).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(used), Some(max)) = (n("used_memory"), n("maxmemory")) {
+            if max > 0 && used > max {
+                tracing::warn!(used_memory = used, maxmemory = max, policy = field(&mem, "maxmemory_policy").unwrap_or("?"),
+                    "the target holds more than its maxmemory after the sync (a replica loads what its master sends): it now evicts, or refuses writes with OOM under noeviction");
+            }
+        }
+    }
     Ok(Report {
         offset: cut,
         time_ms: m.cut_ms,
