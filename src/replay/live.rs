@@ -926,6 +926,27 @@ return cursor .. ':' .. fixed
         }
     }
 
+    /// Sends one command after every queued one is answered and returns its reply decoded;
+    /// an error reply is `Ok(Err(text))`. The target's data is not counted as touched.
+    pub async fn command(
+        &mut self,
+        args: &[Bytes],
+    ) -> Result<Result<redis_protocol::resp2::types::OwnedFrame, String>, TargetError> {
+        use redis_protocol::resp2::types::OwnedFrame;
+        let raw = self.call_raw(args).await?;
+        match redis_protocol::resp2::decode::decode(&raw) {
+            Ok(Some((OwnedFrame::Error(e), _))) => Ok(Err(e)),
+            Ok(Some((f, _))) => Ok(Ok(f)),
+            _ => Err(TargetError::Protocol {
+                addr: self.addr.clone(),
+                detail: format!(
+                    "an unreadable reply to {}",
+                    String::from_utf8_lossy(args.first().map_or(&b""[..], |a| &a[..]))
+                ),
+            }),
+        }
+    }
+
     /// Sends one command after everything before it is answered and returns its reply (an
     /// error reply is returned, not raised).
     async fn call(&mut self, args: &[Bytes]) -> Result<Reply, TargetError> {

@@ -13,5 +13,6 @@ pub mod live_sink;
 pub mod plan;
 pub mod restore;
 pub mod sink;
+pub mod via;
 
 pub use restore::{make_plan, restore, Destination, Progress, Report, RestoreConfig, RestoreError};

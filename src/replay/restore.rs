@@ -193,6 +193,13 @@ pub struct Report {
     /// Whether a hash field TTL was among them.
     #[serde(skip)]
     pub field_ttls_shifted: bool,
+    /// Live target: how the restore reached it (`replication` or `commands`), when a
+    /// `--via` was chosen ([`crate::replay::via`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Why that path (for `auto`: why replication was not possible).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via_reason: Option<String>,
     /// For `--output-dir`: what was written and how to start a server on it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<files::Written>,

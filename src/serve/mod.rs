@@ -79,6 +79,8 @@ impl From<PlanError> for ServeError {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<conn::Shared>,
+    /// One replica at a time (see [`Server::one_replica`]).
+    one: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Server {
@@ -102,7 +104,38 @@ impl Server {
                 moment,
                 next_id: Default::default(),
             }),
+            one: None,
         })
+    }
+
+    /// Binds a server of `moment`, already planned (a restore's plan, see
+    /// [`moment::moment_of_plan`]); `cfg.mode` must be [`Mode::To`].
+    pub async fn bind_moment(cfg: ServeConfig, moment: Moment) -> Result<Server, ServeError> {
+        debug_assert!(matches!(cfg.mode, Mode::To(_)) && moment.cut.is_some());
+        let listener =
+            TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: cfg.listen,
+                    source,
+                })?;
+        Ok(Server {
+            listener,
+            shared: Arc::new(conn::Shared {
+                cfg,
+                moment: Some(moment),
+                next_id: Default::default(),
+            }),
+            one: None,
+        })
+    }
+
+    /// Serves one connection at a time: another one, while a link is up, is closed at once
+    /// (a restore serves the one server it restores into; a replica that reconnects is let in
+    /// once its previous link has ended).
+    pub fn one_replica(mut self) -> Server {
+        self.one = Some(Arc::new(tokio::sync::Semaphore::new(1)));
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -124,10 +157,24 @@ impl Server {
             };
             match accepted {
                 Ok((sock, peer)) => {
+                    let permit = match &self.one {
+                        Some(one) => match one.clone().try_acquire_owned() {
+                            Ok(p) => Some(p),
+                            Err(_) => {
+                                tracing::warn!(%peer, "a second connection while a replica is linked: closed (one replica only)");
+                                drop(sock);
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
                     let _ = sock.set_nodelay(true);
                     let shared = self.shared.clone();
                     let stop = stop.child_token();
-                    tasks.spawn(conn::handle(sock, peer, shared, stop));
+                    tasks.spawn(async move {
+                        conn::handle(sock, peer, shared, stop).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     // Out of descriptors, say: the others go on; try again shortly.

@@ -80,8 +80,56 @@ pub async fn plan_moment(
     })
 }
 
+/// What the stream holds from the snapshot to a cut (for a restore's report).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CutCounts {
+    /// Commands up to the cut, replication-internal ones (PING, REPLCONF, PUBLISH) aside.
+    pub commands: u64,
+    /// Replication-internal commands up to the cut.
+    pub internal: u64,
+    /// Commands with a relative TTL that a replay as commands makes absolute (an archived
+    /// master older than 7.0, RDB < 10): a replica counts them from when it applies them.
+    pub relative_ttls: u64,
+    /// A transaction still open at the cut was left out.
+    pub transaction_left_out: bool,
+    /// Stored bytes of the segments read to find the cut.
+    pub bytes_read: u64,
+}
+
+/// The moment `plan` names, served up to its cut, and what the stream holds up to it.
+/// `relative_ttls`: whether the snapshot's RDB says its master sent relative TTLs (REDIS RDB
+/// before 10), so that such commands are counted.
+pub async fn moment_of_plan(
+    store: &Store,
+    plan: &Plan,
+    relative_ttls: bool,
+) -> Result<(Moment, CutCounts), ServeError> {
+    let (cut_at, cut_ms, counts) = find_cut_counted(store, plan, relative_ttls).await?;
+    let m = Moment {
+        generation: plan.generation,
+        replid: plan.snapshot.object.replid.as_str().to_string(),
+        snapshot: plan.snapshot.object,
+        snapshot_size: plan.snapshot.bytes,
+        segments: plan.segments.clone(),
+        cut: Some(cut_at),
+        cut_ms,
+    };
+    Ok((m, counts))
+}
+
 /// The offset and arrival time of the plan's cut.
 async fn find_cut(store: &Store, plan: &Plan) -> Result<(u64, u64), ServeError> {
+    let (o, ms, _) = find_cut_counted(store, plan, false).await?;
+    Ok((o, ms))
+}
+
+/// [`find_cut`], counting what the stream holds up to the cut.
+async fn find_cut_counted(
+    store: &Store,
+    plan: &Plan,
+    relative_ttls: bool,
+) -> Result<(u64, u64, CutCounts), ServeError> {
+    let mut counts = CutCounts::default();
     let mut cutter = Cutter::new(
         Limit {
             time_ms: plan.cut_time_ms,
@@ -93,7 +141,9 @@ async fn find_cut(store: &Store, plan: &Plan) -> Result<(u64, u64), ServeError> 
     let mut fetch = fetch_segments(store, segments_wanted(plan));
     let mut released = Vec::new();
     while let Some(got) = fetch.next().await {
+        let stored = got.as_ref().map_or(0, |g| g.stored);
         let (name, seg) = fetched(got)?;
+        counts.bytes_read += stored;
         for c in cut::Commands::new(&seg) {
             let c = c.map_err(|source| RestoreError::Commands {
                 object: name.to_string(),
@@ -103,7 +153,16 @@ async fn find_cut(store: &Store, plan: &Plan) -> Result<(u64, u64), ServeError> 
                 continue;
             }
             cutter.push(c, &mut released);
-            released.clear();
+            for c in released.drain(..) {
+                if c.info().kind == crate::resp::commands::Kind::Internal {
+                    counts.internal += 1;
+                } else {
+                    counts.commands += 1;
+                    if relative_ttls && crate::replay::restore::absolute_ttl(&c).is_some() {
+                        counts.relative_ttls += 1;
+                    }
+                }
+            }
             if cutter.is_done() {
                 break;
             }
@@ -113,7 +172,8 @@ async fn find_cut(store: &Store, plan: &Plan) -> Result<(u64, u64), ServeError> 
         }
     }
     cutter.finish();
-    Ok((cutter.reached_offset, cutter.reached_ms))
+    counts.transaction_left_out = cutter.dropped_open_transaction;
+    Ok((cutter.reached_offset, cutter.reached_ms, counts))
 }
 
 type Decoded = Result<Segment, format::FormatError>;

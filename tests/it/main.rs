@@ -24,6 +24,7 @@ mod prune;
 mod rdb_fixtures;
 mod restore_files;
 mod restore_live;
+mod restore_via;
 mod runbook;
 mod secrets;
 mod sentinel;

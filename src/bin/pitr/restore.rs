@@ -62,11 +62,34 @@ pub struct RestoreArgs {
     /// stays bounded for huge keys.
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     max_restore_bytes: u64,
-    /// Live target: how long connecting, and each wait for a reply, may take.
+    /// Live target: how long connecting, and each wait for a reply, may take (through
+    /// replication: each wait in which the target's sync does not move).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     target_timeout: Duration,
+    /// Live target: how the moment reaches it. `replication`: the restore serves it as a
+    /// master (on --listen) and the target replicates it (`REPLICAOF`), loading the snapshot
+    /// natively and applying the stream as archived, then becomes a master again with its
+    /// `masterauth`/`masteruser` put back (a full sync replaces the target's data: --force
+    /// still says that is wanted). `commands`: RESTORE and commands as an ordinary client.
+    /// `auto`: replication when the target can, else commands, saying why (--db/--match, a
+    /// target that refuses REPLICAOF or CONFIG, one too old for the archived RDB, a stream
+    /// with relative TTLs, or one that cannot reach the restore within 10 s). A cluster
+    /// archive is always restored by commands.
+    #[arg(long, value_name = "HOW", default_value = "auto", value_parser = parse_via)]
+    via: restore::via::Via,
+    /// With --via replication/auto: where the restore listens for the target.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// With --via replication/auto: the address the target dials (`REPLICAOF <host> <port>`)
+    /// when it is not the --listen address (NAT, containers, another host).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
     #[command(flatten)]
     fetch: FetchArgs,
+}
+
+fn parse_via(s: &str) -> Result<restore::via::Via, String> {
+    s.parse()
 }
 
 /// A validated `pitr restore`.
@@ -81,6 +104,7 @@ pub struct RestoreCmd {
     json: bool,
     /// `None` for `--dry-run`.
     restore: Option<RestoreConfig>,
+    via: restore::via::ViaOptions,
 }
 
 impl RestoreArgs {
@@ -93,6 +117,21 @@ impl RestoreArgs {
             self.output_dir.clone(),
         );
         let mut cluster_tls = None;
+        if let Some(a) = &self.advertise {
+            let port = a.rsplit_once(':').and_then(|(h, p)| {
+                (!h.is_empty()).then_some(())?;
+                p.parse::<u16>().ok().filter(|p| *p > 0)
+            });
+            if port.is_none() {
+                return Err(Usage::new("--advertise", format!("{a:?}: expected host:port")).into());
+            }
+        }
+        let via = restore::via::ViaOptions {
+            via: self.via,
+            listen: self.listen,
+            advertise: self.advertise.clone(),
+            link_wait: restore::via::LINK_WAIT,
+        };
         let restore = if self.dry_run {
             None
         } else {
@@ -135,6 +174,7 @@ impl RestoreArgs {
             to: self.to,
             json: self.json,
             restore,
+            via,
         })
     }
 }
@@ -237,7 +277,7 @@ pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
         print_plan(&mut out, &cmd.to, &plan, cmd.json)?;
         return Ok(out.flush()?);
     };
-    let report = execute(&cfg, &plan, !cmd.json).await?;
+    let report = execute_via(&cfg, &plan, &cmd.via, !cmd.json).await?;
     if cmd.json {
         outln!(out, "{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -251,6 +291,9 @@ pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
             report.commands,
             report.seconds
         );
+        if let (Some(via), Some(why)) = (&report.via, &report.via_reason) {
+            outln!(out, "  via {via}: {why}");
+        }
         if report.keys_skipped + report.commands_skipped + report.commands_mixed > 0 {
             outln!(
                 out,
@@ -374,6 +417,36 @@ async fn run_cluster(cmd: RestoreCmd, records: Vec<cluster::Topology>) -> anyhow
         }
     }
     Ok(out.flush()?)
+}
+
+/// [`execute`] for a single archive's restore, through replication, by commands, or the one
+/// the target can take, as `via` says (see [`restore::via`]).
+async fn execute_via(
+    cfg: &RestoreConfig,
+    plan: &Plan,
+    via: &restore::via::ViaOptions,
+    progress: bool,
+) -> anyhow::Result<restore::Report> {
+    use restore::via::{self as v, ViaError};
+    if via.via == v::Via::Commands || !matches!(cfg.destination, Destination::Live { .. }) {
+        let mut report = execute(cfg, plan, progress).await?;
+        if matches!(cfg.destination, Destination::Live { .. }) {
+            report.via = Some("commands".into());
+            report.via_reason = Some("--via commands".into());
+        }
+        return Ok(report);
+    }
+    match v::restore(cfg, plan, via, Arc::new(Progress::default())).await {
+        Ok(r) => Ok(r),
+        Err(ViaError::Restore(restore::RestoreError::Store(e))) if e.is_not_found() => {
+            Err(anyhow::Error::new(e).context(
+                "an object the restore planned to read is gone: a compaction or prune ran while the restore was reading (run the restore again; it plans from a new listing)",
+            ))
+        }
+        Err(ViaError::Restore(e)) => Err(e.into()),
+        Err(ViaError::Serve(e)) => Err(e.into()),
+        Err(e @ ViaError::Refused(_)) => Err(e.into()),
+    }
 }
 
 /// Runs the restore `plan` into `cfg`'s destination, with a progress line on stderr when
