@@ -129,7 +129,8 @@ fn fidelity(servers: &Servers, seed: u64) -> Vec<Value> {
         assert!(keys > 0 || i == 0, "checkpoint {i} is empty");
         let to = cp.time_ms.to_string();
 
-        let (target, rep) = archive.restore_into_new_server_with(&servers.live, &to, &[]);
+        let (target, rep) =
+            archive.restore_into_new_server_with(&servers.live, &to, &["--via", "commands"]);
         assert!(rep["time_ms"].as_u64().unwrap() <= cp.time_ms, "{rep}");
         compare(
             &format!("checkpoint {i} into a live target"),
@@ -258,8 +259,10 @@ fn a_huge_key_restores_as_batched_commands() {
     archive.archive_while(&master, |con| exec(con, &["RPUSH", "biglist", "after"]));
     let want = logical_state(&master, 0);
 
-    let (target, rep) =
-        archive.restore_into_new_server("latest", &["--max-restore-bytes", "64KiB"]);
+    let (target, rep) = archive.restore_into_new_server(
+        "latest",
+        &["--via", "commands", "--max-restore-bytes", "64KiB"],
+    );
     // The list and the hash go as batches; the 3 MB string is LZF-compressed in the snapshot
     // and small enough, compressed, to go by RESTORE.
     assert!(rep["keys_by_commands"].as_u64().unwrap() >= 2, "{rep}");
@@ -283,7 +286,7 @@ fn a_huge_compressible_string_restores_in_both_modes() {
     archive.archive_while(&master, |con| exec(con, &["APPEND", "small", "y"]));
     let want = logical_state(&master, 0);
 
-    let (target, rep) = archive.restore_into_new_server("latest", &[]);
+    let (target, rep) = archive.restore_into_new_server("latest", &["--via", "commands"]);
     assert_eq!(rep["keys_by_restore"], 2, "{rep}");
     if let Some(d) = diff(&want, &logical_state(&target, 0)) {
         panic!("live restore differs:\n{d}");
@@ -343,7 +346,8 @@ fn field_ttls_that_pass_before_the_restore_do_not_change_later_writes() {
     assert_eq!(want["keys"].as_array().unwrap().len(), 4, "{want}");
     // Let the short field TTLs pass: by now the master would have h = {g: 1}, no h2.
     std::thread::sleep(Duration::from_millis(1600));
-    let (target, rep) = archive.restore_into_new_server_with(&valkey, &to.to_string(), &[]);
+    let (target, rep) =
+        archive.restore_into_new_server_with(&valkey, &to.to_string(), &["--via", "commands"]);
     assert_eq!(rep["keys_by_commands"], 1, "{rep}");
     assert!(rep["expiries_moved_back"].as_u64().unwrap() >= 4, "{rep}");
     let files = archive.restore_as_files_and_start_with(&valkey, &to.to_string(), &[]);
@@ -416,7 +420,8 @@ fn redis_5_0_relative_ttls_restore_in_both_modes() {
     assert_eq!(want["keys"].as_array().unwrap().len(), 11, "{want}");
     // `gone` expires before the restore.
     std::thread::sleep(Duration::from_millis(1100));
-    let (target, rep) = archive.restore_into_new_server_with(&r5, &to.to_string(), &[]);
+    let (target, rep) =
+        archive.restore_into_new_server_with(&r5, &to.to_string(), &["--via", "commands"]);
     assert!(rep["commands"].as_u64().unwrap() >= 15, "{rep}");
     let files = archive.restore_as_files_and_start_with(&r5, &to.to_string(), &[]);
     assert_eq!(
@@ -473,7 +478,8 @@ fn a_redis_7_archive_restores_into_redis_6_2_by_commands() {
         );
     });
     let want = logical_state(&master, 0);
-    let (target, rep) = archive.restore_into_new_server_with(&r62, "latest", &[]);
+    let (target, rep) =
+        archive.restore_into_new_server_with(&r62, "latest", &["--via", "commands"]);
     assert_eq!(rep["keys_by_restore"], 0, "{rep}");
     assert_eq!(rep["keys_by_commands"], 6, "{rep}");
     let got = logical_state(&target, 0);
@@ -533,7 +539,7 @@ fn many_expiries_are_moved_back_exactly_once() {
         exec(con, &["EVAL", SCRIPT, "0", "6000", "stream:", &base]);
     });
     let want = logical_state(&master, 0);
-    let (target, rep) = archive.restore_into_new_server("latest", &[]);
+    let (target, rep) = archive.restore_into_new_server("latest", &["--via", "commands"]);
     assert_eq!(rep["expiries_moved_back"], 18000, "{rep}");
     if let Some(d) = diff(&want, &logical_state(&target, 0)) {
         panic!("expiries differ after being moved back:\n{d}");
@@ -608,7 +614,7 @@ fn key_ttls_near_the_limits_restore_exactly_into_a_live_target() {
     assert_eq!(want[4].1, "9223372036854775807");
     assert_eq!(want[7].1, far);
     for round in 0..2 {
-        let (target, rep) = archive.restore_into_new_server("latest", &[]);
+        let (target, rep) = archive.restore_into_new_server("latest", &["--via", "commands"]);
         assert_eq!(expire_times(&target, &keys), want, "round {round}: {rep}");
         assert_eq!(rep["expiries_in_reserved_range"], 0, "{rep}");
         // snap-near, near and lt; gt was lengthened past the times that are moved.
@@ -669,7 +675,8 @@ fn field_ttls_near_the_limit_restore_exactly(bin: &std::path::Path) {
     assert_eq!(want[5].1, "-1", "{want:?}");
     // Twice: a refused restore used to fail every later one too.
     for round in 0..2 {
-        let (target, rep) = archive.restore_into_new_server_with(bin, "latest", &[]);
+        let (target, rep) =
+            archive.restore_into_new_server_with(bin, "latest", &["--via", "commands"]);
         assert_eq!(fields(&target), want, "round {round}: {rep}");
         assert!(rep["expiries_moved_back"].as_u64().unwrap() >= 3, "{rep}");
     }
@@ -742,7 +749,7 @@ fn approximate_stream_trims_with_limit_restore_into_a_live_target() {
         len > 10 && len < 352,
         "the trims trimmed something, not everything: {len}"
     );
-    let (target, rep) = archive.restore_into_new_server("latest", &[]);
+    let (target, rep) = archive.restore_into_new_server("latest", &["--via", "commands"]);
     let mut tcon = target.client();
     let got = [stream_view(&mut tcon, "s"), stream_view(&mut tcon, "m")];
     assert_eq!(got, want, "{rep}");

@@ -669,6 +669,10 @@ fn a_restore_refused_part_way_says_the_target_is_partial() {
             "latest",
             "--target",
             &url,
+            // A replica ignores maxmemory while it loads: the commands path is the one that
+            // can stop part-way.
+            "--via",
+            "commands",
         ],
         &[],
     );
