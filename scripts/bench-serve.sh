@@ -226,6 +226,22 @@ section_snapshot() {
     done
     log "round $r: replica (repl-diskless-load disabled) ${disk[-1]} s, (on-empty-db) ${socket[-1]} s"
   done
+  # pitr's own part: the same full sync read by a client that only counts the bytes.
+  local raw
+  raw="$(python3 - "$SERVE_PORT" <<'EOF'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+t = time.time()
+s.sendall(b"PSYNC ? -1\r\n")
+f = s.makefile("rb")
+f.readline()
+n = int(f.readline()[1:])
+got = 0
+while got < n:
+    got += len(f.read(min(1 << 20, n - got)))
+print("%.3f" % (time.time() - t))
+EOF
+)"
   stop_pid "$SERVE_PID"
   forget_pid "$SERVE_PID"
   local n d s
@@ -236,6 +252,13 @@ section_snapshot() {
   echo "snapshot: native start-up load $n s (start to loading:0; logged 'DB loaded from disk' $(best_min "${logged[@]}") s)"
   echo "snapshot: replica of pitr serve --to, repl-diskless-load disabled (default): $d s (REPLICAOF to synced and loaded), ratio $(calc "$d / $n" %.2f) (target <= 1.10: $(awk -v x="$d" -v y="$n" 'BEGIN { print (x / y <= 1.1 ? "met" : "NOT met") }'))"
   echo "snapshot: replica of pitr serve --to, repl-diskless-load on-empty-db: $s s, ratio $(calc "$s / $n" %.2f) (target <= 1.10: $(awk -v x="$s" -v y="$n" 'BEGIN { print (x / y <= 1.1 ? "met" : "NOT met") }'))"
+  local rd=() rs=()
+  for ((r = 0; r < ROUNDS; r++)); do
+    rd+=("$(calc "${disk[r]} / ${native[r]}" %.2f)")
+    rs+=("$(calc "${socket[r]} / ${native[r]}" %.2f)")
+  done
+  echo "snapshot: pitr serve's part: the whole full sync (+FULLRESYNC and $rdb_mb MB of RDB) read by a client that only counts the bytes: $raw s"
+  echo "snapshot: median of the rounds' ratios: disabled $(median "${rd[@]}") (${rd[*]}), on-empty-db $(median "${rs[@]}") (${rs[*]})"
   echo "snapshot: runs: native ${native[*]}; replica (disk) ${disk[*]}; replica (on-empty-db) ${socket[*]}"
 }
 
