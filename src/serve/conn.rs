@@ -322,7 +322,12 @@ impl Link {
             let (sent, acked, link, timeout) =
                 (sent.clone(), acked.clone(), link.clone(), cfg.timeout);
             tokio::spawn(async move {
-                let r = ack_loop(&mut reader, timeout, &sent, &acked).await;
+                // Ends with the link too: a replica that stops reading mid-snapshot sends
+                // nothing either, and its reader would otherwise wait for it forever.
+                let r = tokio::select! {
+                    r = ack_loop(&mut reader, timeout, &sent, &acked) => r,
+                    _ = link.cancelled() => Err(End::Stopped),
+                };
                 link.cancel();
                 r
             })
@@ -367,10 +372,11 @@ impl Link {
             acked = acked.load(Ordering::Relaxed),
             "link ends"
         );
-        // The first cause: the replica's side, then the socket, then the producer.
+        // The first cause: the replica's side, then the socket, then the producer (whose
+        // `Closed` only says that the writer went away: the writer's error is the cause).
         match (ended, read, wrote) {
-            (Err(End::Stopped), Err(r), _) if !matches!(r, End::Stopped) => Err(r),
-            (Err(End::Stopped), _, Err(w)) => Err(w),
+            (Err(End::Stopped | End::Closed), Err(r), _) if !matches!(r, End::Stopped) => Err(r),
+            (Err(End::Stopped | End::Closed), _, Err(w)) => Err(w),
             (e, _, _) => e,
         }
     }

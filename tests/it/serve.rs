@@ -1,23 +1,32 @@
 //! `pitr serve`: real redis-server replicas of the archive. A replica of `--to <checkpoint>`
 //! equals the master at that checkpoint once its offset reaches the cut (the archived
-//! master's own offsets); a replica of `--follow` converges to the master; a replica whose
-//! link breaks resumes with `+CONTINUE`; a client that sends garbage gets an error and the
-//! others are not disturbed.
+//! master's own offsets), for replicas of Redis 5.0 to 7.4 and Valkey 9.1; a replica of
+//! `--follow` converges to the master; a replica whose link breaks, or whose `pitr serve` is
+//! killed and started again, resumes with `+CONTINUE`; a client that sends garbage, closes in
+//! the middle of a snapshot or stops reading gets dropped and the others are not disturbed.
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::archiving::*;
-use crate::support::state::{diff, drop_expired, logical_state, without_idle_consumers};
-use crate::support::workload::Workload;
+use crate::support::state::{
+    align_expiries, diff, drop_expired, logical_state, without_idle_consumers,
+};
+use crate::support::workload::{Checkpoint, Workload};
 use crate::support::*;
 
 /// `pitr serve --store <archive> --listen 127.0.0.1:<port> <mode…> --json`, and what it
 /// printed once listening.
 fn serve(archive: &Archive, mode: &[&str]) -> (PitrProcess, u16, Value) {
-    let port = free_port();
+    serve_on(free_port(), archive, mode)
+}
+
+/// [`serve`] on a given port.
+fn serve_on(port: u16, archive: &Archive, mode: &[&str]) -> (PitrProcess, u16, Value) {
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec![
         "serve",
@@ -84,11 +93,24 @@ fn assert_same(what: &str, want: &Value, got: &Value) {
     }
 }
 
-#[test]
-fn a_replica_of_serve_to_each_checkpoint_equals_it() {
-    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+/// The fidelity workload on a master of `bin` while it is archived: some history before the
+/// archiver attaches (it lands in the snapshot), then three checkpoints.
+struct Archived {
+    archive: Archive,
+    checkpoints: Vec<Checkpoint>,
+    /// The master's `master_repl_offset` after the workload's writes before each checkpoint,
+    /// and after the checkpoint (the master may write on its own meanwhile: a `DEL` of an
+    /// expired key, the `REPLCONF GETACK` of the checkpoint's `WAIT`).
+    offsets: Vec<std::ops::RangeInclusive<u64>>,
+    /// When the workload began.
+    began_ms: u64,
+}
+
+fn archive_workload(bin: &Path, seed: u64) -> Archived {
+    let began_ms = now_ms();
+    let master = RedisServer::start_with(bin, &[("repl-diskless-sync-delay", "0")]);
     let archive = Archive::local();
-    let mut w = Workload::new(20261206);
+    let mut w = Workload::new(seed);
     let mut con = master.client();
     w.run_step(&mut con, 800);
     let p = archive.archiver(&master, &["--flush-interval", "200ms"]);
@@ -97,18 +119,140 @@ fn a_replica_of_serve_to_each_checkpoint_equals_it() {
     let mut offsets = vec![];
     for _ in 0..3 {
         w.run_step(&mut con, 1500);
-        checkpoints.push(w.checkpoint(&mut con, &master));
-        offsets.push(master_offset(&master));
+        let before = master_offset(&master);
+        if servers::version(bin).0 >= 6 {
+            checkpoints.push(w.checkpoint(&mut con, &master));
+        } else {
+            // As `Workload::checkpoint`, with a state `logical_state` can read.
+            assert_eq!(wait_archived(&mut con, 5000), 1);
+            std::thread::sleep(Duration::from_millis(2));
+            let time_ms = now_ms();
+            let state = readable_state(bin, &master, time_ms);
+            std::thread::sleep(Duration::from_millis(2));
+            checkpoints.push(Checkpoint { time_ms, state });
+        }
+        offsets.push(before..=master_offset(&master));
     }
     exec(&mut con, &["SET", "serve:end", "1"]);
     assert_eq!(wait_archived(&mut con, 5000), 1);
     p.stop_gracefully(Duration::from_secs(30));
+    Archived {
+        archive,
+        checkpoints,
+        offsets,
+        began_ms,
+    }
+}
 
+/// `logical_state` of `r`; for a Redis 5.0 server (whose streams `logical_state` cannot read:
+/// no `XINFO STREAM … FULL`) that of a Redis 6.2 server holding a copy of every key made by
+/// `DUMP` and `RESTORE` (values and consumer groups as serialized; TTLs from `PTTL`, a few
+/// milliseconds late).
+fn readable_state(bin: &Path, r: &RedisServer, cutoff: u64) -> Value {
+    if servers::version(bin).0 >= 6 {
+        return logical_state(r, cutoff);
+    }
+    let copy = RedisServer::start_with(&servers::redis_6_2(), &[]);
+    let mut from = r.client();
+    let mut to = copy.client();
+    let dbs: Vec<String> = r
+        .info("keyspace")
+        .keys()
+        .filter_map(|k| k.strip_prefix("db").map(str::to_string))
+        .collect();
+    for db in dbs {
+        exec(&mut from, &["SELECT", &db]);
+        exec(&mut to, &["SELECT", &db]);
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut from).unwrap();
+        for k in keys {
+            let (dump, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
+                .cmd("DUMP")
+                .arg(&k)
+                .cmd("PTTL")
+                .arg(&k)
+                .query(&mut from)
+                .unwrap();
+            let Some(dump) = dump else { continue };
+            let _: () = redis::cmd("RESTORE")
+                .arg(&k)
+                .arg(pttl.max(0))
+                .arg(dump)
+                .query(&mut to)
+                .unwrap();
+        }
+    }
+    logical_state(&copy, cutoff)
+}
+
+/// Every checkpoint of `a`, served with `--to`, into a replica of each of `replicas` at once:
+/// each equals the checkpoint once its offset reached the cut (the master's offset then).
+/// `relative_ttls`: the archived master (before 7.0) propagated `EXPIRE`, `SET … EX` as
+/// sent, so a replica applies them from when it replays them, not from when the master ran
+/// them: its TTLs are later than the master's by at most the time since the workload began.
+fn replicas_equal_each_checkpoint(a: &Archived, replicas: &[PathBuf], relative_ttls: bool) {
+    for (i, cp) in a.checkpoints.iter().enumerate() {
+        let (serve, port, v) = serve(&a.archive, &["--to", &cp.time_ms.to_string()]);
+        let cut = v["cut_offset"].as_u64().unwrap();
+        assert!(
+            a.offsets[i].contains(&cut),
+            "checkpoint {i}: {v} {:?}",
+            a.offsets[i]
+        );
+        let started: Vec<RedisServer> = replicas
+            .iter()
+            .map(|bin| RedisServer::start_with(bin, &[("replicaof", &format!("127.0.0.1 {port}"))]))
+            .collect();
+        for (bin, replica) in replicas.iter().zip(&started) {
+            let what = format!("checkpoint {i} into {}", bin.display());
+            wait_offset(replica, cut, &serve);
+            // Short TTLs (under 2.5 s) pass before the cutoff on both sides.
+            let cutoff = now_ms() + 5000;
+            let want = without_idle_consumers(&drop_expired(&cp.state, cutoff));
+            let mut got = without_idle_consumers(&readable_state(bin, replica, cutoff));
+            if relative_ttls {
+                let slack = (now_ms() - a.began_ms) as i64 + 1000;
+                got = align_expiries(&want, &got, slack);
+            }
+            assert_same(&what, &want, &got);
+            assert_eq!(
+                replica.info("replication")["master_replid"],
+                v["replid"].as_str().unwrap(),
+                "{what}"
+            );
+        }
+        let log = serve.stderr();
+        assert_eq!(
+            log.matches("full sync: +FULLRESYNC").count(),
+            replicas.len(),
+            "{log}"
+        );
+    }
+}
+
+/// The workload of a Redis 7.0 master into Redis 7.4 and Valkey 9.1 replicas (RDB 10 loads
+/// in both), and of a Redis 5.0 master (RDB 9) into Redis 5.0 and 6.2 replicas, every
+/// checkpoint served by `--to`.
+#[test]
+fn the_fidelity_workload_served_to_replicas_of_5_0_6_2_7_4_and_valkey_9_1() {
+    let a = archive_workload(&redis_server::redis_server_bin(), 20261207);
+    replicas_equal_each_checkpoint(&a, &[servers::redis_7_4(), servers::valkey_9_1()], false);
+    let a = archive_workload(&servers::redis_5_0(), 20261208);
+    replicas_equal_each_checkpoint(&a, &[servers::redis_5_0(), servers::redis_6_2()], true);
+}
+
+#[test]
+fn a_replica_of_serve_to_each_checkpoint_equals_it() {
+    let Archived {
+        archive,
+        checkpoints,
+        offsets,
+        ..
+    } = archive_workload(&redis_server::redis_server_bin(), 20261206);
     for (i, cp) in checkpoints.iter().enumerate() {
         let (serve, port, v) = serve(&archive, &["--to", &cp.time_ms.to_string()]);
         let cut = v["cut_offset"].as_u64().unwrap();
         // Nothing was written between the checkpoint and the offset read after it.
-        assert_eq!(cut, offsets[i], "checkpoint {i}: {v}");
+        assert_eq!(cut, *offsets[i].end(), "checkpoint {i}: {v}");
         assert_eq!(v["replid"].as_str().unwrap().len(), 40, "{v}");
         let replica = replica_of(port);
         if i == 0 {
@@ -277,4 +421,199 @@ fn serve_requires_the_password_and_refuses_a_replica_too_old_for_the_rdb() {
         redis.cmd(&["GET", "b"]),
         redis::Value::BulkString(b"2".to_vec())
     );
+}
+
+/// Waits until `r` has the master's offset and equals it.
+fn caught_up(master: &RedisServer, r: &RedisServer, serve: &PitrProcess, what: &str) {
+    wait_offset(r, master_offset(master), serve);
+    let cutoff = now_ms() + 5000;
+    let want = without_idle_consumers(&logical_state(master, cutoff));
+    let got = without_idle_consumers(&logical_state(r, cutoff));
+    assert_same(what, &want, &got);
+}
+
+/// The whole log file of `r` (its tail may not reach back to the first sync).
+fn server_log(r: &RedisServer) -> String {
+    std::fs::read_to_string(r.log_path()).unwrap_or_default()
+}
+
+#[test]
+fn serve_follow_killed_and_started_again_on_its_port_resumes_the_replica_with_continue() {
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let archive = Archive::local();
+    let mut w = Workload::new(11);
+    let mut con = master.client();
+    w.run_step(&mut con, 300);
+    let p = archive.archiver(&master, &["--flush-interval", "200ms"]);
+    wait_online(&master, Duration::from_secs(60));
+    w.run_step(&mut con, 300);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    let follow = ["--follow", "--poll-interval", "200ms"];
+    let (first, port, _) = serve(&archive, &follow);
+    let replica = replica_of(port);
+    w.run_step(&mut con, 300);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&master, &replica, &first, "before the kill");
+    assert_eq!(
+        first.stderr().matches("full sync: +FULLRESYNC").count(),
+        1,
+        "{}",
+        first.log()
+    );
+
+    // Killed: no goodbye. The master writes on while the replica has no master.
+    first.kill9();
+    w.run_step(&mut con, 400);
+    wait_until_msg(
+        Duration::from_secs(30),
+        "the replica to see its link down",
+        || replica.info("replication")["master_link_status"] == "down",
+    );
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    let (second, again, _) = serve_on(port, &archive, &follow);
+    assert_eq!(again, port);
+    // Writes while the replica reconnects and after.
+    for _ in 0..3 {
+        w.run_step(&mut con, 300);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&master, &replica, &second, "after the restart");
+    let log = second.stderr();
+    assert!(log.contains("partial resync: +CONTINUE at offset"), "{log}");
+    assert!(!log.contains("full sync"), "{log}");
+    let rlog = server_log(&replica);
+    assert!(
+        rlog.contains("Successful partial resynchronization"),
+        "{rlog}"
+    );
+    // One full sync in the replica's life: the first.
+    assert_eq!(
+        rlog.matches("MASTER <-> REPLICA sync: Finished with success")
+            .count(),
+        1,
+        "{rlog}"
+    );
+    // And it keeps following.
+    w.run_step(&mut con, 300);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&master, &replica, &second, "still following");
+    drop(p);
+}
+
+/// Connects and asks for a full sync as a replica would (inline, as a `SYNC` fallback is).
+fn psync_client(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"PSYNC ? -1\r\n").unwrap();
+    s
+}
+
+/// Reads from `s` until `n` bytes came (or the connection ended); how many came.
+fn read_some(s: &mut TcpStream, n: usize, timeout: Duration) -> usize {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0;
+    while got < n {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    got
+}
+
+#[test]
+fn clients_that_close_mid_snapshot_stop_reading_or_send_garbage_do_not_disturb_a_replica() {
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let mut con = master.client();
+    // A snapshot of about 20 MB, incompressible values: far more than the socket buffers.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in 0..200 {
+        let mut c = redis::cmd("MSET");
+        for i in 0..1000 {
+            let v: String = (0..6)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{x:016x}")
+                })
+                .collect();
+            c.arg(format!("k:{chunk}:{i}")).arg(v);
+        }
+        let _: () = c.query(&mut con).unwrap();
+    }
+    let archive = Archive::local();
+    let p = archive.archiver(&master, &["--flush-interval", "200ms"]);
+    wait_online(&master, Duration::from_secs(60));
+    exec(&mut con, &["SET", "after", "1"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    let (serve, port, _) = serve(
+        &archive,
+        &["--follow", "--poll-interval", "200ms", "--timeout", "5s"],
+    );
+
+    // One stops reading after the first bytes; one reads a megabyte and goes away; the real
+    // replica syncs meanwhile.
+    let mut stuck = psync_client(port);
+    assert!(read_some(&mut stuck, 1, Duration::from_secs(30)) > 0);
+    let mut leaving = psync_client(port);
+    assert!(read_some(&mut leaving, 1 << 20, Duration::from_secs(30)) >= 1 << 20);
+    let replica = replica_of(port);
+    wait_until_msg(Duration::from_secs(30), "three full syncs", || {
+        serve.stderr().matches("full sync: +FULLRESYNC").count() == 3
+    });
+    drop(leaving);
+    let got = raw_exchange(port, b"*2\r\n$4\r\nPSYNC\r\n*x\r\n");
+    assert!(got.starts_with("-ERR Protocol error"), "{got:?}");
+    exec(&mut con, &["SET", "while", "syncing"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&master, &replica, &serve, "beside the others");
+    assert_eq!(replica.cmd(&["DBSIZE"]), redis::Value::Int(200_002));
+
+    // The stuck one is dropped once a write to it waits longer than --timeout, and its
+    // connection closed: what it did not read, then the end.
+    let t = Instant::now();
+    wait_until_msg(
+        Duration::from_secs(30),
+        &format!("the stuck client dropped: {}", serve.log()),
+        || serve.stderr().contains("timed out writing to the replica"),
+    );
+    let n = read_some(&mut stuck, usize::MAX, Duration::from_secs(10));
+    assert!(n < 30 << 20, "{n}");
+    let mut one = [0u8; 1];
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let closed = match stuck.read(&mut one) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(
+        closed,
+        "the stuck client's connection is still open after {:?}: {}",
+        t.elapsed(),
+        serve.log()
+    );
+    let log = serve.stderr();
+    assert!(log.contains("protocol error"), "{log}");
+    // The one that left: its end logged, as a closed connection or a failed write.
+    assert!(
+        log.matches("replica dropped").count() + log.matches("closed the connection").count() >= 3,
+        "{log}"
+    );
+    // The replica goes on following.
+    exec(&mut con, &["SET", "later", "1"]);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    caught_up(&master, &replica, &serve, "after the others left");
+    assert_eq!(
+        replica.info("replication")["master_link_status"],
+        "up",
+        "{}",
+        serve.log()
+    );
+    drop(p);
 }
