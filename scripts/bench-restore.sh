@@ -209,8 +209,8 @@ wait_acked() {
 
 # The snapshot offset of the only generation of an archive.
 snapshot_offset() {
-  "$PITR" ls --store "$1" --json | tr -d ' \n' | grep -o '"snapshots":\[{"offset":[0-9]*' \
-    | head -n1 | grep -o '[0-9]*$'
+  "$PITR" ls --store "$1" --json \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["generations"][0]["snapshots"][0]["offset"])'
 }
 
 # timed_restore OUT ARGS...: runs `pitr restore ARGS --json` under GNU time; the report goes
