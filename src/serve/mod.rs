@@ -90,6 +90,17 @@ impl Server {
             Mode::To(t) => Some(moment::plan_moment(&cfg.store, t, true).await?),
             Mode::Follow => None,
         };
+        Server::bind_with(cfg, moment).await
+    }
+
+    /// Binds a server of `moment`, already planned (a restore's plan, see
+    /// [`moment::moment_of_plan`]); `cfg.mode` must be [`Mode::To`].
+    pub async fn bind_moment(cfg: ServeConfig, moment: Moment) -> Result<Server, ServeError> {
+        debug_assert!(matches!(cfg.mode, Mode::To(_)) && moment.cut.is_some());
+        Server::bind_with(cfg, Some(moment)).await
+    }
+
+    async fn bind_with(cfg: ServeConfig, moment: Option<Moment>) -> Result<Server, ServeError> {
         let listener =
             TcpListener::bind(cfg.listen)
                 .await
@@ -102,28 +113,6 @@ impl Server {
             shared: Arc::new(conn::Shared {
                 cfg,
                 moment,
-                next_id: Default::default(),
-            }),
-            one: None,
-        })
-    }
-
-    /// Binds a server of `moment`, already planned (a restore's plan, see
-    /// [`moment::moment_of_plan`]); `cfg.mode` must be [`Mode::To`].
-    pub async fn bind_moment(cfg: ServeConfig, moment: Moment) -> Result<Server, ServeError> {
-        debug_assert!(matches!(cfg.mode, Mode::To(_)) && moment.cut.is_some());
-        let listener =
-            TcpListener::bind(cfg.listen)
-                .await
-                .map_err(|source| ServeError::Listen {
-                    addr: cfg.listen,
-                    source,
-                })?;
-        Ok(Server {
-            listener,
-            shared: Arc::new(conn::Shared {
-                cfg,
-                moment: Some(moment),
                 next_id: Default::default(),
             }),
             one: None,
