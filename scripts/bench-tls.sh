@@ -12,7 +12,7 @@
 #   stream     both archivers stopped, BENCH_TLS_COMMANDS SETs written (redis-benchmark), then
 #              each archiver started again: from start until a PUBLISH + WAIT 1 after the
 #              writes is acknowledged (its partial resync reads the backlog as fast as it can).
-#   target     `pitr restore --to latest --target` of the plain archive into one empty server,
+#   target     `pitr restore --to latest --via commands --target` of the plain archive into one empty server,
 #              through its `port` and its `tls-port` (the report's seconds).
 # The medians of BENCH_TLS_ROUNDS rounds are printed.
 #
@@ -134,7 +134,7 @@ target() {
   redis-cli -p "$TPORT" flushall >/dev/null
   if [ "$1" = tls ]; then u="rediss://127.0.0.1:$TTLS"; else u="redis://127.0.0.1:$TPORT"; fi
   # shellcheck disable=SC2046
-  "$PITR" restore --store "$2" --to latest --target "$u" $(tls_args "$1") --json >"$out" 2>"$out.err" \
+  "$PITR" restore --store "$2" --to latest --via commands --target "$u" $(tls_args "$1") --json >"$out" 2>"$out.err" \
     || die "restore $1 failed: $(tail -n 3 "$out.err")"
   json_num seconds <"$out"
 }

@@ -24,7 +24,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
@@ -231,6 +231,9 @@ pub fn set_default(tls: Arc<Tls>) {
     *DEFAULT.write().unwrap_or_else(|p| p.into_inner()) = Some(tls);
 }
 
+/// What one read of a TLS connection's socket takes at most (see [`handshake`]).
+const TLS_READ_BUFFER: usize = 64 << 10;
+
 /// The TLS handshake over `tcp` (dialled to `host`) by `deadline`: verified as `tls` says,
 /// with SNI the server-name override or `host` (none for an IP address). A failed
 /// verification's error says what is wrong with the certificate and what was trusted.
@@ -243,6 +246,9 @@ pub async fn handshake(
     let name = tls.server_name(host)?;
     let shown = name.to_str().into_owned();
     let connector = TlsConnector::from(tls.config.clone());
+    // rustls reads the socket 4 KiB at a time: a bulk stream (a replica link, a restore's
+    // replies) would cost a system call per 4 KiB. The buffer beneath it reads TLS_READ_BUFFER.
+    let tcp = BufReader::with_capacity(TLS_READ_BUFFER, tcp);
     match tokio::time::timeout_at(deadline, connector.connect(name, tcp)).await {
         Ok(Ok(s)) => Ok(ClientTls(s)),
         Ok(Err(e)) => Err(handshake_error(e, &shown, tls)),
@@ -283,10 +289,10 @@ fn handshake_error(e: std::io::Error, name: &str, tls: &Tls) -> std::io::Error {
 /// A TLS connection to a server: the stream, whose errors say what an alert from the server
 /// most likely means. With TLS 1.3 a server that refuses the client's certificate (or its
 /// absence) says so only after the handshake, on the first read.
-pub struct ClientTls(TlsStream<TcpStream>);
+pub struct ClientTls(TlsStream<BufReader<TcpStream>>);
 
 impl ClientTls {
-    pub fn get_ref(&self) -> &TlsStream<TcpStream> {
+    pub fn get_ref(&self) -> &TlsStream<BufReader<TcpStream>> {
         &self.0
     }
 }

@@ -254,28 +254,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     serve_metrics(metrics_addr, ready, stop_metrics).await?;
     tracing::info!(source = %cfg.source.addr(), store = %redact_store_url(cfg.store.url()),
         flush_interval_ms = cfg.flush_interval.as_millis() as u64, "pitr archive starting");
-    let shutdown = CancellationToken::new();
-    let request = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        for n in 0.. {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if n == 0 {
-                tracing::info!("shutdown requested: flushing what was received");
-                request.cancel();
-            } else {
-                tracing::warn!("second signal: exiting without waiting for the flush");
-                std::process::exit(130);
-            }
-        }
-    });
+    let shutdown = crate::args::stop_on_signal("flushing what was received");
     if let Some((source, store_url, name)) = cluster {
         tracing::info!(seeds = ?source.seeds, "archiving a Redis Cluster: one archive per shard");
         let c = ClusterArchive {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
 use redis_pitr::archive::fetch::{self, FetchConfig};
 use redis_pitr::archive::lease::{LeaseConfig, MIN_TTL};
@@ -371,7 +372,7 @@ pub fn metrics_addr(
 pub async fn serve_metrics(
     addr: Option<(String, bool)>,
     ready: redis_pitr::metrics::Readiness,
-    stop: tokio_util::sync::CancellationToken,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some((addr, given)) = addr else {
         return Ok(());
@@ -404,6 +405,32 @@ pub fn compaction_with_run(
         },
         ..base
     })
+}
+
+/// A token cancelled at the first SIGTERM or SIGINT, after logging `what` ("shutdown
+/// requested: <what>"); a second signal exits at once with 130 (128 + SIGINT), without waiting
+/// for the orderly stop. Without a SIGTERM handler (it cannot be installed), only SIGINT stops.
+pub fn stop_on_signal(what: &'static str) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let request = stop.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for n in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                Some(()) = async { term.as_mut()?.recv().await } => {}
+            }
+            if n == 0 {
+                tracing::info!("shutdown requested: {what}");
+                request.cancel();
+            } else {
+                tracing::warn!("second signal: exiting without waiting for the orderly stop");
+                std::process::exit(130);
+            }
+        }
+    });
+    stop
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
 use redis_pitr::archive::store::redact_store_url;
 use redis_pitr::replay::plan::{fmt_ms, Target};
@@ -178,21 +177,7 @@ pub async fn run(r: ServeRun) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
-    let stop = CancellationToken::new();
-    let request = stop.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutdown requested: closing the replica links");
-        request.cancel();
-    });
+    let stop = crate::args::stop_on_signal("closing the replica links");
     server.run(stop).await?;
     Ok(())
 }

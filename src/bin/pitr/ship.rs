@@ -144,21 +144,7 @@ fn print(out: &mut Out, r: &ShipReport, json: bool) -> anyhow::Result<()> {
 pub async fn run(cfg: ShipRun) -> anyhow::Result<()> {
     tracing::info!(from = %redact_store_url(cfg.src.url()), to = %redact_store_url(cfg.dst.url()),
         follow = cfg.follow.is_some(), "pitr ship starting");
-    let stop = CancellationToken::new();
-    let request = stop.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutdown requested: stopping after the object being shipped");
-        request.cancel();
-    });
+    let stop = crate::args::stop_on_signal("stopping after the object being shipped");
     let stop_metrics = CancellationToken::new();
     let _stop_metrics = stop_metrics.clone().drop_guard();
     let ready: metrics::Readiness = Arc::new(|| metrics::global().ship_ready());
