@@ -9,7 +9,10 @@
 #             redis-server told `REPLICAOF` a `pitr serve --to offset:<snapshot>` until its
 #             link is up, the sync done and the keys loaded; the replica both with the default
 #             `repl-diskless-load disabled` (RDB to disk, then loaded) and with
-#             `repl-diskless-load on-empty-db` (loaded from the socket) (target: at most 1.1).
+#             `repl-diskless-load on-empty-db` (loaded from the socket); next to them, a
+#             replica of a real master started on the same RDB (what any full sync costs),
+#             and `pitr restore --via replication` into an empty server, from start to exit
+#             (target: at most 1.1 of the native load).
 #   replay    one million SETs archived from a live master, served by
 #             `pitr serve --to latest` to an empty replica until its offset reaches the cut,
 #             next to `redis-cli --pipe` of the same commands (the incremental AOF that
@@ -169,7 +172,7 @@ replica_synced() {
 section_snapshot() {
   banner "snapshot: DEBUG POPULATE $KEYS key $VALUE; a replica of pitr serve vs the native load"
   local mport mpid store="$WORK/snap-archive" snap rdb rdb_mb r t0 tport tpid mode
-  local native=() disk=() socket=() logged=()
+  local native=() disk=() socket=() logged=() real=() via=()
   start_redis snap-master "rdbcompression no" "repl-diskless-sync yes" "repl-diskless-sync-delay 0"
   mport=$REDIS_PORT mpid=$REDIS_PID
   redis-cli -p "$mport" debug populate "$KEYS" key "$VALUE" >/dev/null
@@ -225,6 +228,45 @@ section_snapshot() {
       rm -rf "${WORK:?}/snap-replica"
     done
     log "round $r: replica (repl-diskless-load disabled) ${disk[-1]} s, (on-empty-db) ${socket[-1]} s"
+
+    # The same full sync from a real master: a server started on the RDB (diskless sync, no
+    # delay), an empty replica (on-empty-db) told REPLICAOF, until synced and loaded.
+    rm -rf "${WORK:?}/snap-real"
+    mkdir -p "$WORK/snap-real"
+    cp "$rdb" "$WORK/snap-real/dump.rdb"
+    start_redis snap-real "dbfilename dump.rdb" "repl-diskless-sync yes" "repl-diskless-sync-delay 0"
+    local rport=$REDIS_PORT rpid=$REDIS_PID
+    wait_loaded "$rport" "$rpid"
+    rm -rf "${WORK:?}/snap-replica"
+    start_redis snap-replica "repl-diskless-load on-empty-db" "dbfilename dump.rdb"
+    tport=$REDIS_PORT tpid=$REDIS_PID
+    sync
+    t0="$(now)"
+    redis-cli -p "$tport" replicaof 127.0.0.1 "$rport" >/dev/null
+    until replica_synced "$tport"; do
+      kill -0 "$tpid" 2>/dev/null || die "the replica exited: $(tail -n 5 "$REDIS_DIR/redis.log")"
+      sleep 0.02
+    done
+    real+=("$(elapsed "$t0")")
+    [ "$(dbsize "$tport")" = "$KEYS" ] || die "replica of the real master: $(dbsize "$tport") keys"
+    stop_redis_pid "$tpid"
+    stop_redis_pid "$rpid"
+    rm -rf "${WORK:?}/snap-replica" "${WORK:?}/snap-real"
+
+    # The restore itself: `pitr restore --via replication` into an empty server, start to exit.
+    rm -rf "${WORK:?}/snap-target"
+    start_redis snap-target "dbfilename dump.rdb"
+    tport=$REDIS_PORT tpid=$REDIS_PID
+    sync
+    t0="$(now)"
+    "$PITR" restore --store "$store" --to "offset:$snap" --target "redis://127.0.0.1:$tport" \
+      --via replication --json >"$WORK/snap-via.json" 2>"$WORK/snap-via.err" \
+      || die "restore --via replication: $(tail -n 5 "$WORK/snap-via.err")"
+    via+=("$(elapsed "$t0")")
+    [ "$(dbsize "$tport")" = "$KEYS" ] || die "restore --via replication: $(dbsize "$tport") keys"
+    stop_redis_pid "$tpid"
+    rm -rf "${WORK:?}/snap-target"
+    log "round $r: replica of a real master ${real[-1]} s; pitr restore --via replication ${via[-1]} s"
   done
   # pitr's own part: the same full sync read by a client that only counts the bytes.
   local raw
@@ -252,14 +294,21 @@ EOF
   echo "snapshot: native start-up load $n s (start to loading:0; logged 'DB loaded from disk' $(best_min "${logged[@]}") s)"
   echo "snapshot: replica of pitr serve --to, repl-diskless-load disabled (default): $d s (REPLICAOF to synced and loaded), ratio $(calc "$d / $n" %.2f) (target <= 1.10: $(awk -v x="$d" -v y="$n" 'BEGIN { print (x / y <= 1.1 ? "met" : "NOT met") }'))"
   echo "snapshot: replica of pitr serve --to, repl-diskless-load on-empty-db: $s s, ratio $(calc "$s / $n" %.2f) (target <= 1.10: $(awk -v x="$s" -v y="$n" 'BEGIN { print (x / y <= 1.1 ? "met" : "NOT met") }'))"
-  local rd=() rs=()
+  local m v
+  m="$(best_min "${real[@]}")"
+  v="$(best_min "${via[@]}")"
+  echo "snapshot: replica of a real master holding the same RDB (diskless sync, on-empty-db): $m s, ratio $(calc "$m / $n" %.2f) (what any full sync costs)"
+  echo "snapshot: pitr restore --via replication into an empty server (start to exit): $v s, ratio $(calc "$v / $n" %.2f) (target <= 1.10: $(awk -v x="$v" -v y="$n" 'BEGIN { print (x / y <= 1.1 ? "met" : "NOT met") }'))"
+  local rd=() rs=() rr=() rv=()
   for ((r = 0; r < ROUNDS; r++)); do
     rd+=("$(calc "${disk[r]} / ${native[r]}" %.2f)")
     rs+=("$(calc "${socket[r]} / ${native[r]}" %.2f)")
+    rr+=("$(calc "${real[r]} / ${native[r]}" %.2f)")
+    rv+=("$(calc "${via[r]} / ${native[r]}" %.2f)")
   done
   echo "snapshot: pitr serve's part: the whole full sync (+FULLRESYNC and $rdb_mb MB of RDB) read by a client that only counts the bytes: $raw s"
-  echo "snapshot: median of the rounds' ratios: disabled $(median "${rd[@]}") (${rd[*]}), on-empty-db $(median "${rs[@]}") (${rs[*]})"
-  echo "snapshot: runs: native ${native[*]}; replica (disk) ${disk[*]}; replica (on-empty-db) ${socket[*]}"
+  echo "snapshot: median of the rounds' ratios: disabled $(median "${rd[@]}") (${rd[*]}), on-empty-db $(median "${rs[@]}") (${rs[*]}), real master $(median "${rr[@]}") (${rr[*]}), restore --via replication $(median "${rv[@]}") (${rv[*]})"
+  echo "snapshot: runs: native ${native[*]}; replica (disk) ${disk[*]}; replica (on-empty-db) ${socket[*]}; replica of a real master ${real[*]}; restore --via replication ${via[*]}"
 }
 
 # --- replay ---------------------------------------------------------------------------------
