@@ -141,7 +141,84 @@ impl CommandSink for CommandFile {
             Outgoing::Args(args) => CommandFile::command(self, args).await,
         }
     }
+
+    async fn delete_slots(
+        &mut self,
+        _db: u32,
+        ranges: &[(u16, u16)],
+        _filter: &Filter,
+    ) -> Result<bool, RestoreError> {
+        CommandFile::command(self, &trim_slots_script(ranges)).await?;
+        Ok(true)
+    }
 }
+
+/// `TRIMSLOTS RANGES n start end…` as a command every server loads from an AOF: only a Redis
+/// 8.4+ cluster node knows `TRIMSLOTS`, and which keys it deletes is known only once the
+/// files are loaded (the snapshot is copied as it is, its keys not listed). So the AOF gets a
+/// script that deletes, in the database selected there, every key whose slot (computed as
+/// `keyHashSlot` does: CRC16 of the key or its hash tag) is in the ranges. The keys the
+/// files hold are all this shard's (a selective restore wrote only the selected ones), so
+/// that is exactly what `TRIMSLOTS` deleted. `SCAN` in a script that then writes needs
+/// effects replication before Redis 5, hence `redis.replicate_commands()` where it exists.
+pub fn trim_slots_script(ranges: &[(u16, u16)]) -> Vec<Bytes> {
+    let mut args = Vec::with_capacity(3 + 2 * ranges.len());
+    args.push(Bytes::from_static(b"EVAL"));
+    args.push(Bytes::from_static(TRIM_SLOTS_LUA.as_bytes()));
+    args.push(Bytes::from_static(b"0"));
+    for &(a, b) in ranges {
+        args.push(Bytes::from(a.to_string()));
+        args.push(Bytes::from(b.to_string()));
+    }
+    args
+}
+
+const TRIM_SLOTS_LUA: &str = r#"-- pitr: TRIMSLOTS RANGES as deletes
+if redis.replicate_commands then redis.replicate_commands() end
+local band, bxor, lshift = bit.band, bit.bxor, bit.lshift
+local ranges = {}
+for i = 1, #ARGV - 1, 2 do
+  ranges[#ranges + 1] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1])}
+end
+local function crc16(s, from, to)
+  local crc = 0
+  for p = from, to do
+    crc = bxor(crc, lshift(string.byte(s, p), 8))
+    for _ = 1, 8 do
+      if band(crc, 0x8000) ~= 0 then
+        crc = band(bxor(lshift(crc, 1), 0x1021), 0xffff)
+      else
+        crc = band(lshift(crc, 1), 0xffff)
+      end
+    end
+  end
+  return crc
+end
+local function slot(k)
+  local from, to = 1, #k
+  local open = string.find(k, '{', 1, true)
+  if open then
+    local close = string.find(k, '}', open + 1, true)
+    if close and close > open + 1 then from, to = open + 1, close - 1 end
+  end
+  return band(crc16(k, from, to), 0x3fff)
+end
+local cursor, deleted = '0', 0
+repeat
+  local r = redis.call('SCAN', cursor, 'COUNT', 1000)
+  cursor = r[1]
+  for _, k in ipairs(r[2]) do
+    local s = slot(k)
+    for _, g in ipairs(ranges) do
+      if s >= g[1] and s <= g[2] then
+        deleted = deleted + redis.call('DEL', k)
+        break
+      end
+    end
+  end
+until cursor == '0'
+return deleted
+"#;
 
 /// A file operation of the restore failed: `op` says what it was doing ("create", "write"...).
 fn fio(path: &Path, op: &'static str, source: std::io::Error) -> RestoreError {
@@ -589,6 +666,17 @@ impl Sink for FilesWriter {
             Outgoing::Archived { raw, .. } => self.command_encoded(raw).await,
             Outgoing::Args(args) => FilesWriter::command(self, args).await,
         }
+    }
+
+    /// `TRIMSLOTS` as a script that deletes the keys of those slots ([`trim_slots_script`]).
+    async fn delete_slots(
+        &mut self,
+        _db: u32,
+        ranges: &[(u16, u16)],
+        _filter: &Filter,
+    ) -> Result<bool, RestoreError> {
+        FilesWriter::command(self, &trim_slots_script(ranges)).await?;
+        Ok(true)
     }
 
     /// Without `--db`/`--match` the AOF holds only the commands after the snapshot: they can

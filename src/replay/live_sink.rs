@@ -157,6 +157,55 @@ impl LiveSink {
     }
 }
 
+impl LiveSink {
+    /// Deletes the keys of database `db` (every database: `None`) that `pick` takes: they
+    /// are found on a connection of their own (this one may be inside a `MULTI`) once
+    /// everything sent before is answered, and deleted on this one, in order with the
+    /// commands around them.
+    async fn delete_where(
+        &mut self,
+        db: Option<u32>,
+        pick: impl Fn(u32, &[u8]) -> bool,
+    ) -> Result<(), RestoreError> {
+        self.target.sync().await?;
+        let mut scan =
+            LiveTarget::connect_with_timeout(&self.url, self.password.clone(), self.timeout)
+                .await?;
+        let dbs = match db {
+            Some(db) => vec![db],
+            None => scan.databases().await?,
+        };
+        for d in dbs {
+            let keys = scan.scan_keys(d, |k| pick(d, k)).await?;
+            if keys.is_empty() {
+                continue;
+            }
+            let select = |db: u32| [Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
+            if d != self.db {
+                self.target.send(&select(d)).await?;
+            }
+            // A cluster node deletes the keys of one slot per command.
+            let mut by_slot = std::collections::BTreeMap::<u16, Vec<Bytes>>::new();
+            for k in keys {
+                by_slot
+                    .entry(crate::cluster::slot::key_slot(&k))
+                    .or_default()
+                    .push(k);
+            }
+            for chunk in by_slot.values().flat_map(|keys| keys.chunks(512)) {
+                let mut del = Vec::with_capacity(chunk.len() + 1);
+                del.push(Bytes::from_static(b"DEL"));
+                del.extend(chunk.iter().cloned());
+                self.target.send(&del).await?;
+            }
+            if d != self.db {
+                self.target.send(&select(self.db)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Sink for LiveSink {
     fn values_by_restore(&self) -> bool {
         self.by_restore
@@ -231,41 +280,24 @@ impl Sink for LiveSink {
         db: Option<u32>,
         filter: &Filter,
     ) -> Result<bool, RestoreError> {
-        self.target.sync().await?;
-        let mut scan =
-            LiveTarget::connect_with_timeout(&self.url, self.password.clone(), self.timeout)
-                .await?;
-        let dbs = match db {
-            Some(db) => vec![db],
-            None => scan.databases().await?,
-        };
-        for d in dbs {
-            let keys = scan.scan_keys(d, |k| filter.key_in_scope(d, k)).await?;
-            if keys.is_empty() {
-                continue;
-            }
-            let select = |db: u32| [Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
-            if d != self.db {
-                self.target.send(&select(d)).await?;
-            }
-            // A cluster node deletes the keys of one slot per command.
-            let mut by_slot = std::collections::BTreeMap::<u16, Vec<Bytes>>::new();
-            for k in keys {
-                by_slot
-                    .entry(crate::cluster::slot::key_slot(&k))
-                    .or_default()
-                    .push(k);
-            }
-            for chunk in by_slot.values().flat_map(|keys| keys.chunks(512)) {
-                let mut del = Vec::with_capacity(chunk.len() + 1);
-                del.push(Bytes::from_static(b"DEL"));
-                del.extend(chunk.iter().cloned());
-                self.target.send(&del).await?;
-            }
-            if d != self.db {
-                self.target.send(&select(self.db)).await?;
-            }
-        }
+        self.delete_where(db, |d, k| filter.key_in_scope(d, k))
+            .await?;
+        Ok(true)
+    }
+
+    /// As a scoped flush, limited to the keys of those slots: the target need not know the
+    /// command (it came with Redis 8.4) nor be a cluster node.
+    async fn delete_slots(
+        &mut self,
+        db: u32,
+        ranges: &[(u16, u16)],
+        filter: &Filter,
+    ) -> Result<bool, RestoreError> {
+        self.delete_where(Some(db), |d, k| {
+            let s = crate::cluster::slot::key_slot(k);
+            ranges.iter().any(|&(a, b)| (a..=b).contains(&s)) && filter.key_in_scope(d, k)
+        })
+        .await?;
         Ok(true)
     }
 
