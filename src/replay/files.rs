@@ -775,6 +775,81 @@ pub fn empty_rdb(magic: Magic, version: u32) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// Redis 8.4's `TRIMSLOTS` in the files of a restore: redis-server 7.0 loads them (it has
+    /// no `TRIMSLOTS`) and holds exactly the keys outside the trimmed slots, plus those written
+    /// after the trim; the script computes the same slots as the crate (hash tags included).
+    #[tokio::test]
+    async fn trimslots_in_the_aof_delete_the_keys_of_those_slots_on_load() {
+        use crate::cluster::slot::key_slot;
+        use crate::replay::live::LiveTarget;
+        use crate::replay::test_server::Server;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let rdb = Bytes::from(empty_rdb(Magic::Redis, 10));
+        let mut w = FilesWriter::create(d, Magic::Redis, 10, &Filter::default(), false, 1 << 20)
+            .await
+            .unwrap();
+        w.snapshot(&rdb, &[]).await.unwrap();
+        w.snapshot_done().await.unwrap();
+        let mut cmds = Sink::commands_apart(&mut w).expect("the AOF apart");
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let keys: Vec<String> = (0..400)
+            .map(|i| format!("key:{i}"))
+            .chain((0..30).map(|i| format!("x{{user{i}}}y")))
+            .chain(["{}a".to_string(), "a{}".to_string(), "{".to_string()])
+            .collect();
+        for k in &keys {
+            CommandFile::command(&mut cmds, &[b("SET"), b(k), b("v")])
+                .await
+                .unwrap();
+        }
+        let ranges = [(100u16, 6000u16), (9000, 9000), (15000, 16383)];
+        let trimmed = |k: &str| {
+            let s = key_slot(k.as_bytes());
+            ranges.iter().any(|&(a, b)| (a..=b).contains(&s))
+        };
+        assert!(
+            CommandSink::delete_slots(&mut cmds, 0, &ranges, &Filter::default())
+                .await
+                .unwrap()
+        );
+        let late: Vec<String> = keys
+            .iter()
+            .filter(|k| trimmed(k))
+            .take(3)
+            .cloned()
+            .collect();
+        for k in &late {
+            CommandFile::command(&mut cmds, &[b("SET"), b(k), b("again")])
+                .await
+                .unwrap();
+        }
+        Sink::commands_back(&mut w, cmds);
+        let written = w.finish(true).await.unwrap();
+        assert_eq!(written.layout, "aof-multipart");
+
+        let server = Server::start(&written.args);
+        let mut t = LiveTarget::connect(&server.url(), None).await.unwrap();
+        let mut got: Vec<String> = t
+            .scan_keys(0, |_| true)
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = keys
+            .iter()
+            .filter(|k| !trimmed(k))
+            .chain(&late)
+            .cloned()
+            .collect();
+        want.sort();
+        let gone = keys.iter().filter(|k| trimmed(k)).count();
+        assert!(gone > 50 && gone < keys.len() - 50, "{gone} keys trimmed");
+        assert_eq!(got, want);
+    }
+
     /// `--force` into a directory an earlier restore wrote in another layout: only the new
     /// layout is left, so a server started there cannot load the old one.
     #[tokio::test]

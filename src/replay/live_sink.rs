@@ -637,6 +637,103 @@ pub fn stream_trim_for_client(args: &[Bytes]) -> Option<Vec<Bytes>> {
 mod tests {
     use super::*;
 
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// Redis 8.4's `TRIMSLOTS RANGES 2 0 4999 12000 12999` as the archive holds it, replayed
+    /// into a redis-server 7.0 (which has no such command): the keys of those slots that the
+    /// restore wrote are deleted, in order with the commands around it; keys the pass does not
+    /// select (another shard's, here another pattern's) stay.
+    #[tokio::test]
+    async fn trimslots_become_deletes_of_the_keys_of_those_slots() {
+        use crate::cluster::slot::key_slot;
+        use crate::replay::test_server::Server;
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::plain(dir.path());
+        let mut sink = LiveOpener {
+            url: server.url(),
+            password: None,
+            timeout: Duration::from_secs(10),
+            force: false,
+            max_restore_bytes: 1 << 20,
+            shift: ExpiryShift::new(0),
+        }
+        .open(RdbHeader {
+            magic: rdb::Magic::Redis,
+            version: 10,
+        })
+        .await
+        .unwrap();
+        // Keys that are not the restore's (another shard's in a shared target), written
+        // beside it, in the trimmed slots and out of them.
+        let mut other = LiveTarget::connect(&server.url(), None).await.unwrap();
+        let others: Vec<String> = (0..50).map(|i| format!("other:{i}")).collect();
+        for k in &others {
+            other.send(&[b("SET"), b(k), b("x")]).await.unwrap();
+        }
+        other.sync().await.unwrap();
+
+        let keys: Vec<String> = (0..300)
+            .map(|i| format!("k:{i}"))
+            .chain((0..20).map(|i| format!("k:{{tag{i}}}:x")))
+            .collect();
+        for k in &keys {
+            sink.command(Outgoing::Args(&[b("SET"), b(k), b("v")]))
+                .await
+                .unwrap();
+        }
+        // The stream, as 8.4 propagates it: one TRIMSLOTS with two ranges.
+        let ranges = [(0u16, 4999u16), (12000, 12999)];
+        let trimmed = |k: &str| {
+            let s = key_slot(k.as_bytes());
+            ranges.iter().any(|&(a, b)| (a..=b).contains(&s))
+        };
+        let args: Vec<Bytes> = ["TRIMSLOTS", "RANGES", "2", "0", "4999", "12000", "12999"]
+            .into_iter()
+            .map(b)
+            .collect();
+        let commands::Kind::Databases(commands::Databases::Slots(layout)) =
+            commands::info(&args).kind
+        else {
+            panic!("TRIMSLOTS is not a slots command");
+        };
+        assert_eq!(layout.of(&args).unwrap(), ranges);
+        let filter = Filter {
+            patterns: vec![b"k:*".to_vec()],
+            ..Default::default()
+        };
+        assert!(sink.delete_slots(0, &ranges, &filter).await.unwrap());
+        // Written after the trim, in a trimmed slot: stays.
+        let late = keys.iter().find(|k| trimmed(k)).unwrap().clone();
+        sink.command(Outgoing::Args(&[b("SET"), b(&late), b("v")]))
+            .await
+            .unwrap();
+        let mut report = Report::default();
+        sink.finish(&mut report).await.unwrap();
+
+        let mut got: Vec<String> = other
+            .scan_keys(0, |_| true)
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = keys
+            .iter()
+            .filter(|k| !trimmed(k))
+            .chain(&others)
+            .cloned()
+            .chain([late.clone()])
+            .collect();
+        want.sort();
+        let gone = keys.iter().filter(|k| trimmed(k)).count();
+        assert!(gone > 50 && gone < keys.len() - 50, "{gone} keys trimmed");
+        assert!(others.iter().any(|k| trimmed(k)));
+        assert_eq!(got, want);
+    }
+
     fn text(v: Vec<Bytes>) -> Vec<String> {
         v.iter()
             .map(|b| String::from_utf8_lossy(b).into_owned())

@@ -631,6 +631,76 @@ mod tests {
         assert!(std::ptr::eq(lookup(b"restore-asking"), &RESTORE));
     }
 
+    /// The RESP bytes of a command, as arguments (a test's own small reader).
+    fn resp_args(mut raw: &[u8]) -> Vec<Vec<u8>> {
+        fn line<'a>(raw: &mut &'a [u8]) -> &'a [u8] {
+            let at = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+            let l = &raw[..at];
+            *raw = &raw[at + 2..];
+            l
+        }
+        let n: usize = std::str::from_utf8(&line(&mut raw)[1..])
+            .unwrap()
+            .parse()
+            .unwrap();
+        (0..n)
+            .map(|_| {
+                let len: usize = std::str::from_utf8(&line(&mut raw)[1..])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let a = raw[..len].to_vec();
+                raw = &raw[len + 2..];
+                a
+            })
+            .collect()
+    }
+
+    /// What a Redis 8.4 cluster node propagates around an atomic slot migration
+    /// (cluster_asm.c): `TRIMSLOTS RANGES <n> <start> <end>…` (propagateTrimSlots) when it
+    /// drops slots, `CLUSTER SYNCSLOTS CONF ASM-TASK <task>` (asmNotifyReplicasStateChange) to
+    /// its replicas at each step; and `SFLUSH` (8.0+).
+    #[test]
+    fn slot_trims_of_redis_8_4() {
+        let trim = resp_args(
+            b"*7\r\n$9\r\nTRIMSLOTS\r\n$6\r\nRANGES\r\n$1\r\n2\r\n$1\r\n0\r\n$3\r\n100\r\n$4\r\n5000\r\n$5\r\n16383\r\n",
+        );
+        let info = info(&trim);
+        let Kind::Databases(Databases::Slots(layout)) = info.kind else {
+            panic!("{:?}", info.kind);
+        };
+        assert_eq!(layout.of(&trim), Some(vec![(0, 100), (5000, 16383)]));
+        assert_eq!(info.keys.of(&trim).map(|k| k.count()), Some(0));
+        let task = resp_args(
+            b"*5\r\n$7\r\nCLUSTER\r\n$9\r\nSYNCSLOTS\r\n$4\r\nCONF\r\n$8\r\nASM-TASK\r\n$5\r\nt:a:b\r\n",
+        );
+        assert_eq!(self::info(&task).kind, Kind::Internal);
+        // Malformed ranges are not guessed at.
+        let t = SlotRanges::Counted { count: 2 };
+        for bad in [
+            &["TRIMSLOTS", "RANGES", "2", "0", "100"][..],
+            &["TRIMSLOTS", "RANGES", "1", "0", "100", "7"],
+            &["TRIMSLOTS", "RANGES", "0"],
+            &["TRIMSLOTS", "SLOTS", "1", "0", "100"],
+            &["TRIMSLOTS", "RANGES", "1", "100", "0"],
+            &["TRIMSLOTS", "RANGES", "1", "0", "16384"],
+            &["TRIMSLOTS", "RANGES", "x", "0", "1"],
+            &["TRIMSLOTS"],
+        ] {
+            assert_eq!(t.of(bad), None, "{bad:?}");
+        }
+        let Kind::Databases(Databases::Slots(sflush)) = lookup(b"sflush").kind else {
+            panic!("SFLUSH");
+        };
+        assert_eq!(
+            sflush.of(&["SFLUSH", "0", "99", "200", "300", "async"]),
+            Some(vec![(0, 99), (200, 300)])
+        );
+        assert_eq!(sflush.of(&["SFLUSH", "0", "99"]), Some(vec![(0, 99)]));
+        assert_eq!(sflush.of(&["SFLUSH", "0", "99", "1"]), None);
+        assert_eq!(sflush.of(&["SFLUSH", "SYNC"]), None);
+    }
+
     #[test]
     fn unknown_names_are_writes_to_their_first_argument() {
         for name in [
