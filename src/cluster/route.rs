@@ -96,6 +96,8 @@ enum TxItem {
     Command(Vec<Bytes>),
     /// A scoped `FLUSHALL`/`FLUSHDB` (see [`Sink::flush_selected`]).
     Flush(Option<u32>, Filter),
+    /// `TRIMSLOTS` as deletes (see [`Sink::delete_slots`]).
+    Trim(u32, Vec<(u16, u16)>, Filter),
 }
 
 impl RoutingSink {
@@ -201,6 +203,9 @@ impl Sink for RoutingSink {
                             TxItem::Flush(db, filter) => {
                                 s.flush_selected(*db, filter).await?;
                             }
+                            TxItem::Trim(db, ranges, filter) => {
+                                s.delete_slots(*db, ranges, filter).await?;
+                            }
                         }
                     }
                     if whole {
@@ -237,6 +242,26 @@ impl Sink for RoutingSink {
         }
         for s in &mut self.sinks {
             if !s.flush_selected(db, filter).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every master deletes the keys of those slots it holds that `filter` selects (only the
+    /// master that serves a slot here can hold its keys).
+    async fn delete_slots(
+        &mut self,
+        db: u32,
+        ranges: &[(u16, u16)],
+        filter: &Filter,
+    ) -> Result<bool, RestoreError> {
+        if let Some((_, items)) = &mut self.tx {
+            items.push(TxItem::Trim(db, ranges.to_vec(), filter.clone()));
+            return Ok(true);
+        }
+        for s in &mut self.sinks {
+            if !s.delete_slots(db, ranges, filter).await? {
                 return Ok(false);
             }
         }

@@ -141,7 +141,84 @@ impl CommandSink for CommandFile {
             Outgoing::Args(args) => CommandFile::command(self, args).await,
         }
     }
+
+    async fn delete_slots(
+        &mut self,
+        _db: u32,
+        ranges: &[(u16, u16)],
+        _filter: &Filter,
+    ) -> Result<bool, RestoreError> {
+        CommandFile::command(self, &trim_slots_script(ranges)).await?;
+        Ok(true)
+    }
 }
+
+/// `TRIMSLOTS RANGES n start end…` as a command every server loads from an AOF: only a Redis
+/// 8.4+ cluster node knows `TRIMSLOTS`, and which keys it deletes is known only once the
+/// files are loaded (the snapshot is copied as it is, its keys not listed). So the AOF gets a
+/// script that deletes, in the database selected there, every key whose slot (computed as
+/// `keyHashSlot` does: CRC16 of the key or its hash tag) is in the ranges. The keys the
+/// files hold are all this shard's (a selective restore wrote only the selected ones), so
+/// that is exactly what `TRIMSLOTS` deleted. `SCAN` in a script that then writes needs
+/// effects replication before Redis 5, hence `redis.replicate_commands()` where it exists.
+pub fn trim_slots_script(ranges: &[(u16, u16)]) -> Vec<Bytes> {
+    let mut args = Vec::with_capacity(3 + 2 * ranges.len());
+    args.push(Bytes::from_static(b"EVAL"));
+    args.push(Bytes::from_static(TRIM_SLOTS_LUA.as_bytes()));
+    args.push(Bytes::from_static(b"0"));
+    for &(a, b) in ranges {
+        args.push(Bytes::from(a.to_string()));
+        args.push(Bytes::from(b.to_string()));
+    }
+    args
+}
+
+const TRIM_SLOTS_LUA: &str = r#"-- pitr: TRIMSLOTS RANGES as deletes
+if redis.replicate_commands then redis.replicate_commands() end
+local band, bxor, lshift = bit.band, bit.bxor, bit.lshift
+local ranges = {}
+for i = 1, #ARGV - 1, 2 do
+  ranges[#ranges + 1] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1])}
+end
+local function crc16(s, from, to)
+  local crc = 0
+  for p = from, to do
+    crc = bxor(crc, lshift(string.byte(s, p), 8))
+    for _ = 1, 8 do
+      if band(crc, 0x8000) ~= 0 then
+        crc = band(bxor(lshift(crc, 1), 0x1021), 0xffff)
+      else
+        crc = band(lshift(crc, 1), 0xffff)
+      end
+    end
+  end
+  return crc
+end
+local function slot(k)
+  local from, to = 1, #k
+  local open = string.find(k, '{', 1, true)
+  if open then
+    local close = string.find(k, '}', open + 1, true)
+    if close and close > open + 1 then from, to = open + 1, close - 1 end
+  end
+  return band(crc16(k, from, to), 0x3fff)
+end
+local cursor, deleted = '0', 0
+repeat
+  local r = redis.call('SCAN', cursor, 'COUNT', 1000)
+  cursor = r[1]
+  for _, k in ipairs(r[2]) do
+    local s = slot(k)
+    for _, g in ipairs(ranges) do
+      if s >= g[1] and s <= g[2] then
+        deleted = deleted + redis.call('DEL', k)
+        break
+      end
+    end
+  end
+until cursor == '0'
+return deleted
+"#;
 
 /// A file operation of the restore failed: `op` says what it was doing ("create", "write"...).
 fn fio(path: &Path, op: &'static str, source: std::io::Error) -> RestoreError {
@@ -591,6 +668,17 @@ impl Sink for FilesWriter {
         }
     }
 
+    /// `TRIMSLOTS` as a script that deletes the keys of those slots ([`trim_slots_script`]).
+    async fn delete_slots(
+        &mut self,
+        _db: u32,
+        ranges: &[(u16, u16)],
+        _filter: &Filter,
+    ) -> Result<bool, RestoreError> {
+        FilesWriter::command(self, &trim_slots_script(ranges)).await?;
+        Ok(true)
+    }
+
     /// Without `--db`/`--match` the AOF holds only the commands after the snapshot: they can
     /// be written while the snapshot is copied to the base RDB.
     fn commands_apart(&mut self) -> Option<CommandFile> {
@@ -686,6 +774,81 @@ pub fn empty_rdb(magic: Magic, version: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Redis 8.4's `TRIMSLOTS` in the files of a restore: redis-server 7.0 loads them (it has
+    /// no `TRIMSLOTS`) and holds exactly the keys outside the trimmed slots, plus those written
+    /// after the trim; the script computes the same slots as the crate (hash tags included).
+    #[tokio::test]
+    async fn trimslots_in_the_aof_delete_the_keys_of_those_slots_on_load() {
+        use crate::cluster::slot::key_slot;
+        use crate::replay::live::LiveTarget;
+        use crate::replay::test_server::Server;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let rdb = Bytes::from(empty_rdb(Magic::Redis, 10));
+        let mut w = FilesWriter::create(d, Magic::Redis, 10, &Filter::default(), false, 1 << 20)
+            .await
+            .unwrap();
+        w.snapshot(&rdb, &[]).await.unwrap();
+        w.snapshot_done().await.unwrap();
+        let mut cmds = Sink::commands_apart(&mut w).expect("the AOF apart");
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let keys: Vec<String> = (0..400)
+            .map(|i| format!("key:{i}"))
+            .chain((0..30).map(|i| format!("x{{user{i}}}y")))
+            .chain(["{}a".to_string(), "a{}".to_string(), "{".to_string()])
+            .collect();
+        for k in &keys {
+            CommandFile::command(&mut cmds, &[b("SET"), b(k), b("v")])
+                .await
+                .unwrap();
+        }
+        let ranges = [(100u16, 6000u16), (9000, 9000), (15000, 16383)];
+        let trimmed = |k: &str| {
+            let s = key_slot(k.as_bytes());
+            ranges.iter().any(|&(a, b)| (a..=b).contains(&s))
+        };
+        assert!(
+            CommandSink::delete_slots(&mut cmds, 0, &ranges, &Filter::default())
+                .await
+                .unwrap()
+        );
+        let late: Vec<String> = keys
+            .iter()
+            .filter(|k| trimmed(k))
+            .take(3)
+            .cloned()
+            .collect();
+        for k in &late {
+            CommandFile::command(&mut cmds, &[b("SET"), b(k), b("again")])
+                .await
+                .unwrap();
+        }
+        Sink::commands_back(&mut w, cmds);
+        let written = w.finish(true).await.unwrap();
+        assert_eq!(written.layout, "aof-multipart");
+
+        let server = Server::start(&written.args);
+        let mut t = LiveTarget::connect(&server.url(), None).await.unwrap();
+        let mut got: Vec<String> = t
+            .scan_keys(0, |_| true)
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = keys
+            .iter()
+            .filter(|k| !trimmed(k))
+            .chain(&late)
+            .cloned()
+            .collect();
+        want.sort();
+        let gone = keys.iter().filter(|k| trimmed(k)).count();
+        assert!(gone > 50 && gone < keys.len() - 50, "{gone} keys trimmed");
+        assert_eq!(got, want);
+    }
 
     /// `--force` into a directory an earlier restore wrote in another layout: only the new
     /// layout is left, so a server started there cannot load the old one.

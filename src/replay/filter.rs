@@ -117,8 +117,9 @@ impl Filter {
             Kind::Select { .. } | Kind::Transaction(_) | Kind::Internal | Kind::Scripts => {
                 return Verdict::Keep
             }
-            // A shard's FLUSHALL/FLUSHDB: each pass deletes the keys it selects (see
-            // `Sink::flush_selected`). SWAPDB: a cluster has one database.
+            // A shard's FLUSHALL/FLUSHDB/TRIMSLOTS: each pass deletes the keys it selects (see
+            // `Sink::flush_selected`, `Sink::delete_slots`). SWAPDB: a cluster has one
+            // database.
             Kind::Databases(_) if self.slots.is_some() => return Verdict::Mixed,
             Kind::Databases(Databases::All) => {
                 return if self.dbs.is_empty() {
@@ -131,7 +132,9 @@ impl Filter {
                     Verdict::Mixed
                 }
             }
-            Kind::Databases(Databases::Selected) => {
+            // The keys of some slots in the selected database: as for `FLUSHDB`, and applied
+            // by deleting them (`Sink::delete_slots`).
+            Kind::Databases(Databases::Selected | Databases::Slots(_)) => {
                 return if !self.db_selected(db) {
                     Verdict::Drop
                 } else if self.patterns.is_empty() {
@@ -349,6 +352,11 @@ mod tests {
             (&dbf, 0, &["SWAPDB", "0", "2"], Drop),
             (&dbf, 0, &["SWAPDB", "0", "1"], Mixed),
             (&all, 5, &["ANYTHING"], Keep),
+            // Redis 8.4's TRIMSLOTS (and SFLUSH): the selected database's keys of some slots.
+            (&all, 0, &["TRIMSLOTS", "RANGES", "1", "0", "99"], Keep),
+            (&flt, 0, &["TRIMSLOTS", "RANGES", "1", "0", "99"], Mixed),
+            (&dbf, 0, &["TRIMSLOTS", "RANGES", "1", "0", "99"], Drop),
+            (&dbf, 1, &["SFLUSH", "0", "16383", "ASYNC"], Keep),
         ];
         for (filter, db, args, want) in cases {
             assert_eq!(filter.command(*db, args), *want, "db {db} {args:?}");
@@ -374,6 +382,10 @@ mod tests {
         assert_eq!(owner.foreign_seen.load(Relaxed), 1);
         assert_eq!(f.command(0, &["SET", "b", "1"]), Verdict::Drop);
         assert_eq!(f.command(0, &["FLUSHALL"]), Verdict::Mixed);
+        assert_eq!(
+            f.command(0, &["TRIMSLOTS", "RANGES", "1", "5", "6"]),
+            Verdict::Mixed
+        );
         let foreign = Filter {
             slots: Some(SlotFilter {
                 foreign: true,

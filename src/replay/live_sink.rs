@@ -157,6 +157,55 @@ impl LiveSink {
     }
 }
 
+impl LiveSink {
+    /// Deletes the keys of database `db` (every database: `None`) that `pick` takes: they
+    /// are found on a connection of their own (this one may be inside a `MULTI`) once
+    /// everything sent before is answered, and deleted on this one, in order with the
+    /// commands around them.
+    async fn delete_where(
+        &mut self,
+        db: Option<u32>,
+        pick: impl Fn(u32, &[u8]) -> bool,
+    ) -> Result<(), RestoreError> {
+        self.target.sync().await?;
+        let mut scan =
+            LiveTarget::connect_with_timeout(&self.url, self.password.clone(), self.timeout)
+                .await?;
+        let dbs = match db {
+            Some(db) => vec![db],
+            None => scan.databases().await?,
+        };
+        for d in dbs {
+            let keys = scan.scan_keys(d, |k| pick(d, k)).await?;
+            if keys.is_empty() {
+                continue;
+            }
+            let select = |db: u32| [Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
+            if d != self.db {
+                self.target.send(&select(d)).await?;
+            }
+            // A cluster node deletes the keys of one slot per command.
+            let mut by_slot = std::collections::BTreeMap::<u16, Vec<Bytes>>::new();
+            for k in keys {
+                by_slot
+                    .entry(crate::cluster::slot::key_slot(&k))
+                    .or_default()
+                    .push(k);
+            }
+            for chunk in by_slot.values().flat_map(|keys| keys.chunks(512)) {
+                let mut del = Vec::with_capacity(chunk.len() + 1);
+                del.push(Bytes::from_static(b"DEL"));
+                del.extend(chunk.iter().cloned());
+                self.target.send(&del).await?;
+            }
+            if d != self.db {
+                self.target.send(&select(self.db)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Sink for LiveSink {
     fn values_by_restore(&self) -> bool {
         self.by_restore
@@ -231,41 +280,24 @@ impl Sink for LiveSink {
         db: Option<u32>,
         filter: &Filter,
     ) -> Result<bool, RestoreError> {
-        self.target.sync().await?;
-        let mut scan =
-            LiveTarget::connect_with_timeout(&self.url, self.password.clone(), self.timeout)
-                .await?;
-        let dbs = match db {
-            Some(db) => vec![db],
-            None => scan.databases().await?,
-        };
-        for d in dbs {
-            let keys = scan.scan_keys(d, |k| filter.key_in_scope(d, k)).await?;
-            if keys.is_empty() {
-                continue;
-            }
-            let select = |db: u32| [Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
-            if d != self.db {
-                self.target.send(&select(d)).await?;
-            }
-            // A cluster node deletes the keys of one slot per command.
-            let mut by_slot = std::collections::BTreeMap::<u16, Vec<Bytes>>::new();
-            for k in keys {
-                by_slot
-                    .entry(crate::cluster::slot::key_slot(&k))
-                    .or_default()
-                    .push(k);
-            }
-            for chunk in by_slot.values().flat_map(|keys| keys.chunks(512)) {
-                let mut del = Vec::with_capacity(chunk.len() + 1);
-                del.push(Bytes::from_static(b"DEL"));
-                del.extend(chunk.iter().cloned());
-                self.target.send(&del).await?;
-            }
-            if d != self.db {
-                self.target.send(&select(self.db)).await?;
-            }
-        }
+        self.delete_where(db, |d, k| filter.key_in_scope(d, k))
+            .await?;
+        Ok(true)
+    }
+
+    /// As a scoped flush, limited to the keys of those slots: the target need not know the
+    /// command (it came with Redis 8.4) nor be a cluster node.
+    async fn delete_slots(
+        &mut self,
+        db: u32,
+        ranges: &[(u16, u16)],
+        filter: &Filter,
+    ) -> Result<bool, RestoreError> {
+        self.delete_where(Some(db), |d, k| {
+            let s = crate::cluster::slot::key_slot(k);
+            ranges.iter().any(|&(a, b)| (a..=b).contains(&s)) && filter.key_in_scope(d, k)
+        })
+        .await?;
         Ok(true)
     }
 
@@ -604,6 +636,103 @@ pub fn stream_trim_for_client(args: &[Bytes]) -> Option<Vec<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// Redis 8.4's `TRIMSLOTS RANGES 2 0 4999 12000 12999` as the archive holds it, replayed
+    /// into a redis-server 7.0 (which has no such command): the keys of those slots that the
+    /// restore wrote are deleted, in order with the commands around it; keys the pass does not
+    /// select (another shard's, here another pattern's) stay.
+    #[tokio::test]
+    async fn trimslots_become_deletes_of_the_keys_of_those_slots() {
+        use crate::cluster::slot::key_slot;
+        use crate::replay::test_server::Server;
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::plain(dir.path());
+        let mut sink = LiveOpener {
+            url: server.url(),
+            password: None,
+            timeout: Duration::from_secs(10),
+            force: false,
+            max_restore_bytes: 1 << 20,
+            shift: ExpiryShift::new(0),
+        }
+        .open(RdbHeader {
+            magic: rdb::Magic::Redis,
+            version: 10,
+        })
+        .await
+        .unwrap();
+        // Keys that are not the restore's (another shard's in a shared target), written
+        // beside it, in the trimmed slots and out of them.
+        let mut other = LiveTarget::connect(&server.url(), None).await.unwrap();
+        let others: Vec<String> = (0..50).map(|i| format!("other:{i}")).collect();
+        for k in &others {
+            other.send(&[b("SET"), b(k), b("x")]).await.unwrap();
+        }
+        other.sync().await.unwrap();
+
+        let keys: Vec<String> = (0..300)
+            .map(|i| format!("k:{i}"))
+            .chain((0..20).map(|i| format!("k:{{tag{i}}}:x")))
+            .collect();
+        for k in &keys {
+            sink.command(Outgoing::Args(&[b("SET"), b(k), b("v")]))
+                .await
+                .unwrap();
+        }
+        // The stream, as 8.4 propagates it: one TRIMSLOTS with two ranges.
+        let ranges = [(0u16, 4999u16), (12000, 12999)];
+        let trimmed = |k: &str| {
+            let s = key_slot(k.as_bytes());
+            ranges.iter().any(|&(a, b)| (a..=b).contains(&s))
+        };
+        let args: Vec<Bytes> = ["TRIMSLOTS", "RANGES", "2", "0", "4999", "12000", "12999"]
+            .into_iter()
+            .map(b)
+            .collect();
+        let commands::Kind::Databases(commands::Databases::Slots(layout)) =
+            commands::info(&args).kind
+        else {
+            panic!("TRIMSLOTS is not a slots command");
+        };
+        assert_eq!(layout.of(&args).unwrap(), ranges);
+        let filter = Filter {
+            patterns: vec![b"k:*".to_vec()],
+            ..Default::default()
+        };
+        assert!(sink.delete_slots(0, &ranges, &filter).await.unwrap());
+        // Written after the trim, in a trimmed slot: stays.
+        let late = keys.iter().find(|k| trimmed(k)).unwrap().clone();
+        sink.command(Outgoing::Args(&[b("SET"), b(&late), b("v")]))
+            .await
+            .unwrap();
+        let mut report = Report::default();
+        sink.finish(&mut report).await.unwrap();
+
+        let mut got: Vec<String> = other
+            .scan_keys(0, |_| true)
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = keys
+            .iter()
+            .filter(|k| !trimmed(k))
+            .chain(&others)
+            .cloned()
+            .chain([late.clone()])
+            .collect();
+        want.sort();
+        let gone = keys.iter().filter(|k| trimmed(k)).count();
+        assert!(gone > 50 && gone < keys.len() - 50, "{gone} keys trimmed");
+        assert!(others.iter().any(|k| trimmed(k)));
+        assert_eq!(got, want);
+    }
 
     fn text(v: Vec<Bytes>) -> Vec<String> {
         v.iter()

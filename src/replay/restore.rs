@@ -672,6 +672,17 @@ impl Executor<'_> {
                     continue;
                 }
             }
+            // TRIMSLOTS/SFLUSH (Redis 8.4's atomic slot migration): the keys of those slots
+            // that this restore put there go, as deletes (older servers lack the command).
+            if let Kind::Databases(Databases::Slots(layout)) = c.info().kind {
+                if let Some(ranges) = layout.of(&c.args) {
+                    if sink.delete_slots(c.db, &ranges, self.filter).await? {
+                        self.report.commands += 1;
+                        self.progress.commands.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            }
             // Handed over as archived unless a TTL has to be rewritten.
             match relative_ttls.then(|| absolute_ttl(&c)).flatten() {
                 Some(cmds) => {

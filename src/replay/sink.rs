@@ -127,6 +127,20 @@ pub trait Sink: Send {
         async { Ok(false) }
     }
 
+    /// `TRIMSLOTS` (or `SFLUSH`) in database `db`: deletes the keys there whose slot is in
+    /// `ranges` (inclusive) and that `filter` selects, after everything handed over so far.
+    /// Servers before Redis 8.4, and any server outside cluster mode, refuse the command, so
+    /// a destination applies it as deletes. `false`: the destination cannot, and the command
+    /// is to be applied as it is.
+    fn delete_slots(
+        &mut self,
+        _db: u32,
+        _ranges: &[(u16, u16)],
+        _filter: &Filter,
+    ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
+        async { Ok(false) }
+    }
+
     /// The part of the destination that takes the commands, when it is independent of where
     /// the snapshot goes (files: the AOF is a file of its own). The executor then replays the
     /// commands while the snapshot is still being copied, and hands the part back with
@@ -168,6 +182,16 @@ pub trait CommandSink: Send {
     ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
         async { Ok(false) }
     }
+
+    /// See [`Sink::delete_slots`].
+    fn delete_slots(
+        &mut self,
+        _db: u32,
+        _ranges: &[(u16, u16)],
+        _filter: &Filter,
+    ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
+        async { Ok(false) }
+    }
 }
 
 /// A sink as the place of its commands.
@@ -187,6 +211,15 @@ impl<S: Sink> CommandSink for SinkCommands<'_, S> {
         filter: &Filter,
     ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
         self.0.flush_selected(db, filter)
+    }
+
+    fn delete_slots(
+        &mut self,
+        db: u32,
+        ranges: &[(u16, u16)],
+        filter: &Filter,
+    ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
+        self.0.delete_slots(db, ranges, filter)
     }
 }
 

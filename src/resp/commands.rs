@@ -48,6 +48,68 @@ pub enum Databases {
     Selected,
     /// `SWAPDB a b`: the two numbered at `a` and `b`.
     Swap { a: usize, b: usize },
+    /// The keys of some hash slots in the selected database, the slots listed as in
+    /// [`SlotRanges`]: `TRIMSLOTS RANGES n start end…`, which a Redis 8.4 cluster node
+    /// propagates when it drops the slots an atomic slot migration moved away (or a failed
+    /// import brought in), and `SFLUSH start end… [SYNC|ASYNC]` (Redis 8.0+).
+    Slots(SlotRanges),
+}
+
+/// Where a [`Databases::Slots`] command lists its slot ranges (inclusive `start end` pairs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotRanges {
+    /// The word `RANGES` at `count - 1`, the number of ranges at `count`, then exactly that
+    /// many pairs: `TRIMSLOTS RANGES n s e…` (2).
+    Counted { count: usize },
+    /// Pairs from `from` to the end, less a last `SYNC` or `ASYNC`: `SFLUSH s e… [ASYNC]` (1).
+    Trailing { from: usize },
+}
+
+impl SlotRanges {
+    /// The ranges of `args` (the whole command, name first); `None` when they are malformed
+    /// (an odd count, a slot past 16383, a start after its end, a count that does not match).
+    pub fn of<A: AsRef<[u8]>>(self, args: &[A]) -> Option<Vec<(u16, u16)>> {
+        let mut end = args.len();
+        let from = match self {
+            SlotRanges::Counted { count } => {
+                if !args
+                    .get(count.checked_sub(1)?)?
+                    .as_ref()
+                    .eq_ignore_ascii_case(b"ranges")
+                {
+                    return None;
+                }
+                let n = parse_u64(args.get(count)?.as_ref())?;
+                if n == 0 || (end - count - 1) as u64 != n.checked_mul(2)? {
+                    return None;
+                }
+                count + 1
+            }
+            SlotRanges::Trailing { from } => {
+                let last = args.last()?.as_ref();
+                if last.eq_ignore_ascii_case(b"sync") || last.eq_ignore_ascii_case(b"async") {
+                    end -= 1;
+                }
+                from
+            }
+        };
+        if from >= end || (end - from) % 2 != 0 {
+            return None;
+        }
+        // A cluster has 16384 slots.
+        let slot = |a: &A| {
+            parse_u64(a.as_ref())
+                .filter(|&s| s < 16384)
+                .map(|s| s as u16)
+        };
+        args[from..end]
+            .chunks(2)
+            .map(|p| {
+                let (s, e) = (slot(&p[0])?, slot(&p[1])?);
+                (s <= e).then_some((s, e))
+            })
+            .collect()
+    }
 }
 
 /// Where a command's keys are (argument 0 is the name).
@@ -353,6 +415,12 @@ static SELECT: CommandInfo = kind(Kind::Select { db: 1 });
 static FLUSHALL: CommandInfo = kind(Kind::Databases(Databases::All));
 static FLUSHDB: CommandInfo = kind(Kind::Databases(Databases::Selected));
 static SWAPDB: CommandInfo = kind(Kind::Databases(Databases::Swap { a: 1, b: 2 }));
+static TRIMSLOTS: CommandInfo = kind(Kind::Databases(Databases::Slots(SlotRanges::Counted {
+    count: 2,
+})));
+static SFLUSH: CommandInfo = kind(Kind::Databases(Databases::Slots(SlotRanges::Trailing {
+    from: 1,
+})));
 static SCRIPTS: CommandInfo = kind(Kind::Scripts);
 
 /// Unknown names and most known ones: the key is the first argument.
@@ -458,6 +526,8 @@ pub fn lookup(name: &[u8]) -> &'static CommandInfo {
         b"flushall" => &FLUSHALL,
         b"flushdb" => &FLUSHDB,
         b"swapdb" => &SWAPDB,
+        b"trimslots" => &TRIMSLOTS,
+        b"sflush" => &SFLUSH,
         b"function" | b"script" => &SCRIPTS,
 
         b"del" | b"unlink" | b"touch" | b"exists" | b"watch" => &ALL_KEYS,
@@ -559,6 +629,76 @@ mod tests {
         assert_eq!(lookup(b"GEOSEARCHSTORE").keys, Keys::Pair(1, 2));
         assert!(lookup(b"RESTORE-ASKING").absolute_ttl.is_some());
         assert!(std::ptr::eq(lookup(b"restore-asking"), &RESTORE));
+    }
+
+    /// The RESP bytes of a command, as arguments (a test's own small reader).
+    fn resp_args(mut raw: &[u8]) -> Vec<Vec<u8>> {
+        fn line<'a>(raw: &mut &'a [u8]) -> &'a [u8] {
+            let at = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+            let l = &raw[..at];
+            *raw = &raw[at + 2..];
+            l
+        }
+        let n: usize = std::str::from_utf8(&line(&mut raw)[1..])
+            .unwrap()
+            .parse()
+            .unwrap();
+        (0..n)
+            .map(|_| {
+                let len: usize = std::str::from_utf8(&line(&mut raw)[1..])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let a = raw[..len].to_vec();
+                raw = &raw[len + 2..];
+                a
+            })
+            .collect()
+    }
+
+    /// What a Redis 8.4 cluster node propagates around an atomic slot migration
+    /// (cluster_asm.c): `TRIMSLOTS RANGES <n> <start> <end>…` (propagateTrimSlots) when it
+    /// drops slots, `CLUSTER SYNCSLOTS CONF ASM-TASK <task>` (asmNotifyReplicasStateChange) to
+    /// its replicas at each step; and `SFLUSH` (8.0+).
+    #[test]
+    fn slot_trims_of_redis_8_4() {
+        let trim = resp_args(
+            b"*7\r\n$9\r\nTRIMSLOTS\r\n$6\r\nRANGES\r\n$1\r\n2\r\n$1\r\n0\r\n$3\r\n100\r\n$4\r\n5000\r\n$5\r\n16383\r\n",
+        );
+        let info = info(&trim);
+        let Kind::Databases(Databases::Slots(layout)) = info.kind else {
+            panic!("{:?}", info.kind);
+        };
+        assert_eq!(layout.of(&trim), Some(vec![(0, 100), (5000, 16383)]));
+        assert_eq!(info.keys.of(&trim).map(|k| k.count()), Some(0));
+        let task = resp_args(
+            b"*5\r\n$7\r\nCLUSTER\r\n$9\r\nSYNCSLOTS\r\n$4\r\nCONF\r\n$8\r\nASM-TASK\r\n$5\r\nt:a:b\r\n",
+        );
+        assert_eq!(self::info(&task).kind, Kind::Internal);
+        // Malformed ranges are not guessed at.
+        let t = SlotRanges::Counted { count: 2 };
+        for bad in [
+            &["TRIMSLOTS", "RANGES", "2", "0", "100"][..],
+            &["TRIMSLOTS", "RANGES", "1", "0", "100", "7"],
+            &["TRIMSLOTS", "RANGES", "0"],
+            &["TRIMSLOTS", "SLOTS", "1", "0", "100"],
+            &["TRIMSLOTS", "RANGES", "1", "100", "0"],
+            &["TRIMSLOTS", "RANGES", "1", "0", "16384"],
+            &["TRIMSLOTS", "RANGES", "x", "0", "1"],
+            &["TRIMSLOTS"],
+        ] {
+            assert_eq!(t.of(bad), None, "{bad:?}");
+        }
+        let Kind::Databases(Databases::Slots(sflush)) = lookup(b"sflush").kind else {
+            panic!("SFLUSH");
+        };
+        assert_eq!(
+            sflush.of(&["SFLUSH", "0", "99", "200", "300", "async"]),
+            Some(vec![(0, 99), (200, 300)])
+        );
+        assert_eq!(sflush.of(&["SFLUSH", "0", "99"]), Some(vec![(0, 99)]));
+        assert_eq!(sflush.of(&["SFLUSH", "0", "99", "1"]), None);
+        assert_eq!(sflush.of(&["SFLUSH", "SYNC"]), None);
     }
 
     #[test]
