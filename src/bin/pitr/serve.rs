@@ -178,6 +178,13 @@ pub async fn run(r: ServeRun) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    match server.relative_ttls().await {
+        Ok(Some(why)) => tracing::warn!("{why}"),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "the snapshot's RDB version could not be read at start")
+        }
+    }
     let stop = CancellationToken::new();
     let request = stop.clone();
     tokio::spawn(async move {
