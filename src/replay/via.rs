@@ -219,21 +219,12 @@ pub fn cannot_load(info: &str, rdb: RdbHeader) -> Option<String> {
 
 /// The snapshot's RDB header: its first bytes, read from the store.
 async fn snapshot_header(cfg: &RestoreConfig, plan: &Plan) -> Result<RdbHeader, ViaError> {
-    let mut snap =
-        moment::read_snapshot(&cfg.store, plan.snapshot.object, plan.snapshot.bytes).await?;
-    let first = snap.rx.recv().await;
-    // The reader stops at its next piece.
-    drop(snap.rx);
-    let header = first.as_deref().and_then(moment::rdb_header);
-    match header {
+    match moment::snapshot_header(&cfg.store, plan.snapshot.object, plan.snapshot.bytes).await? {
         Some(h) => Ok(h),
-        None => match snap.task.await {
-            Ok(Err(e)) => Err(e.into()),
-            _ => Err(RestoreError::EmptySnapshot {
-                object: plan.snapshot.name.clone(),
-            }
-            .into()),
-        },
+        None => Err(RestoreError::EmptySnapshot {
+            object: plan.snapshot.name.clone(),
+        }
+        .into()),
     }
 }
 
@@ -264,7 +255,15 @@ struct Before {
     masterauth: String,
     /// `None`: the target has no `masteruser` (before 6.0), or it was empty and was left alone.
     masteruser: Option<String>,
+    /// `Some(value)`: `repl-diskless-load` was `value` (`disabled`) and is `on-empty-db` for
+    /// the sync; `None`: the target has no such setting (before 6.0), or it was left alone.
+    diskless_load: Option<String>,
 }
+
+/// What `repl-diskless-load` is set to for the sync: the replica parses the RDB from the
+/// socket instead of writing it to a file first (the target is empty, or `--force` let it
+/// replace its data, in which case `on-empty-db` loads through a file as before).
+const DISKLESS_LOAD: &str = "on-empty-db";
 
 /// `CONFIG GET <name>`: the value, `None` when the server has no such parameter.
 async fn config_get(
@@ -289,25 +288,13 @@ async fn call(t: &mut LiveTarget, a: &[&str]) -> Result<Result<(), String>, Targ
 /// Puts the target back as a master with its own settings (best effort: logged).
 async fn detach(t: &mut LiveTarget, before: &Before) -> Result<(), String> {
     let mut problems = Vec::new();
-    for (what, a) in [
-        ("REPLICAOF NO ONE", vec!["REPLICAOF", "NO", "ONE"]),
-        (
-            "CONFIG SET masterauth",
-            vec!["CONFIG", "SET", "masterauth", before.masterauth.as_str()],
-        ),
-    ] {
-        match call(t, &a).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => problems.push(format!("{what}: {e}")),
-            Err(e) => problems.push(format!("{what}: {e}")),
-        }
+    match call(t, &["REPLICAOF", "NO", "ONE"]).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(format!("REPLICAOF NO ONE: {e}")),
+        Err(e) => problems.push(format!("REPLICAOF NO ONE: {e}")),
     }
-    if let Some(user) = &before.masteruser {
-        match call(t, &["CONFIG", "SET", "masteruser", user]).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => problems.push(format!("CONFIG SET masteruser: {e}")),
-            Err(e) => problems.push(format!("CONFIG SET masteruser: {e}")),
-        }
+    if let Err(p) = restore_settings(t, before).await {
+        problems.push(p);
     }
     if problems.is_empty() {
         Ok(())
@@ -333,9 +320,11 @@ async fn sync_state(t: &mut LiveTarget) -> Result<SyncState, TargetError> {
     let offset = field(&repl, "master_repl_offset")
         .or_else(|| field(&repl, "slave_repl_offset"))
         .and_then(|o| o.parse().ok());
+    // Redis 5.0 has no master_sync_read_bytes, only what is left to read.
     let moving = format!(
-        "{:?} {:?} {:?} {:?}",
+        "{:?} {:?} {:?} {:?} {:?}",
         field(&repl, "master_sync_read_bytes"),
+        field(&repl, "master_sync_left_bytes"),
         field(&pers, "loading_loaded_bytes"),
         offset,
         field(&repl, "master_link_status"),
@@ -387,7 +376,7 @@ async fn replicate(
     if let Some(why) = cannot_load(&server_info, header) {
         return Err(Cannot::Why(why));
     }
-    let relative = header.magic == Magic::Redis && header.version < 10;
+    let relative = moment::sends_relative_ttls(header);
     let (m, counts) = moment::moment_of_plan(&cfg.store, plan, relative).await?;
     if counts.relative_ttls > 0 {
         let why = format!(
@@ -448,9 +437,16 @@ async fn replicate(
         Ok(Some(u)) if !u.is_empty() => Some(u),
         _ => None,
     };
-    let before = Before {
+    // `disabled` (the default) writes the RDB to a file before loading it; a setting the
+    // user chose otherwise (`swapdb`, `on-empty-db`, …) is theirs to keep.
+    let diskless_load = match config_get(&mut t, "repl-diskless-load").await? {
+        Ok(Some(v)) if v == "disabled" => Some(v),
+        _ => None,
+    };
+    let mut before = Before {
         masterauth,
         masteruser,
+        diskless_load: None,
     };
     if let Err(e) = call(&mut t, &["CONFIG", "SET", "masterauth", &one_time]).await? {
         return Err(Cannot::Why(format!(
@@ -463,6 +459,24 @@ async fn replicate(
             return Err(Cannot::Why(format!(
                 "the target refused CONFIG SET masteruser: {e}"
             )));
+        }
+    }
+    if let Some(was) = diskless_load {
+        // Best effort: the sync works either way.
+        match call(
+            &mut t,
+            &["CONFIG", "SET", "repl-diskless-load", DISKLESS_LOAD],
+        )
+        .await
+        {
+            Ok(Ok(())) => before.diskless_load = Some(was),
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "the target refused CONFIG SET repl-diskless-load {DISKLESS_LOAD}: it loads through a file")
+            }
+            Err(e) => {
+                let _ = restore_settings(&mut t, &before).await;
+                return Err(e.into());
+            }
         }
     }
     let stop = CancellationToken::new();
@@ -532,17 +546,29 @@ async fn replicate(
     })
 }
 
-/// Puts back the settings changed before `REPLICAOF` was sent (best effort).
+/// Puts back the settings changed before `REPLICAOF` was sent (best effort: each one is
+/// tried; what failed is returned).
 async fn restore_settings(t: &mut LiveTarget, before: &Before) -> Result<(), String> {
-    let mut r = call(t, &["CONFIG", "SET", "masterauth", &before.masterauth])
-        .await
-        .map_err(|e| e.to_string())?;
-    if let (Some(u), Ok(())) = (&before.masteruser, &r) {
-        r = call(t, &["CONFIG", "SET", "masteruser", u])
-            .await
-            .map_err(|e| e.to_string())?;
+    let mut sets = vec![("masterauth", before.masterauth.as_str())];
+    if let Some(u) = &before.masteruser {
+        sets.push(("masteruser", u));
     }
-    r
+    if let Some(v) = &before.diskless_load {
+        sets.push(("repl-diskless-load", v));
+    }
+    let mut problems = Vec::new();
+    for (name, value) in sets {
+        match call(t, &["CONFIG", "SET", name, value]).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!("CONFIG SET {name}: {e}")),
+            Err(e) => problems.push(format!("CONFIG SET {name}: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// Waits until the target reached the restore (its sync started, within the link wait for

@@ -136,6 +136,32 @@ impl Server {
         self.shared.moment.as_ref()
     }
 
+    /// Why a replica's TTLs may end later than the archived master's, if they may: the
+    /// served snapshot (with `--follow`, the newest one now) was written by a master before
+    /// 7.0 ([`moment::sends_relative_ttls`]), whose stream carries relative TTLs that a
+    /// replica counts from when it applies them. `None` too when the archive holds no
+    /// snapshot yet.
+    pub async fn relative_ttls(&self) -> Result<Option<String>, ServeError> {
+        let store = &self.shared.cfg.store;
+        let m = match &self.shared.moment {
+            Some(m) => m.clone(),
+            None => match moment::plan_moment(store, Target::Latest, false).await {
+                Ok(m) => m,
+                Err(ServeError::Restore(RestoreError::Plan(_))) => return Ok(None),
+                Err(e) => return Err(e),
+            },
+        };
+        let Some(h) = moment::snapshot_header(store, m.snapshot, m.snapshot_size).await? else {
+            return Ok(None);
+        };
+        Ok(moment::sends_relative_ttls(h).then(|| {
+            format!(
+                "the archived master wrote {} RDB version {} (Redis before 7.0): its stream carries relative TTLs (EXPIRE, SETEX, SET … EX), which a replica applies from when it receives them, so a served key's TTL ends later than it did on the master (by up to the time since the master ran the command)",
+                h.magic, h.version
+            )
+        }))
+    }
+
     /// Accepts replicas until `stop`, each on a task of its own; then ends their links.
     pub async fn run(self, stop: CancellationToken) -> Result<(), ServeError> {
         let tasks = TaskTracker::new();

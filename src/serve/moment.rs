@@ -244,6 +244,34 @@ pub fn rdb_header(first: &[u8]) -> Option<RdbHeader> {
     RdbHeader::parse(first)
 }
 
+/// The RDB header of the stored snapshot `name` (its first piece, read from the store);
+/// `None` when it holds no RDB header.
+pub async fn snapshot_header(
+    store: &Store,
+    name: ObjectName,
+    size: u64,
+) -> Result<Option<RdbHeader>, ServeError> {
+    let mut snap = read_snapshot(store, name, size).await?;
+    let first = snap.rx.recv().await;
+    // The reader stops at its next piece.
+    drop(snap.rx);
+    match first.as_deref().and_then(rdb_header) {
+        Some(h) => Ok(Some(h)),
+        None => match snap.task.await {
+            Ok(Err(e)) => Err(e),
+            _ => Ok(None),
+        },
+    }
+}
+
+/// Whether the master that wrote a snapshot of this RDB propagated relative TTLs (`EXPIRE k
+/// 10`, `SET k v EX 10`, `SETEX`) as sent: `REDIS` RDB before version 10, Redis before 7.0,
+/// which began to propagate them as absolute `PEXPIREAT`/`PXAT`. A replica applies a
+/// relative TTL from when it receives it.
+pub fn sends_relative_ttls(h: RdbHeader) -> bool {
+    h.magic == crate::rdb::Magic::Redis && h.version < 10
+}
+
 /// Where a replica's stream stands, and how it gets more of it.
 pub struct Cursor {
     pub pos: u64,

@@ -177,6 +177,13 @@ pub async fn run(r: ServeRun) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    match server.relative_ttls().await {
+        Ok(Some(why)) => tracing::warn!("{why}"),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "the snapshot's RDB version could not be read at start")
+        }
+    }
     let stop = crate::args::stop_on_signal("closing the replica links");
     server.run(stop).await?;
     Ok(())
