@@ -251,8 +251,13 @@ fn a_replica_of_serve_to_each_checkpoint_equals_it() {
     for (i, cp) in checkpoints.iter().enumerate() {
         let (serve, port, v) = serve(&archive, &["--to", &cp.time_ms.to_string()]);
         let cut = v["cut_offset"].as_u64().unwrap();
-        // Nothing was written between the checkpoint and the offset read after it.
-        assert_eq!(cut, *offsets[i].end(), "checkpoint {i}: {v}");
+        // Within the master's offsets around the checkpoint (the master may write by itself
+        // in between: a PING, an expired key's DEL).
+        assert!(
+            offsets[i].contains(&cut),
+            "checkpoint {i}: cut {cut} outside {:?}: {v}",
+            offsets[i]
+        );
         assert_eq!(v["replid"].as_str().unwrap().len(), 40, "{v}");
         let replica = replica_of(port);
         if i == 0 {
