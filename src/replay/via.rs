@@ -6,8 +6,13 @@
 //! `masterauth`/`masteruser`. The target loads the snapshot natively, never expires keys on its
 //! own while it is a replica, and applies the stream as its master sent it: no TTL is moved.
 //!
+//! With `--db`/`--match` the moment is served filtered ([`moment::Filtered`]): the snapshot
+//! re-encoded without the unselected keys, the stream without the commands a restore by
+//! commands leaves out, under a fresh replication id; the wait is then for the snapshot's
+//! offset plus the bytes served.
+//!
 //! `auto` takes this path when it can and today's one ([`crate::replay::restore`]: RESTORE and
-//! commands) when it cannot, and says why: `--db`/`--match`; a target that is a replica, that
+//! commands) when it cannot, and says why: a shard's slot selection; a target that is a replica, that
 //! refuses `CONFIG`/`REPLICAOF` (renamed, or not permitted, as on managed services), or whose
 //! version cannot load the archived RDB; a stream with relative TTLs (a master older than
 //! 7.0), which a replica would count from when it applies them; or a target that does not
