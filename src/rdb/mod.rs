@@ -36,9 +36,10 @@ mod error;
 pub mod logical;
 mod lzf;
 mod parser;
+pub mod reencode;
 
 pub use error::RdbError;
-pub use parser::Parser;
+pub use parser::{Mark, Parser};
 
 /// Which magic the file starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -78,6 +78,18 @@ struct Core {
     summary: Summary,
     failed: Option<RdbError>,
     lzf_strings: super::LzfStrings,
+    /// With [`Parser::record_marks`]: where each top-level record starts.
+    marks: Option<Vec<Mark>>,
+}
+
+/// Where a top-level record (an opcode with its arguments, or a key with its value) starts in
+/// the file, and the index in the caller's event vector of its first event (it may have none:
+/// `EXPIRETIME`/`IDLE`/`FREQ`, `SLOT_INFO`, the `EOF` opcode). A record's bytes run to the
+/// next mark; the last one's, to [`Parser::offset`] or beyond (a value still being read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub event: usize,
+    pub offset: u64,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -402,6 +414,7 @@ impl Parser {
                 summary: Summary::default(),
                 failed: None,
                 lzf_strings: super::LzfStrings::Decode,
+                marks: None,
             },
             state: State::Magic,
         }
@@ -493,6 +506,20 @@ impl Parser {
         self.core.lzf_strings = mode;
     }
 
+    /// From now on, record a [`Mark`] for each top-level record (and the checksum trailer);
+    /// [`Parser::take_marks`] hands them over. Their `event` indices are into the vector given
+    /// to `feed`, as it was when the record was parsed.
+    pub fn record_marks(&mut self) {
+        self.core.marks.get_or_insert_with(Vec::new);
+    }
+
+    /// The marks recorded since the last call, appended to `out`.
+    pub fn take_marks(&mut self, out: &mut Vec<Mark>) {
+        if let Some(m) = &mut self.core.marks {
+            out.append(m);
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
@@ -569,16 +596,29 @@ fn run_steps(
             break Ok(());
         }
         let mark = out.len();
+        let marks = core.marks.as_ref().map_or(0, Vec::len);
         let mut cur = Cur::new(data, pos, core.base);
+        if let (Some(m), State::Top | State::Checksum) = (&mut core.marks, &*state) {
+            m.push(Mark {
+                event: mark,
+                offset: cur.abs(),
+            });
+        }
         match step(core, state, &mut cur, out) {
             Ok(()) => pos = cur.pos,
             Err(Stop::Need(n)) => {
                 out.truncate(mark);
+                if let Some(m) = &mut core.marks {
+                    m.truncate(marks);
+                }
                 core.need = n - pos;
                 break Ok(());
             }
             Err(Stop::Fail(e)) => {
                 out.truncate(mark);
+                if let Some(m) = &mut core.marks {
+                    m.truncate(marks);
+                }
                 break Err(e);
             }
         }

@@ -6,8 +6,13 @@
 //! `masterauth`/`masteruser`. The target loads the snapshot natively, never expires keys on its
 //! own while it is a replica, and applies the stream as its master sent it: no TTL is moved.
 //!
+//! With `--db`/`--match` the moment is served filtered ([`moment::Filtered`]): the snapshot
+//! re-encoded without the unselected keys, the stream without the commands a restore by
+//! commands leaves out, under a fresh replication id; the wait is then for the snapshot's
+//! offset plus the bytes served.
+//!
 //! `auto` takes this path when it can and today's one ([`crate::replay::restore`]: RESTORE and
-//! commands) when it cannot, and says why: `--db`/`--match`; a target that is a replica, that
+//! commands) when it cannot, and says why: a shard's slot selection; a target that is a replica, that
 //! refuses `CONFIG`/`REPLICAOF` (renamed, or not permitted, as on managed services), or whose
 //! version cannot load the archived RDB; a stream with relative TTLs (a master older than
 //! 7.0), which a replica would count from when it applies them; or a target that does not
@@ -351,9 +356,10 @@ async fn replicate(
     strict: bool,
 ) -> Result<Report, Cannot> {
     let started = Instant::now();
-    if !cfg.filter.dbs.is_empty() || !cfg.filter.patterns.is_empty() || cfg.filter.slots.is_some() {
+    if cfg.filter.slots.is_some() {
         return Err(Cannot::Why(
-            "--db/--match select keys, and a full sync loads every key of the snapshot".into(),
+            "a shard's keys are selected by slot owner, which a served snapshot is not filtered by"
+                .into(),
         ));
     }
     let mut t = LiveTarget::connect_with_timeout(url, password, cfg.target_timeout).await?;
@@ -377,7 +383,18 @@ async fn replicate(
         return Err(Cannot::Why(why));
     }
     let relative = moment::sends_relative_ttls(header);
-    let (m, counts) = moment::moment_of_plan(&cfg.store, plan, relative).await?;
+    let (mut m, counts) = moment::moment_of_plan(&cfg.store, plan, relative).await?;
+    // --db/--match: the snapshot re-encoded without the unselected keys, the stream without
+    // the commands that touch none, under a fresh replication id (see `moment::Filtered`).
+    let filtered = (!cfg.filter.is_all()).then(|| {
+        Arc::new(moment::Filtered {
+            filter: cfg.filter.clone(),
+            replid: one_time_password()[..40].to_string(),
+            eof_mark: one_time_password()[..40].to_string(),
+            served: Default::default(),
+        })
+    });
+    m.filtered = filtered.clone();
     if counts.relative_ttls > 0 {
         let why = format!(
             "the archived master (RDB version {}) sent {} commands with relative TTLs up to the cut, which a replica counts from when it applies them (a replay by commands makes them absolute)",
@@ -389,7 +406,23 @@ async fn replicate(
         tracing::warn!("--via replication: {why}");
     }
     let cut = m.cut.unwrap_or(m.offset());
-    let replid = m.replid.clone();
+    let replid = match &filtered {
+        Some(f) => f.replid.clone(),
+        None => m.replid.clone(),
+    };
+    // Where the target's offset ends: the cut, or (filtered) the snapshot's offset plus the
+    // bytes served, known once the served stream reached the cut.
+    let snapshot_offset = m.offset();
+    let goal = || match &filtered {
+        None => Some(cut),
+        Some(f) => f
+            .served
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .filter(|s| s.stream_done)
+            .map(|s| snapshot_offset + s.stream_bytes),
+    };
     let one_time = one_time_password();
     let server = Server::bind_moment(
         ServeConfig {
@@ -488,7 +521,7 @@ async fn replicate(
         let _ = restore_settings(&mut t, &before).await;
         return Err(Cannot::Why(format!("the target refused REPLICAOF: {e}")));
     }
-    let waited = drive(&mut t, opts, cfg, strict, &advertise, &replid, cut).await;
+    let waited = drive(&mut t, opts, cfg, strict, &advertise, &replid, &goal).await;
     let detached = detach(&mut t, &before).await;
     stop.cancel();
     let _ = serving.await;
@@ -525,14 +558,24 @@ async fn replicate(
             }
         }
     }
+    let served = filtered
+        .as_ref()
+        .and_then(|f| f.served.lock().expect("not poisoned").clone());
+    let (commands, internal) = match &served {
+        Some(s) => (s.commands, counts.internal + s.commands_internal),
+        None => (counts.commands, counts.internal),
+    };
     Ok(Report {
         offset: cut,
         time_ms: m.cut_ms,
         time: plan::fmt_ms(m.cut_ms),
         generation: plan.generation.to_string(),
         keys,
-        commands: counts.commands,
-        commands_internal: counts.internal,
+        commands,
+        commands_internal: internal,
+        keys_skipped: served.as_ref().map_or(0, |s| s.keys_skipped),
+        commands_skipped: served.as_ref().map_or(0, |s| s.commands_skipped),
+        commands_mixed: served.as_ref().map_or(0, |s| s.commands_mixed),
         transaction_left_out: counts.transaction_left_out,
         seconds: started.elapsed().as_secs_f64(),
         bytes_read: plan.snapshot.bytes + counts.bytes_read,
@@ -581,7 +624,7 @@ async fn drive(
     strict: bool,
     advertise: &str,
     replid: &str,
-    cut: u64,
+    goal: &dyn Fn() -> Option<u64>,
 ) -> Result<(), Cannot> {
     let link_wait = if strict {
         cfg.target_timeout
@@ -606,8 +649,10 @@ async fn drive(
     let mut moved = Instant::now();
     loop {
         let s = sync_state(t).await?;
-        if s.link_up && s.replid == replid && s.offset.is_some_and(|o| o >= cut) {
-            if s.offset != Some(cut) {
+        let cut = goal();
+        if s.link_up && s.replid == replid && s.offset.is_some_and(|o| cut.is_some_and(|c| o >= c))
+        {
+            if s.offset != cut {
                 tracing::warn!(offset = ?s.offset, cut, "the target's offset is past the cut");
             }
             return Ok(());
@@ -621,7 +666,8 @@ async fn drive(
                     addr: t.addr().to_string(),
                     after: humantime::format_duration(cfg.target_timeout).to_string(),
                     waiting: format!(
-                        "the target's replication offset to reach the cut at {cut} with master_link_status:up (it is at {:?}, link {}, replication id {}); the target may hold a partial restore: restore again with --force",
+                        "the target's replication offset to reach the cut at {} with master_link_status:up (it is at {:?}, link {}, replication id {}); the target may hold a partial restore: restore again with --force",
+                        cut.map_or("(the end of the stream served)".to_string(), |c| c.to_string()),
                         s.offset,
                         if s.link_up { "up" } else { "down" },
                         s.replid

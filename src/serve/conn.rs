@@ -382,6 +382,9 @@ impl Link {
     }
 
     async fn full_sync(&self, tx: &mpsc::Sender<Bytes>, m: &Moment) -> Result<(), End> {
+        if let Some(f) = &m.filtered {
+            return self.full_sync_filtered(tx, m, f).await;
+        }
         let cfg = &self.shared.cfg;
         let mut snap = moment::read_snapshot(&cfg.store, m.snapshot, m.snapshot_size).await?;
         let Some(first) = snap.rx.recv().await else {
@@ -432,9 +435,137 @@ impl Link {
         Ok(())
     }
 
+    /// A filtered moment's full sync: `+FULLRESYNC` with its own replication id, then the
+    /// snapshot re-encoded without the unselected keys (on a blocking thread), EOF-marked.
+    /// A replica that did not announce `capa eof` is refused (every Redis replica since
+    /// 2.8.18 announces it).
+    async fn full_sync_filtered(
+        &self,
+        tx: &mpsc::Sender<Bytes>,
+        m: &Moment,
+        f: &Arc<moment::Filtered>,
+    ) -> Result<(), End> {
+        let cfg = &self.shared.cfg;
+        if !self.capa.iter().any(|c| c.eq_ignore_ascii_case("eof")) {
+            let why = "a restore with --db/--match sends a re-encoded snapshot whose length is known only at its end, EOF-marked, and this replica did not announce REPLCONF capa eof (Redis 2.8.18 and later do): restore with --via commands".to_string();
+            tracing::warn!(replica = self.id, peer = %self.peer, capa = %self.capa.join(","), "replica refused: {why}");
+            send(tx, format!("-ERR {why}\r\n").into_bytes()).await?;
+            return Err(End::Refused(why));
+        }
+        let mut snap = moment::read_snapshot(&cfg.store, m.snapshot, m.snapshot_size).await?;
+        let Some(first) = snap.rx.recv().await else {
+            return Err(match snap.task.await {
+                Ok(Err(e)) => End::from(e),
+                _ => broken(format!("{}: empty", m.snapshot)),
+            });
+        };
+        let Some(header) = moment::rdb_header(&first) else {
+            return Err(broken(format!("{}: no RDB header", m.snapshot)));
+        };
+        if let Some(why) = refusal(self.version.as_deref(), header) {
+            tracing::warn!(replica = self.id, peer = %self.peer, "replica refused: {why}");
+            send(tx, format!("-ERR {why}\r\n").into_bytes()).await?;
+            return Err(End::Refused(why));
+        }
+        tracing::info!(replica = self.id, peer = %self.peer, generation = %m.generation, snapshot = %m.snapshot,
+            offset = m.offset(), archived_replid = %m.replid, "full sync of a filtered moment: +FULLRESYNC {} {}", f.replid, m.offset());
+        send(
+            tx,
+            format!("+FULLRESYNC {} {}\r\n", f.replid, m.offset()).into_bytes(),
+        )
+        .await?;
+        send(tx, format!("$EOF:{}\r\n", f.eof_mark).into_bytes()).await?;
+        let (etx, mut erx) = mpsc::channel::<Bytes>(4);
+        let filter = f.filter.clone();
+        let mut rx = std::mem::replace(&mut snap.rx, mpsc::channel(1).1);
+        let encode = tokio::task::spawn_blocking(move || {
+            // By database only: those databases go whole, their size hints with them.
+            let whole = if filter.patterns.is_empty() && filter.slots.is_none() {
+                filter.dbs.iter().map(|&d| u64::from(d)).collect()
+            } else {
+                Vec::new()
+            };
+            let mut r = crate::rdb::reencode::Reencoder::new(|db, key: &[u8]| {
+                filter.key_selected(db as u32, key)
+            })
+            .keep_resize_hints(whole);
+            let mut out = Vec::new();
+            let mut next = Some(first);
+            while let Some(b) = next.take().or_else(|| rx.blocking_recv()) {
+                r.feed(b, &mut out).map_err(|e| e.to_string())?;
+                for o in out.drain(..) {
+                    etx.blocking_send(o).map_err(|_| String::new())?;
+                }
+            }
+            let done = r.finish(&mut out).map_err(|e| e.to_string())?;
+            for o in out.drain(..) {
+                etx.blocking_send(o).map_err(|_| String::new())?;
+            }
+            Ok::<_, String>(done)
+        });
+        while let Some(b) = erx.recv().await {
+            tx.send(b).await.map_err(|_| End::Closed)?;
+        }
+        let encoded = encode.await;
+        // The store's error first: a re-encoding cut short by it says only "truncated".
+        match snap.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(broken(e.to_string())),
+        }
+        let done = match encoded {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) if e.is_empty() => return Err(End::Closed),
+            Ok(Err(e)) => return Err(broken(format!("{}: {e}", m.snapshot))),
+            Err(e) => return Err(broken(e.to_string())),
+        };
+        send(tx, f.eof_mark.clone().into_bytes()).await?;
+        let mut served = f.served.lock().expect("not poisoned");
+        *served = Some(moment::FilteredServed {
+            keys: done.keys,
+            keys_skipped: done.keys_skipped,
+            rdb_bytes: done.bytes_out,
+            ..Default::default()
+        });
+        tracing::info!(
+            replica = self.id,
+            keys = done.keys,
+            keys_skipped = done.keys_skipped,
+            bytes = done.bytes_out,
+            of = done.bytes_in,
+            "filtered snapshot sent"
+        );
+        Ok(())
+    }
+
     /// The stream from `pos`: to the cut then PINGs (`--to`), or as the archive grows.
     async fn stream_on(&self, tx: &mpsc::Sender<Bytes>, m: &Moment, pos: u64) -> Result<(), End> {
         let cfg = &self.shared.cfg;
+        if let (Some(f), Some(cut)) = (&m.filtered, m.cut) {
+            let snapshot = f.served.lock().expect("not poisoned").clone();
+            let mut served = moment::FilteredServed {
+                stream_done: false,
+                commands: 0,
+                commands_skipped: 0,
+                commands_mixed: 0,
+                commands_internal: 0,
+                stream_bytes: 0,
+                ..snapshot.unwrap_or_default()
+            };
+            moment::send_filtered_stream(&cfg.store, m, &f.filter, tx, &mut served).await?;
+            tracing::info!(
+                replica = self.id,
+                offset = cut,
+                commands = served.commands,
+                skipped = served.commands_skipped,
+                mixed = served.commands_mixed,
+                bytes = served.stream_bytes,
+                "the filtered stream reached the cut"
+            );
+            served.stream_done = true;
+            *f.served.lock().expect("not poisoned") = Some(served);
+            return std::future::pending().await;
+        }
         let mut cursor = Cursor::new(m, pos, cfg.poll_interval);
         match m.cut {
             Some(cut) => {
@@ -492,6 +623,10 @@ async fn continue_at(
     match shared.cfg.mode {
         Mode::To(_) => {
             let m = shared.moment.as_ref().expect("planned at bind");
+            if m.filtered.is_some() {
+                // Filtered: the replica's offsets are not the archive's.
+                return Ok(None);
+            }
             let cut = m.cut.expect("--to has a cut");
             // Past the cut, the replica holds the PINGs this server sent after it.
             let ping = PING.len() as u64;

@@ -2,6 +2,7 @@
 //! up to a cut or (with `--follow`) as far as the archive grows. The stream is sent as
 //! archived, byte for byte, so that the offsets a replica counts are the archived master's.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use crate::archive::names::{GenerationId, ObjectKind, ObjectName};
 use crate::archive::scan::{self, Frontier};
 use crate::archive::store::{Listed, Store, StoreError};
 use crate::replay::cut::{self, Cutter, Limit};
+use crate::replay::filter::{Filter, Verdict};
 use crate::replay::plan::{Plan, PlannedObject};
 use crate::replay::restore::{make_plan, segments_wanted, RestoreError};
 use crate::replay::sink::RdbHeader;
@@ -36,6 +38,45 @@ pub struct Moment {
     pub cut: Option<u64>,
     /// The arrival time of the last command before the cut (or of the snapshot).
     pub cut_ms: u64,
+    /// A restore's `--db`/`--match`: served filtered, under a replication id of its own.
+    pub filtered: Option<Arc<Filtered>>,
+}
+
+/// A moment served with `--db`/`--match` (a restore's): the snapshot re-encoded without the
+/// unselected keys ([`crate::rdb::reencode`]), sent EOF-marked (its length is known only at
+/// the end), and the stream without the commands that touch none of them. The bytes differ
+/// from the archive's, so the replication id is a fresh one: a server holding a subset must
+/// never partially resync from the real master.
+#[derive(Debug)]
+pub struct Filtered {
+    pub filter: Filter,
+    /// Announced with `+FULLRESYNC` instead of the archived one (40 characters).
+    pub replid: String,
+    /// The 40-byte `$EOF:` mark.
+    pub eof_mark: String,
+    /// What the last full sync served, once its stream reached the cut.
+    pub served: Mutex<Option<FilteredServed>>,
+}
+
+/// What a filtered full sync served.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FilteredServed {
+    /// Keys of the snapshot sent and left out.
+    pub keys: u64,
+    pub keys_skipped: u64,
+    /// Bytes of the re-encoded RDB.
+    pub rdb_bytes: u64,
+    /// Commands sent (`Keep` and `Mixed` verdicts), left out, and among those sent, touching
+    /// selected and unselected keys; replication-internal ones (never sent).
+    pub commands: u64,
+    pub commands_skipped: u64,
+    pub commands_mixed: u64,
+    pub commands_internal: u64,
+    /// Bytes of the stream sent after the snapshot: the replica's offset ends at the
+    /// snapshot's offset plus these.
+    pub stream_bytes: u64,
+    /// Whether the stream reached the cut (the counts are final).
+    pub stream_done: bool,
 }
 
 impl Moment {
@@ -77,6 +118,7 @@ pub async fn plan_moment(
         segments: plan.segments,
         cut: cut_at,
         cut_ms,
+        filtered: None,
     })
 }
 
@@ -113,6 +155,7 @@ pub async fn moment_of_plan(
         segments: plan.segments.clone(),
         cut: Some(cut_at),
         cut_ms,
+        filtered: None,
     };
     Ok((m, counts))
 }
@@ -196,6 +239,99 @@ fn fetched(
         }
         .into()),
     }
+}
+
+/// Sends the stream of `m` from its snapshot to its cut, filtered by `filter` as a restore by
+/// commands applies it: `SELECT` of the database at the snapshot first, then every command
+/// the filter keeps (`Keep` and `Mixed`; `SELECT`, `MULTI` and `EXEC` always), exactly as
+/// archived; replication-internal ones and those that touch no selected key are left out.
+/// Counts go to `served`.
+pub async fn send_filtered_stream(
+    store: &Store,
+    m: &Moment,
+    filter: &Filter,
+    out: &mpsc::Sender<Bytes>,
+    served: &mut FilteredServed,
+) -> Result<(), ServeError> {
+    const PIECE: usize = 256 << 10;
+    let from = m.offset();
+    let cut = m.cut.expect("a filtered moment has a cut");
+    let wanted = m
+        .segments
+        .iter()
+        .map(|s| Wanted {
+            name: s.object,
+            stored: s.bytes,
+            raw: s.end.saturating_sub(s.offset),
+        })
+        .collect();
+    let mut fetch = fetch_segments(store, wanted);
+    let mut buf = bytes::BytesMut::new();
+    let mut first = true;
+    let mut reached = from;
+    'segments: while let Some(got) = fetch.next().await {
+        let (name, seg) = fetched(got)?;
+        let mut seg_db = seg.header.db_start;
+        for c in cut::Commands::new(&seg) {
+            let c = c.map_err(|source| RestoreError::Commands {
+                object: name.to_string(),
+                source,
+            })?;
+            if c.end <= from {
+                seg_db = c.db;
+                continue;
+            }
+            if c.end > cut {
+                break 'segments;
+            }
+            if first {
+                first = false;
+                let start = c.end - c.raw.len() as u64;
+                if start < from {
+                    return Err(ServeError::Snapshot(format!(
+                        "the snapshot's offset {from} falls inside the command at {start}..{} of {name}",
+                        c.end
+                    )));
+                }
+                let mut select = Vec::new();
+                cut::encode_args(&["SELECT", &seg_db.to_string()], &mut select);
+                buf.extend_from_slice(&select);
+            }
+            reached = c.end;
+            if c.info().kind == crate::resp::commands::Kind::Internal {
+                served.commands_internal += 1;
+                continue;
+            }
+            match filter.command(c.db, &c.args) {
+                Verdict::Drop => {
+                    served.commands_skipped += 1;
+                    continue;
+                }
+                Verdict::Mixed => served.commands_mixed += 1,
+                Verdict::Keep => {}
+            }
+            served.commands += 1;
+            buf.extend_from_slice(&c.raw);
+            if buf.len() >= PIECE {
+                served.stream_bytes += buf.len() as u64;
+                out.send(buf.split().freeze())
+                    .await
+                    .map_err(|_| ServeError::Gone)?;
+            }
+        }
+    }
+    if reached < cut {
+        return Err(ServeError::Snapshot(format!(
+            "the archive ends at offset {reached} before the cut at {cut}"
+        )));
+    }
+    if !buf.is_empty() {
+        served.stream_bytes += buf.len() as u64;
+        out.send(buf.split().freeze())
+            .await
+            .map_err(|_| ServeError::Gone)?;
+    }
+    Ok(())
 }
 
 /// The snapshot's RDB bytes, read and checked on a blocking thread, handed over in pieces.

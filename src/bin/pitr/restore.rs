@@ -69,12 +69,13 @@ pub struct RestoreArgs {
     /// Live target: how the moment reaches it. `replication`: the restore serves it as a
     /// master (on --listen) and the target replicates it (`REPLICAOF`), loading the snapshot
     /// natively and applying the stream as archived, then becomes a master again with its
-    /// `masterauth`/`masteruser` put back (a full sync replaces the target's data: --force
+    /// `masterauth`/`masteruser`/`repl-diskless-load` put back (a full sync replaces the target's data: --force
     /// still says that is wanted). `commands`: RESTORE and commands as an ordinary client.
-    /// `auto`: replication when the target can, else commands, saying why (--db/--match, a
-    /// target that refuses REPLICAOF or CONFIG, one too old for the archived RDB, a stream
-    /// with relative TTLs, or one that cannot reach the restore within 10 s). A cluster
-    /// archive is always restored by commands.
+    /// With --db/--match the target gets the snapshot re-encoded without the other keys and
+    /// the commands the filter keeps, under a new replication id. `auto`: replication when
+    /// the target can, else commands, saying why (a target that refuses REPLICAOF or CONFIG,
+    /// one too old for the archived RDB, a stream with relative TTLs, or one that cannot reach
+    /// the restore within 10 s). A cluster archive is always restored by commands.
     #[arg(long, value_name = "HOW", default_value = "auto", value_parser = parse_via)]
     via: restore::via::Via,
     /// With --via replication/auto: where the restore listens for the target.
