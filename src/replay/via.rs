@@ -406,10 +406,8 @@ async fn replicate(
         tracing::warn!("--via replication: {why}");
     }
     let cut = m.cut.unwrap_or(m.offset());
-    let replid = match &filtered {
-        Some(f) => f.replid.clone(),
-        None => m.replid.clone(),
-    };
+    // No PINGs: the archived id, or (filtered) the moment's own.
+    let replid = m.served_replid(false);
     // Where the target's offset ends: the cut, or (filtered) the snapshot's offset plus the
     // bytes served, known once the served stream reached the cut.
     let snapshot_offset = m.offset();

@@ -405,12 +405,13 @@ impl Link {
         if self.version.is_none() {
             tracing::debug!(replica = self.id, "the replica did not say its version: the snapshot (RDB {}{}) is sent; a replica that cannot load it says so in its own log", header.magic, header.version);
         }
+        let replid = m.served_replid(!self.shared.cfg.ping_interval.is_zero());
         tracing::info!(replica = self.id, peer = %self.peer, listening_port = self.listening_port.as_deref().unwrap_or("?"),
             capa = %self.capa.join(","), generation = %m.generation, snapshot = %m.snapshot, offset = m.offset(),
-            rdb_bytes = snap.raw_len, "full sync: +FULLRESYNC {} {}", m.replid, m.offset());
+            rdb_bytes = snap.raw_len, "full sync: +FULLRESYNC {replid} {}", m.offset());
         send(
             tx,
-            format!("+FULLRESYNC {} {}\r\n", m.replid, m.offset()).into_bytes(),
+            format!("+FULLRESYNC {replid} {}\r\n", m.offset()).into_bytes(),
         )
         .await?;
         send(tx, format!("${}\r\n", snap.raw_len).into_bytes()).await?;
@@ -628,12 +629,19 @@ async fn continue_at(
                 return Ok(None);
             }
             let cut = m.cut.expect("--to has a cut");
-            // Past the cut, the replica holds the PINGs this server sent after it.
+            let pings = !shared.cfg.ping_interval.is_zero();
+            let served = m.served_replid(pings);
+            // Past the cut, the replica holds the PINGs this server sent after it, under the
+            // served id. Up to the cut, the archived id is the same history (a replica of the
+            // master, or served with --repl-ping 0): it continues under the served id.
             let ping = PING.len() as u64;
-            let held =
-                pos <= cut || (!shared.cfg.ping_interval.is_zero() && (pos - cut) % ping == 0);
-            let ok = replid == m.replid && m.offset() <= pos && held;
-            Ok(ok.then(|| (m.clone(), pos, replid.to_string())))
+            let held = if replid == served {
+                pos <= cut || (pings && (pos - cut) % ping == 0)
+            } else {
+                replid == m.replid && pos <= cut
+            };
+            let ok = m.offset() <= pos && held;
+            Ok(ok.then(|| (m.clone(), pos, served)))
         }
         Mode::Follow => {
             let m = match moment::plan_moment(&shared.cfg.store, Target::Offset(pos), false).await {

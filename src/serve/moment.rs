@@ -42,6 +42,34 @@ pub struct Moment {
     pub filtered: Option<Arc<Filtered>>,
 }
 
+impl Moment {
+    /// The replication id a full sync announces: the archived master's, unless the replica's
+    /// offsets would part from that master's. Filtered: the moment's own. Held past the cut
+    /// with `PING`s (`pings`): [`held_replid`], since the PINGs are not in the master's
+    /// history; a replica must never `PSYNC` the real master with the archived id at an offset
+    /// the master used for other bytes (its stream would resume inside a command).
+    pub fn served_replid(&self, pings: bool) -> String {
+        match (&self.filtered, self.cut) {
+            (Some(f), _) => f.replid.clone(),
+            (None, Some(cut)) if pings => held_replid(&self.replid, cut),
+            _ => self.replid.clone(),
+        }
+    }
+}
+
+/// The replication id of the archived master's `replid` held at `cut` with PINGs of this
+/// server's own: the same for every `pitr serve --to` of that moment (so a replica resumes
+/// with `+CONTINUE` across a restart of serve), and no master's.
+pub fn held_replid(replid: &str, cut: u64) -> String {
+    use xxhash_rust::xxh3::xxh3_128_with_seed;
+    let what = format!("pitr serve: {replid} held at offset {cut}");
+    let (a, b) = (
+        xxh3_128_with_seed(what.as_bytes(), 0),
+        xxh3_128_with_seed(what.as_bytes(), 1),
+    );
+    format!("{a:032x}{:08x}", (b >> 96) as u32)
+}
+
 /// A moment served with `--db`/`--match` (a restore's): the snapshot re-encoded without the
 /// unselected keys ([`crate::rdb::reencode`]), sent EOF-marked (its length is known only at
 /// the end), and the stream without the commands that touch none of them. The bytes differ

@@ -1,7 +1,8 @@
 //! A replica of `pitr serve` holds the archived master's replication id and offsets, so that
 //! once told `REPLICAOF <the real master>` it resyncs partially when the master's backlog
 //! still holds its offset: caught up with `--follow`, or served a moment behind the master
-//! with `--to … --repl-ping 0`. And `pitr serve` of an archive whose master sent relative
+//! with `--to … --repl-ping 0` (with PINGs past the cut it is served under an id of its own,
+//! and gets a full sync from the master). And `pitr serve` of an archive whose master sent relative
 //! TTLs (before 7.0) says so once when it starts.
 
 use std::collections::HashMap;
@@ -187,6 +188,82 @@ fn a_replica_of_serve_to_a_moment_behind_the_master_resyncs_partially_from_it() 
         panic!("the replica differs from the checkpoint\n{d}");
     }
     replicaof_master_resyncs_partially(&master, &replica, &mut w);
+    drop(p);
+}
+
+/// With PINGs past the cut (the default `--repl-ping`), the replica's offsets part from the
+/// master's: it is served under a replication id of the moment's own, so that `REPLICAOF` the
+/// real master makes a full sync (never a partial one resuming inside a command). Restarted,
+/// it resumes from `pitr serve` with `+CONTINUE` under that id.
+#[test]
+fn a_replica_held_with_pings_gets_its_own_replid_and_a_full_sync_from_the_master() {
+    let (master, archive, p, mut w) = archived_master(43);
+    let mut con = master.client();
+    w.run_step(&mut con, 300);
+    let cp = w.checkpoint(&mut con, &master);
+    w.run_step(&mut con, 200);
+    assert_eq!(wait_archived(&mut con, 5000), 1);
+    let (serve, port, v) = serve(
+        &archive,
+        &["--to", &cp.time_ms.to_string(), "--repl-ping", "1s"],
+    );
+    let cut = v["cut_offset"].as_u64().unwrap();
+    let archived = master.info("replication")["master_replid"].clone();
+    assert_eq!(v["archived_replid"].as_str().unwrap(), archived, "{v}");
+    let held = v["replid"].as_str().unwrap().to_string();
+    assert_ne!(held, archived, "{v}");
+    assert_eq!(held.len(), 40, "{v}");
+    let replica = RedisServer::start(&[("replicaof", &format!("127.0.0.1 {port}"))]);
+    // Past the cut by at least one PING.
+    wait_until_msg(Duration::from_secs(60), "a PING past the cut", || {
+        assert!(serve.is_running(), "{}", serve.log());
+        repl_offset(&replica).is_some_and(|o| o > cut)
+    });
+    assert_eq!(replica.info("replication")["master_replid"], held);
+    // The link broken: the replica resumes from serve with +CONTINUE, same id.
+    replica.cmd(&["CLIENT", "KILL", "TYPE", "master"]);
+    wait_until_msg(Duration::from_secs(60), "the replica's link again", || {
+        assert!(serve.is_running(), "{}", serve.log());
+        serve.stderr().contains("partial resync: +CONTINUE") && repl_offset(&replica).is_some()
+    });
+    assert_eq!(
+        serve.stderr().matches("full sync: +FULLRESYNC").count(),
+        1,
+        "{}",
+        serve.log()
+    );
+    assert_eq!(replica.info("replication")["master_replid"], held);
+    // Told REPLICAOF the master: a full sync, not a partial one.
+    let (full, partial, _) = stats(&master);
+    replica.cmd(&["REPLICAOF", "127.0.0.1", &master.port().to_string()]);
+    wait_until_msg(
+        Duration::from_secs(60),
+        "the replica synced with the master",
+        || {
+            let info = replica.info("replication");
+            info["master_port"] == master.port().to_string()
+                && info["master_link_status"] == "up"
+                && info["master_sync_in_progress"] == "0"
+        },
+    );
+    let (full2, partial2, _) = stats(&master);
+    assert_eq!(
+        (full2, partial2),
+        (full + 1, partial),
+        "one full sync, no partial one"
+    );
+    exec(&mut con, &["SET", "psync:after", "1"]);
+    wait_until_msg(
+        Duration::from_secs(60),
+        "the replica at the master's offset",
+        || repl_offset(&replica) == Some(master_offset(&master)),
+    );
+    let cutoff = now_ms() + 5000;
+    let want = without_idle_consumers(&logical_state(&master, cutoff));
+    let got = without_idle_consumers(&logical_state(&replica, cutoff));
+    if let Some(d) = diff(&want, &got) {
+        panic!("the replica differs from the master (left: master)\n{d}");
+    }
     drop(p);
 }
 

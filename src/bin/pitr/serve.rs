@@ -130,6 +130,7 @@ pub async fn run(r: ServeRun) -> anyhow::Result<()> {
     let store = redact_store_url(r.cfg.store.url());
     let follow = r.cfg.mode == Mode::Follow;
     let auth = r.cfg.password.is_some();
+    let pings = !r.cfg.ping_interval.is_zero();
     let server = Server::bind(r.cfg).await?;
     let addr = server.local_addr()?;
     let mut out = Out::stdout();
@@ -142,7 +143,8 @@ pub async fn run(r: ServeRun) -> anyhow::Result<()> {
                 let v = serde_json::json!({
                     "listen": addr.to_string(),
                     "generation": m.generation.to_string(),
-                    "replid": m.replid,
+                    "replid": m.served_replid(pings),
+                    "archived_replid": m.replid,
                     "snapshot_offset": m.offset(),
                     "cut_offset": cut,
                     "cut_time_ms": m.cut_ms,
@@ -152,11 +154,16 @@ pub async fn run(r: ServeRun) -> anyhow::Result<()> {
             } else {
                 outln!(
                     out,
-                    "serving generation {} on {addr}: snapshot at offset {}, the stream to offset {cut} ({}), replication id {}",
+                    "serving generation {} on {addr}: snapshot at offset {}, the stream to offset {cut} ({}), replication id {}{}",
                     m.generation,
                     m.offset(),
                     fmt_ms(m.cut_ms),
-                    m.replid
+                    m.served_replid(pings),
+                    if pings {
+                        " (not the archived master's: PINGs past the cut; --repl-ping 0 serves the master's own)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
