@@ -250,7 +250,7 @@ pub async fn handshake(
     // replies) would cost a system call per 4 KiB. The buffer beneath it reads TLS_READ_BUFFER.
     let tcp = BufReader::with_capacity(TLS_READ_BUFFER, tcp);
     match tokio::time::timeout_at(deadline, connector.connect(name, tcp)).await {
-        Ok(Ok(s)) => Ok(ClientTls(s)),
+        Ok(Ok(s)) => Ok(ClientTls::new(s)),
         Ok(Err(e)) => Err(handshake_error(e, &shown, tls)),
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -289,11 +289,26 @@ fn handshake_error(e: std::io::Error, name: &str, tls: &Tls) -> std::io::Error {
 /// A TLS connection to a server: the stream, whose errors say what an alert from the server
 /// most likely means. With TLS 1.3 a server that refuses the client's certificate (or its
 /// absence) says so only after the handshake, on the first read.
-pub struct ClientTls(TlsStream<BufReader<TcpStream>>);
+///
+/// A read takes every record that has arrived, as far as the caller's buffer goes: tokio-rustls
+/// gives one record (at most 16 KiB) per read, and a bulk reader (the replica link) would
+/// otherwise pay its per-read costs for every 16 KiB.
+pub struct ClientTls {
+    inner: TlsStream<BufReader<TcpStream>>,
+    /// An error met after a read had already taken some bytes: the next read returns it.
+    deferred: Option<std::io::Error>,
+}
 
 impl ClientTls {
+    fn new(inner: TlsStream<BufReader<TcpStream>>) -> ClientTls {
+        ClientTls {
+            inner,
+            deferred: None,
+        }
+    }
+
     pub fn get_ref(&self) -> &TlsStream<BufReader<TcpStream>> {
-        &self.0
+        &self.inner
     }
 }
 
@@ -320,7 +335,28 @@ impl AsyncRead for ClientTls {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf).map_err(explain)
+        let this = &mut *self;
+        if let Some(e) = this.deferred.take() {
+            return Poll::Ready(Err(e));
+        }
+        let start = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map_err(explain),
+        }
+        // More records while they come without waiting (none: end of stream, said next time).
+        while buf.remaining() > 0 && buf.filled().len() > start {
+            let before = buf.filled().len();
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) if buf.filled().len() > before => {}
+                Poll::Ready(Ok(())) | Poll::Pending => break,
+                Poll::Ready(Err(e)) => {
+                    this.deferred = Some(explain(e));
+                    break;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -330,7 +366,9 @@ impl AsyncWrite for ClientTls {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf).map_err(explain)
+        Pin::new(&mut self.inner)
+            .poll_write(cx, buf)
+            .map_err(explain)
     }
 
     fn poll_write_vectored(
@@ -338,21 +376,21 @@ impl AsyncWrite for ClientTls {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0)
+        Pin::new(&mut self.inner)
             .poll_write_vectored(cx, bufs)
             .map_err(explain)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx).map_err(explain)
+        Pin::new(&mut self.inner).poll_flush(cx).map_err(explain)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx).map_err(explain)
+        Pin::new(&mut self.inner).poll_shutdown(cx).map_err(explain)
     }
 }
 

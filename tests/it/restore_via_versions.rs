@@ -8,101 +8,13 @@
 //! set to something else keeps it.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::serve::{archive_workload, readable_state, Archived};
 use crate::support::archiving::*;
-use crate::support::state::{
-    align_expiries, diff, drop_expired, logical_state, without_idle_consumers,
-};
-use crate::support::workload::{Checkpoint, Workload};
+use crate::support::state::{align_expiries, diff, drop_expired, without_idle_consumers};
 use crate::support::*;
-
-/// The fidelity workload on a master of `bin` while it is archived (as in `serve.rs`): some
-/// history before the archiver attaches, then three checkpoints.
-struct Archived {
-    archive: Archive,
-    checkpoints: Vec<Checkpoint>,
-    /// The master's offset after the workload's writes before each checkpoint, and after it.
-    offsets: Vec<std::ops::RangeInclusive<u64>>,
-    began_ms: u64,
-}
-
-fn archive_workload(bin: &Path, seed: u64) -> Archived {
-    let began_ms = now_ms();
-    let master = RedisServer::start_with(bin, &[("repl-diskless-sync-delay", "0")]);
-    let archive = Archive::local();
-    let mut w = Workload::new(seed);
-    let mut con = master.client();
-    w.run_step(&mut con, 800);
-    let p = archive.archiver(&master, &["--flush-interval", "200ms"]);
-    wait_online(&master, Duration::from_secs(60));
-    let mut checkpoints = vec![];
-    let mut offsets = vec![];
-    for _ in 0..3 {
-        w.run_step(&mut con, 1500);
-        let before = master_offset(&master);
-        if servers::version(bin).0 >= 6 {
-            checkpoints.push(w.checkpoint(&mut con, &master));
-        } else {
-            assert_eq!(wait_archived(&mut con, 5000), 1);
-            std::thread::sleep(Duration::from_millis(2));
-            let time_ms = now_ms();
-            let state = readable_state(bin, &master, time_ms);
-            std::thread::sleep(Duration::from_millis(2));
-            checkpoints.push(Checkpoint { time_ms, state });
-        }
-        offsets.push(before..=master_offset(&master));
-    }
-    exec(&mut con, &["SET", "via:end", "1"]);
-    assert_eq!(wait_archived(&mut con, 5000), 1);
-    p.stop_gracefully(Duration::from_secs(30));
-    Archived {
-        archive,
-        checkpoints,
-        offsets,
-        began_ms,
-    }
-}
-
-/// `logical_state` of `r`; for Redis 5.0 (no `XINFO STREAM … FULL`) that of a Redis 6.2 copy
-/// of every key made by `DUMP` and `RESTORE`.
-fn readable_state(bin: &Path, r: &RedisServer, cutoff: u64) -> Value {
-    if servers::version(bin).0 >= 6 {
-        return logical_state(r, cutoff);
-    }
-    let copy = RedisServer::start_with(&servers::redis_6_2(), &[]);
-    let mut from = r.client();
-    let mut to = copy.client();
-    let dbs: Vec<String> = r
-        .info("keyspace")
-        .keys()
-        .filter_map(|k| k.strip_prefix("db").map(str::to_string))
-        .collect();
-    for db in dbs {
-        exec(&mut from, &["SELECT", &db]);
-        exec(&mut to, &["SELECT", &db]);
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut from).unwrap();
-        for k in keys {
-            let (dump, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
-                .cmd("DUMP")
-                .arg(&k)
-                .cmd("PTTL")
-                .arg(&k)
-                .query(&mut from)
-                .unwrap();
-            let Some(dump) = dump else { continue };
-            let _: () = redis::cmd("RESTORE")
-                .arg(&k)
-                .arg(pttl.max(0))
-                .arg(dump)
-                .query(&mut to)
-                .unwrap();
-        }
-    }
-    logical_state(&copy, cutoff)
-}
 
 /// `pitr restore --to <to> --target <target> --via replication --json`: its report and stderr.
 fn restore_via_replication(archive: &Archive, target: &RedisServer, to: &str) -> (Value, String) {

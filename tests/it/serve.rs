@@ -21,7 +21,7 @@ use crate::support::*;
 
 /// `pitr serve --store <archive> --listen 127.0.0.1:<port> <mode…> --json`, and what it
 /// printed once listening.
-fn serve(archive: &Archive, mode: &[&str]) -> (PitrProcess, u16, Value) {
+pub(crate) fn serve(archive: &Archive, mode: &[&str]) -> (PitrProcess, u16, Value) {
     serve_on(free_port(), archive, mode)
 }
 
@@ -95,18 +95,18 @@ fn assert_same(what: &str, want: &Value, got: &Value) {
 
 /// The fidelity workload on a master of `bin` while it is archived: some history before the
 /// archiver attaches (it lands in the snapshot), then three checkpoints.
-struct Archived {
-    archive: Archive,
-    checkpoints: Vec<Checkpoint>,
+pub(crate) struct Archived {
+    pub archive: Archive,
+    pub checkpoints: Vec<Checkpoint>,
     /// The master's `master_repl_offset` after the workload's writes before each checkpoint,
     /// and after the checkpoint (the master may write on its own meanwhile: a `DEL` of an
     /// expired key, the `REPLCONF GETACK` of the checkpoint's `WAIT`).
-    offsets: Vec<std::ops::RangeInclusive<u64>>,
+    pub offsets: Vec<std::ops::RangeInclusive<u64>>,
     /// When the workload began.
-    began_ms: u64,
+    pub began_ms: u64,
 }
 
-fn archive_workload(bin: &Path, seed: u64) -> Archived {
+pub(crate) fn archive_workload(bin: &Path, seed: u64) -> Archived {
     let began_ms = now_ms();
     let master = RedisServer::start_with(bin, &[("repl-diskless-sync-delay", "0")]);
     let archive = Archive::local();
@@ -148,7 +148,7 @@ fn archive_workload(bin: &Path, seed: u64) -> Archived {
 /// no `XINFO STREAM … FULL`) that of a Redis 6.2 server holding a copy of every key made by
 /// `DUMP` and `RESTORE` (values and consumer groups as serialized; TTLs from `PTTL`, a few
 /// milliseconds late).
-fn readable_state(bin: &Path, r: &RedisServer, cutoff: u64) -> Value {
+pub(crate) fn readable_state(bin: &Path, r: &RedisServer, cutoff: u64) -> Value {
     if servers::version(bin).0 >= 6 {
         return logical_state(r, cutoff);
     }

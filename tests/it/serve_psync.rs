@@ -8,36 +8,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::Value;
-
+use crate::serve::serve;
 use crate::support::archiving::*;
 use crate::support::state::{diff, logical_state, without_idle_consumers};
 use crate::support::workload::Workload;
 use crate::support::*;
-
-/// `pitr serve --store <archive> --listen 127.0.0.1:<port> <mode…> --json`, and what it
-/// printed once listening.
-fn serve(archive: &Archive, mode: &[&str]) -> (PitrProcess, u16, Value) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "serve",
-        "--store",
-        archive.store(),
-        "--listen",
-        &listen,
-        "--json",
-    ];
-    args.extend_from_slice(mode);
-    let p = PitrProcess::spawn(&args, &[("RUST_LOG".into(), "info".into())]);
-    wait_until_msg(Duration::from_secs(60), "pitr serve to listen", || {
-        assert!(p.is_running(), "pitr serve exited: {}", p.log());
-        p.stdout().lines().next().is_some()
-    });
-    let v: Value = serde_json::from_str(p.stdout().lines().next().unwrap())
-        .unwrap_or_else(|e| panic!("{e}: {}", p.log()));
-    (p, port, v)
-}
 
 /// `r`'s replication offset while its link is up.
 fn repl_offset(r: &RedisServer) -> Option<u64> {
