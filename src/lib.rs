@@ -36,3 +36,26 @@ pub mod replay;
 pub mod resp;
 pub mod serve;
 pub mod ship;
+
+/// `n` random bytes in hex: from the operating system (`/dev/urandom`), or, where that cannot
+/// be read, from SipHash keyed by the standard library's per-process randomness and the time.
+/// For one-time passwords, replication ids and lease holder ids.
+pub(crate) fn random_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut b = vec![0u8; n];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if read.is_err() {
+        use std::hash::{BuildHasher, Hasher};
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        for (i, chunk) in b.chunks_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.write_usize(i);
+            h.write_u128(nanos);
+            chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

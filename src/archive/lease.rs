@@ -503,21 +503,7 @@ fn parse(bytes: &[u8]) -> Result<LeaseInfo, String> {
 
 /// A random id for this process's lease.
 fn new_holder_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    (0..2u8)
-        .map(|i| {
-            // Keyed from the operating system's randomness, once per thread.
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u32(std::process::id());
-            h.write_u128(nanos);
-            h.write_u8(i);
-            format!("{:016x}", h.finish())
-        })
-        .collect()
+    crate::random_hex(16)
 }
 
 /// This host's name, as far as it can be told without a system call.

@@ -235,24 +235,7 @@ async fn snapshot_header(cfg: &RestoreConfig, plan: &Plan) -> Result<RdbHeader, 
 
 /// A one-time password for the restore's master.
 fn one_time_password() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 24];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if read.is_err() {
-        // SipHash keyed from the operating system's randomness, as a last resort.
-        use std::hash::{BuildHasher, Hasher};
-        for (i, chunk) in b.chunks_mut(8).enumerate() {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_usize(i);
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
-        }
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::random_hex(24)
 }
 
 /// The target's replication settings before the restore, to be put back.
@@ -389,8 +372,8 @@ async fn replicate(
     let filtered = (!cfg.filter.is_all()).then(|| {
         Arc::new(moment::Filtered {
             filter: cfg.filter.clone(),
-            replid: one_time_password()[..40].to_string(),
-            eof_mark: one_time_password()[..40].to_string(),
+            replid: crate::random_hex(20),
+            eof_mark: crate::random_hex(20),
             served: Default::default(),
         })
     });
