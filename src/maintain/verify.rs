@@ -576,9 +576,20 @@ pub(crate) mod test_objects {
         ms: u64,
         prev: u64,
     ) -> (ObjectName, u64) {
-        let raw = PING.repeat(pings);
+        segment_of(store, g, start, &PING.repeat(pings), ms, prev).await
+    }
+
+    /// [`segment`] of the stream bytes `raw`, in database 0.
+    pub async fn segment_of(
+        store: &Store,
+        g: u64,
+        start: u64,
+        raw: &[u8],
+        ms: u64,
+        prev: u64,
+    ) -> (ObjectName, u64) {
         let end = start + raw.len() as u64;
-        let sum_end = format::stream_sum(prev, &raw);
+        let sum_end = format::stream_sum(prev, raw);
         let h = SegmentHeader {
             generation: GenerationId(g),
             start,
@@ -596,7 +607,7 @@ pub(crate) mod test_objects {
             frames: Vec::new(),
             index: vec![TimeMark { end, ms }],
         };
-        let (obj, _) = format::encode_segment(&h, &raw).unwrap();
+        let (obj, _) = format::encode_segment(&h, raw).unwrap();
         let name = ObjectName::segment(h.generation, (start, end), (ms, ms), h.replid).v2(0);
         store.put_new(&name, obj.into()).await.unwrap();
         (name, sum_end)

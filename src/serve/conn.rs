@@ -17,7 +17,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::rdb::Magic;
@@ -312,6 +312,7 @@ impl Link {
         let (tx, rx) = mpsc::channel::<Bytes>(4);
         let sent = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
+        let first_ack = Arc::new(Notify::new());
         let wr = self.wr.take().expect("the writer is here until the sync");
         let writer = tokio::spawn(write_loop(wr, rx, cfg.timeout, link.clone()));
         let mut reader = self
@@ -319,13 +320,18 @@ impl Link {
             .take()
             .expect("the reader is here until the sync");
         let acks = {
-            let (sent, acked, link, timeout) =
-                (sent.clone(), acked.clone(), link.clone(), cfg.timeout);
+            let (sent, acked, first_ack, link, timeout) = (
+                sent.clone(),
+                acked.clone(),
+                first_ack.clone(),
+                link.clone(),
+                cfg.timeout,
+            );
             tokio::spawn(async move {
                 // Ends with the link too: a replica that stops reading mid-snapshot sends
                 // nothing either, and its reader would otherwise wait for it forever.
                 let r = tokio::select! {
-                    r = ack_loop(&mut reader, timeout, &sent, &acked) => r,
+                    r = ack_loop(&mut reader, timeout, &sent, &acked, &first_ack) => r,
                     _ = link.cancelled() => Err(End::Stopped),
                 };
                 link.cancel();
@@ -348,6 +354,18 @@ impl Link {
                     };
                     self.full_sync(&tx, &m).await?;
                     sent.store(true, Ordering::Relaxed);
+                    if m.filtered.is_some() {
+                        // As a master does after an EOF-marked snapshot: the stream waits for
+                        // the replica's first ACK, since a replica loading from the socket
+                        // reads past the end mark and drops what came with it. The replica
+                        // sends a newline each second while it loads; the ACK reader ends the
+                        // link when it falls silent.
+                        first_ack.notified().await;
+                        tracing::debug!(
+                            replica = id,
+                            "the replica loaded the snapshot and acknowledged it"
+                        );
+                    }
                     self.stream_on(&tx, &m, m.offset()).await
                 }
             }
@@ -747,6 +765,7 @@ async fn ack_loop(
     timeout: Duration,
     sent: &AtomicBool,
     acked: &AtomicU64,
+    first_ack: &Notify,
 ) -> Result<(), End> {
     loop {
         match reader.next(Some(timeout), "waiting for REPLCONF ACK").await {
@@ -761,6 +780,7 @@ async fn ack_loop(
                     {
                         acked.store(o, Ordering::Relaxed);
                     }
+                    first_ack.notify_one();
                 }
             }
             Err(End::Timeout(_)) if !sent.load(Ordering::Relaxed) => {}

@@ -203,3 +203,92 @@ impl Server {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::names::ArchiveName;
+    use crate::maintain::verify::test_objects::{segment_of, snapshot};
+    use crate::replay::filter::Filter;
+    use crate::replay::restore::make_plan;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    /// After an EOF-marked (filtered) snapshot, the stream waits for the replica's first
+    /// `REPLCONF ACK`, as a master's does: a replica loading from the socket reads past the
+    /// mark and would drop bytes that came with it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_stream_after_an_eof_marked_snapshot_waits_for_the_first_ack() {
+        let n: ArchiveName = "a".parse().unwrap();
+        let store = Store::open("memory://", &n).unwrap();
+        let raw: &[u8] = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
+        let (_, seed) = snapshot(&store, 1, 0, 1000).await;
+        segment_of(&store, 1, 0, raw, 1100, seed).await;
+        let plan = make_plan(&store, Target::Latest).await.unwrap();
+        let (mut m, _) = moment::moment_of_plan(&store, &plan, false).await.unwrap();
+        let mark = crate::random_hex(20);
+        m.filtered = Some(Arc::new(moment::Filtered {
+            filter: Filter {
+                dbs: vec![0],
+                ..Default::default()
+            },
+            replid: crate::random_hex(20),
+            eof_mark: mark.clone(),
+            served: Default::default(),
+        }));
+        let cfg = ServeConfig {
+            store,
+            mode: Mode::To(Target::Latest),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            password: None,
+            ping_interval: Duration::ZERO,
+            timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+        };
+        let server = Server::bind_moment(cfg, m).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(server.run(stop.clone()));
+
+        let (rd, mut wr) = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap()
+            .into_split();
+        let mut rd = BufReader::new(rd);
+        let mut line = String::new();
+        for cmd in [
+            "PING\r\n",
+            "REPLCONF capa eof capa psync2\r\n",
+            "PSYNC ? -1\r\n",
+        ] {
+            wr.write_all(cmd.as_bytes()).await.unwrap();
+            line.clear();
+            rd.read_line(&mut line).await.unwrap();
+            assert!(line.starts_with('+'), "{cmd:?}: {line:?}");
+        }
+        assert!(line.starts_with("+FULLRESYNC "), "{line:?}");
+        line.clear();
+        rd.read_line(&mut line).await.unwrap();
+        assert_eq!(line, format!("$EOF:{mark}\r\n"));
+        let mut rdb = Vec::new();
+        while !rdb.ends_with(mark.as_bytes()) {
+            let mut b = [0u8; 1];
+            rd.read_exact(&mut b).await.unwrap();
+            rdb.push(b[0]);
+        }
+        assert!(rdb.starts_with(b"REDIS"), "{rdb:?}");
+        // Nothing until the replica says it loaded the snapshot.
+        let mut b = [0u8; 64];
+        let early = tokio::time::timeout(Duration::from_millis(500), rd.read(&mut b)).await;
+        assert!(early.is_err(), "sent before the ACK: {early:?}");
+        wr.write_all(b"REPLCONF ACK 0\r\n").await.unwrap();
+        let want = [&b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n"[..], raw].concat();
+        let mut stream = vec![0u8; want.len()];
+        tokio::time::timeout(Duration::from_secs(10), rd.read_exact(&mut stream))
+            .await
+            .expect("the stream after the ACK")
+            .unwrap();
+        assert_eq!(stream, want);
+        stop.cancel();
+        run.await.unwrap().unwrap();
+    }
+}

@@ -92,10 +92,17 @@ fn every_checkpoint_restored_through_replication_equals_it() {
     w.run_step(&mut con, 800);
     let p = archive.archiver(&master, &["--flush-interval", "200ms"]);
     wait_online(&master, Duration::from_secs(60));
-    let mut checkpoints = vec![(w.checkpoint(&mut con, &master), master_offset(&master))];
+    // The cut lies between the master's offset before the checkpoint and after it: the
+    // master propagates expiries of its own (a `DEL` per expired key) at any time.
+    let checkpoint = |w: &mut Workload, con: &mut redis::Connection| {
+        let before = master_offset(&master);
+        let cp = w.checkpoint(con, &master);
+        (cp, before..=master_offset(&master))
+    };
+    let mut checkpoints = vec![checkpoint(&mut w, &mut con)];
     for _ in 0..3 {
         w.run_step(&mut con, 1500);
-        checkpoints.push((w.checkpoint(&mut con, &master), master_offset(&master)));
+        checkpoints.push(checkpoint(&mut w, &mut con));
     }
     exec(&mut con, &["SET", "via:end", "1"]);
     assert_eq!(wait_archived(&mut con, 5000), 1);
@@ -112,10 +119,9 @@ fn every_checkpoint_restored_through_replication_equals_it() {
             &["--via", "replication"],
         );
         assert_eq!(rep["via"], "replication", "{rep}");
-        assert_eq!(
-            rep["offset"].as_u64(),
-            Some(*offset),
-            "checkpoint {i}: {rep}"
+        assert!(
+            offset.contains(&rep["offset"].as_u64().unwrap()),
+            "checkpoint {i}: not in {offset:?}: {rep}"
         );
         assert!(rep["time_ms"].as_u64().unwrap() <= cp.time_ms, "{rep}");
         assert_eq!(rep["expiries_moved_back"], 0, "{rep}");
