@@ -15,6 +15,12 @@
 #              as fast as it can), then checked durable with PUBLISH + WAIT 1.
 #   target     `pitr restore --to latest --via commands --target` of the plain archive into
 #              one empty server, through its `port` and its `tls-port` (the report's seconds).
+#   replica    the server's own figure for the stream: two Redis replicas of the master, one
+#              through `port`, one through `tls-port` (`tls-replication yes`), are stopped
+#              (SIGSTOP) while the SETs are written, so that the master drops them at its
+#              output buffer limit; each is then let go (SIGCONT) and timed from its "Trying
+#              a partial resynchronization" (its log) until its offset reaches the master's:
+#              the same backlog, read and applied by the server itself.
 # Per figure: the median of the BENCH_TLS_ROUNDS rounds' ratios (the data set grows every
 # round, so only the two sides of one round compare), and each side's median.
 #
@@ -88,6 +94,40 @@ TTLS="$TLS_PORT"
 banner "master: DEBUG POPULATE $KEYS keys of $VALUE bytes"
 redis-cli -p "$MPORT" debug populate "$KEYS" key "$VALUE" >/dev/null
 
+# Two Redis replicas of the master, through its port and its tls-port.
+declare -A RPID RPORT RDIR
+start_redis replica-plain "replicaof 127.0.0.1 $MPORT" "repl-timeout 600"
+RPID[plain]="$REDIS_PID" RPORT[plain]="$REDIS_PORT" RDIR[plain]="$REDIS_DIR"
+tls_server replica-tls "tls-replication yes" "replicaof 127.0.0.1 $MTLS" "repl-timeout 600"
+RPID[tls]="$REDIS_PID" RPORT[tls]="$REDIS_PORT" RDIR[tls]="$REDIS_DIR"
+info_field() { redis-cli -p "$1" info replication | tr -d '\r' | sed -n "s/^$2://p"; }
+link_up() { [ "$(info_field "$1" master_link_status)" = up ]; }
+for m in plain tls; do
+  wait_for 300 link_up "${RPORT[$m]}" \
+    || die "the $m replica did not come up: $(tail -n 3 "${RDIR[$m]}/redis.log")"
+done
+# replica MODE: seconds from the replica's (SIGSTOPped, dropped by the master) partial
+# resync request until its offset reaches the master's.
+replica() {
+  local goal log="${RDIR[$1]}/redis.log" n t0 t1 line
+  goal="$(info_field "$MPORT" master_repl_offset)"
+  n="$(grep -c "Trying a partial resynchronization" "$log" || true)"
+  kill -CONT "${RPID[$1]}"
+  until link_up "${RPORT[$1]}" \
+    && [ "$(info_field "${RPORT[$1]}" master_repl_offset)" -ge "$goal" ]; do
+    sleep 0.01
+  done
+  t1="$(now)"
+  [ "$(grep -c "Trying a partial resynchronization" "$log")" -gt "$n" ] \
+    || die "the $1 replica did not resync: $(tail -n 5 "$log")"
+  grep -q "Successful partial resynchronization" "$log" \
+    || die "the $1 replica made a full sync: $(tail -n 5 "$log")"
+  line="$(grep "Trying a partial resynchronization" "$log" | tail -n1)"
+  # "<pid>:S 07 Dec 2026 03:37:20.747 * Trying ..."
+  t0="$(date -d "$(echo "$line" | awk '{ print $2, $3, $4, $5 }')" +%s.%N)"
+  elapsed "$t0" "$t1"
+}
+
 # url MODE PORTS...: the master's URL for plain or tls.
 url() { if [ "$1" = tls ]; then echo "rediss://127.0.0.1:$MTLS"; else echo "redis://127.0.0.1:$MPORT"; fi; }
 tls_args() { if [ "$1" = tls ]; then echo "--tls-ca $C/ca.pem"; fi; }
@@ -159,7 +199,7 @@ target() {
   json_num seconds <"$out"
 }
 
-declare -A FULL STREAM TARGET
+declare -A FULL STREAM TARGET REPLICA
 for ((r = 1; r <= ROUNDS; r++)); do
   if ((r % 2)); then order="plain tls"; else order="tls plain"; fi
   banner "round $r ($order)"
@@ -167,14 +207,18 @@ for ((r = 1; r <= ROUNDS; r++)); do
     rm -rf "$WORK/store-$m" "$WORK/store-$m.log"
     FULL[$m]+=" $(full_sync "$m" "$WORK/store-$m")"
   done
+  kill -STOP "${RPID[plain]}" "${RPID[tls]}"
   redis-benchmark -p "$MPORT" -t set -n "$COMMANDS" -r 10000000 -d "$VALUE" -P 32 -q >/dev/null
   for m in $order; do
     STREAM[$m]+=" $(stream "$m" "$WORK/store-$m")"
   done
   for m in $order; do
+    REPLICA[$m]+=" $(replica "$m")"
+  done
+  for m in $order; do
     TARGET[$m]+=" $(target "$m" "$WORK/store-plain")"
   done
-  log "round $r: full sync plain${FULL[plain]} tls${FULL[tls]}; stream plain${STREAM[plain]} tls${STREAM[tls]}; target plain${TARGET[plain]} tls${TARGET[tls]}"
+  log "round $r: full sync plain${FULL[plain]} tls${FULL[tls]}; stream plain${STREAM[plain]} tls${STREAM[tls]}; replica plain${REPLICA[plain]} tls${REPLICA[tls]}; target plain${TARGET[plain]} tls${TARGET[tls]}"
 done
 
 rdb_mb="$(calc "$(du -sb "$WORK/store-plain" | cut -f1) / 1048576" %.0f)"
@@ -196,4 +240,5 @@ report() {
 echo "tls: $ROUNDS rounds; $KEYS keys of $VALUE bytes, $COMMANDS SETs; archive ${rdb_mb} MiB stored"
 report "full sync ($KEYS keys)" "${FULL[plain]}" "${FULL[tls]}"
 report "stream ($COMMANDS SETs from the backlog, until received)" "${STREAM[plain]}" "${STREAM[tls]}"
+report "  the server's own: a Redis replica's partial resync of the same backlog" "${REPLICA[plain]}" "${REPLICA[tls]}"
 report "live target (restore --target)" "${TARGET[plain]}" "${TARGET[tls]}"

@@ -130,6 +130,9 @@ fn add(into: &mut Report, r: &Report) {
     into.keys_by_restore += r.keys_by_restore;
     into.keys_by_commands += r.keys_by_commands;
     into.expiries_moved_back += r.expiries_moved_back;
+    if let Some(n) = r.commands_mixed_failed {
+        *into.commands_mixed_failed.get_or_insert(0) += n;
+    }
     into.expiries_in_reserved_range += r.expiries_in_reserved_range;
     into.ttls_shifted |= r.ttls_shifted;
     into.field_ttls_shifted |= r.field_ttls_shifted;
@@ -266,6 +269,10 @@ impl Sink for RoutingSink {
             }
         }
         Ok(true)
+    }
+
+    fn tolerate_errors(&mut self, on: bool) {
+        self.sinks.iter_mut().for_each(|s| s.tolerate_errors(on));
     }
 
     async fn finish(self, report: &mut Report) -> Result<(), RestoreError> {

@@ -124,6 +124,8 @@ struct Desc {
     size: usize,
     len: u8,
     truncated: bool,
+    /// An error reply to it is counted, not raised (see [`LiveTarget::tolerate_errors`]).
+    tolerated: bool,
     text: [u8; DESC_LEN],
 }
 
@@ -150,6 +152,7 @@ impl Desc {
             size,
             len: len as u8,
             truncated,
+            tolerated: false,
             text,
         }
     }
@@ -452,6 +455,11 @@ pub struct LiveTarget {
     applied: u64,
     /// Once the snapshot's keys are all applied: how many keys, and `applied` then.
     snapshot_applied: Option<(u64, u64)>,
+    /// While set, commands queued get error replies counted instead of raised.
+    tolerant: bool,
+    /// Error replies counted so far, and the first of them (command and reply).
+    tolerated_errors: u64,
+    first_tolerated: Option<String>,
 }
 
 impl fmt::Debug for LiveTarget {
@@ -526,6 +534,9 @@ impl LiveTarget {
             touched: false,
             applied: 0,
             snapshot_applied: None,
+            tolerant: false,
+            tolerated_errors: 0,
+            first_tolerated: None,
         };
         if let Some(pw) = &ep.password {
             let mut args = vec![Bytes::from_static(b"AUTH")];
@@ -651,6 +662,21 @@ impl LiveTarget {
         }
     }
 
+    /// While `on`, an error reply to a command queued by [`send`](Self::send) or
+    /// [`send_encoded`](Self::send_encoded) is counted (see
+    /// [`tolerated_errors`](Self::tolerated_errors)) instead of failing the restore: for
+    /// commands that a `--db`/`--match` selection makes fail (a `RENAME` from a key left
+    /// out), which a replica would ignore too.
+    pub fn tolerate_errors(&mut self, on: bool) {
+        self.tolerant = on;
+    }
+
+    /// Error replies counted under [`tolerate_errors`](Self::tolerate_errors) so far, and
+    /// the first (its command and reply).
+    pub fn tolerated_errors(&self) -> (u64, Option<&str>) {
+        (self.tolerated_errors, self.first_tolerated.as_deref())
+    }
+
     /// Queues a command; writes are pipelined with at most `window` replies outstanding;
     /// replies are read while writing. An error reply to any earlier command makes this (or a
     /// later call) fail with [`TargetError::Reply`].
@@ -660,7 +686,10 @@ impl LiveTarget {
         let start = self.wbuf.len();
         encode(args, &mut self.wbuf);
         let size = self.wbuf.len() - start;
-        self.pending.push_back(Desc::new(args, size));
+        self.pending.push_back(Desc {
+            tolerated: self.tolerant,
+            ..Desc::new(args, size)
+        });
         self.pending_bytes += size;
         if self.wbuf.len() - self.wpos >= WRITE_AT {
             self.pump(Until::Written).await?;
@@ -843,7 +872,10 @@ return cursor .. ':' .. fixed
         self.check_failed()?;
         self.touched = true;
         self.wbuf.extend_from_slice(encoded);
-        self.pending.push_back(Desc::new(args, encoded.len()));
+        self.pending.push_back(Desc {
+            tolerated: self.tolerant,
+            ..Desc::new(args, encoded.len())
+        });
         self.pending_bytes += encoded.len();
         if self.wbuf.len() - self.wpos >= WRITE_AT {
             self.pump(Until::Written).await?;
@@ -1120,6 +1152,7 @@ return cursor .. ':' .. fixed
         let buf = &self.rbuf[..];
         let mut answered = 0usize;
         let mut answered_bytes = 0usize;
+        let mut tolerated = 0u64;
         let mut result = Ok(());
         while pos < buf.len() {
             let Some(desc) = self.pending.get(answered) else {
@@ -1162,6 +1195,17 @@ return cursor .. ':' .. fixed
                 if reply.len() < text.len() {
                     reply.push('…');
                 }
+                if desc.tolerated && !reply.starts_with("LOADING") {
+                    self.tolerated_errors += 1;
+                    tolerated += 1;
+                    if self.first_tolerated.is_none() {
+                        self.first_tolerated = Some(format!("`{}`: {reply}", desc.describe()));
+                    }
+                    pos += n;
+                    answered += 1;
+                    answered_bytes += desc.size;
+                    continue;
+                }
                 result = Err(if reply.starts_with("LOADING") {
                     TargetError::Loading {
                         addr: self.addr.clone(),
@@ -1192,7 +1236,7 @@ return cursor .. ':' .. fixed
                 result,
                 Err(TargetError::Reply { .. } | TargetError::Loading { .. })
             );
-            self.applied += answered as u64 - u64::from(refused);
+            self.applied += answered as u64 - u64::from(refused) - tolerated;
         }
         self.rbuf.advance(pos);
         result

@@ -301,8 +301,20 @@ impl Sink for LiveSink {
         Ok(true)
     }
 
+    fn tolerate_errors(&mut self, on: bool) {
+        self.target.tolerate_errors(on);
+    }
+
     async fn finish(mut self, report: &mut Report) -> Result<(), RestoreError> {
         self.target.sync().await?;
+        let (failed, first) = self.target.tolerated_errors();
+        report.commands_mixed_failed = Some(failed);
+        if let Some(first) = first {
+            tracing::warn!(
+                count = failed,
+                "{failed} commands touching selected and unselected keys failed on the target, as they would on a replica (first: {first}): a key they move from outside the selection is missing"
+            );
+        }
         report.ttls_shifted = self.ttls_shifted;
         report.field_ttls_shifted = self.field_ttls_shifted;
         report.expiries_in_reserved_range = self.in_reserved_range;

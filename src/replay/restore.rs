@@ -171,6 +171,10 @@ pub struct Report {
     pub commands_internal: u64,
     /// Commands that touch selected and unselected keys, applied whole.
     pub commands_mixed: u64,
+    /// Live target by commands: those of them the target refused (a `RENAME` from a key left
+    /// out), counted as a replica would ignore them; unknown elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commands_mixed_failed: Option<u64>,
     /// A shard's `FLUSHALL`/`FLUSHDB` applied to the keys of its restore only (a cluster
     /// archive restored into a server or cluster the shards share).
     pub flushes_scoped: u64,
@@ -651,14 +655,17 @@ impl Executor<'_> {
                 self.report.commands_internal += 1;
                 continue;
             }
-            match self.filter.command(c.db, &c.args) {
+            let mixed = match self.filter.command(c.db, &c.args) {
                 Verdict::Drop => {
                     self.report.commands_skipped += 1;
                     continue;
                 }
-                Verdict::Mixed => self.report.commands_mixed += 1,
-                Verdict::Keep => {}
-            }
+                Verdict::Mixed => {
+                    self.report.commands_mixed += 1;
+                    true
+                }
+                Verdict::Keep => false,
+            };
             // A shard's FLUSHALL/FLUSHDB into a destination the other shards share: only
             // the keys this pass selects go.
             if let (Some(_), Kind::Databases(d @ (Databases::All | Databases::Selected))) =
@@ -684,6 +691,9 @@ impl Executor<'_> {
                 }
             }
             // Handed over as archived unless a TTL has to be rewritten.
+            if mixed {
+                sink.tolerate_errors(true);
+            }
             match relative_ttls.then(|| absolute_ttl(&c)).flatten() {
                 Some(cmds) => {
                     for args in &cmds {
@@ -697,6 +707,9 @@ impl Executor<'_> {
                     })
                     .await?
                 }
+            }
+            if mixed {
+                sink.tolerate_errors(false);
             }
             self.report.commands += 1;
             self.progress.commands.fetch_add(1, Ordering::Relaxed);

@@ -115,6 +115,12 @@ pub trait Sink: Send {
         cmd: Outgoing<'_>,
     ) -> impl Future<Output = Result<(), RestoreError>> + Send;
 
+    /// While `on`, an error reply to a command handed over is counted in the report's
+    /// `commands_mixed_failed`, not raised: set around the commands that touch selected and
+    /// unselected keys (a `RENAME` from a key left out fails), which a replica ignores too.
+    /// A destination that cannot tell keeps raising them.
+    fn tolerate_errors(&mut self, _on: bool) {}
+
     /// A `FLUSHALL` (`db` `None`) or `FLUSHDB` of database `db` of a restore that shares its
     /// destination with others (a shard of a cluster archive): deletes only the keys there
     /// that `filter` selects, after everything handed over so far. `false`: the destination
@@ -174,6 +180,9 @@ pub trait CommandSink: Send {
         cmd: Outgoing<'_>,
     ) -> impl Future<Output = Result<(), RestoreError>> + Send;
 
+    /// See [`Sink::tolerate_errors`].
+    fn tolerate_errors(&mut self, _on: bool) {}
+
     /// See [`Sink::flush_selected`].
     fn flush_selected(
         &mut self,
@@ -203,6 +212,10 @@ impl<S: Sink> CommandSink for SinkCommands<'_, S> {
         cmd: Outgoing<'_>,
     ) -> impl Future<Output = Result<(), RestoreError>> + Send {
         self.0.command(cmd)
+    }
+
+    fn tolerate_errors(&mut self, on: bool) {
+        self.0.tolerate_errors(on)
     }
 
     fn flush_selected(

@@ -568,3 +568,49 @@ fn db_restores_through_replication_as_by_commands() {
         assert_eq!(dbs, want, "{f:?}: {keyspace:?}");
     }
 }
+
+/// A command that touches selected and unselected keys can fail on the target: `RENAME`
+/// from a key the selection left out finds no key. A replica ignores the error; by
+/// commands it is counted (`commands_mixed_failed`) and the restore goes on, so both paths
+/// end equal.
+#[test]
+fn mixed_commands_that_fail_on_the_target_are_counted_not_fatal() {
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let archive = Archive::local();
+    archive.archive_while(&master, |con| {
+        exec(con, &["SET", "a:1", "from-outside"]);
+        exec(con, &["RENAME", "a:1", "b:1"]);
+        exec(con, &["SET", "a:2", "x"]);
+        exec(con, &["RENAMENX", "a:2", "b:2"]);
+        exec(con, &["SET", "b:3", "kept"]);
+        exec(con, &["RENAME", "b:3", "b:4"]);
+    });
+    let by_commands = RedisServer::start(&[]);
+    let crep = restore(
+        &archive,
+        &by_commands,
+        "latest",
+        &["--via", "commands", "--match", "b:*"],
+    )
+    .unwrap_or_else(|(code, e)| panic!("exit {code}: {e}"));
+    assert_eq!(crep["commands_mixed"], 2, "{crep}");
+    assert_eq!(crep["commands_mixed_failed"], 2, "{crep}");
+    let by_replication = RedisServer::start(&[]);
+    let rrep = restore_ok(
+        &archive,
+        &by_replication,
+        "latest",
+        &["--via", "replication", "--match", "b:*"],
+    );
+    assert_eq!(rrep["commands_mixed"], 2, "{rrep}");
+    let cutoff = now_ms() + 5000;
+    let got = logical_state(&by_commands, cutoff);
+    assert_same("by commands", &logical_state(&by_replication, cutoff), &got);
+    let keys: Vec<&str> = got["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["b:4"], "{got}");
+}
