@@ -12,13 +12,14 @@
 #   stream     both archivers stopped, BENCH_TLS_COMMANDS SETs written (redis-benchmark), then
 #              each archiver started again: from start until it has received every byte
 #              written before (its pitr_received_offset; its partial resync reads the backlog
-#              as fast as it can), then checked durable with PUBLISH + WAIT 1.
+#              as fast as it can), then checked durable with PUBLISH + WAIT 1. The CPU
+#              seconds the archiver and the master spent until then are printed too.
 #   target     `pitr restore --to latest --via commands --target` of the plain archive into
 #              one empty server, through its `port` and its `tls-port` (the report's seconds).
 #   replica    the server's own figure for the stream: two Redis replicas of the master, one
 #              through `port`, one through `tls-port` (`tls-replication yes`), are stopped
-#              (SIGSTOP) while the SETs are written, so that the master drops them at its
-#              output buffer limit; each is then let go (SIGCONT) and timed from its "Trying
+#              (SIGSTOP) while the SETs are written and their links then closed by the
+#              master (CLIENT KILL TYPE replica); each is let go (SIGCONT) and timed from its "Trying
 #              a partial resynchronization" (its log) until its offset reaches the master's:
 #              the same backlog, read and applied by the server itself.
 # Per figure: the median of the BENCH_TLS_ROUNDS rounds' ratios (the data set grows every
@@ -47,6 +48,9 @@ PIDS=()
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 now() { date +%s.%N; }
+TCK="$(getconf CLK_TCK)"
+# User + system CPU ticks of a process so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 elapsed() { awk -v a="$1" -v b="${2:-$(now)}" 'BEGIN { printf "%.3f", b - a }'; }
 calc() { awk "BEGIN { printf \"${2:-%.3f}\", $1 }"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -88,6 +92,7 @@ tls_server master "repl-diskless-sync yes" "repl-diskless-sync-delay 0" \
   "repl-backlog-size 2gb" "repl-timeout 600"
 MPORT="$REDIS_PORT"
 MTLS="$TLS_PORT"
+MPID="$REDIS_PID"
 tls_server target
 TPORT="$REDIS_PORT"
 TTLS="$TLS_PORT"
@@ -164,10 +169,13 @@ full_sync() {
 # master wrote before (its pitr_received_offset reaches the master's offset: the link's own
 # throughput; the ACK of a durable offset waits for the next flush, up to --flush-interval
 # later, which would blur the figure). A PUBLISH + WAIT 1 then checks that it is all durable.
+# The CPU seconds of each side until then (user + system: the archiver's from its start, the
+# master's since) go to $WORK/cpu-MODE.
 stream() {
-  local log="$2.log" t0 out goal mport got=0 took
+  local log="$2.log" t0 out goal mport got=0 took m0
   goal="$(redis-cli -p "$MPORT" info replication | tr -d '\r' | sed -n 's/^master_repl_offset://p')"
   mport="$(free_port)"
+  m0="$(cpu_ticks "$MPID")"
   t0="$(now)"
   start_archiver "$1" "$2" "$log" "127.0.0.1:$mport"
   while :; do
@@ -182,6 +190,7 @@ PY
     sleep 0.02
   done
   took="$(elapsed "$t0")"
+  echo "$(calc "$(cpu_ticks "$ARCH_PID") / $TCK" %.2f) $(calc "($(cpu_ticks "$MPID") - $m0) / $TCK" %.2f)" >>"$WORK/cpu-$1"
   out="$(printf 'PUBLISH pitr-bench-tls marker\nWAIT 1 600000\n' | redis-cli -p "$MPORT" | tr -d '\r' | tail -n1)"
   [ "$out" = 1 ] || die "WAIT answered $out"
   grep -q "partial resync: continuing" "$log" || die "$1: no partial resync: $(tail -n 5 "$log")"
@@ -209,6 +218,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
   kill -STOP "${RPID[plain]}" "${RPID[tls]}"
   redis-benchmark -p "$MPORT" -t set -n "$COMMANDS" -r 10000000 -d "$VALUE" -P 32 -q >/dev/null
+  # The stopped replicas' links (no archiver is connected now): they resync from the backlog.
+  redis-cli -p "$MPORT" client kill type replica >/dev/null
   for m in $order; do
     STREAM[$m]+=" $(stream "$m" "$WORK/store-$m")"
   done
@@ -240,5 +251,7 @@ report() {
 echo "tls: $ROUNDS rounds; $KEYS keys of $VALUE bytes, $COMMANDS SETs; archive ${rdb_mb} MiB stored"
 report "full sync ($KEYS keys)" "${FULL[plain]}" "${FULL[tls]}"
 report "stream ($COMMANDS SETs from the backlog, until received)" "${STREAM[plain]}" "${STREAM[tls]}"
+cpu() { local m; m="$(cut -d' ' -f"$2" "$WORK/cpu-$1" | tr '\n' ' ')"; echo "$(median $m) s (runs: $m)"; }
+echo "  CPU until received, medians: pitr plain $(cpu plain 1), TLS $(cpu tls 1); the master plain $(cpu plain 2), TLS $(cpu tls 2)"
 report "  the server's own: a Redis replica's partial resync of the same backlog" "${REPLICA[plain]}" "${REPLICA[tls]}"
 report "live target (restore --target)" "${TARGET[plain]}" "${TARGET[tls]}"
