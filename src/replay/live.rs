@@ -1187,6 +1187,9 @@ return cursor .. ':' .. fixed
                     }
                 }
             };
+            pos += n;
+            answered += 1;
+            answered_bytes += desc.size;
             if let Some(slot) = &mut self.capture {
                 *slot = Some(Bytes::copy_from_slice(&rest[..n]));
             } else if is_error {
@@ -1195,37 +1198,29 @@ return cursor .. ':' .. fixed
                 if reply.len() < text.len() {
                     reply.push('…');
                 }
-                if desc.tolerated && !reply.starts_with("LOADING") {
+                let loading = reply.starts_with("LOADING");
+                if desc.tolerated && !loading {
                     self.tolerated_errors += 1;
                     tolerated += 1;
                     if self.first_tolerated.is_none() {
                         self.first_tolerated = Some(format!("`{}`: {reply}", desc.describe()));
                     }
-                    pos += n;
-                    answered += 1;
-                    answered_bytes += desc.size;
-                    continue;
-                }
-                result = Err(if reply.starts_with("LOADING") {
-                    TargetError::Loading {
-                        addr: self.addr.clone(),
-                    }
                 } else {
-                    TargetError::Reply {
-                        addr: self.addr.clone(),
-                        command: desc.describe(),
-                        reply: with_cluster_hint(reply),
-                        partial: String::new(),
-                    }
-                });
-                pos += n;
-                answered += 1;
-                answered_bytes += desc.size;
-                break;
+                    result = Err(if loading {
+                        TargetError::Loading {
+                            addr: self.addr.clone(),
+                        }
+                    } else {
+                        TargetError::Reply {
+                            addr: self.addr.clone(),
+                            command: desc.describe(),
+                            reply: with_cluster_hint(reply),
+                            partial: String::new(),
+                        }
+                    });
+                    break;
+                }
             }
-            pos += n;
-            answered += 1;
-            answered_bytes += desc.size;
         }
         self.pending.drain(..answered);
         self.pending_bytes -= answered_bytes;
