@@ -16,6 +16,10 @@
 #              seconds the archiver and the master spent until then are printed too.
 #   target     `pitr restore --to latest --via commands --target` of the plain archive into
 #              one empty server, through its `port` and its `tls-port` (the report's seconds).
+#   drain      the transport's own figure for the stream: examples/drain.rs connects as
+#              `pitr` does (same TCP and TLS code), asks with PSYNC for the same backlog and
+#              only reads and discards it (no parsing, compression or store); timed from its
+#              start until it has read every byte, with the CPU seconds of each side.
 #   replica    the server's own figure for the stream: two Redis replicas of the master, one
 #              through `port`, one through `tls-port` (`tls-replication yes`), are stopped
 #              (SIGSTOP) while the SETs are written and their links then closed by the
@@ -61,11 +65,13 @@ for tool in redis-server redis-cli redis-benchmark openssl; do
 done
 
 banner "build"
-cargo build --release --bin pitr >&2
+cargo build --release --bin pitr --example drain >&2
 TARGET_DIR="$(cargo metadata --no-deps --format-version 1 \
   | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 PITR="$WORK/pitr"
 cp "$TARGET_DIR/release/pitr" "$PITR"
+DRAIN="$WORK/drain"
+cp "$TARGET_DIR/release/examples/drain" "$DRAIN"
 
 banner "certificates"
 C="$WORK/certs"
@@ -165,6 +171,26 @@ full_sync() {
   elapsed "$t0"
   stop_archiver
 }
+# received_offset PORT: the archiver's pitr_received_offset from its /metrics on PORT (0 while
+# it does not answer), read with bash's /dev/tcp: a poll every 20 ms that started a process
+# (an interpreter, curl) would take CPU from the two sides it times.
+received_offset() {
+  local line v=0
+  if exec 9<>"/dev/tcp/127.0.0.1/$1"; then
+    printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&9
+    while IFS= read -r -t 2 line <&9; do
+      case "$line" in
+        "pitr_received_offset "*)
+          v="${line#* }"
+          v="${v%%[.$'\r']*}"
+          break
+          ;;
+      esac
+    done
+    exec 9<&-
+  fi 2>/dev/null
+  echo "$v"
+}
 # stream MODE STORE: seconds from the start until the archiver has received every byte the
 # master wrote before (its pitr_received_offset reaches the master's offset: the link's own
 # throughput; the ACK of a durable offset waits for the next flush, up to --flush-interval
@@ -179,12 +205,7 @@ stream() {
   t0="$(now)"
   start_archiver "$1" "$2" "$log" "127.0.0.1:$mport"
   while :; do
-    got="$(python3 - "$mport" <<'PY' 2>/dev/null || echo 0
-import sys, urllib.request
-body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=2).read().decode()
-print(next((int(float(l.split()[-1])) for l in body.splitlines() if l.startswith("pitr_received_offset ")), 0))
-PY
-)"
+    got="$(received_offset "$mport")"
     [ "$got" -ge "$goal" ] && break
     kill -0 "$ARCH_PID" 2>/dev/null || die "the archiver exited: $(tail -n 5 "$log")"
     sleep 0.02
@@ -195,6 +216,20 @@ PY
   [ "$out" = 1 ] || die "WAIT answered $out"
   grep -q "partial resync: continuing" "$log" || die "$1: no partial resync: $(tail -n 5 "$log")"
   stop_archiver
+  echo "$took"
+}
+# drain MODE FROM TO: seconds from the start of examples/drain.rs until it has read the
+# backlog's bytes FROM+1..=TO; the CPU seconds of each side go to $WORK/cpu-drain-MODE.
+drain() {
+  local t0 took m0 out replid ca=()
+  replid="$(info_field "$MPORT" master_replid)"
+  [ "$1" = tls ] && ca=("$C/ca.pem")
+  m0="$(cpu_ticks "$MPID")"
+  t0="$(now)"
+  out="$("$DRAIN" "$(url "$1")" "$replid" "$(($2 + 1))" "$(($3 - $2))" "${ca[@]}")" \
+    || die "drain $1 failed"
+  took="$(elapsed "$t0")"
+  echo "$(calc "$(echo "$out" | sed 's/.*cpu_ticks=//') / $TCK" %.2f) $(calc "($(cpu_ticks "$MPID") - $m0) / $TCK" %.2f)" >>"$WORK/cpu-drain-$1"
   echo "$took"
 }
 # target MODE STORE: the restore report's seconds into the empty target.
@@ -208,7 +243,7 @@ target() {
   json_num seconds <"$out"
 }
 
-declare -A FULL STREAM TARGET REPLICA
+declare -A FULL STREAM DRAIN TARGET REPLICA
 for ((r = 1; r <= ROUNDS; r++)); do
   if ((r % 2)); then order="plain tls"; else order="tls plain"; fi
   banner "round $r ($order)"
@@ -217,11 +252,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
     FULL[$m]+=" $(full_sync "$m" "$WORK/store-$m")"
   done
   kill -STOP "${RPID[plain]}" "${RPID[tls]}"
+  from="$(info_field "$MPORT" master_repl_offset)"
   redis-benchmark -p "$MPORT" -t set -n "$COMMANDS" -r 10000000 -d "$VALUE" -P 32 -q >/dev/null
   # The stopped replicas' links (no archiver is connected now): they resync from the backlog.
   redis-cli -p "$MPORT" client kill type replica >/dev/null
+  to="$(info_field "$MPORT" master_repl_offset)"
   for m in $order; do
     STREAM[$m]+=" $(stream "$m" "$WORK/store-$m")"
+  done
+  for m in $order; do
+    DRAIN[$m]+=" $(drain "$m" "$from" "$to")"
   done
   for m in $order; do
     REPLICA[$m]+=" $(replica "$m")"
@@ -229,10 +269,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for m in $order; do
     TARGET[$m]+=" $(target "$m" "$WORK/store-plain")"
   done
-  log "round $r: full sync plain${FULL[plain]} tls${FULL[tls]}; stream plain${STREAM[plain]} tls${STREAM[tls]}; replica plain${REPLICA[plain]} tls${REPLICA[tls]}; target plain${TARGET[plain]} tls${TARGET[tls]}"
+  log "round $r: full sync plain${FULL[plain]} tls${FULL[tls]}; stream plain${STREAM[plain]} tls${STREAM[tls]}; drain plain${DRAIN[plain]} tls${DRAIN[tls]}; replica plain${REPLICA[plain]} tls${REPLICA[tls]}; target plain${TARGET[plain]} tls${TARGET[tls]}"
 done
 
 rdb_mb="$(calc "$(du -sb "$WORK/store-plain" | cut -f1) / 1048576" %.0f)"
+# ratio_of A B: the median of the rounds' A/B (and each).
+# shellcheck disable=SC2206
+ratio_of() { local a b i out=(); a=($1) b=($2); for ((i = 0; i < ${#a[@]}; i++)); do out+=("$(calc "${a[i]} / ${b[i]}" %.2f)"); done; echo "$(median "${out[@]}") (rounds: ${out[*]})"; }
 # The data set grows by the stream's keys every round: the two sides of one round compare, so
 # the figure is the median of the rounds' ratios (the sides' medians are shown too).
 report() {
@@ -253,5 +296,17 @@ report "full sync ($KEYS keys)" "${FULL[plain]}" "${FULL[tls]}"
 report "stream ($COMMANDS SETs from the backlog, until received)" "${STREAM[plain]}" "${STREAM[tls]}"
 cpu() { local m; m="$(cut -d' ' -f"$2" "$WORK/cpu-$1" | tr '\n' ' ')"; echo "$(median $m) s (runs: $m)"; }
 echo "  CPU until received, medians: pitr plain $(cpu plain 1), TLS $(cpu tls 1); the master plain $(cpu plain 2), TLS $(cpu tls 2)"
+# Both sides' CPU seconds per round (pitr + master), their ratio TLS/plain, and the cores they
+# kept busy: when the two fill the machine's cores, the time follows the CPU they need.
+cpu_sums() { awk '{ print $1 + $2 }' "$WORK/cpu-$1" | tr '\n' ' '; }
+busy() { local c t i out=(); c=($(cpu_sums "$1")) t=($2); for ((i = 0; i < ${#c[@]}; i++)); do out+=("$(calc "${c[i]} / ${t[i]}" %.2f)"); done; echo "${out[*]}"; }
+# The master's extra CPU under TLS as a share of both sides' plain CPU, per round: the least
+# TLS can cost on a machine the two share, with pitr's own TLS cost at zero.
+master_share() { paste -d' ' "$WORK/cpu-plain" "$WORK/cpu-tls" | awk '{ printf "%.2f ", ($4 - $2) / ($1 + $2) }'; }
+echo "  the master's extra CPU under TLS over both sides' plain CPU, per round: $(master_share)"
+echo "  pitr + master CPU, TLS over plain, median of the rounds: $(ratio_of "$(cpu_sums tls)" "$(cpu_sums plain)"); cores busy per round: plain $(busy plain "${STREAM[plain]}"), TLS $(busy tls "${STREAM[tls]}") of $(nproc)"
+report "  the transport's own: examples/drain.rs reads the same backlog and discards it" "${DRAIN[plain]}" "${DRAIN[tls]}"
+echo "  CPU until read, medians: the reader plain $(cpu drain-plain 1), TLS $(cpu drain-tls 1); the master plain $(cpu drain-plain 2), TLS $(cpu drain-tls 2)"
+echo "  pitr's stream time over the reader's, medians of the rounds: plain $(ratio_of "${STREAM[plain]}" "${DRAIN[plain]}"), TLS $(ratio_of "${STREAM[tls]}" "${DRAIN[tls]}")"
 report "  the server's own: a Redis replica's partial resync of the same backlog" "${REPLICA[plain]}" "${REPLICA[tls]}"
 report "live target (restore --target)" "${TARGET[plain]}" "${TARGET[tls]}"

@@ -170,15 +170,18 @@ fn checkpoint(r: &RedisServer) -> (String, Value) {
     (moment, state)
 }
 
-/// Each checkpoint restored as files into a new server equals the state recorded.
-fn restores_equal(a: &Archive, checkpoints: &[(String, Value)]) {
+/// Each checkpoint restored as files into a new server equals the state recorded; a
+/// mismatch shows the archive's summary and the end of the archiver's log (`p`).
+fn restores_equal(a: &Archive, p: &PitrProcess, checkpoints: &[(String, Value)]) {
     for (i, (moment, want)) in checkpoints.iter().enumerate() {
         let restored = a.restore_as_files_and_start(moment, &[]);
         let got = crate::support::state::logical_state_con(&mut restored.con(), 0);
         assert!(
             got == *want,
-            "checkpoint {i} at {moment}: {}",
-            crate::support::state::diff(want, &got).unwrap_or_default()
+            "checkpoint {i} at {moment}: {}\n{:#}\n{}",
+            crate::support::state::diff(want, &got).unwrap_or_default(),
+            a.ls_summary(),
+            p.log_tail(60)
         );
     }
 }
@@ -378,7 +381,7 @@ fn the_archive_follows_sentinel_through_a_failover_and_a_kill_9_in_one_generatio
         "the subscription saw the failovers:\n{log}"
     );
     a.verify();
-    restores_equal(&a, &checkpoints);
+    restores_equal(&a, &p, &checkpoints);
 }
 
 #[test]
@@ -438,7 +441,7 @@ fn failover_and_replicaof_on_the_master_are_followed() {
     let log = p.log();
     assert!(log.contains("following its master"), "{log}");
     a.verify();
-    restores_equal(&a, &checkpoints);
+    restores_equal(&a, &p, &checkpoints);
 }
 
 #[test]
@@ -552,7 +555,7 @@ fn writes_a_failover_lost_are_a_branch_restorable_only_before_it() {
     );
     a.verify();
     // Before the failover the lost writes are there; after it they are not.
-    restores_equal(&a, &checkpoints);
+    restores_equal(&a, &p, &checkpoints);
     assert!(checkpoints[1].1.to_string().contains("lost:0"));
     assert!(!checkpoints[2].1.to_string().contains("lost:0"));
 }
@@ -659,8 +662,12 @@ fn a_sentinel_failover_under_writes_restores_every_checkpoint() {
         p.log_tail(40)
     );
     for b in lossy {
-        assert!(b["lost_data_commands"].as_u64().unwrap() > 0, "{b:#}");
+        assert!(
+            b["lost_data_commands"].as_u64().is_some_and(|n| n > 0),
+            "{b:#}\n{}",
+            p.log_tail(60)
+        );
     }
     a.verify();
-    restores_equal(&a, &checkpoints);
+    restores_equal(&a, &p, &checkpoints);
 }
