@@ -184,6 +184,39 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Whether `args`, running in `db`, brings keys from a database the filter leaves out into
+    /// one it selects: `MOVE`/`COPY … DB` out of an unselected database, or `SWAPDB` of a
+    /// selected with an unselected one. A restore never held the database they come from, so
+    /// those keys end up missing (or, for `SWAPDB`, the selected database holds what the
+    /// restore had of the other): counted and warned of, as it cannot be reproduced.
+    pub fn brings_in_unselected(&self, db: u32, args: &[impl AsRef<[u8]>]) -> bool {
+        if self.dbs.is_empty() || args.is_empty() {
+            return false;
+        }
+        let info = commands::info(args);
+        let number = |i: usize| args.get(i).and_then(|a| parse_u64(a.as_ref()));
+        if let Kind::Databases(Databases::Swap { a, b }) = info.kind {
+            return match (number(a), number(b)) {
+                (Some(a), Some(b)) => self.db_selected(a as u32) != self.db_selected(b as u32),
+                _ => false,
+            };
+        }
+        let Some(to) = info.other_db.and_then(|o| o.db(args)) else {
+            return false;
+        };
+        if self.db_selected(db) || !self.db_selected(to as u32) {
+            return false;
+        }
+        // The keys the command writes in the selected database: MOVE's key, COPY's
+        // destination (the last key it names).
+        info.keys
+            .of(args)
+            .and_then(|keys| keys.last())
+            .is_some_and(|k| self.key_selected(to as u32, k))
+    }
+}
+
 /// Redis' glob: `*`, `?`, `[abc]`, `[^abc]`, `[a-z]`, and `\x` to escape.
 pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
     let (mut p, mut i) = (0usize, 0usize);
@@ -362,6 +395,35 @@ mod tests {
             assert_eq!(filter.command(*db, args), *want, "db {db} {args:?}");
         }
         assert!(dbf.key_selected(1, b"x") && !dbf.key_selected(2, b"x"));
+    }
+
+    #[test]
+    fn keys_brought_in_from_an_unselected_database() {
+        let dbf = f(&[1], &[]);
+        let both = f(&[1], &["user:*"]);
+        let cases: &[(&Filter, u32, &[&str], bool)] = &[
+            (&dbf, 0, &["MOVE", "k", "1"], true),
+            (&dbf, 0, &["MOVE", "k", "2"], false),
+            (&dbf, 1, &["MOVE", "k", "0"], false),
+            (&dbf, 0, &["COPY", "a", "b", "DB", "1"], true),
+            (&dbf, 0, &["COPY", "a", "b", "db", "1", "REPLACE"], true),
+            (&dbf, 0, &["COPY", "a", "b"], false),
+            (&dbf, 0, &["SWAPDB", "0", "1"], true),
+            (&dbf, 5, &["SWAPDB", "1", "3"], true),
+            (&dbf, 0, &["SWAPDB", "0", "2"], false),
+            (&dbf, 1, &["SET", "k", "v"], false),
+            (&both, 0, &["MOVE", "user:1", "1"], true),
+            (&both, 0, &["MOVE", "order:1", "1"], false),
+            (&both, 0, &["COPY", "order:1", "user:1", "DB", "1"], true),
+            (&f(&[], &["user:*"]), 0, &["MOVE", "user:1", "1"], false),
+        ];
+        for (filter, db, args, want) in cases {
+            assert_eq!(
+                filter.brings_in_unselected(*db, args),
+                *want,
+                "db {db} {args:?}"
+            );
+        }
     }
 
     #[test]

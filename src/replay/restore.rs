@@ -171,6 +171,10 @@ pub struct Report {
     pub commands_internal: u64,
     /// Commands that touch selected and unselected keys, applied whole.
     pub commands_mixed: u64,
+    /// Commands that bring keys from a database `--db` leaves out into one it selects (`MOVE`,
+    /// `COPY … DB`, `SWAPDB`): the restore cannot reproduce those keys (see
+    /// [`Filter::brings_in_unselected`]).
+    pub commands_from_unselected: u64,
     /// Live target by commands: those of them the target refused (a `RENAME` from a key left
     /// out), counted as a replica would ignore them; unknown elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -218,6 +222,7 @@ impl Report {
         self.commands_skipped += c.commands_skipped;
         self.commands_internal += c.commands_internal;
         self.commands_mixed += c.commands_mixed;
+        self.commands_from_unselected += c.commands_from_unselected;
         self.flushes_scoped += c.flushes_scoped;
         self.transaction_left_out = c.transaction_left_out;
         self.bytes_read += c.bytes_read;
@@ -654,6 +659,17 @@ impl Executor<'_> {
             if c.info().kind == Kind::Internal {
                 self.report.commands_internal += 1;
                 continue;
+            }
+            if self.filter.brings_in_unselected(c.db, &c.args) {
+                if self.report.commands_from_unselected == 0 {
+                    tracing::warn!(
+                        command = %String::from_utf8_lossy(&c.args[0]),
+                        db = c.db,
+                        offset = c.end,
+                        "a command brings keys from a database left out into one restored (MOVE, COPY ... DB, SWAPDB): the restore never held them, so they are missing; restore without --db to have them (counted in commands_from_unselected)"
+                    );
+                }
+                self.report.commands_from_unselected += 1;
             }
             let mixed = match self.filter.command(c.db, &c.args) {
                 Verdict::Drop => {

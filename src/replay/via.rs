@@ -557,6 +557,7 @@ async fn replicate(
         keys_skipped: served.as_ref().map_or(0, |s| s.keys_skipped),
         commands_skipped: served.as_ref().map_or(0, |s| s.commands_skipped),
         commands_mixed: served.as_ref().map_or(0, |s| s.commands_mixed),
+        commands_from_unselected: served.as_ref().map_or(0, |s| s.commands_from_unselected),
         transaction_left_out: counts.transaction_left_out,
         seconds: started.elapsed().as_secs_f64(),
         bytes_read: plan.snapshot.bytes + counts.bytes_read,

@@ -567,6 +567,7 @@ impl Link {
                 commands: 0,
                 commands_skipped: 0,
                 commands_mixed: 0,
+                commands_from_unselected: 0,
                 commands_internal: 0,
                 stream_bytes: 0,
                 ..snapshot.unwrap_or_default()

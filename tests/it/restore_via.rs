@@ -614,3 +614,32 @@ fn mixed_commands_that_fail_on_the_target_are_counted_not_fatal() {
         .collect();
     assert_eq!(keys, ["b:4"], "{got}");
 }
+
+/// `MOVE` and `COPY … DB` out of a database `--db` leaves out, into one it restores: the
+/// restore never held those keys. Both paths count the commands in the report (and say so)
+/// rather than leaving the keys out silently.
+#[test]
+fn keys_brought_in_from_a_left_out_database_are_counted() {
+    let master = RedisServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let archive = Archive::local();
+    archive.archive_while(&master, |con| {
+        exec(con, &["SELECT", "1"]);
+        exec(con, &["SET", "stay", "1"]);
+        exec(con, &["SELECT", "0"]);
+        exec(con, &["SET", "moved", "0"]);
+        exec(con, &["MOVE", "moved", "1"]);
+        exec(con, &["SET", "copied", "0"]);
+        exec(con, &["COPY", "copied", "copy", "DB", "1"]);
+        exec(con, &["SET", "elsewhere", "0"]);
+        exec(con, &["MOVE", "elsewhere", "2"]);
+    });
+    for via in ["commands", "replication"] {
+        let target = RedisServer::start(&[]);
+        let rep = restore_ok(&archive, &target, "latest", &["--via", via, "--db", "1"]);
+        assert_eq!(rep["commands_from_unselected"], 2, "via {via}: {rep}");
+        let mut con = target.client();
+        exec(&mut con, &["SELECT", "1"]);
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+        assert_eq!(keys, ["stay"], "via {via}: the keys brought in are missing");
+    }
+}

@@ -304,6 +304,13 @@ pub async fn run(cmd: RestoreCmd) -> anyhow::Result<()> {
                 report.commands_mixed
             );
         }
+        if report.commands_from_unselected > 0 {
+            outln!(
+                out,
+                "  NOT restored: {} commands brought keys from a database left out into one restored (MOVE, COPY ... DB, SWAPDB); those keys are missing: restore without --db to have them",
+                report.commands_from_unselected
+            );
+        }
         if report.transaction_left_out {
             outln!(
                 out,
