@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use crate::serve::{archive_workload, readable_state, Archived};
 use crate::support::archiving::*;
-use crate::support::state::{align_expiries, diff, drop_expired, without_idle_consumers};
+use crate::support::state::{
+    align_expiries, diff, drop_expired, drop_late_expiring, without_idle_consumers,
+};
 use crate::support::*;
 
 /// `pitr restore --to <to> --target <target> --via replication --json`: its report and stderr.
@@ -132,6 +134,7 @@ fn each_checkpoint_into(a: &Archived, targets: &[PathBuf], relative_ttls: bool) 
             let mut got = without_idle_consumers(&readable_state(bin, &target, cutoff));
             if relative_ttls {
                 let slack = (now_ms() - a.began_ms) as i64 + 1000;
+                got = drop_late_expiring(&cp.state, &got, cutoff, slack);
                 got = align_expiries(&want, &got, slack);
             }
             if let Some(d) = diff(&want, &got) {

@@ -676,6 +676,30 @@ pub fn align_expiries(want: &Value, got: &Value, slack_ms: i64) -> Value {
     out
 }
 
+/// `got` without the keys that `source` (a state taken on the master) has expiring before
+/// `cutoff_ms` but within `slack_ms` of it. [`drop_expired`] takes them out of the expected
+/// state, while a target that counted relative TTLs from a later moment (a server before 7.0
+/// replicates `EXPIRE`, not `PEXPIREAT`) may still hold them at the cutoff.
+pub fn drop_late_expiring(source: &Value, got: &Value, cutoff_ms: u64, slack_ms: i64) -> Value {
+    let cutoff = cutoff_ms as i64;
+    let id = |k: &Value| (k["db"].to_string(), k["key"].to_string());
+    let late: std::collections::HashSet<(String, String)> = source["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|k| {
+            let exp = k["expire_ms"].as_i64().unwrap_or(-1);
+            exp >= 0 && exp < cutoff && exp >= cutoff - slack_ms
+        })
+        .map(id)
+        .collect();
+    let mut out = got.clone();
+    if let Some(keys) = out.get_mut("keys").and_then(Value::as_array_mut) {
+        keys.retain(|k| !late.contains(&id(k)));
+    }
+    out
+}
+
 /// `state` without the stream metadata Redis 7.0 added (`entries_added`, `max_deleted_id`,
 /// the groups' `entries_read`), to compare a Redis 6 source with a newer server.
 pub fn without_stream_meta_of_7(state: &Value) -> Value {
