@@ -642,4 +642,11 @@ fn keys_brought_in_from_a_left_out_database_are_counted() {
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
         assert_eq!(keys, ["stay"], "via {via}: the keys brought in are missing");
     }
+    let dir = temp_dir("pitr-files");
+    let out = dir.path().join("out");
+    let rep = archive.restore(
+        "latest",
+        &["--output-dir", out.to_str().unwrap(), "--db", "1"],
+    );
+    assert_eq!(rep["commands_from_unselected"], 2, "into files: {rep}");
 }
