@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::rdb::Event;
 use crate::replay::filter::Filter;
 use crate::replay::live_sink::{ContinuingOpener, LiveOpener, LiveSink};
-use crate::replay::sink::{Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
+use crate::replay::sink::{CommandSink, Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
 use crate::replay::{Report, RestoreError};
 use crate::resp::commands::{self, Kind, Tx};
 
@@ -94,9 +94,9 @@ pub struct RoutingSink {
 /// What an open transaction holds.
 enum TxItem {
     Command(Vec<Bytes>),
-    /// A scoped `FLUSHALL`/`FLUSHDB` (see [`Sink::flush_selected`]).
+    /// A scoped `FLUSHALL`/`FLUSHDB` (see [`CommandSink::flush_selected`]).
     Flush(Option<u32>, Filter),
-    /// `TRIMSLOTS` as deletes (see [`Sink::delete_slots`]).
+    /// `TRIMSLOTS` as deletes (see [`CommandSink::delete_slots`]).
     Trim(u32, Vec<(u16, u16)>, Filter),
 }
 
@@ -138,50 +138,7 @@ fn add(into: &mut Report, r: &Report) {
     into.field_ttls_shifted |= r.field_ttls_shifted;
 }
 
-impl Sink for RoutingSink {
-    fn values_by_restore(&self) -> bool {
-        self.sinks.iter().all(|s| s.values_by_restore())
-    }
-
-    async fn snapshot(&mut self, raw: &Bytes, events: &mut [Event]) -> Result<(), RestoreError> {
-        for ev in events.iter() {
-            match ev {
-                Event::KeyStart { key, .. } => {
-                    let m = self.master_of(key);
-                    self.keys[m] += 1;
-                    self.current = Some(m);
-                    self.events[m].push(ev.clone());
-                }
-                Event::KeyEnd { .. } => {
-                    if let Some(m) = self.current.take() {
-                        self.events[m].push(ev.clone());
-                    }
-                }
-                _ => match self.current {
-                    Some(m) => self.events[m].push(ev.clone()),
-                    // Outside a key (header, aux fields, functions): every master.
-                    None => self.events.iter_mut().for_each(|e| e.push(ev.clone())),
-                },
-            }
-        }
-        for (s, evs) in self.sinks.iter_mut().zip(self.events.iter_mut()) {
-            if !evs.is_empty() {
-                s.snapshot(raw, evs).await?;
-                evs.clear();
-            }
-        }
-        Ok(())
-    }
-
-    async fn snapshot_done(&mut self, _keys: u64, report: &mut Report) -> Result<(), RestoreError> {
-        for (s, keys) in self.sinks.iter_mut().zip(&self.keys) {
-            let mut r = Report::default();
-            s.snapshot_done(*keys, &mut r).await?;
-            add(report, &r);
-        }
-        Ok(())
-    }
-
+impl CommandSink for RoutingSink {
     async fn command(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
         let args = cmd.args();
         match commands::info(args).kind {
@@ -273,6 +230,51 @@ impl Sink for RoutingSink {
 
     fn tolerate_errors(&mut self, on: bool) {
         self.sinks.iter_mut().for_each(|s| s.tolerate_errors(on));
+    }
+}
+
+impl Sink for RoutingSink {
+    fn values_by_restore(&self) -> bool {
+        self.sinks.iter().all(|s| s.values_by_restore())
+    }
+
+    async fn snapshot(&mut self, raw: &Bytes, events: &mut [Event]) -> Result<(), RestoreError> {
+        for ev in events.iter() {
+            match ev {
+                Event::KeyStart { key, .. } => {
+                    let m = self.master_of(key);
+                    self.keys[m] += 1;
+                    self.current = Some(m);
+                    self.events[m].push(ev.clone());
+                }
+                Event::KeyEnd { .. } => {
+                    if let Some(m) = self.current.take() {
+                        self.events[m].push(ev.clone());
+                    }
+                }
+                _ => match self.current {
+                    Some(m) => self.events[m].push(ev.clone()),
+                    // Outside a key (header, aux fields, functions): every master.
+                    None => self.events.iter_mut().for_each(|e| e.push(ev.clone())),
+                },
+            }
+        }
+        for (s, evs) in self.sinks.iter_mut().zip(self.events.iter_mut()) {
+            if !evs.is_empty() {
+                s.snapshot(raw, evs).await?;
+                evs.clear();
+            }
+        }
+        Ok(())
+    }
+
+    async fn snapshot_done(&mut self, _keys: u64, report: &mut Report) -> Result<(), RestoreError> {
+        for (s, keys) in self.sinks.iter_mut().zip(&self.keys) {
+            let mut r = Report::default();
+            s.snapshot_done(*keys, &mut r).await?;
+            add(report, &r);
+        }
+        Ok(())
     }
 
     async fn finish(self, report: &mut Report) -> Result<(), RestoreError> {

@@ -643,24 +643,7 @@ impl Drop for FilesWriter {
     }
 }
 
-impl Sink for FilesWriter {
-    /// A selective restore writes `RESTORE` commands for the values that fit.
-    fn values_by_restore(&self) -> bool {
-        self.conv.is_some()
-    }
-
-    async fn snapshot(&mut self, raw: &Bytes, events: &mut [Event]) -> Result<(), RestoreError> {
-        FilesWriter::snapshot(self, raw, events).await
-    }
-
-    async fn snapshot_done(
-        &mut self,
-        _keys: u64,
-        _report: &mut Report,
-    ) -> Result<(), RestoreError> {
-        FilesWriter::snapshot_done(self).await
-    }
-
+impl CommandSink for FilesWriter {
     async fn command(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
         match cmd {
             Outgoing::Archived { raw, .. } => self.command_encoded(raw).await,
@@ -677,6 +660,25 @@ impl Sink for FilesWriter {
     ) -> Result<bool, RestoreError> {
         FilesWriter::command(self, &trim_slots_script(ranges)).await?;
         Ok(true)
+    }
+}
+
+impl Sink for FilesWriter {
+    /// A selective restore writes `RESTORE` commands for the values that fit.
+    fn values_by_restore(&self) -> bool {
+        self.conv.is_some()
+    }
+
+    async fn snapshot(&mut self, raw: &Bytes, events: &mut [Event]) -> Result<(), RestoreError> {
+        FilesWriter::snapshot(self, raw, events).await
+    }
+
+    async fn snapshot_done(
+        &mut self,
+        _keys: u64,
+        _report: &mut Report,
+    ) -> Result<(), RestoreError> {
+        FilesWriter::snapshot_done(self).await
     }
 
     /// Without `--db`/`--match` the AOF holds only the commands after the snapshot: they can

@@ -118,7 +118,7 @@ impl Filter {
                 return Verdict::Keep
             }
             // A shard's FLUSHALL/FLUSHDB/TRIMSLOTS: each pass deletes the keys it selects (see
-            // `Sink::flush_selected`, `Sink::delete_slots`). SWAPDB: a cluster has one
+            // `CommandSink::flush_selected`, `CommandSink::delete_slots`). SWAPDB: a cluster has one
             // database.
             Kind::Databases(_) if self.slots.is_some() => return Verdict::Mixed,
             Kind::Databases(Databases::All) => {
@@ -133,7 +133,7 @@ impl Filter {
                 }
             }
             // The keys of some slots in the selected database: as for `FLUSHDB`, and applied
-            // by deleting them (`Sink::delete_slots`).
+            // by deleting them (`CommandSink::delete_slots`).
             Kind::Databases(Databases::Selected | Databases::Slots(_)) => {
                 return if !self.db_selected(db) {
                     Verdict::Drop

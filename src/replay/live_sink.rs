@@ -17,7 +17,7 @@ use super::filter::Filter;
 use super::keys::{self, KeyConverter};
 use super::live::LiveTarget;
 use super::restore::{Report, RestoreError};
-use super::sink::{Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
+use super::sink::{CommandSink, Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
 use crate::rdb::{self, Event};
 use crate::resp::commands::{self, AbsoluteTtl, Kind, StreamTrim, Unit};
 
@@ -122,7 +122,7 @@ impl LiveOpener {
 
 /// A live server being restored into.
 pub struct LiveSink {
-    /// Where the target is, for a second connection (see [`Sink::flush_selected`]).
+    /// Where the target is, for a second connection (see [`CommandSink::flush_selected`]).
     url: String,
     password: Option<String>,
     timeout: Duration,
@@ -206,43 +206,7 @@ impl LiveSink {
     }
 }
 
-impl Sink for LiveSink {
-    fn values_by_restore(&self) -> bool {
-        self.by_restore
-    }
-
-    async fn snapshot(&mut self, _raw: &Bytes, events: &mut [Event]) -> Result<(), RestoreError> {
-        for ev in events.iter_mut() {
-            match ev {
-                Event::KeyStart {
-                    expire_ms: Some(ms),
-                    ..
-                } => self.shift_expiry(ms, false),
-                Event::HashField {
-                    expire_ms: Some(ms),
-                    ..
-                } => self.shift_expiry(ms, true),
-                _ => {}
-            }
-        }
-        for ev in events.iter() {
-            self.conv.push(ev, &mut self.cmds)?;
-            for c in self.cmds.drain(..) {
-                self.target.send(&c).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn snapshot_done(&mut self, keys: u64, report: &mut Report) -> Result<(), RestoreError> {
-        self.target.sync().await?;
-        self.target.snapshot_applied(keys);
-        let st = self.conv.stats();
-        report.keys_by_restore = st.keys_by_restore;
-        report.keys_by_commands = st.keys_by_commands;
-        Ok(())
-    }
-
+impl CommandSink for LiveSink {
     async fn command(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
         if let Kind::Select { .. } = commands::info(cmd.args()).kind {
             if let Some(db) = cmd
@@ -303,6 +267,44 @@ impl Sink for LiveSink {
 
     fn tolerate_errors(&mut self, on: bool) {
         self.target.tolerate_errors(on);
+    }
+}
+
+impl Sink for LiveSink {
+    fn values_by_restore(&self) -> bool {
+        self.by_restore
+    }
+
+    async fn snapshot(&mut self, _raw: &Bytes, events: &mut [Event]) -> Result<(), RestoreError> {
+        for ev in events.iter_mut() {
+            match ev {
+                Event::KeyStart {
+                    expire_ms: Some(ms),
+                    ..
+                } => self.shift_expiry(ms, false),
+                Event::HashField {
+                    expire_ms: Some(ms),
+                    ..
+                } => self.shift_expiry(ms, true),
+                _ => {}
+            }
+        }
+        for ev in events.iter() {
+            self.conv.push(ev, &mut self.cmds)?;
+            for c in self.cmds.drain(..) {
+                self.target.send(&c).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn snapshot_done(&mut self, keys: u64, report: &mut Report) -> Result<(), RestoreError> {
+        self.target.sync().await?;
+        self.target.snapshot_applied(keys);
+        let st = self.conv.stats();
+        report.keys_by_restore = st.keys_by_restore;
+        report.keys_by_commands = st.keys_by_commands;
+        Ok(())
     }
 
     async fn finish(mut self, report: &mut Report) -> Result<(), RestoreError> {

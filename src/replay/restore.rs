@@ -41,9 +41,7 @@ use crate::replay::files::{self, FilesOpener};
 use crate::replay::filter::{Filter, Verdict};
 use crate::replay::live_sink::{ExpiryShift, LiveOpener};
 use crate::replay::plan::{self, Plan, PlanError, Target};
-use crate::replay::sink::{
-    CommandSink, Opener, Outgoing, RdbHeader, Sink, SinkCommands, SnapshotNeeds,
-};
+use crate::replay::sink::{CommandSink, Opener, Outgoing, RdbHeader, Sink, SnapshotNeeds};
 use crate::replay::{keys, live};
 use crate::resp::commands::{Databases, Kind, RelativeTtl};
 use crate::resp::scanner::StreamError;
@@ -415,9 +413,7 @@ impl Executor<'_> {
         let Some(mut part) = sink.commands_apart() else {
             let chain = self.snapshot_whole(sink, snapshot).await?;
             let _ = snapshot_done.send(());
-            let mut commands = SinkCommands(sink);
-            self.commands(&mut commands, header, Some(chain), segments)
-                .await?;
+            self.commands(sink, header, Some(chain), segments).await?;
             return Ok(());
         };
         // The commands go to a place of their own: they are replayed while the snapshot is
@@ -1189,6 +1185,25 @@ mod tests {
             }
         }
 
+        impl CommandSink for Recorder {
+            async fn command(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
+                let text: Vec<String> = cmd
+                    .args()
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                if Some(text[0].as_str()) == self.refuse {
+                    return Err(RestoreError::FileIo {
+                        path: "recorder".into(),
+                        op: "write",
+                        source: std::io::Error::other(format!("refused {}", text[0])),
+                    });
+                }
+                self.log.lock().unwrap().commands.push(text.join(" "));
+                Ok(())
+            }
+        }
+
         impl Sink for Recorder {
             fn values_by_restore(&self) -> bool {
                 false
@@ -1209,23 +1224,6 @@ mod tests {
                 _report: &mut Report,
             ) -> Result<(), RestoreError> {
                 self.log.lock().unwrap().snapshot_done = Some(keys);
-                Ok(())
-            }
-
-            async fn command(&mut self, cmd: Outgoing<'_>) -> Result<(), RestoreError> {
-                let text: Vec<String> = cmd
-                    .args()
-                    .iter()
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
-                if Some(text[0].as_str()) == self.refuse {
-                    return Err(RestoreError::FileIo {
-                        path: "recorder".into(),
-                        op: "write",
-                        source: std::io::Error::other(format!("refused {}", text[0])),
-                    });
-                }
-                self.log.lock().unwrap().commands.push(text.join(" "));
                 Ok(())
             }
 

@@ -86,9 +86,10 @@ impl<'a> Outgoing<'a> {
 
 /// A destination of a restore, opened. The executor calls [`snapshot`](Sink::snapshot) for
 /// every piece of the snapshot in order, [`snapshot_done`](Sink::snapshot_done) once, then
-/// [`command`](Sink::command) for every command after the snapshot up to the cut, and at the
-/// end [`finish`](Sink::finish), or [`abort`](Sink::abort) after any error.
-pub trait Sink: Send {
+/// [`command`](CommandSink::command) for every command after the snapshot up to the cut, and at the
+/// end [`finish`](Sink::finish), or [`abort`](Sink::abort) after any error. It takes the
+/// commands as a [`CommandSink`].
+pub trait Sink: CommandSink {
     /// Whether the snapshot's values go by `RESTORE` (their raw bytes are used; the parser
     /// need not decompress large LZF strings).
     fn values_by_restore(&self) -> bool;
@@ -109,6 +110,34 @@ pub trait Sink: Send {
         report: &mut Report,
     ) -> impl Future<Output = Result<(), RestoreError>> + Send;
 
+    /// The part of the destination that takes the commands, when it is independent of where
+    /// the snapshot goes (files: the AOF is a file of its own). The executor then replays the
+    /// commands while the snapshot is still being copied, and hands the part back with
+    /// [`commands_back`](Sink::commands_back) before [`finish`](Sink::finish) or
+    /// [`abort`](Sink::abort). By default the commands follow the snapshot through
+    /// [`command`](CommandSink::command).
+    fn commands_apart(&mut self) -> Option<CommandFile> {
+        None
+    }
+
+    /// The part lent by [`commands_apart`](Sink::commands_apart), back.
+    fn commands_back(&mut self, _part: CommandFile) {}
+
+    /// Everything was handed over: make it durable, visible or final, and fill the fields of
+    /// the report this destination owns.
+    fn finish(self, report: &mut Report) -> impl Future<Output = Result<(), RestoreError>> + Send
+    where
+        Self: Sized;
+
+    /// The restore failed: leave nothing that looks complete (staging files are removed).
+    fn abort(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized;
+}
+
+/// Where the commands after the snapshot go: a whole [`Sink`], or the part of one that takes
+/// them apart ([`Sink::commands_apart`]).
+pub trait CommandSink: Send {
     /// One command after the snapshot.
     fn command(
         &mut self,
@@ -145,94 +174,6 @@ pub trait Sink: Send {
         _filter: &Filter,
     ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
         async { Ok(false) }
-    }
-
-    /// The part of the destination that takes the commands, when it is independent of where
-    /// the snapshot goes (files: the AOF is a file of its own). The executor then replays the
-    /// commands while the snapshot is still being copied, and hands the part back with
-    /// [`commands_back`](Sink::commands_back) before [`finish`](Sink::finish) or
-    /// [`abort`](Sink::abort). By default the commands follow the snapshot through
-    /// [`command`](Sink::command).
-    fn commands_apart(&mut self) -> Option<CommandFile> {
-        None
-    }
-
-    /// The part lent by [`commands_apart`](Sink::commands_apart), back.
-    fn commands_back(&mut self, _part: CommandFile) {}
-
-    /// Everything was handed over: make it durable, visible or final, and fill the fields of
-    /// the report this destination owns.
-    fn finish(self, report: &mut Report) -> impl Future<Output = Result<(), RestoreError>> + Send
-    where
-        Self: Sized;
-
-    /// The restore failed: leave nothing that looks complete (staging files are removed).
-    fn abort(self) -> impl Future<Output = ()> + Send
-    where
-        Self: Sized;
-}
-
-/// Where the commands after the snapshot go: a whole sink ([`SinkCommands`]), or the part of
-/// one that takes them apart ([`Sink::commands_apart`]).
-pub trait CommandSink: Send {
-    fn command(
-        &mut self,
-        cmd: Outgoing<'_>,
-    ) -> impl Future<Output = Result<(), RestoreError>> + Send;
-
-    /// See [`Sink::tolerate_errors`].
-    fn tolerate_errors(&mut self, _on: bool) {}
-
-    /// See [`Sink::flush_selected`].
-    fn flush_selected(
-        &mut self,
-        _db: Option<u32>,
-        _filter: &Filter,
-    ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
-        async { Ok(false) }
-    }
-
-    /// See [`Sink::delete_slots`].
-    fn delete_slots(
-        &mut self,
-        _db: u32,
-        _ranges: &[(u16, u16)],
-        _filter: &Filter,
-    ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
-        async { Ok(false) }
-    }
-}
-
-/// A sink as the place of its commands.
-pub struct SinkCommands<'a, S>(pub &'a mut S);
-
-impl<S: Sink> CommandSink for SinkCommands<'_, S> {
-    fn command(
-        &mut self,
-        cmd: Outgoing<'_>,
-    ) -> impl Future<Output = Result<(), RestoreError>> + Send {
-        self.0.command(cmd)
-    }
-
-    fn tolerate_errors(&mut self, on: bool) {
-        self.0.tolerate_errors(on)
-    }
-
-    fn flush_selected(
-        &mut self,
-        db: Option<u32>,
-        filter: &Filter,
-    ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
-        self.0.flush_selected(db, filter)
-    }
-
-    fn delete_slots(
-        &mut self,
-        db: u32,
-        ranges: &[(u16, u16)],
-        filter: &Filter,
-    ) -> impl Future<Output = Result<bool, RestoreError>> + Send {
-        self.0.delete_slots(db, ranges, filter)
     }
 }
 
