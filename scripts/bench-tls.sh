@@ -273,23 +273,24 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 rdb_mb="$(calc "$(du -sb "$WORK/store-plain" | cut -f1) / 1048576" %.0f)"
-# ratio_of A B: the median of the rounds' A/B (and each).
+# ratios A B: each round's A/B (A and B: one figure per round, space-separated).
 # shellcheck disable=SC2206
-ratio_of() { local a b i out=(); a=($1) b=($2); for ((i = 0; i < ${#a[@]}; i++)); do out+=("$(calc "${a[i]} / ${b[i]}" %.2f)"); done; echo "$(median "${out[@]}") (rounds: ${out[*]})"; }
+ratios() { local a b i; a=($1) b=($2); for ((i = 0; i < ${#a[@]}; i++)); do printf '%s ' "$(calc "${a[i]} / ${b[i]}" %.2f)"; done; }
+# ratio_of A B: the median of the rounds' A/B (and each).
+# shellcheck disable=SC2046
+ratio_of() { local r; r="$(ratios "$1" "$2")"; echo "$(median $r) (rounds: ${r% })"; }
 # The data set grows by the stream's keys every round: the two sides of one round compare, so
 # the figure is the median of the rounds' ratios (the sides' medians are shown too).
 report() {
-  local what="$1" p t ratios=() a b i
-  # shellcheck disable=SC2206
-  a=($2) b=($3)
-  for ((i = 0; i < ${#a[@]}; i++)); do ratios+=("$(calc "${b[i]} / ${a[i]}" %.2f)"); done
+  local what="$1" p t r m
+  r="$(ratios "$3" "$2")"
+  # shellcheck disable=SC2086
+  m="$(median $r)"
   # shellcheck disable=SC2086
   p="$(median $2)"
   # shellcheck disable=SC2086
   t="$(median $3)"
-  local m
-  m="$(median "${ratios[@]}")"
-  echo "$what: ratio $m, median of the rounds' (${ratios[*]}) (target <= 1.15: $(awk -v x="$m" 'BEGIN { print (x <= 1.15 ? "met" : "NOT met") }')); medians plain $(calc "$p" %.2f) s, TLS $(calc "$t" %.2f) s; runs plain:$2, TLS:$3"
+  echo "$what: ratio $m, median of the rounds' (${r% }) (target <= 1.15: $(awk -v x="$m" 'BEGIN { print (x <= 1.15 ? "met" : "NOT met") }')); medians plain $(calc "$p" %.2f) s, TLS $(calc "$t" %.2f) s; runs plain:$2, TLS:$3"
 }
 echo "tls: $ROUNDS rounds; $KEYS keys of $VALUE bytes, $COMMANDS SETs; archive ${rdb_mb} MiB stored"
 report "full sync ($KEYS keys)" "${FULL[plain]}" "${FULL[tls]}"
@@ -299,7 +300,7 @@ echo "  CPU until received, medians: pitr plain $(cpu plain 1), TLS $(cpu tls 1)
 # Both sides' CPU seconds per round (pitr + master), their ratio TLS/plain, and the cores they
 # kept busy: when the two fill the machine's cores, the time follows the CPU they need.
 cpu_sums() { awk '{ print $1 + $2 }' "$WORK/cpu-$1" | tr '\n' ' '; }
-busy() { local c t i out=(); c=($(cpu_sums "$1")) t=($2); for ((i = 0; i < ${#c[@]}; i++)); do out+=("$(calc "${c[i]} / ${t[i]}" %.2f)"); done; echo "${out[*]}"; }
+busy() { local r; r="$(ratios "$(cpu_sums "$1")" "$2")"; echo "${r% }"; }
 # The master's extra CPU under TLS as a share of both sides' plain CPU, per round: the least
 # TLS can cost on a machine the two share, with pitr's own TLS cost at zero.
 master_share() { paste -d' ' "$WORK/cpu-plain" "$WORK/cpu-tls" | awk '{ printf "%.2f ", ($4 - $2) / ($1 + $2) }'; }

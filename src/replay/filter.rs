@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::resp::commands::{self, Databases, Kind};
+use crate::resp::commands::{self, CommandInfo, Databases, Kind};
 use crate::resp::scanner::parse_u64;
 
 /// What a command touches, for the filter.
@@ -104,12 +104,19 @@ impl Filter {
         self.db_and_pattern(db, key) && self.slots.as_ref().is_none_or(|s| s.decide(key).1)
     }
 
-    /// The verdict for a replicated command running in `db`.
-    pub fn command(&self, db: u32, args: &[impl AsRef<[u8]>]) -> Verdict {
+    /// The verdict for a replicated command running in `db`, and whether it brings keys in
+    /// from a database the filter leaves out (`MOVE`/`COPY … DB` out of it, `SWAPDB` of it with
+    /// a selected one), which a restore cannot reproduce.
+    pub fn judge(&self, db: u32, args: &[impl AsRef<[u8]>]) -> (Verdict, bool) {
         if self.is_all() || args.is_empty() {
-            return Verdict::Keep;
+            return (Verdict::Keep, false);
         }
         let info = commands::info(args);
+        (self.verdict(db, args, info), self.brings_in(db, args, info))
+    }
+
+    /// The verdict alone, `info` being the command's.
+    fn verdict(&self, db: u32, args: &[impl AsRef<[u8]>], info: &CommandInfo) -> Verdict {
         let number = |i: usize| args.get(i).and_then(|a| parse_u64(a.as_ref()));
         match info.kind {
             // Connection state and transactions: always kept (empty transactions are harmless).
@@ -182,19 +189,16 @@ impl Filter {
             _ => Verdict::Mixed,
         }
     }
-}
 
-impl Filter {
     /// Whether `args`, running in `db`, brings keys from a database the filter leaves out into
     /// one it selects: `MOVE`/`COPY … DB` out of an unselected database, or `SWAPDB` of a
     /// selected with an unselected one. A restore never held the database they come from, so
     /// those keys end up missing (or, for `SWAPDB`, the selected database holds what the
     /// restore had of the other): counted and warned of, as it cannot be reproduced.
-    pub fn brings_in_unselected(&self, db: u32, args: &[impl AsRef<[u8]>]) -> bool {
-        if self.dbs.is_empty() || args.is_empty() {
+    fn brings_in(&self, db: u32, args: &[impl AsRef<[u8]>], info: &CommandInfo) -> bool {
+        if self.dbs.is_empty() {
             return false;
         }
-        let info = commands::info(args);
         let number = |i: usize| args.get(i).and_then(|a| parse_u64(a.as_ref()));
         if let Kind::Databases(Databases::Swap { a, b }) = info.kind {
             return match (number(a), number(b)) {
@@ -392,7 +396,7 @@ mod tests {
             (&dbf, 1, &["SFLUSH", "0", "16383", "ASYNC"], Keep),
         ];
         for (filter, db, args, want) in cases {
-            assert_eq!(filter.command(*db, args), *want, "db {db} {args:?}");
+            assert_eq!(filter.judge(*db, args).0, *want, "db {db} {args:?}");
         }
         assert!(dbf.key_selected(1, b"x") && !dbf.key_selected(2, b"x"));
     }
@@ -418,11 +422,7 @@ mod tests {
             (&f(&[], &["user:*"]), 0, &["MOVE", "user:1", "1"], false),
         ];
         for (filter, db, args, want) in cases {
-            assert_eq!(
-                filter.brings_in_unselected(*db, args),
-                *want,
-                "db {db} {args:?}"
-            );
+            assert_eq!(filter.judge(*db, args).1, *want, "db {db} {args:?}");
         }
     }
 
@@ -442,10 +442,10 @@ mod tests {
         assert!(f.key_selected(0, b"a") && f.key_selected(0, b"{a}x"));
         assert!(!f.key_selected(0, b"b"));
         assert_eq!(owner.foreign_seen.load(Relaxed), 1);
-        assert_eq!(f.command(0, &["SET", "b", "1"]), Verdict::Drop);
-        assert_eq!(f.command(0, &["FLUSHALL"]), Verdict::Mixed);
+        assert_eq!(f.judge(0, &["SET", "b", "1"]).0, Verdict::Drop);
+        assert_eq!(f.judge(0, &["FLUSHALL"]).0, Verdict::Mixed);
         assert_eq!(
-            f.command(0, &["TRIMSLOTS", "RANGES", "1", "5", "6"]),
+            f.judge(0, &["TRIMSLOTS", "RANGES", "1", "5", "6"]).0,
             Verdict::Mixed
         );
         let foreign = Filter {
@@ -459,6 +459,6 @@ mod tests {
         assert!(!foreign.key_selected(0, b"a"));
         assert!(foreign.key_selected(0, b"b") && !foreign.key_selected(0, b"c"));
         // Both passes delete what they select (the sink scopes it).
-        assert_eq!(foreign.command(0, &["FLUSHALL"]), Verdict::Mixed);
+        assert_eq!(foreign.judge(0, &["FLUSHALL"]).0, Verdict::Mixed);
     }
 }

@@ -171,7 +171,7 @@ pub struct Report {
     pub commands_mixed: u64,
     /// Commands that bring keys from a database `--db` leaves out into one it selects (`MOVE`,
     /// `COPY … DB`, `SWAPDB`): the restore cannot reproduce those keys (see
-    /// [`Filter::brings_in_unselected`]).
+    /// [`Filter::judge`]).
     pub commands_from_unselected: u64,
     /// Live target by commands: those of them the target refused (a `RENAME` from a key left
     /// out), counted as a replica would ignore them; unknown elsewhere.
@@ -225,6 +225,21 @@ impl Report {
         self.transaction_left_out = c.transaction_left_out;
         self.bytes_read += c.bytes_read;
     }
+}
+
+/// Counts in `count` a command that brings keys from a database `--db` leaves out into one it
+/// selects ([`Filter::judge`]), and warns at the first: the restore never held
+/// those keys.
+pub(crate) fn count_brought_in(count: &mut u64, c: &Command) {
+    if *count == 0 {
+        tracing::warn!(
+            command = %String::from_utf8_lossy(&c.args[0]),
+            db = c.db,
+            offset = c.end,
+            "a command brings keys from a database left out into one selected (MOVE, COPY ... DB, SWAPDB): the restore never held them, so they are missing; restore without --db to have them (counted in commands_from_unselected)"
+        );
+    }
+    *count += 1;
 }
 
 /// How long `--to now` waits for a running archiver to vouch for the moment the command
@@ -656,18 +671,11 @@ impl Executor<'_> {
                 self.report.commands_internal += 1;
                 continue;
             }
-            if self.filter.brings_in_unselected(c.db, &c.args) {
-                if self.report.commands_from_unselected == 0 {
-                    tracing::warn!(
-                        command = %String::from_utf8_lossy(&c.args[0]),
-                        db = c.db,
-                        offset = c.end,
-                        "a command brings keys from a database left out into one restored (MOVE, COPY ... DB, SWAPDB): the restore never held them, so they are missing; restore without --db to have them (counted in commands_from_unselected)"
-                    );
-                }
-                self.report.commands_from_unselected += 1;
+            let (verdict, brought_in) = self.filter.judge(c.db, &c.args);
+            if brought_in {
+                count_brought_in(&mut self.report.commands_from_unselected, &c);
             }
-            let mixed = match self.filter.command(c.db, &c.args) {
+            let mixed = match verdict {
                 Verdict::Drop => {
                     self.report.commands_skipped += 1;
                     continue;

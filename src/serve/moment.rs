@@ -100,7 +100,7 @@ pub struct FilteredServed {
     pub commands_skipped: u64,
     pub commands_mixed: u64,
     /// Among those left out or sent, commands that bring keys from a database left out into
-    /// one selected (see [`Filter::brings_in_unselected`]).
+    /// one selected (see [`Filter::judge`]).
     pub commands_from_unselected: u64,
     pub commands_internal: u64,
     /// Bytes of the stream sent after the snapshot: the replica's offset ends at the
@@ -333,18 +333,11 @@ pub async fn send_filtered_stream(
                 served.commands_internal += 1;
                 continue;
             }
-            if filter.brings_in_unselected(c.db, &c.args) {
-                if served.commands_from_unselected == 0 {
-                    tracing::warn!(
-                        command = %String::from_utf8_lossy(&c.args[0]),
-                        db = c.db,
-                        offset = c.end,
-                        "a command brings keys from a database left out into one served (MOVE, COPY ... DB, SWAPDB): the archive's filtered moment never held them, so the replica misses them"
-                    );
-                }
-                served.commands_from_unselected += 1;
+            let (verdict, brought_in) = filter.judge(c.db, &c.args);
+            if brought_in {
+                crate::replay::restore::count_brought_in(&mut served.commands_from_unselected, &c);
             }
-            match filter.command(c.db, &c.args) {
+            match verdict {
                 Verdict::Drop => {
                     served.commands_skipped += 1;
                     continue;
