@@ -649,23 +649,27 @@ fn add_field_ttls(con: &mut redis::Connection, records: &mut Vec<(Vec<u8>, Value
     }
 }
 
+/// A key of a state by its database and name.
+fn key_id(k: &Value) -> (String, String) {
+    (k["db"].to_string(), k["key"].to_string())
+}
+
 /// `got` with each key's expiry replaced by `want`'s where the two differ by at most
 /// `slack_ms` (and so are taken as equal). For sources whose TTLs are only known to within the
 /// replication delay (Redis 6 sends relative TTLs).
 pub fn align_expiries(want: &Value, got: &Value, slack_ms: i64) -> Value {
     let mut out = got.clone();
-    let id = |k: &Value| (k["db"].clone().to_string(), k["key"].clone().to_string());
     let wanted: HashMap<(String, String), i64> = want["keys"]
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|k| (id(k), k["expire_ms"].as_i64().unwrap_or(-1)))
+                .map(|k| (key_id(k), k["expire_ms"].as_i64().unwrap_or(-1)))
                 .collect()
         })
         .unwrap_or_default();
     if let Some(keys) = out.get_mut("keys").and_then(Value::as_array_mut) {
         for k in keys {
-            let (Some(&w), Some(g)) = (wanted.get(&id(k)), k["expire_ms"].as_i64()) else {
+            let (Some(&w), Some(g)) = (wanted.get(&key_id(k)), k["expire_ms"].as_i64()) else {
                 continue;
             };
             if w >= 0 && g >= 0 && (w - g).abs() <= slack_ms {
@@ -682,7 +686,6 @@ pub fn align_expiries(want: &Value, got: &Value, slack_ms: i64) -> Value {
 /// replicates `EXPIRE`, not `PEXPIREAT`) may still hold them at the cutoff.
 pub fn drop_late_expiring(source: &Value, got: &Value, cutoff_ms: u64, slack_ms: i64) -> Value {
     let cutoff = cutoff_ms as i64;
-    let id = |k: &Value| (k["db"].to_string(), k["key"].to_string());
     let late: std::collections::HashSet<(String, String)> = source["keys"]
         .as_array()
         .into_iter()
@@ -691,11 +694,11 @@ pub fn drop_late_expiring(source: &Value, got: &Value, cutoff_ms: u64, slack_ms:
             let exp = k["expire_ms"].as_i64().unwrap_or(-1);
             exp >= 0 && exp < cutoff && exp >= cutoff - slack_ms
         })
-        .map(id)
+        .map(key_id)
         .collect();
     let mut out = got.clone();
     if let Some(keys) = out.get_mut("keys").and_then(Value::as_array_mut) {
-        keys.retain(|k| !late.contains(&id(k)));
+        keys.retain(|k| !late.contains(&key_id(k)));
     }
     out
 }
